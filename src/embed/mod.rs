@@ -1,0 +1,69 @@
+//! Text embeddings computed locally.
+//!
+//! Owns the [`Embedder`] trait, the loading of sentence-transformers model folders
+//! ([`ModelDir`]) and the candle BERT encoder ([`BertEmbedder`]). Vectors leave this module
+//! L2-normalised, so callers may compare them with a dot product.
+//!
+//! Must never do I/O beyond reading a model folder, and never know about documents or indexes.
+
+mod bert;
+mod model_dir;
+mod tokenizer;
+
+pub use bert::{BertEmbedder, EmbedOptions};
+pub use model_dir::{ModelDir, Pooling};
+pub use tokenizer::TextTokenizer;
+
+/// Errors raised while loading a model or embedding text.
+#[derive(Debug, thiserror::Error)]
+pub enum EmbedError {
+    /// The model folder is missing a file or holds an unreadable one.
+    #[error("model folder {path}: {reason}")]
+    ModelFolder { path: String, reason: String },
+    /// The tokenizer rejected the input or could not be built.
+    #[error("tokenizer: {0}")]
+    Tokenizer(String),
+    /// The tensor computation failed.
+    #[error("model computation failed: {0}")]
+    Compute(#[from] candle_core::Error),
+}
+
+/// Result alias for this module.
+pub type Result<T, E = EmbedError> = std::result::Result<T, E>;
+
+/// Anything that turns passages into fixed-size, L2-normalised vectors.
+pub trait Embedder: Send + Sync {
+    /// A stable identifier of the model and its weights; indexes are stamped with it.
+    fn model_id(&self) -> &str;
+    /// Length of every vector this embedder returns.
+    fn dimension(&self) -> usize;
+    /// Longest input, in tokens including special tokens; longer inputs are truncated.
+    fn max_tokens(&self) -> usize;
+    /// The tokenizer the model reads with, for token-aware chunking.
+    fn tokenizer(&self) -> &TextTokenizer;
+    /// Embeds `texts`, returning one vector per text in the same order.
+    fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>>;
+}
+
+/// Scales `v` to unit length in place (a zero vector is left as is).
+pub fn l2_normalize(v: &mut [f32]) {
+    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    if norm > 0.0 {
+        v.iter_mut().for_each(|x| *x /= norm);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalize_gives_unit_length_and_keeps_zero() {
+        let mut v = vec![3.0, 4.0];
+        l2_normalize(&mut v);
+        assert!((v[0] - 0.6).abs() < 1e-6 && (v[1] - 0.8).abs() < 1e-6);
+        let mut z = vec![0.0; 3];
+        l2_normalize(&mut z);
+        assert_eq!(z, vec![0.0; 3]);
+    }
+}

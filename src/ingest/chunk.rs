@@ -1,0 +1,497 @@
+//! Token-aware, structure-following chunking.
+//!
+//! A document is cut at headings first (a chunk never spans two sections), then packed from
+//! paragraphs; a paragraph too long for one chunk is split at sentence ends, and a sentence too
+//! long at word boundaries. Sizes are counted in the embedder's own tokens so that no chunk is
+//! silently truncated by the model. Every chunk records byte offsets that slice back to exactly
+//! its text, its page range and its heading path, for citations.
+
+use serde::{Deserialize, Serialize};
+use unicode_segmentation::UnicodeSegmentation;
+
+use super::extract::Extracted;
+use crate::embed::TextTokenizer;
+use crate::util::sha256_hex;
+
+/// Anything that can say where the tokens of a text are (byte spans).
+pub trait TokenSpans {
+    /// Byte spans of the tokens of `text`, in order, without special tokens.
+    fn token_spans(&self, text: &str) -> Vec<(usize, usize)>;
+}
+
+impl TokenSpans for TextTokenizer {
+    fn token_spans(&self, text: &str) -> Vec<(usize, usize)> {
+        // A tokenizer error on valid UTF-8 does not happen with BERT-style tokenizers; fall back
+        // to whitespace words so chunking still bounds its output.
+        TextTokenizer::token_spans(self, text)
+            .unwrap_or_else(|_| WhitespaceTokens.token_spans(text))
+    }
+}
+
+/// Counts whitespace-separated words as tokens (for tests and tokenizer-less callers).
+pub struct WhitespaceTokens;
+
+impl TokenSpans for WhitespaceTokens {
+    fn token_spans(&self, text: &str) -> Vec<(usize, usize)> {
+        text.split_word_bound_indices()
+            .filter(|(_, w)| !w.trim().is_empty())
+            .map(|(i, w)| (i, i + w.len()))
+            .collect()
+    }
+}
+
+/// Chunk size settings, in tokens of the embedder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkingOptions {
+    /// Most tokens in one chunk, special tokens excluded. Keep it at or below the embedder's
+    /// limit minus its special tokens (254 for all-MiniLM-L6-v2).
+    pub max_tokens: usize,
+    /// Tokens repeated from the end of a chunk at the start of the next one (within a section).
+    pub overlap_tokens: usize,
+}
+
+impl Default for ChunkingOptions {
+    fn default() -> Self {
+        Self {
+            max_tokens: 254,
+            overlap_tokens: 32,
+        }
+    }
+}
+
+/// A piece of a document sized for the embedder, with what a citation needs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Chunk {
+    /// The document this chunk belongs to.
+    pub document_id: String,
+    /// Position of the chunk in its document, from 0.
+    pub ordinal: u32,
+    /// Byte offset of the chunk in the extracted text.
+    pub start: usize,
+    /// Byte offset one past the chunk's end.
+    pub end: usize,
+    /// Exactly `extracted.text[start..end]`.
+    pub text: String,
+    /// Tokens in `text` by the embedder's tokenizer (special tokens excluded).
+    pub tokens: usize,
+    /// First and last page (1-based) the chunk touches; `None` for documents without pages.
+    pub pages: Option<(u32, u32)>,
+    /// Titles of the headings enclosing the chunk, outermost first.
+    pub heading_path: Vec<String>,
+    /// SHA-256 of `text`, hex.
+    pub hash: String,
+}
+
+/// Splits extracted documents into chunks.
+pub struct Chunker<'t, T: TokenSpans + ?Sized> {
+    tokens: &'t T,
+    options: ChunkingOptions,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Atom {
+    start: usize,
+    end: usize,
+    paragraph_end: bool,
+}
+
+/// Token positions of one text, for counting tokens in any byte range.
+struct Counter {
+    spans: Vec<(usize, usize)>,
+}
+
+impl Counter {
+    /// Tokens overlapping `start..end` (a token cut by the range counts, so counts never
+    /// undershoot what the model will see).
+    fn count(&self, start: usize, end: usize) -> usize {
+        let first = self.spans.partition_point(|&(_, e)| e <= start);
+        let last = self.spans.partition_point(|&(s, _)| s < end);
+        last.saturating_sub(first)
+    }
+}
+
+impl<'t, T: TokenSpans + ?Sized> Chunker<'t, T> {
+    /// A chunker counting with `tokens`.
+    pub fn new(tokens: &'t T, options: ChunkingOptions) -> Self {
+        let options = ChunkingOptions {
+            max_tokens: options.max_tokens.max(8),
+            overlap_tokens: options.overlap_tokens.min(options.max_tokens / 2),
+        };
+        Self { tokens, options }
+    }
+
+    /// Cuts `doc` into chunks in document order.
+    pub fn chunk(&self, document_id: &str, doc: &Extracted) -> Vec<Chunk> {
+        let text = doc.text.as_str();
+        let counter = Counter {
+            spans: self.tokens.token_spans(text),
+        };
+        let mut bounds: Vec<usize> = doc.headings.iter().map(|h| h.offset).collect();
+        bounds.insert(0, 0);
+        bounds.push(text.len());
+        bounds.dedup();
+        let mut chunks = Vec::new();
+        for window in bounds.windows(2) {
+            let (start, end) = (window[0], window[1]);
+            let atoms = self.atoms(text, start, end, &counter);
+            let path = heading_path(doc, start);
+            for (a, b) in self.pack(&atoms, &counter) {
+                let text_slice = &text[a..b];
+                chunks.push(Chunk {
+                    document_id: document_id.to_owned(),
+                    ordinal: chunks.len() as u32,
+                    start: a,
+                    end: b,
+                    text: text_slice.to_owned(),
+                    tokens: counter.count(a, b),
+                    pages: doc.page_at(a).zip(doc.page_at(b.saturating_sub(1).max(a))),
+                    heading_path: path.clone(),
+                    hash: sha256_hex(text_slice.as_bytes()),
+                });
+            }
+        }
+        chunks
+    }
+
+    /// Splits `text[start..end]` into atoms that each fit in a chunk.
+    fn atoms(&self, text: &str, start: usize, end: usize, counter: &Counter) -> Vec<Atom> {
+        let limit = self.options.max_tokens;
+        let mut atoms = Vec::new();
+        for (p_start, p_end) in paragraphs(text, start, end) {
+            let before = atoms.len();
+            if counter.count(p_start, p_end) <= limit {
+                atoms.push(Atom {
+                    start: p_start,
+                    end: p_end,
+                    paragraph_end: false,
+                });
+            } else {
+                for (s_off, sentence) in text[p_start..p_end].split_sentence_bound_indices() {
+                    let Some((s, e)) =
+                        trimmed(text, p_start + s_off, p_start + s_off + sentence.len())
+                    else {
+                        continue;
+                    };
+                    if counter.count(s, e) <= limit {
+                        atoms.push(Atom {
+                            start: s,
+                            end: e,
+                            paragraph_end: false,
+                        });
+                    } else {
+                        self.split_words(text, s, e, counter, &mut atoms);
+                    }
+                }
+            }
+            if let Some(last) = atoms[before..].last_mut() {
+                last.paragraph_end = true;
+            }
+        }
+        atoms
+    }
+
+    /// Greedy word-boundary split of an over-long sentence; a single word longer than the limit
+    /// is cut at token boundaries (the only place a cut inside a word is allowed).
+    fn split_words(&self, text: &str, s: usize, e: usize, counter: &Counter, out: &mut Vec<Atom>) {
+        let limit = self.options.max_tokens;
+        let mut piece_start: Option<usize> = None;
+        let mut piece_end = s;
+        for (w_off, word) in text[s..e].split_word_bound_indices() {
+            let (ws, we) = (s + w_off, s + w_off + word.len());
+            if word.trim().is_empty() {
+                continue;
+            }
+            if counter.count(ws, we) > limit {
+                if let Some(ps) = piece_start.take() {
+                    out.push(Atom {
+                        start: ps,
+                        end: piece_end,
+                        paragraph_end: false,
+                    });
+                }
+                self.split_tokens(ws, we, counter, out);
+                continue;
+            }
+            match piece_start {
+                Some(ps) if counter.count(ps, we) > limit => {
+                    out.push(Atom {
+                        start: ps,
+                        end: piece_end,
+                        paragraph_end: false,
+                    });
+                    piece_start = Some(ws);
+                }
+                Some(_) => {}
+                None => piece_start = Some(ws),
+            }
+            piece_end = we;
+        }
+        if let Some(ps) = piece_start {
+            out.push(Atom {
+                start: ps,
+                end: piece_end,
+                paragraph_end: false,
+            });
+        }
+    }
+
+    fn split_tokens(&self, s: usize, e: usize, counter: &Counter, out: &mut Vec<Atom>) {
+        let first = counter.spans.partition_point(|&(_, te)| te <= s);
+        let last = counter.spans.partition_point(|&(ts, _)| ts < e);
+        let mut piece_start = s;
+        for group in
+            counter.spans[first..last].chunks(self.options.max_tokens.saturating_sub(1).max(1))
+        {
+            let group_end = group.last().map_or(e, |&(_, te)| te.min(e));
+            if group_end > piece_start {
+                out.push(Atom {
+                    start: piece_start,
+                    end: group_end,
+                    paragraph_end: false,
+                });
+                piece_start = group_end;
+            }
+        }
+        if piece_start < e {
+            out.push(Atom {
+                start: piece_start,
+                end: e,
+                paragraph_end: false,
+            });
+        }
+    }
+
+    /// Packs atoms into byte ranges of at most `max_tokens` tokens, preferring paragraph ends.
+    fn pack(&self, atoms: &[Atom], counter: &Counter) -> Vec<(usize, usize)> {
+        let limit = self.options.max_tokens;
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < atoms.len() {
+            let mut j = i + 1;
+            while j < atoms.len() && counter.count(atoms[i].start, atoms[j].end) <= limit {
+                j += 1;
+            }
+            // atoms[i..j] fit. Unless the section ends here, prefer to stop at a paragraph end
+            // that keeps the chunk at least half full.
+            let mut cut = j;
+            if j < atoms.len() {
+                if let Some(p) = (i + 1..j).rev().find(|&k| {
+                    atoms[k - 1].paragraph_end
+                        && counter.count(atoms[i].start, atoms[k - 1].end) * 2 >= limit
+                }) {
+                    cut = p;
+                }
+            }
+            out.push((atoms[i].start, atoms[cut - 1].end));
+            if cut >= atoms.len() {
+                break;
+            }
+            // Overlap: restart at the earliest atom whose tail up to the cut fits in the budget
+            // and still leaves room for the next atom.
+            let mut next = cut;
+            while next > i + 1 {
+                let candidate = next - 1;
+                let tail = counter.count(atoms[candidate].start, atoms[cut - 1].end);
+                let with_next = counter.count(atoms[candidate].start, atoms[cut].end);
+                if tail > self.options.overlap_tokens || with_next > limit {
+                    break;
+                }
+                next = candidate;
+            }
+            i = next;
+        }
+        out
+    }
+}
+
+/// Non-blank paragraphs of `text[start..end]` as trimmed byte ranges.
+fn paragraphs(text: &str, start: usize, end: usize) -> Vec<(usize, usize)> {
+    let mut out = Vec::new();
+    let section = &text[start..end];
+    let mut para_start = 0;
+    let mut offset = 0;
+    for line in section.split_inclusive('\n') {
+        if line.trim().is_empty() {
+            if let Some(range) = trimmed(text, start + para_start, start + offset) {
+                out.push(range);
+            }
+            para_start = offset + line.len();
+        }
+        offset += line.len();
+    }
+    if let Some(range) = trimmed(text, start + para_start, end) {
+        out.push(range);
+    }
+    out
+}
+
+/// `start..end` without leading and trailing whitespace, or `None` when nothing is left.
+fn trimmed(text: &str, start: usize, end: usize) -> Option<(usize, usize)> {
+    let slice = &text[start..end];
+    let lead = slice.len() - slice.trim_start().len();
+    let body = slice.trim();
+    (!body.is_empty()).then(|| (start + lead, start + lead + body.len()))
+}
+
+/// Titles of the headings in force at `section_start`, outermost first.
+fn heading_path(doc: &Extracted, section_start: usize) -> Vec<String> {
+    let mut stack: Vec<(u8, &str)> = Vec::new();
+    for h in doc
+        .headings
+        .iter()
+        .take_while(|h| h.offset <= section_start)
+    {
+        while stack.last().is_some_and(|(level, _)| *level >= h.level) {
+            stack.pop();
+        }
+        stack.push((h.level, &h.title));
+    }
+    stack.into_iter().map(|(_, t)| t.to_owned()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ingest::extract::{from_pages, Heading};
+    use crate::ingest::MediaType;
+    use proptest::prelude::*;
+
+    fn doc(text: &str, headings: Vec<Heading>) -> Extracted {
+        Extracted {
+            media_type: MediaType::Markdown,
+            text: text.to_owned(),
+            page_starts: Vec::new(),
+            headings,
+            warnings: Vec::new(),
+        }
+    }
+
+    fn opts(max: usize, overlap: usize) -> ChunkingOptions {
+        ChunkingOptions {
+            max_tokens: max,
+            overlap_tokens: overlap,
+        }
+    }
+
+    #[test]
+    fn sections_are_never_mixed_and_carry_their_path() {
+        let text = "# A\n\nalpha one.\n\n## B\n\nbeta two.\n\n# C\n\ngamma.";
+        let headings = crate::ingest::markdown::headings(text);
+        let chunks = Chunker::new(&WhitespaceTokens, opts(50, 0)).chunk("d", &doc(text, headings));
+        let paths: Vec<_> = chunks.iter().map(|c| c.heading_path.join(" > ")).collect();
+        assert_eq!(paths, vec!["A", "A > B", "C"]);
+        assert!(chunks[1].text.starts_with("## B"));
+    }
+
+    #[test]
+    fn long_paragraph_splits_at_sentences() {
+        let text = "One two three four. Five six seven eight. Nine ten eleven twelve.";
+        let chunks = Chunker::new(&WhitespaceTokens, opts(10, 0)).chunk("d", &doc(text, vec![]));
+        assert!(chunks.len() >= 2);
+        assert!(chunks.iter().all(|c| c.text.ends_with('.')), "{chunks:#?}");
+    }
+
+    #[test]
+    fn pages_follow_offsets() {
+        let extracted = from_pages(
+            vec![
+                "page one has six words".into(),
+                "page two has six words".into(),
+            ],
+            vec![],
+        );
+        let chunks = Chunker::new(&WhitespaceTokens, opts(8, 0)).chunk("d", &extracted);
+        assert_eq!(chunks.len(), 2);
+        assert_eq!(chunks.first().and_then(|c| c.pages), Some((1, 1)));
+        assert_eq!(chunks.last().and_then(|c| c.pages), Some((2, 2)));
+    }
+
+    #[test]
+    fn a_giant_word_is_cut_at_token_bounds() {
+        let text = "x".repeat(10);
+        let chunks = Chunker::new(&CharTokens, opts(8, 0)).chunk("d", &doc(&text, vec![]));
+        assert_eq!(chunks.iter().map(|c| c.text.len()).sum::<usize>(), 10);
+        assert!(chunks.iter().all(|c| c.tokens <= 8));
+    }
+
+    /// One token per character: stresses the cut-inside-a-word path.
+    struct CharTokens;
+    impl TokenSpans for CharTokens {
+        fn token_spans(&self, text: &str) -> Vec<(usize, usize)> {
+            text.char_indices()
+                .map(|(i, c)| (i, i + c.len_utf8()))
+                .collect()
+        }
+    }
+
+    fn check_invariants(
+        text: &str,
+        chunks: &[Chunk],
+        limit: usize,
+        overlap: usize,
+        t: &dyn TokenSpans,
+    ) {
+        let mut covered = vec![false; text.len()];
+        let mut last_start = None;
+        for (i, c) in chunks.iter().enumerate() {
+            assert_eq!(c.ordinal as usize, i);
+            assert_eq!(
+                &text[c.start..c.end],
+                c.text,
+                "offsets must slice back to the text"
+            );
+            assert!(
+                c.tokens <= limit,
+                "chunk {i} has {} > {limit} tokens",
+                c.tokens
+            );
+            assert!(
+                t.token_spans(&c.text).len() <= limit,
+                "re-tokenised chunk over the limit"
+            );
+            assert!(
+                last_start.is_none_or(|s| c.start > s),
+                "chunks must advance"
+            );
+            if overlap == 0 {
+                assert!(
+                    i == 0 || chunks[i - 1].end <= c.start,
+                    "no overlap was asked for"
+                );
+            }
+            last_start = Some(c.start);
+            covered[c.start..c.end].iter_mut().for_each(|b| *b = true);
+        }
+        for (i, ch) in text.char_indices() {
+            if !ch.is_whitespace() {
+                assert!(covered[i], "byte {i} ({ch:?}) is in no chunk");
+            }
+        }
+    }
+
+    fn text_strategy() -> impl Strategy<Value = String> {
+        let word = prop_oneof![
+            "[a-z]{1,12}",
+            "[A-Z][a-z]{0,8}[.!?]",
+            Just("\n\n".to_owned()),
+            Just("\n# Heading\n".to_owned()),
+            Just("café".to_owned()),
+            Just("東京".to_owned()),
+            "[a-z]{30,60}",
+        ];
+        prop::collection::vec(word, 0..300).prop_map(|w| w.join(" "))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(200))]
+        #[test]
+        fn chunks_cover_in_order_within_limit(text in text_strategy(), max in 8usize..64, overlap in 0usize..16) {
+            let headings = crate::ingest::markdown::headings(&text);
+            let d = doc(&text, headings);
+            for tokens in [&WhitespaceTokens as &dyn TokenSpans, &CharTokens] {
+                let chunks = Chunker::new(tokens, opts(max, overlap)).chunk("d", &d);
+                check_invariants(&text, &chunks, max, overlap.min(max / 2), tokens);
+            }
+        }
+    }
+}

@@ -1,0 +1,316 @@
+//! Running PDF extraction in a child process with a time bound and a memory cap.
+//!
+//! `catch_unwind` cannot stop a parser that loops or allocates forever, so each PDF is parsed by
+//! a separate process (the `groundwork extract-worker` subcommand, or any program speaking the
+//! same protocol). The parent writes a request to the child's stdin, reads one JSON answer from
+//! its stdout, and kills the child when the deadline passes. The child caps its own address
+//! space with `setrlimit`, so a memory blow-up ends as an allocation failure in the child.
+//!
+//! Protocol: stdin = 4-byte little-endian header length, JSON [`WorkerRequest`], the PDF bytes.
+//! stdout = one JSON [`WorkerAnswer`].
+
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use super::pdf::{self, PdfPages};
+use super::IngestError;
+
+/// How to start and bound the extractor process.
+#[derive(Debug, Clone)]
+pub struct Isolation {
+    /// The program to run (normally the `groundwork` binary itself).
+    pub program: PathBuf,
+    /// Arguments that select the worker mode (normally `["extract-worker"]`).
+    pub args: Vec<String>,
+    /// Wall-clock bound for one document.
+    pub timeout: Duration,
+    /// Address-space cap of the child, in bytes.
+    pub memory_limit: u64,
+}
+
+impl Isolation {
+    /// Isolation through the running executable's `extract-worker` subcommand.
+    pub fn current_exe() -> Result<Self, IngestError> {
+        let program = std::env::current_exe()
+            .map_err(|e| IngestError::Worker(format!("cannot locate own executable: {e}")))?;
+        Ok(Self::with_program(program))
+    }
+
+    /// Isolation through `program extract-worker`, with default bounds (60 s, 2 GiB).
+    pub fn with_program(program: PathBuf) -> Self {
+        Self {
+            program,
+            args: vec!["extract-worker".into()],
+            timeout: Duration::from_secs(60),
+            memory_limit: 2 << 30,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct WorkerRequest {
+    password: Option<String>,
+    memory_limit: u64,
+    cpu_seconds: u64,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+enum WorkerAnswer {
+    Ok(PdfPages),
+    Err { code: String, detail: String },
+}
+
+/// Most text we accept back from one PDF (a 100 MB upload rarely holds more than a few MB of
+/// text); a worker printing more is treated as misbehaving.
+const MAX_ANSWER_BYTES: u64 = 256 << 20;
+
+/// Extracts a PDF's pages in an isolated child process.
+pub fn extract_pdf(
+    bytes: &[u8],
+    password: Option<&str>,
+    iso: &Isolation,
+) -> Result<PdfPages, IngestError> {
+    let request = WorkerRequest {
+        password: password.map(str::to_owned),
+        memory_limit: iso.memory_limit,
+        cpu_seconds: iso.timeout.as_secs() + 2,
+    };
+    let header = serde_json::to_vec(&request).map_err(|e| IngestError::Worker(e.to_string()))?;
+    let mut child = Command::new(&iso.program)
+        .args(&iso.args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .env("RUST_BACKTRACE", "0")
+        .spawn()
+        .map_err(|e| IngestError::Worker(format!("{}: {e}", iso.program.display())))?;
+    let started = Instant::now();
+    let mut stdin = child
+        .stdin
+        .take()
+        .ok_or_else(|| IngestError::Worker("no stdin".into()))?;
+    let mut stdout = child
+        .stdout
+        .take()
+        .ok_or_else(|| IngestError::Worker("no stdout".into()))?;
+    let mut stderr = child
+        .stderr
+        .take()
+        .ok_or_else(|| IngestError::Worker("no stderr".into()))?;
+    let answer = std::thread::scope(|scope| {
+        // A child that dies early closes its stdin: the write error is expected, not reported.
+        scope.spawn(move || {
+            let len = (header.len() as u32).to_le_bytes();
+            let _ = stdin
+                .write_all(&len)
+                .and_then(|_| stdin.write_all(&header))
+                .and_then(|_| stdin.write_all(bytes));
+        });
+        let out = scope.spawn(move || {
+            let mut buf = Vec::new();
+            let _ = (&mut stdout).take(MAX_ANSWER_BYTES).read_to_end(&mut buf);
+            buf
+        });
+        let err = scope.spawn(move || {
+            let mut buf = Vec::new();
+            let _ = (&mut stderr).take(64 << 10).read_to_end(&mut buf);
+            buf
+        });
+        let status = loop {
+            match child.try_wait() {
+                Ok(Some(status)) => break Ok(status),
+                Ok(None) if started.elapsed() >= iso.timeout => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    break Err(IngestError::Timeout {
+                        seconds: iso.timeout.as_secs(),
+                    });
+                }
+                Ok(None) => std::thread::sleep(Duration::from_millis(5)),
+                Err(e) => break Err(IngestError::Worker(format!("waiting for extractor: {e}"))),
+            }
+        };
+        let out = out.join().unwrap_or_default();
+        let err = err.join().unwrap_or_default();
+        (status, out, err)
+    });
+    let (status, out, err) = answer;
+    let status = status?;
+    if let Ok(answer) = serde_json::from_slice::<WorkerAnswer>(&out) {
+        return match answer {
+            WorkerAnswer::Ok(pages) => Ok(pages),
+            WorkerAnswer::Err { code, detail } => Err(decode_error(&code, detail, iso)),
+        };
+    }
+    let stderr = String::from_utf8_lossy(&err);
+    if stderr.contains("memory allocation") || stderr.contains("capacity overflow") {
+        return Err(IngestError::MemoryLimit {
+            mib: iso.memory_limit >> 20,
+        });
+    }
+    Err(IngestError::Crashed(describe_exit(status)))
+}
+
+fn describe_exit(status: std::process::ExitStatus) -> String {
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::ExitStatusExt;
+        if let Some(sig) = status.signal() {
+            return match sig {
+                libc::SIGXCPU => "CPU time limit exceeded".into(),
+                libc::SIGSEGV => "segmentation fault".into(),
+                libc::SIGABRT => "aborted".into(),
+                other => format!("killed by signal {other}"),
+            };
+        }
+    }
+    format!("exited with {status} without an answer")
+}
+
+fn decode_error(code: &str, detail: String, iso: &Isolation) -> IngestError {
+    match code {
+        "encrypted" => IngestError::Encrypted,
+        "no_text" => IngestError::NoText,
+        "extraction_memory_limit" => IngestError::MemoryLimit {
+            mib: iso.memory_limit >> 20,
+        },
+        _ => IngestError::Malformed {
+            kind: "PDF",
+            detail,
+        },
+    }
+}
+
+/// The worker side: reads one request from `input`, extracts, writes one answer to `output`.
+/// Returns the process exit code. Called by `groundwork extract-worker`.
+pub fn run_worker(mut input: impl Read, mut output: impl Write) -> i32 {
+    let mut len = [0u8; 4];
+    if input.read_exact(&mut len).is_err() {
+        return 2;
+    }
+    let mut header = vec![0u8; u32::from_le_bytes(len) as usize];
+    if input.read_exact(&mut header).is_err() {
+        return 2;
+    }
+    let Ok(request) = serde_json::from_slice::<WorkerRequest>(&header) else {
+        return 2;
+    };
+    limit_resources(request.memory_limit, request.cpu_seconds);
+    let mut bytes = Vec::new();
+    if input.read_to_end(&mut bytes).is_err() {
+        return 2;
+    }
+    std::panic::set_hook(Box::new(|_| {}));
+    let result =
+        std::panic::catch_unwind(|| pdf::extract_pages(&bytes, request.password.as_deref()));
+    let answer = match result {
+        Ok(Ok(pages)) => WorkerAnswer::Ok(pages),
+        Ok(Err(e)) => WorkerAnswer::Err {
+            code: e.code().into(),
+            detail: match e {
+                IngestError::Malformed { detail, .. } => detail,
+                other => other.to_string(),
+            },
+        },
+        Err(panic) => WorkerAnswer::Err {
+            code: "malformed".into(),
+            detail: format!("the PDF parser failed: {}", panic_message(&panic)),
+        },
+    };
+    let written = serde_json::to_writer(&mut output, &answer).is_ok() && output.flush().is_ok();
+    if written {
+        0
+    } else {
+        3
+    }
+}
+
+fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into())
+}
+
+fn limit_resources(memory: u64, cpu_seconds: u64) {
+    #[cfg(unix)]
+    // SAFETY: setrlimit only lowers this process's own limits.
+    unsafe {
+        let mem = libc::rlimit {
+            rlim_cur: memory,
+            rlim_max: memory,
+        };
+        libc::setrlimit(libc::RLIMIT_AS, &mem);
+        let cpu = libc::rlimit {
+            rlim_cur: cpu_seconds,
+            rlim_max: cpu_seconds + 1,
+        };
+        libc::setrlimit(libc::RLIMIT_CPU, &cpu);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(password: Option<&str>, pdf: &[u8]) -> Vec<u8> {
+        let header = serde_json::to_vec(&WorkerRequest {
+            password: password.map(str::to_owned),
+            memory_limit: u64::MAX,
+            cpu_seconds: u64::MAX - 1,
+        })
+        .expect("json");
+        let mut v = (header.len() as u32).to_le_bytes().to_vec();
+        v.extend(header);
+        v.extend_from_slice(pdf);
+        v
+    }
+
+    #[test]
+    fn worker_answers_malformed_for_garbage() {
+        let mut out = Vec::new();
+        let code = run_worker(frame(None, b"%PDF-1.4 junk").as_slice(), &mut out);
+        assert_eq!(code, 0);
+        let answer: WorkerAnswer = serde_json::from_slice(&out).expect("answer");
+        assert!(matches!(answer, WorkerAnswer::Err { ref code, .. } if code == "malformed"));
+    }
+
+    #[test]
+    fn missing_program_is_a_worker_error() {
+        let iso = Isolation::with_program("/nonexistent/groundwork".into());
+        let err = extract_pdf(b"%PDF-1.4", None, &iso).expect_err("no program");
+        assert!(matches!(err, IngestError::Worker(_)));
+        assert!(err.is_retryable());
+    }
+
+    #[test]
+    fn a_hanging_worker_is_killed_at_the_deadline() {
+        let iso = Isolation {
+            program: "/bin/sleep".into(),
+            args: vec!["30".into()],
+            timeout: Duration::from_millis(300),
+            memory_limit: 1 << 30,
+        };
+        let started = Instant::now();
+        let err = extract_pdf(b"%PDF-1.4", None, &iso).expect_err("timeout");
+        assert!(matches!(err, IngestError::Timeout { .. }), "{err:?}");
+        assert!(started.elapsed() < Duration::from_secs(5));
+    }
+
+    #[test]
+    fn a_crashing_worker_is_reported() {
+        let iso = Isolation {
+            program: "/bin/sh".into(),
+            args: vec!["-c".into(), "kill -SEGV $$".into()],
+            timeout: Duration::from_secs(5),
+            memory_limit: 1 << 30,
+        };
+        let err = extract_pdf(b"%PDF-1.4", None, &iso).expect_err("crash");
+        assert_eq!(err, IngestError::Crashed("segmentation fault".into()));
+    }
+}

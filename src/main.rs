@@ -1,0 +1,272 @@
+//! The `groundwork` binary: argument parsing, logging set-up and the command dispatch.
+//! All behaviour lives in the library; `anyhow` is used here only.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand, ValueEnum};
+use groundwork::embed::{BertEmbedder, EmbedOptions, Embedder, ModelDir};
+use groundwork::eval::{self, EvalConfig};
+use groundwork::index::dense::HnswParams;
+use groundwork::index::hybrid::HybridParams;
+use groundwork::index::{CollectionOptions, SearchMode};
+use groundwork::ingest::isolate::{self, Isolation};
+use groundwork::ingest::{extract, Chunker, ChunkingOptions, ExtractOptions};
+use indicatif::{ProgressBar, ProgressStyle};
+
+#[derive(Parser)]
+#[command(
+    name = "groundwork",
+    version,
+    about = "Self-hosted knowledge assistant"
+)]
+struct Cli {
+    /// Embedding model folder (sentence-transformers layout).
+    #[arg(long, global = true, env = "GROUNDWORK_EMBED_MODEL")]
+    model: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Evaluate retrieval on a BEIR-format data set.
+    Eval {
+        /// Folder with corpus.jsonl, queries.jsonl and qrels/.
+        #[arg(long)]
+        dataset: PathBuf,
+        /// Qrels split.
+        #[arg(long, default_value = "test")]
+        split: String,
+        /// Retrieval mode(s).
+        #[arg(long, value_enum, default_value = "all")]
+        mode: ModeArg,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Where corpus embeddings are cached.
+        #[arg(long, default_value = "data/.groundwork/eval-cache")]
+        cache_dir: PathBuf,
+        /// RRF rank constant.
+        #[arg(long, default_value_t = 60.0)]
+        rrf_k: f32,
+        /// Weight of the dense ranking in hybrid mode.
+        #[arg(long, default_value_t = 1.0)]
+        dense_weight: f32,
+        /// Weight of the BM25 ranking in hybrid mode.
+        #[arg(long, default_value_t = 1.0)]
+        bm25_weight: f32,
+    },
+    /// Extract text from files and report what came out (type, pages, characters or error).
+    Extract {
+        files: Vec<PathBuf>,
+        /// Password for encrypted PDFs.
+        #[arg(long)]
+        password: Option<String>,
+        /// Time bound per PDF, seconds.
+        #[arg(long, default_value_t = 60)]
+        timeout: u64,
+        /// One JSON object per file instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Print the extracted text too.
+        #[arg(long)]
+        text: bool,
+    },
+    /// Show how a file is chunked.
+    Chunk {
+        file: PathBuf,
+        #[arg(long, default_value_t = 254)]
+        max_tokens: usize,
+        #[arg(long, default_value_t = 32)]
+        overlap: usize,
+    },
+    /// Print embeddings of the given texts as JSON.
+    Embed { texts: Vec<String> },
+    /// Internal: the isolated PDF extractor (reads a request on stdin).
+    #[command(hide = true)]
+    ExtractWorker,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ModeArg {
+    Dense,
+    Bm25,
+    Hybrid,
+    All,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    if let Command::ExtractWorker = cli.command {
+        let code = isolate::run_worker(std::io::stdin().lock(), std::io::stdout().lock());
+        std::process::exit(code);
+    }
+    groundwork::runtime::tune_allocator();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "warn,groundwork=info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let model_dir = || -> anyhow::Result<PathBuf> {
+        Ok(match &cli.model {
+            Some(p) => p.clone(),
+            None => ModelDir::default_path(&std::env::current_dir()?),
+        })
+    };
+    match cli.command {
+        Command::Eval {
+            dataset,
+            split,
+            mode,
+            json,
+            cache_dir,
+            rrf_k,
+            dense_weight,
+            bm25_weight,
+        } => {
+            let embedder = BertEmbedder::load(&model_dir()?, EmbedOptions::default())?;
+            let modes = match mode {
+                ModeArg::Dense => vec![SearchMode::Dense],
+                ModeArg::Bm25 => vec![SearchMode::Bm25],
+                ModeArg::Hybrid => vec![SearchMode::Hybrid],
+                ModeArg::All => vec![SearchMode::Bm25, SearchMode::Dense, SearchMode::Hybrid],
+            };
+            let bar = ProgressBar::new(0).with_style(
+                ProgressStyle::with_template(
+                    "embedding corpus {bar:40} {pos}/{len} passages · {per_sec} · ETA {eta}",
+                )
+                .context("progress template")?,
+            );
+            let progress_bar = bar.clone();
+            let config = EvalConfig {
+                dataset,
+                split,
+                modes,
+                cache_dir,
+                options: CollectionOptions {
+                    hnsw: HnswParams::default(),
+                    hybrid: HybridParams {
+                        rrf_k,
+                        dense_weight,
+                        bm25_weight,
+                        ..HybridParams::default()
+                    },
+                    ..CollectionOptions::default()
+                },
+                progress: Some(Box::new(move |done, total| {
+                    progress_bar.set_length(total as u64);
+                    progress_bar.set_position(done as u64);
+                })),
+            };
+            let report = eval::run(&config, &embedder)?;
+            bar.finish_and_clear();
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", eval::render_table(&report));
+            }
+        }
+        Command::Extract {
+            files,
+            password,
+            timeout,
+            json,
+            text,
+        } => {
+            let mut isolation = Isolation::current_exe()?;
+            isolation.timeout = Duration::from_secs(timeout);
+            let options = ExtractOptions {
+                isolation,
+                password,
+            };
+            let mut out = std::io::stdout().lock();
+            for file in files {
+                let bytes = fs_err::read(&file)?;
+                let name = file.file_name().map(|n| n.to_string_lossy().into_owned());
+                let result = extract(&bytes, name.as_deref(), &options);
+                let line = match &result {
+                    Ok(e) => serde_json::json!({
+                        "file": file, "status": "ok", "media_type": e.media_type,
+                        "pages": e.page_count(), "chars": e.text.chars().count(),
+                        "warnings": e.warnings.len(),
+                    }),
+                    Err(err) => serde_json::json!({
+                        "file": file, "status": "error", "code": err.code(), "error": err.to_string(),
+                    }),
+                };
+                if json {
+                    writeln!(out, "{line}")?;
+                } else {
+                    match &result {
+                        Ok(e) => writeln!(
+                            out,
+                            "{}\t{:?}\t{} pages\t{} chars",
+                            file.display(),
+                            e.media_type,
+                            e.page_count(),
+                            e.text.chars().count()
+                        )?,
+                        Err(err) => {
+                            writeln!(out, "{}\terror\t{}\t{err}", file.display(), err.code())?
+                        }
+                    }
+                }
+                if text {
+                    if let Ok(e) = &result {
+                        writeln!(out, "{}", e.text)?;
+                    }
+                }
+            }
+        }
+        Command::Chunk {
+            file,
+            max_tokens,
+            overlap,
+        } => {
+            let dir = ModelDir::open(model_dir()?)?;
+            let tokenizer = groundwork::embed::TextTokenizer::from_file(
+                &dir.path.join("tokenizer.json"),
+                dir.max_seq_length,
+            )?;
+            let bytes = fs_err::read(&file)?;
+            let name = file.file_name().map(|n| n.to_string_lossy().into_owned());
+            let options = ExtractOptions {
+                isolation: Isolation::current_exe()?,
+                password: None,
+            };
+            let doc = extract(&bytes, name.as_deref(), &options)?;
+            let chunker = Chunker::new(
+                &tokenizer,
+                ChunkingOptions {
+                    max_tokens,
+                    overlap_tokens: overlap,
+                },
+            );
+            for c in chunker.chunk(&file.display().to_string(), &doc) {
+                println!(
+                    "#{} bytes {}..{} tokens {} pages {:?} path {:?}\n{}\n",
+                    c.ordinal, c.start, c.end, c.tokens, c.pages, c.heading_path, c.text
+                );
+            }
+        }
+        Command::Embed { texts } => {
+            if texts.is_empty() {
+                bail!("give at least one text to embed");
+            }
+            let embedder = BertEmbedder::load(&model_dir()?, EmbedOptions::default())?;
+            let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+            let vectors = embedder.embed(&refs)?;
+            println!(
+                "{}",
+                serde_json::json!({"model": embedder.model_id(), "vectors": vectors})
+            );
+        }
+        Command::ExtractWorker => unreachable!("handled above"),
+    }
+    Ok(())
+}

@@ -1,0 +1,241 @@
+//! Extraction through the real isolated worker (`groundwork extract-worker`): generated PDFs,
+//! hostile PDFs, and every PDF of the team's shared corpus compared with poppler's baseline.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use groundwork::ingest::isolate::Isolation;
+use groundwork::ingest::{extract, ExtractOptions, IngestError, MediaType};
+use rayon::prelude::*;
+
+use crate::common;
+
+fn options(timeout: Duration) -> ExtractOptions {
+    let mut isolation = Isolation::with_program(common::bin());
+    isolation.timeout = timeout;
+    isolation.memory_limit = 1 << 30;
+    ExtractOptions {
+        isolation,
+        password: None,
+    }
+}
+
+/// A minimal valid PDF with one Helvetica text line per page.
+pub fn make_pdf(pages: &[&str]) -> Vec<u8> {
+    let mut objects: Vec<String> = vec![
+        "<< /Type /Catalog /Pages 2 0 R >>".into(),
+        String::new(), // pages, filled below
+        "<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>".into(),
+    ];
+    let mut kids = Vec::new();
+    for text in pages {
+        let page_id = objects.len() + 1;
+        let content_id = page_id + 1;
+        kids.push(format!("{page_id} 0 R"));
+        objects.push(format!(
+            "<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] \
+             /Resources << /Font << /F1 3 0 R >> >> /Contents {content_id} 0 R >>"
+        ));
+        let stream = format!("BT /F1 12 Tf 72 712 Td ({text}) Tj ET");
+        objects.push(format!(
+            "<< /Length {} >>\nstream\n{stream}\nendstream",
+            stream.len()
+        ));
+    }
+    objects[1] = format!(
+        "<< /Type /Pages /Kids [{}] /Count {} >>",
+        kids.join(" "),
+        pages.len()
+    );
+    let mut out = b"%PDF-1.4\n".to_vec();
+    let mut offsets = Vec::new();
+    for (i, body) in objects.iter().enumerate() {
+        offsets.push(out.len());
+        out.extend(format!("{} 0 obj\n{body}\nendobj\n", i + 1).bytes());
+    }
+    let xref = out.len();
+    out.extend(format!("xref\n0 {}\n0000000000 65535 f \n", objects.len() + 1).bytes());
+    for off in offsets {
+        out.extend(format!("{off:010} 00000 n \n").bytes());
+    }
+    out.extend(
+        format!(
+            "trailer\n<< /Size {} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n",
+            objects.len() + 1
+        )
+        .bytes(),
+    );
+    out
+}
+
+#[test]
+fn generated_pdf_yields_text_per_page() {
+    let pdf = make_pdf(&["Groundwork page one", "Second page about indexes"]);
+    let doc = extract(&pdf, Some("x.bin"), &options(Duration::from_secs(30))).expect("extract");
+    assert_eq!(doc.media_type, MediaType::Pdf);
+    assert_eq!(doc.page_count(), 2);
+    let p2 = doc.page_starts[1];
+    assert!(doc.text[..p2].contains("page one"), "{:?}", doc.text);
+    assert!(doc.text[p2..].contains("Second page"), "{:?}", doc.text);
+    assert_eq!(doc.page_at(p2), Some(2));
+}
+
+#[test]
+fn hostile_pdfs_end_in_typed_errors_quickly() {
+    let valid = make_pdf(&["some text"]);
+    let mut cyclic = make_pdf(&["loop"]);
+    // Make the page tree its own child: naive walkers recurse forever.
+    let needle = b"/Kids [4 0 R]";
+    let at = cyclic
+        .windows(needle.len())
+        .position(|w| w == needle)
+        .expect("kids");
+    cyclic[at..at + needle.len()].copy_from_slice(b"/Kids [2 0 R]");
+    let mut noise = b"%PDF-1.7\n".to_vec();
+    let mut x: u32 = 12345;
+    noise.extend((0..50_000).map(|_| {
+        x = x.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+        (x >> 16) as u8
+    }));
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("truncated", valid[..valid.len() / 2].to_vec()),
+        ("cyclic page tree", cyclic),
+        ("random bytes after header", noise),
+        ("header only", b"%PDF-1.4\n".to_vec()),
+    ];
+    let opts = options(Duration::from_secs(10));
+    for (name, bytes) in cases {
+        let started = Instant::now();
+        let result = extract(&bytes, Some("hostile.pdf"), &opts);
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "{name} took too long"
+        );
+        match result {
+            Ok(doc) => assert!(!doc.text.trim().is_empty(), "{name}: ok means text"),
+            Err(e) => assert!(!matches!(e, IngestError::Worker(_)), "{name}: {e}"),
+        }
+    }
+}
+
+#[test]
+fn invalid_utf8_text_is_read_with_a_warning() {
+    let doc = extract(
+        b"caf\xE9 au lait \xFF",
+        Some("note.txt"),
+        &options(Duration::from_secs(5)),
+    )
+    .expect("text");
+    assert!(doc.text.starts_with("caf"));
+    assert_eq!(doc.warnings.len(), 1);
+    let err = extract(
+        b"\x89PNG\r\n\x1a\nxxxx",
+        Some("photo.pdf"),
+        &options(Duration::from_secs(5)),
+    )
+    .expect_err("png");
+    assert_eq!(err.code(), "unsupported_media_type");
+}
+
+#[test]
+fn encrypted_pdf_needs_its_password() {
+    let Some(dir) = common::shared("pdfs/real/pdfplumber") else {
+        return;
+    };
+    let bytes = std::fs::read(dir.join("password-example.pdf")).expect("sample");
+    let mut opts = options(Duration::from_secs(30));
+    assert_eq!(
+        extract(&bytes, None, &opts).err(),
+        Some(IngestError::Encrypted)
+    );
+    opts.password = Some("wrong".into());
+    assert_eq!(
+        extract(&bytes, None, &opts).err(),
+        Some(IngestError::Encrypted)
+    );
+    opts.password = Some("test".into());
+    let doc = extract(&bytes, None, &opts).expect("decrypted");
+    assert!(!doc.text.trim().is_empty());
+}
+
+struct Baseline {
+    chars: usize,
+}
+
+fn poppler_baseline(path: &std::path::Path) -> HashMap<String, Baseline> {
+    let text = std::fs::read_to_string(path).expect("baseline");
+    text.lines()
+        .skip(1)
+        .filter_map(|l| {
+            let cols: Vec<&str> = l.split('\t').collect();
+            Some((
+                cols[0].to_owned(),
+                Baseline {
+                    chars: cols.get(3)?.parse().ok()?,
+                },
+            ))
+        })
+        .collect()
+}
+
+/// Every shared PDF ends in text or a typed error within its time bound; the number that match
+/// poppler's character count within 10% is printed (and written to target/) for the record.
+#[test]
+fn shared_pdfs_end_in_text_or_a_clear_error() {
+    let Some(root) = common::shared("pdfs") else {
+        return;
+    };
+    let baseline = poppler_baseline(&root.join("POPPLER_BASELINE.tsv"));
+    let mut files: Vec<String> = baseline.keys().cloned().collect();
+    files.sort();
+    let timeout = Duration::from_secs(20);
+    let opts = options(timeout);
+    let results: Vec<(String, Result<usize, IngestError>, Duration)> = files
+        .par_iter()
+        .map(|rel| {
+            let bytes = std::fs::read(root.join(rel)).expect("read pdf");
+            let started = Instant::now();
+            let r = extract(&bytes, Some(rel), &opts).map(|d| d.text.chars().count());
+            (rel.clone(), r, started.elapsed())
+        })
+        .collect();
+    let mut report = String::from("file\tours\tpoppler\tmatch\n");
+    let (mut with_text, mut matched, mut errors) = (0, 0, 0);
+    for (rel, result, took) in &results {
+        assert!(
+            *took < timeout + Duration::from_secs(5),
+            "{rel} overran its bound"
+        );
+        if let Err(IngestError::Worker(e)) = result {
+            panic!("{rel}: the extractor could not run: {e}");
+        }
+        let poppler = baseline[rel].chars;
+        let ours = *result.as_ref().unwrap_or(&0);
+        let ok = if poppler == 0 {
+            ours == 0
+        } else {
+            (ours as f64 - poppler as f64).abs() <= 0.1 * poppler as f64
+        };
+        with_text += usize::from(poppler > 0);
+        matched += usize::from(ok && poppler > 0);
+        errors += usize::from(result.is_err());
+        let shown = match result {
+            Ok(n) => n.to_string(),
+            Err(e) => format!("error:{}", e.code()),
+        };
+        report.push_str(&format!("{rel}\t{shown}\t{poppler}\t{ok}\n"));
+    }
+    let summary = format!(
+        "{} PDFs: {} ended in a typed error; of the {} where poppler finds text, {} match within 10%",
+        results.len(),
+        errors,
+        with_text,
+        matched
+    );
+    eprintln!("{summary}");
+    let out = common::root()
+        .join("target")
+        .join("pdf-baseline-report.tsv");
+    let _ = std::fs::write(&out, format!("# {summary}\n{report}"));
+    assert!(matched * 2 > with_text, "{summary}");
+}

@@ -1,0 +1,17 @@
+//! Groundwork's integration tests: one binary, driven through the public API and the real
+//! `groundwork` executable, on the real default models (`python3 models/fetch.py`).
+//!
+//! Modules:
+//! - `common`: paths to the models, the shared data sets and the built binary;
+//! - `embedder`: the candle embedder against sentence-transformers' reference vectors;
+//! - `extraction`: isolated PDF extraction on generated, hostile and shared PDFs;
+//! - `chunking`: chunk invariants with the model's real tokenizer;
+//! - `index`: persistence, tombstones, compaction, filters proven against brute force;
+//! - `eval_cli`: `groundwork eval` end to end on a small BEIR folder the test writes.
+
+mod chunking;
+mod common;
+mod embedder;
+mod eval_cli;
+mod extraction;
+mod index;
