@@ -350,14 +350,38 @@ fn bench_ann(n: usize, base: &[Vec<f32>], dim: usize) -> Value {
 fn main() {
     // `cargo bench` passes `--bench`; anything else after `--` is ours.
     let args: Vec<String> = std::env::args().collect();
+    if !args.iter().any(|a| a == "--bench") {
+        // `cargo test --all-targets` runs bench targets without `--bench`: measure nothing.
+        eprintln!("retrieval benchmark: run it with `cargo bench --bench retrieval`");
+        return;
+    }
     let quick = args.iter().any(|a| a == "--quick");
+    // `--only embedding|chunking|ann` runs one section.
+    let only = args
+        .iter()
+        .position(|a| a == "--only")
+        .and_then(|i| args.get(i + 1))
+        .cloned();
+    let run = |section: &str| only.as_deref().is_none_or(|o| o == section);
     groundwork::runtime::tune_allocator();
-    let embedding = bench_embedding(quick);
-    let chunking = bench_chunking();
+    let embedding = if run("embedding") {
+        bench_embedding(quick)
+    } else {
+        Value::Null
+    };
+    let chunking = if run("chunking") {
+        bench_chunking()
+    } else {
+        Value::Null
+    };
     let dim = 384;
-    let base = base_vectors(dim);
-    let sizes: &[usize] = if quick { &[10_000] } else { &[10_000, 100_000] };
-    let ann: Vec<Value> = sizes.iter().map(|&n| bench_ann(n, &base, dim)).collect();
+    let ann: Vec<Value> = if run("ann") {
+        let base = base_vectors(dim);
+        let sizes: &[usize] = if quick { &[10_000] } else { &[10_000, 100_000] };
+        sizes.iter().map(|&n| bench_ann(n, &base, dim)).collect()
+    } else {
+        Vec::new()
+    };
     let report = json!({
         "machine": {"threads": rayon::current_num_threads()},
         "embedding": embedding,

@@ -193,6 +193,7 @@ fn main() -> anyhow::Result<()> {
                     Ok(e) => serde_json::json!({
                         "file": file, "status": "ok", "media_type": e.media_type,
                         "pages": e.page_count(), "chars": e.text.chars().count(),
+                        "non_whitespace_chars": e.text.chars().filter(|c| !c.is_whitespace()).count(),
                         "warnings": e.warnings.len(),
                     }),
                     Err(err) => serde_json::json!({

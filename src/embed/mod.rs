@@ -1,12 +1,15 @@
 //! Text embeddings computed locally.
 //!
 //! Owns the [`Embedder`] trait, the loading of sentence-transformers model folders
-//! ([`ModelDir`]) and the candle BERT encoder ([`BertEmbedder`]). Vectors leave this module
+//! ([`ModelDir`]) and the BERT-family embedder ([`BertEmbedder`]: weights read with candle,
+//! forward pass on candle's GEMM kernels, see `encoder`). Vectors leave this module
 //! L2-normalised, so callers may compare them with a dot product.
 //!
 //! Must never do I/O beyond reading a model folder, and never know about documents or indexes.
 
 mod bert;
+mod encoder;
+mod kernels;
 mod model_dir;
 mod tokenizer;
 

@@ -44,7 +44,7 @@ impl Filter {
             && self
                 .document_ids
                 .as_ref()
-                .is_none_or(|ids| ids.iter().any(|d| *d == meta.document_id))
+                .is_none_or(|ids| ids.contains(&meta.document_id))
             && self
                 .metadata
                 .iter()

@@ -93,6 +93,19 @@ struct Atom {
     start: usize,
     end: usize,
     paragraph_end: bool,
+    /// Cut inside a word: re-tokenised alone, such a piece may count differently.
+    forced: bool,
+}
+
+impl Atom {
+    fn new(start: usize, end: usize) -> Self {
+        Self {
+            start,
+            end,
+            paragraph_end: false,
+            forced: false,
+        }
+    }
 }
 
 /// Token positions of one text, for counting tokens in any byte range.
@@ -135,7 +148,7 @@ impl<'t, T: TokenSpans + ?Sized> Chunker<'t, T> {
             let (start, end) = (window[0], window[1]);
             let atoms = self.atoms(text, start, end, &counter);
             let path = heading_path(doc, start);
-            for (a, b) in self.pack(&atoms, &counter) {
+            for (a, b, forced) in self.pack(text, &atoms, &counter) {
                 let text_slice = &text[a..b];
                 chunks.push(Chunk {
                     document_id: document_id.to_owned(),
@@ -143,7 +156,11 @@ impl<'t, T: TokenSpans + ?Sized> Chunker<'t, T> {
                     start: a,
                     end: b,
                     text: text_slice.to_owned(),
-                    tokens: counter.count(a, b),
+                    tokens: if forced {
+                        self.tokens.token_spans(text_slice).len()
+                    } else {
+                        counter.count(a, b)
+                    },
                     pages: doc.page_at(a).zip(doc.page_at(b.saturating_sub(1).max(a))),
                     heading_path: path.clone(),
                     hash: sha256_hex(text_slice.as_bytes()),
@@ -160,11 +177,7 @@ impl<'t, T: TokenSpans + ?Sized> Chunker<'t, T> {
         for (p_start, p_end) in paragraphs(text, start, end) {
             let before = atoms.len();
             if counter.count(p_start, p_end) <= limit {
-                atoms.push(Atom {
-                    start: p_start,
-                    end: p_end,
-                    paragraph_end: false,
-                });
+                atoms.push(Atom::new(p_start, p_end));
             } else {
                 for (s_off, sentence) in text[p_start..p_end].split_sentence_bound_indices() {
                     let Some((s, e)) =
@@ -173,11 +186,7 @@ impl<'t, T: TokenSpans + ?Sized> Chunker<'t, T> {
                         continue;
                     };
                     if counter.count(s, e) <= limit {
-                        atoms.push(Atom {
-                            start: s,
-                            end: e,
-                            paragraph_end: false,
-                        });
+                        atoms.push(Atom::new(s, e));
                     } else {
                         self.split_words(text, s, e, counter, &mut atoms);
                     }
@@ -203,22 +212,14 @@ impl<'t, T: TokenSpans + ?Sized> Chunker<'t, T> {
             }
             if counter.count(ws, we) > limit {
                 if let Some(ps) = piece_start.take() {
-                    out.push(Atom {
-                        start: ps,
-                        end: piece_end,
-                        paragraph_end: false,
-                    });
+                    out.push(Atom::new(ps, piece_end));
                 }
-                self.split_tokens(ws, we, counter, out);
+                self.split_tokens(text, ws, we, counter, out);
                 continue;
             }
             match piece_start {
                 Some(ps) if counter.count(ps, we) > limit => {
-                    out.push(Atom {
-                        start: ps,
-                        end: piece_end,
-                        paragraph_end: false,
-                    });
+                    out.push(Atom::new(ps, piece_end));
                     piece_start = Some(ws);
                 }
                 Some(_) => {}
@@ -227,42 +228,51 @@ impl<'t, T: TokenSpans + ?Sized> Chunker<'t, T> {
             piece_end = we;
         }
         if let Some(ps) = piece_start {
-            out.push(Atom {
-                start: ps,
-                end: piece_end,
-                paragraph_end: false,
-            });
+            out.push(Atom::new(ps, piece_end));
         }
     }
 
-    fn split_tokens(&self, s: usize, e: usize, counter: &Counter, out: &mut Vec<Atom>) {
+    fn split_tokens(&self, text: &str, s: usize, e: usize, counter: &Counter, out: &mut Vec<Atom>) {
+        let limit = self.options.max_tokens;
         let first = counter.spans.partition_point(|&(_, te)| te <= s);
         let last = counter.spans.partition_point(|&(ts, _)| ts < e);
+        // Token end offsets inside the word, as candidate cut points.
+        let ends: Vec<usize> = counter.spans[first..last]
+            .iter()
+            .map(|&(_, te)| te.min(e))
+            .collect();
         let mut piece_start = s;
-        for group in
-            counter.spans[first..last].chunks(self.options.max_tokens.saturating_sub(1).max(1))
-        {
-            let group_end = group.last().map_or(e, |&(_, te)| te.min(e));
-            if group_end > piece_start {
-                out.push(Atom {
-                    start: piece_start,
-                    end: group_end,
-                    paragraph_end: false,
-                });
-                piece_start = group_end;
+        let mut idx = 0;
+        while piece_start < e {
+            // Take up to `limit` tokens, then shrink while the piece, tokenised alone, is over.
+            let mut take = limit.min(ends.len().saturating_sub(idx)).max(1);
+            let mut piece_end;
+            loop {
+                piece_end = ends
+                    .get(idx + take - 1)
+                    .copied()
+                    .unwrap_or(e)
+                    .max(piece_start + 1);
+                while !text.is_char_boundary(piece_end) {
+                    piece_end += 1;
+                }
+                let alone = self.tokens.token_spans(&text[piece_start..piece_end]).len();
+                if alone <= limit || take == 1 {
+                    break;
+                }
+                take -= (alone - limit).min(take - 1);
             }
-        }
-        if piece_start < e {
             out.push(Atom {
-                start: piece_start,
-                end: e,
-                paragraph_end: false,
+                forced: true,
+                ..Atom::new(piece_start, piece_end)
             });
+            idx += take;
+            piece_start = piece_end;
         }
     }
 
     /// Packs atoms into byte ranges of at most `max_tokens` tokens, preferring paragraph ends.
-    fn pack(&self, atoms: &[Atom], counter: &Counter) -> Vec<(usize, usize)> {
+    fn pack(&self, text: &str, atoms: &[Atom], counter: &Counter) -> Vec<(usize, usize, bool)> {
         let limit = self.options.max_tokens;
         let mut out = Vec::new();
         let mut i = 0;
@@ -282,7 +292,20 @@ impl<'t, T: TokenSpans + ?Sized> Chunker<'t, T> {
                     cut = p;
                 }
             }
-            out.push((atoms[i].start, atoms[cut - 1].end));
+            // A chunk holding a piece cut inside a word is checked by tokenising it alone.
+            let forced = atoms[i..cut].iter().any(|a| a.forced);
+            if forced {
+                while cut - 1 > i
+                    && self
+                        .tokens
+                        .token_spans(&text[atoms[i].start..atoms[cut - 1].end])
+                        .len()
+                        > limit
+                {
+                    cut -= 1;
+                }
+            }
+            out.push((atoms[i].start, atoms[cut - 1].end, forced));
             if cut >= atoms.len() {
                 break;
             }

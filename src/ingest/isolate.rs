@@ -218,7 +218,7 @@ pub fn run_worker(mut input: impl Read, mut output: impl Write) -> i32 {
         },
         Err(panic) => WorkerAnswer::Err {
             code: "malformed".into(),
-            detail: format!("the PDF parser failed: {}", panic_message(&panic)),
+            detail: format!("the PDF parser failed: {}", pdf::panic_text(&panic)),
         },
     };
     let written = serde_json::to_writer(&mut output, &answer).is_ok() && output.flush().is_ok();
@@ -227,14 +227,6 @@ pub fn run_worker(mut input: impl Read, mut output: impl Write) -> i32 {
     } else {
         3
     }
-}
-
-fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
-    panic
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "unknown panic".into())
 }
 
 fn limit_resources(memory: u64, cpu_seconds: u64) {

@@ -33,18 +33,35 @@ pub fn extract_pages(bytes: &[u8], password: Option<&str>) -> Result<PdfPages, I
     let mut pages = Vec::with_capacity(page_numbers.len());
     let mut warnings = Vec::new();
     for number in page_numbers {
-        let mut text = String::new();
-        let result = {
+        // pdf-extract panics on some fonts and encodings; a panic loses only its page.
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let mut text = String::new();
             let mut out = pdf_extract::PlainTextOutput::new(&mut text);
-            pdf_extract::output_doc_page(&doc, &mut out, number)
-        };
+            pdf_extract::output_doc_page(&doc, &mut out, number).map(|()| text)
+        }));
         match result {
-            Ok(()) => pages.push(tidy(&text)),
-            Err(e) => {
+            Ok(Ok(text)) => pages.push(tidy(&text)),
+            Ok(Err(e)) => {
                 warnings.push(format!("page {number}: {e}"));
                 pages.push(String::new());
             }
+            Err(panic) => {
+                warnings.push(format!(
+                    "page {number}: the PDF parser failed: {}",
+                    panic_text(&panic)
+                ));
+                pages.push(String::new());
+            }
         }
+    }
+    if pages.iter().all(|p| p.trim().is_empty()) {
+        if let Some(first) = warnings.first() {
+            return Err(IngestError::Malformed {
+                kind: "PDF",
+                detail: format!("no page could be read ({first})"),
+            });
+        }
+        return Err(IngestError::NoText);
     }
     Ok(PdfPages { pages, warnings })
 }
@@ -56,6 +73,15 @@ pub struct PdfPages {
     pub pages: Vec<String>,
     /// Pages that could not be extracted, and why.
     pub warnings: Vec<String>,
+}
+
+/// The message of a caught panic.
+pub fn panic_text(panic: &Box<dyn std::any::Any + Send>) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into())
 }
 
 fn classify_load_error(e: &lopdf::Error) -> IngestError {

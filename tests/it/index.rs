@@ -111,7 +111,7 @@ fn filtered_graph_search_matches_brute_force() {
     let (c, vectors, metas) = build(4000, 500, 7);
     assert!(c.has_graph());
     let mut rng = StdRng::seed_from_u64(99);
-    let filters = vec![
+    let filters = [
         Filter {
             document_ids: Some(vec!["doc3".into()]),
             ..Default::default()

@@ -1,0 +1,493 @@
+//! A BERT encoder forward pass for CPU inference, on the GEMM kernels candle itself uses.
+//!
+//! Why not candle-transformers' `BertModel`: on two cores its forward pass spent most of its
+//! time outside matrix products — a fresh, page-faulting buffer per tensor op, scalar `erf`
+//! and `exp`, and attention over padding. Here:
+//! - batches are *ragged*: the tokens of all passages are stacked into one `[tokens, hidden]`
+//!   matrix, so the linear layers (90% of the FLOPs) run as a few large GEMMs with no padding;
+//! - attention runs per (passage, head) on that passage's own tokens, in parallel, so it needs
+//!   no mask;
+//! - Q, K and V are one fused projection; buffers are allocated once per batch and reused by
+//!   every layer; element-wise work is vectorised ([`super::kernels`]).
+//!
+//! Weights are read with candle from `model.safetensors` (BERT names, with or without a `bert.`
+//! prefix). The output matches sentence-transformers (see the reference-vector test).
+
+use std::path::Path;
+
+use candle_core::{DType, Device, Tensor};
+use gemm::Parallelism;
+use rayon::prelude::*;
+use serde::Deserialize;
+
+use super::kernels;
+use super::{EmbedError, Pooling, Result};
+
+/// The fields of a BERT `config.json` the encoder needs.
+#[derive(Debug, Clone, Deserialize)]
+pub struct BertConfig {
+    pub hidden_size: usize,
+    pub num_attention_heads: usize,
+    pub num_hidden_layers: usize,
+    pub intermediate_size: usize,
+    pub max_position_embeddings: usize,
+    #[serde(default = "default_eps")]
+    pub layer_norm_eps: f64,
+    #[serde(default = "default_act")]
+    pub hidden_act: String,
+}
+
+fn default_eps() -> f64 {
+    1e-12
+}
+
+fn default_act() -> String {
+    "gelu".into()
+}
+
+/// A dense layer, `y = x Wᵀ + b`, with `W` row-major `[out, in]`.
+struct Linear {
+    w: Vec<f32>,
+    b: Vec<f32>,
+    inputs: usize,
+    outputs: usize,
+}
+
+struct Norm {
+    gamma: Vec<f32>,
+    beta: Vec<f32>,
+}
+
+struct Layer {
+    qkv: Linear,
+    attn_out: Linear,
+    attn_norm: Norm,
+    ffn_in: Linear,
+    ffn_out: Linear,
+    ffn_norm: Norm,
+}
+
+#[derive(Clone, Copy)]
+enum Activation {
+    GeluErf,
+    GeluTanh,
+    Relu,
+}
+
+/// The loaded encoder.
+pub struct Encoder {
+    word: Vec<f32>,
+    position: Vec<f32>,
+    token_type: Vec<f32>,
+    embed_norm: Norm,
+    layers: Vec<Layer>,
+    hidden: usize,
+    heads: usize,
+    eps: f32,
+    act: Activation,
+    max_positions: usize,
+    vocab: usize,
+}
+
+struct Weights {
+    tensors: std::collections::HashMap<String, Tensor>,
+    prefix: String,
+    path: String,
+}
+
+impl Weights {
+    fn get(&self, names: &[&str]) -> Result<Vec<f32>> {
+        for name in names {
+            if let Some(t) = self.tensors.get(&format!("{}{name}", self.prefix)) {
+                return Ok(t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?);
+            }
+        }
+        Err(EmbedError::ModelFolder {
+            path: self.path.clone(),
+            reason: format!("weights have no tensor {}{}", self.prefix, names[0]),
+        })
+    }
+
+    fn linear(&self, name: &str, inputs: usize, outputs: usize) -> Result<Linear> {
+        let w = self.get(&[&format!("{name}.weight")])?;
+        let b = self.get(&[&format!("{name}.bias")])?;
+        if w.len() != inputs * outputs || b.len() != outputs {
+            return Err(EmbedError::ModelFolder {
+                path: self.path.clone(),
+                reason: format!("{name} has an unexpected shape"),
+            });
+        }
+        Ok(Linear {
+            w,
+            b,
+            inputs,
+            outputs,
+        })
+    }
+
+    fn norm(&self, name: &str) -> Result<Norm> {
+        Ok(Norm {
+            gamma: self.get(&[&format!("{name}.weight"), &format!("{name}.gamma")])?,
+            beta: self.get(&[&format!("{name}.bias"), &format!("{name}.beta")])?,
+        })
+    }
+}
+
+fn concat_linear(parts: [Linear; 3]) -> Linear {
+    let inputs = parts[0].inputs;
+    let outputs = parts.iter().map(|p| p.outputs).sum();
+    let mut w = Vec::with_capacity(inputs * outputs);
+    let mut b = Vec::with_capacity(outputs);
+    for p in parts {
+        w.extend(p.w);
+        b.extend(p.b);
+    }
+    Linear {
+        w,
+        b,
+        inputs,
+        outputs,
+    }
+}
+
+/// A raw pointer that may cross threads; used where parallel tasks write disjoint regions.
+#[derive(Clone, Copy)]
+struct SendPtr(*mut f32);
+// SAFETY: every use writes regions no other task touches (documented at the use sites).
+unsafe impl Send for SendPtr {}
+unsafe impl Sync for SendPtr {}
+
+impl SendPtr {
+    /// The pointer (a method, so closures capture the whole `Send` wrapper).
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
+/// `dst[m×n] (+)= a[m×k] · Wᵀ` where `W` is `[n×k]` row-major; row strides given.
+///
+/// # Safety
+/// The pointers must address matrices of the stated shapes and strides.
+#[allow(clippy::too_many_arguments)]
+unsafe fn gemm_wt(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: *const f32,
+    a_rs: usize,
+    w: *const f32,
+    w_rs: usize,
+    dst: *mut f32,
+    dst_rs: usize,
+    scale: f32,
+    par: Parallelism,
+) {
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst,
+            1,
+            dst_rs as isize,
+            false,
+            a,
+            1,
+            a_rs as isize,
+            w,
+            w_rs as isize,
+            1,
+            0.0,
+            scale,
+            false,
+            false,
+            false,
+            par,
+        );
+    }
+}
+
+/// `dst[m×n] = a[m×k] · b[k×n]`, all row-major with the given row strides.
+///
+/// # Safety
+/// As [`gemm_wt`].
+#[allow(clippy::too_many_arguments)]
+unsafe fn gemm_nn(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: *const f32,
+    a_rs: usize,
+    b: *const f32,
+    b_rs: usize,
+    dst: *mut f32,
+    dst_rs: usize,
+) {
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst,
+            1,
+            dst_rs as isize,
+            false,
+            a,
+            1,
+            a_rs as isize,
+            b,
+            1,
+            b_rs as isize,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            Parallelism::None,
+        );
+    }
+}
+
+fn parallelism() -> Parallelism {
+    match rayon::current_num_threads() {
+        0 | 1 => Parallelism::None,
+        n => Parallelism::Rayon(n),
+    }
+}
+
+impl Linear {
+    /// `out[rows×outputs] = x[rows×inputs] Wᵀ + b`.
+    fn forward(&self, x: &[f32], rows: usize, out: &mut [f32]) {
+        debug_assert!(x.len() >= rows * self.inputs && out.len() >= rows * self.outputs);
+        // SAFETY: x is rows×inputs, w is outputs×inputs, out is rows×outputs, all row-major.
+        unsafe {
+            gemm_wt(
+                rows,
+                self.outputs,
+                self.inputs,
+                x.as_ptr(),
+                self.inputs,
+                self.w.as_ptr(),
+                self.inputs,
+                out.as_mut_ptr(),
+                self.outputs,
+                1.0,
+                parallelism(),
+            );
+        }
+        out[..rows * self.outputs]
+            .par_chunks_mut(self.outputs * 64)
+            .for_each(|block| {
+                block
+                    .chunks_mut(self.outputs)
+                    .for_each(|r| kernels::add_bias(r, &self.b))
+            });
+    }
+}
+
+impl Encoder {
+    /// Loads weights from a safetensors file for the given config.
+    pub fn load(weights: &Path, config: &BertConfig) -> Result<Self> {
+        let tensors = candle_core::safetensors::load(weights, &Device::Cpu)?;
+        let prefix = if tensors.keys().any(|k| k.starts_with("bert.")) {
+            "bert.".to_owned()
+        } else {
+            String::new()
+        };
+        let w = Weights {
+            tensors,
+            prefix,
+            path: weights.display().to_string(),
+        };
+        let h = config.hidden_size;
+        let mut layers = Vec::with_capacity(config.num_hidden_layers);
+        for i in 0..config.num_hidden_layers {
+            let p = format!("encoder.layer.{i}");
+            layers.push(Layer {
+                qkv: concat_linear([
+                    w.linear(&format!("{p}.attention.self.query"), h, h)?,
+                    w.linear(&format!("{p}.attention.self.key"), h, h)?,
+                    w.linear(&format!("{p}.attention.self.value"), h, h)?,
+                ]),
+                attn_out: w.linear(&format!("{p}.attention.output.dense"), h, h)?,
+                attn_norm: w.norm(&format!("{p}.attention.output.LayerNorm"))?,
+                ffn_in: w.linear(
+                    &format!("{p}.intermediate.dense"),
+                    h,
+                    config.intermediate_size,
+                )?,
+                ffn_out: w.linear(&format!("{p}.output.dense"), config.intermediate_size, h)?,
+                ffn_norm: w.norm(&format!("{p}.output.LayerNorm"))?,
+            });
+        }
+        let word = w.get(&["embeddings.word_embeddings.weight"])?;
+        let act = match config.hidden_act.as_str() {
+            "gelu" | "gelu_python" => Activation::GeluErf,
+            "gelu_new" | "gelu_pytorch_tanh" | "gelu_fast" => Activation::GeluTanh,
+            "relu" => Activation::Relu,
+            other => {
+                return Err(EmbedError::ModelFolder {
+                    path: w.path.clone(),
+                    reason: format!("unsupported activation {other:?}"),
+                })
+            }
+        };
+        Ok(Self {
+            vocab: word.len() / h,
+            word,
+            position: w.get(&["embeddings.position_embeddings.weight"])?,
+            token_type: w.get(&["embeddings.token_type_embeddings.weight"])?,
+            embed_norm: w.norm("embeddings.LayerNorm")?,
+            layers,
+            hidden: h,
+            heads: config.num_attention_heads,
+            eps: config.layer_norm_eps as f32,
+            act,
+            max_positions: config.max_position_embeddings,
+        })
+    }
+
+    /// Encodes `seqs` (token ids with special tokens, each at most the model's position limit)
+    /// and pools each into one L2-normalised vector.
+    pub fn embed(&self, seqs: &[&[u32]], pooling: Pooling) -> Vec<Vec<f32>> {
+        let h = self.hidden;
+        let starts: Vec<usize> = seqs
+            .iter()
+            .scan(0, |acc, s| {
+                let start = *acc;
+                *acc += s.len().min(self.max_positions);
+                Some(start)
+            })
+            .collect();
+        let lens: Vec<usize> = seqs
+            .iter()
+            .map(|s| s.len().min(self.max_positions))
+            .collect();
+        let total: usize = lens.iter().sum();
+        if total == 0 {
+            return vec![vec![0.0; h]; seqs.len()];
+        }
+        let mut x = vec![0f32; total * h];
+        // Embeddings: word + position + token type 0, then layer norm.
+        x.par_chunks_mut(h).enumerate().for_each(|(row, out)| {
+            let seq = starts.partition_point(|&s| s <= row) - 1;
+            let pos = row - starts[seq];
+            let id = (seqs[seq][pos] as usize).min(self.vocab - 1);
+            let word = &self.word[id * h..(id + 1) * h];
+            let position = &self.position[pos * h..(pos + 1) * h];
+            for i in 0..h {
+                out[i] = word[i] + position[i];
+            }
+            kernels::add_layer_norm(
+                out,
+                &self.token_type[..h],
+                &self.embed_norm.gamma,
+                &self.embed_norm.beta,
+                self.eps,
+            );
+        });
+        let inter = self.layers.first().map_or(0, |l| l.ffn_in.outputs);
+        let mut qkv = vec![0f32; total * 3 * h];
+        let mut ctx = vec![0f32; total * h];
+        let mut tmp = vec![0f32; total * h];
+        let mut ffn = vec![0f32; total * inter];
+        for layer in &self.layers {
+            layer.qkv.forward(&x, total, &mut qkv);
+            self.attention(&qkv, &starts, &lens, &mut ctx);
+            layer.attn_out.forward(&ctx, total, &mut tmp);
+            self.residual_norm(&mut tmp, &x, &layer.attn_norm);
+            std::mem::swap(&mut x, &mut tmp);
+            layer.ffn_in.forward(&x, total, &mut ffn);
+            ffn.par_chunks_mut(inter * 16).for_each(|c| match self.act {
+                Activation::GeluErf => kernels::gelu_erf(c),
+                Activation::GeluTanh => kernels::gelu_tanh(c),
+                Activation::Relu => kernels::relu(c),
+            });
+            layer.ffn_out.forward(&ffn, total, &mut tmp);
+            self.residual_norm(&mut tmp, &x, &layer.ffn_norm);
+            std::mem::swap(&mut x, &mut tmp);
+        }
+        starts
+            .iter()
+            .zip(&lens)
+            .map(|(&start, &len)| {
+                let rows = &x[start * h..(start + len) * h];
+                let mut v = vec![0f32; h];
+                match pooling {
+                    Pooling::Cls => v.copy_from_slice(&rows[..h]),
+                    Pooling::Mean => {
+                        rows.chunks(h).for_each(|r| kernels::add_bias(&mut v, r));
+                        v.iter_mut().for_each(|x| *x /= len.max(1) as f32);
+                    }
+                    Pooling::Max => {
+                        v.fill(f32::NEG_INFINITY);
+                        for r in rows.chunks(h) {
+                            v.iter_mut().zip(r).for_each(|(a, b)| *a = a.max(*b));
+                        }
+                    }
+                }
+                super::l2_normalize(&mut v);
+                v
+            })
+            .collect()
+    }
+
+    /// `out = layer_norm(out + residual)`, row by row in parallel.
+    fn residual_norm(&self, out: &mut [f32], residual: &[f32], norm: &Norm) {
+        let h = self.hidden;
+        out.par_chunks_mut(h * 32)
+            .zip(residual.par_chunks(h * 32))
+            .for_each(|(o, r)| {
+                for (orow, rrow) in o.chunks_mut(h).zip(r.chunks(h)) {
+                    kernels::add_layer_norm(orow, rrow, &norm.gamma, &norm.beta, self.eps);
+                }
+            });
+    }
+
+    /// Scaled dot-product attention per (passage, head) over the fused `[tokens, 3h]` QKV.
+    fn attention(&self, qkv: &[f32], starts: &[usize], lens: &[usize], ctx: &mut [f32]) {
+        let h = self.hidden;
+        let d = h / self.heads;
+        let scale = 1.0 / (d as f32).sqrt();
+        let out = SendPtr(ctx.as_mut_ptr());
+        let tasks: Vec<(usize, usize)> = (0..starts.len())
+            .flat_map(|s| (0..self.heads).map(move |head| (s, head)))
+            .collect();
+        tasks
+            .par_iter()
+            .for_each_init(Vec::new, |scores, &(s, head)| {
+                let (start, len) = (starts[s], lens[s]);
+                if len == 0 {
+                    return;
+                }
+                scores.resize(len * len, 0.0);
+                let base = start * 3 * h + head * d;
+                // SAFETY: q, k, v are len×d views (row stride 3h) inside qkv; scores is len×len;
+                // the destination is the len×d block of rows start.. and columns head*d.. of ctx,
+                // which no other (passage, head) task writes.
+                unsafe {
+                    let q = qkv.as_ptr().add(base);
+                    let k = qkv.as_ptr().add(base + h);
+                    let v = qkv.as_ptr().add(base + 2 * h);
+                    gemm_wt(
+                        len,
+                        len,
+                        d,
+                        q,
+                        3 * h,
+                        k,
+                        3 * h,
+                        scores.as_mut_ptr(),
+                        len,
+                        scale,
+                        Parallelism::None,
+                    );
+                    scores.chunks_mut(len).for_each(kernels::softmax);
+                    let dst = out.get().add(start * h + head * d);
+                    gemm_nn(len, d, len, scores.as_ptr(), len, v, 3 * h, dst, h);
+                }
+            });
+    }
+}
