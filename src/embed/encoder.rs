@@ -164,66 +164,34 @@ impl SendPtr {
     }
 }
 
-/// `dst[m×n] (+)= a[m×k] · Wᵀ` where `W` is `[n×k]` row-major; row strides given.
+/// The right-hand operand of a product: a row-major matrix used as is or transposed.
+#[derive(Clone, Copy)]
+enum Rhs {
+    /// `b[k×n]` with row stride `rs`.
+    Plain { ptr: *const f32, rs: usize },
+    /// `Wᵀ` for `W[n×k]` with row stride `rs` (a PyTorch `Linear` weight).
+    Transposed { ptr: *const f32, rs: usize },
+}
+
+/// `dst[m×n] = scale · a[m×k] · rhs`, row-major with the given row strides.
 ///
 /// # Safety
 /// The pointers must address matrices of the stated shapes and strides.
 #[allow(clippy::too_many_arguments)]
-unsafe fn gemm_wt(
-    m: usize,
-    n: usize,
-    k: usize,
+unsafe fn matmul(
+    (m, n, k): (usize, usize, usize),
     a: *const f32,
     a_rs: usize,
-    w: *const f32,
-    w_rs: usize,
+    rhs: Rhs,
     dst: *mut f32,
     dst_rs: usize,
     scale: f32,
     par: Parallelism,
 ) {
-    // SAFETY: forwarded from the caller.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst,
-            1,
-            dst_rs as isize,
-            false,
-            a,
-            1,
-            a_rs as isize,
-            w,
-            w_rs as isize,
-            1,
-            0.0,
-            scale,
-            false,
-            false,
-            false,
-            par,
-        );
-    }
-}
-
-/// `dst[m×n] = a[m×k] · b[k×n]`, all row-major with the given row strides.
-///
-/// # Safety
-/// As [`gemm_wt`].
-#[allow(clippy::too_many_arguments)]
-unsafe fn gemm_nn(
-    m: usize,
-    n: usize,
-    k: usize,
-    a: *const f32,
-    a_rs: usize,
-    b: *const f32,
-    b_rs: usize,
-    dst: *mut f32,
-    dst_rs: usize,
-) {
+    let (b, b_cs, b_rs) = match rhs {
+        Rhs::Plain { ptr, rs } => (ptr, 1, rs as isize),
+        Rhs::Transposed { ptr, rs } => (ptr, rs as isize, 1),
+    };
     // SAFETY: forwarded from the caller.
     unsafe {
         gemm::gemm(
@@ -238,14 +206,14 @@ unsafe fn gemm_nn(
             1,
             a_rs as isize,
             b,
-            1,
-            b_rs as isize,
+            b_cs,
+            b_rs,
             0.0,
-            1.0,
+            scale,
             false,
             false,
             false,
-            Parallelism::None,
+            par,
         );
     }
 }
@@ -263,14 +231,14 @@ impl Linear {
         debug_assert!(x.len() >= rows * self.inputs && out.len() >= rows * self.outputs);
         // SAFETY: x is rows×inputs, w is outputs×inputs, out is rows×outputs, all row-major.
         unsafe {
-            gemm_wt(
-                rows,
-                self.outputs,
-                self.inputs,
+            matmul(
+                (rows, self.outputs, self.inputs),
                 x.as_ptr(),
                 self.inputs,
-                self.w.as_ptr(),
-                self.inputs,
+                Rhs::Transposed {
+                    ptr: self.w.as_ptr(),
+                    rs: self.inputs,
+                },
                 out.as_mut_ptr(),
                 self.outputs,
                 1.0,
@@ -471,22 +439,31 @@ impl Encoder {
                     let q = qkv.as_ptr().add(base);
                     let k = qkv.as_ptr().add(base + h);
                     let v = qkv.as_ptr().add(base + 2 * h);
-                    gemm_wt(
-                        len,
-                        len,
-                        d,
+                    let keys = Rhs::Transposed { ptr: k, rs: 3 * h };
+                    let scores_ptr = scores.as_mut_ptr();
+                    matmul(
+                        (len, len, d),
                         q,
                         3 * h,
-                        k,
-                        3 * h,
-                        scores.as_mut_ptr(),
+                        keys,
+                        scores_ptr,
                         len,
                         scale,
                         Parallelism::None,
                     );
                     scores.chunks_mut(len).for_each(kernels::softmax);
                     let dst = out.get().add(start * h + head * d);
-                    gemm_nn(len, d, len, scores.as_ptr(), len, v, 3 * h, dst, h);
+                    let values = Rhs::Plain { ptr: v, rs: 3 * h };
+                    matmul(
+                        (len, d, len),
+                        scores.as_ptr(),
+                        len,
+                        values,
+                        dst,
+                        h,
+                        1.0,
+                        Parallelism::None,
+                    );
                 }
             });
     }
