@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use super::distance::{dot, UnitDot};
 use super::points::{Filter, Points};
+use super::snapshot::Snapshot;
 use super::{io_err, top_k, IndexError, Result};
 
 /// Graph and search parameters.
@@ -50,6 +51,8 @@ pub struct DenseIndex {
     params: HnswParams,
     vectors: Vec<f32>,
     graph: Option<Graph>,
+    /// Flat copy of `graph`'s links, refreshed after every change of the graph.
+    snapshot: Option<Snapshot>,
 }
 
 impl DenseIndex {
@@ -60,6 +63,7 @@ impl DenseIndex {
             params,
             vectors: Vec::new(),
             graph: None,
+            snapshot: None,
         }
     }
 
@@ -111,7 +115,10 @@ impl DenseIndex {
             .iter()
             .for_each(|v| self.vectors.extend_from_slice(v));
         match &self.graph {
-            Some(graph) => insert_range(graph, &self.vectors, self.dim, first, self.slots()),
+            Some(graph) => {
+                insert_range(graph, &self.vectors, self.dim, first, self.slots());
+                self.snapshot = Snapshot::of(graph, self.slots());
+            }
             None if live >= self.params.exact_threshold => self.build_graph(),
             None => {}
         }
@@ -129,12 +136,14 @@ impl DenseIndex {
             UnitDot,
         );
         insert_range(&graph, &self.vectors, self.dim, 0, slots);
+        self.snapshot = Snapshot::of(&graph, slots);
         self.graph = Some(graph);
     }
 
     /// Drops the graph (small collections).
     pub fn drop_graph(&mut self) {
         self.graph = None;
+        self.snapshot = None;
     }
 
     /// The `k` allowed slots nearest to `query` as `(cosine, slot)`, best first.
@@ -174,16 +183,23 @@ impl DenseIndex {
             } else {
                 k
             };
-            let found = if needs_filter {
-                graph.search_filter(query, ask, ef, Some(&pred))
-            } else {
-                graph.search(query, ask, ef)
+            let mut hits: Vec<(f32, u32)> = match &self.snapshot {
+                Some(snapshot) => snapshot.search(query, k, ef, (&self.vectors, self.dim), |s| {
+                    !needs_filter || points.allowed(s, filter)
+                }),
+                None => {
+                    let found = if needs_filter {
+                        graph.search_filter(query, ask, ef, Some(&pred))
+                    } else {
+                        graph.search(query, ask, ef)
+                    };
+                    found
+                        .into_iter()
+                        .filter(|n| pred(&n.d_id))
+                        .map(|n| (1.0 - n.distance, n.d_id as u32))
+                        .collect()
+                }
             };
-            let mut hits: Vec<(f32, u32)> = found
-                .into_iter()
-                .filter(|n| pred(&n.d_id))
-                .map(|n| (1.0 - n.distance, n.d_id as u32))
-                .collect();
             hits.dedup_by_key(|h| h.1);
             if hits.len() >= want {
                 return top_k(hits, k);
@@ -256,10 +272,14 @@ impl DenseIndex {
             params,
             vectors,
             graph: None,
+            snapshot: None,
         };
         if let Some(name) = graph {
             match load_graph(dir, name) {
-                Some(g) if g.get_nb_point() == slots => index.graph = Some(g),
+                Some(g) if g.get_nb_point() == slots => {
+                    index.snapshot = Snapshot::of(&g, slots);
+                    index.graph = Some(g);
+                }
                 _ => {
                     tracing::warn!(dir = %dir.display(), "graph unreadable; rebuilding from vectors");
                     index.build_graph();

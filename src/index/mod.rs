@@ -4,6 +4,7 @@
 //! - [`points`]: the catalogue of indexed chunks (slots, tombstones, metadata filters);
 //! - [`dense`]: vectors in a flat array (exact scan) plus an hnsw_rs graph once large enough;
 //! - [`bm25`] with its [`analyzer`]: the lexical index;
+//! - [`snapshot`]: a flat copy of the graph's links, searched by our own loop;
 //! - [`hybrid`]: reciprocal rank fusion;
 //! - [`collection`]: the three kept in step under one slot space, stamped with the embedding
 //!   model, saved and loaded as atomic generations.
@@ -17,6 +18,7 @@ pub mod dense;
 pub mod distance;
 pub mod hybrid;
 pub mod points;
+pub mod snapshot;
 
 pub use collection::{
     Collection, CollectionOptions, IndexStamp, NewPoint, SearchMode, SearchRequest,
