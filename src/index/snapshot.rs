@@ -38,8 +38,33 @@ pub struct Snapshot {
     top_layer: usize,
 }
 
+/// Per-thread search state, reused across queries so a search allocates nothing.
+#[derive(Default)]
+struct Scratch {
+    generation: u32,
+    marks: Vec<u32>,
+    candidates: BinaryHeap<Reverse<(Dist, u32)>>,
+    nearest: BinaryHeap<(Dist, u32)>,
+    results: BinaryHeap<(Dist, u32)>,
+}
+
 thread_local! {
-    static VISITED: RefCell<(u32, Vec<u32>)> = const { RefCell::new((0, Vec::new())) };
+    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
+}
+
+/// Asks the CPU to start loading a vector that is about to be read.
+#[inline(always)]
+fn prefetch(data: &[f32]) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: prefetching is a hint; the address is inside a live slice.
+    unsafe {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        let p = data.as_ptr() as *const i8;
+        _mm_prefetch(p, _MM_HINT_T0);
+        _mm_prefetch(p.add(64), _MM_HINT_T0);
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = data;
 }
 
 impl Snapshot {
@@ -127,7 +152,14 @@ impl Snapshot {
         // Beam search on layer 0.
         let ef = ef.max(k);
         let slots = self.offsets.len() - 1;
-        VISITED.with_borrow_mut(|(generation, marks)| {
+        SCRATCH.with_borrow_mut(|scratch| {
+            let Scratch {
+                generation,
+                marks,
+                candidates,
+                nearest,
+                results,
+            } = scratch;
             if marks.len() < slots {
                 marks.resize(slots, 0);
             }
@@ -137,9 +169,9 @@ impl Snapshot {
                 *generation = 1;
             }
             let stamp = *generation;
-            let mut candidates = BinaryHeap::with_capacity(ef * 2);
-            let mut nearest: BinaryHeap<(Dist, u32)> = BinaryHeap::with_capacity(ef + 1);
-            let mut results: BinaryHeap<(Dist, u32)> = BinaryHeap::with_capacity(k + 1);
+            candidates.clear();
+            nearest.clear();
+            results.clear();
             marks[ep as usize] = stamp;
             candidates.push(Reverse((ep_dist, ep)));
             nearest.push((ep_dist, ep));
@@ -150,7 +182,12 @@ impl Snapshot {
                 if nearest.len() >= ef && nearest.peek().is_some_and(|(far, _)| d > *far) {
                     break;
                 }
-                for &n in self.layer0(node) {
+                let links = self.layer0(node);
+                for &n in links {
+                    let start = n as usize * dim;
+                    prefetch(&vectors[start..start + dim]);
+                }
+                for &n in links {
                     if marks[n as usize] == stamp {
                         continue;
                     }
@@ -171,8 +208,7 @@ impl Snapshot {
                     }
                 }
             }
-            let mut out: Vec<(f32, u32)> =
-                results.into_iter().map(|(d, s)| (1.0 - d.0, s)).collect();
+            let mut out: Vec<(f32, u32)> = results.drain().map(|(d, s)| (1.0 - d.0, s)).collect();
             out.sort_unstable_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
             out
         })
