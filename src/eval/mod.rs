@@ -218,12 +218,7 @@ fn corpus_vectors(
     };
     fs_err::create_dir_all(&config.cache_dir).map_err(cache_err)?;
     let flat: Vec<f32> = vectors.iter().flatten().copied().collect();
-    crate::util::write_atomic(&path, bytemuck::cast_slice(&flat)).map_err(|source| {
-        EvalError::Cache {
-            path: path.display().to_string(),
-            source,
-        }
-    })?;
+    crate::util::write_atomic(&path, bytemuck::cast_slice(&flat)).map_err(cache_err)?;
     Ok((vectors, seconds, false))
 }
 

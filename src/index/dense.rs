@@ -157,7 +157,8 @@ impl DenseIndex {
         if k == 0 || points.live_count() == 0 {
             return Vec::new();
         }
-        let Some(graph) = &self.graph else {
+        // The snapshot is rebuilt wherever the graph is built, extended or loaded.
+        let Some(snapshot) = &self.snapshot else {
             return self.exact(query, k, points.matching(filter));
         };
         let restricted = !filter.is_empty();
@@ -173,36 +174,13 @@ impl DenseIndex {
         let want = k.min(allowed_count);
         let total = self.slots();
         let mut ef = self.params.ef_search.max(k);
-        let pred = |id: &usize| points.allowed(*id as u32, filter);
         let needs_filter = restricted || points.dead_count() > 0;
         loop {
-            // Ask for more than k when some slots are excluded: hnsw_rs filters the top
-            // candidates after cutting them to k, which can leave fewer than k.
-            let ask = if needs_filter {
-                (k * 2).min(ef).max(k)
-            } else {
-                k
-            };
-            let mut hits: Vec<(f32, u32)> = match &self.snapshot {
-                Some(snapshot) => snapshot.search(query, k, ef, (&self.vectors, self.dim), |s| {
-                    !needs_filter || points.allowed(s, filter)
-                }),
-                None => {
-                    let found = if needs_filter {
-                        graph.search_filter(query, ask, ef, Some(&pred))
-                    } else {
-                        graph.search(query, ask, ef)
-                    };
-                    found
-                        .into_iter()
-                        .filter(|n| pred(&n.d_id))
-                        .map(|n| (1.0 - n.distance, n.d_id as u32))
-                        .collect()
-                }
-            };
-            hits.dedup_by_key(|h| h.1);
+            let hits = snapshot.search(query, k, ef, (&self.vectors, self.dim), |s| {
+                !needs_filter || points.allowed(s, filter)
+            });
             if hits.len() >= want {
-                return top_k(hits, k);
+                return hits;
             }
             if ef >= total {
                 break;
