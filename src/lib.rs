@@ -22,9 +22,14 @@
 //!
 //! Every module owns a `thiserror` error type; `anyhow` is used only by the binary.
 
+pub mod api;
+pub mod client;
+pub mod config;
 pub mod embed;
 pub mod eval;
 pub mod index;
 pub mod ingest;
 pub mod runtime;
+pub mod service;
+pub mod store;
 pub mod util;

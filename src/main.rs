@@ -16,6 +16,8 @@ use groundwork::ingest::isolate::{self, Isolation};
 use groundwork::ingest::{extract, Chunker, ChunkingOptions, ExtractOptions};
 use indicatif::{ProgressBar, ProgressStyle};
 
+mod cli;
+
 #[derive(Parser)]
 #[command(
     name = "groundwork",
@@ -26,12 +28,62 @@ struct Cli {
     /// Embedding model folder (sentence-transformers layout).
     #[arg(long, global = true, env = "GROUNDWORK_EMBED_MODEL")]
     model: Option<PathBuf>,
+    /// Configuration file (default: `groundwork.toml` when present).
+    #[arg(long, global = true, env = "GROUNDWORK_CONFIG")]
+    config: Option<PathBuf>,
+    /// Data directory (overrides `data_dir`).
+    #[arg(long, global = true)]
+    data_dir: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the HTTP service.
+    Serve(cli::LocalArgs),
+    /// Ingest files and folders (recursively) into a knowledge base, with a progress bar.
+    Ingest {
+        /// Files or folders.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Knowledge base (created if missing).
+        #[arg(long)]
+        kb: String,
+        #[command(flatten)]
+        target: cli::Target,
+    },
+    /// Search a knowledge base.
+    Search {
+        /// The question.
+        query: String,
+        /// Knowledge base.
+        #[arg(long)]
+        kb: String,
+        /// Results.
+        #[arg(long, default_value_t = 5)]
+        top_k: usize,
+        /// dense, bm25 or hybrid.
+        #[arg(long, default_value = "hybrid")]
+        mode: String,
+        /// Print the API's JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        target: cli::Target,
+    },
+    /// Manage knowledge bases.
+    Kb {
+        #[command(subcommand)]
+        command: cli::KbCommand,
+        #[command(flatten)]
+        target: cli::Target,
+    },
+    /// Manage API keys (on the data directory).
+    Keys {
+        #[command(subcommand)]
+        command: cli::KeysCommand,
+    },
     /// Evaluate retrieval on a BEIR-format data set.
     Eval {
         /// Folder with corpus.jsonl, queries.jsonl and qrels/.
@@ -118,7 +170,33 @@ fn main() -> anyhow::Result<()> {
             None => ModelDir::default_path(&std::env::current_dir()?),
         })
     };
+    let config = || {
+        cli::load_config(
+            cli.config.as_deref(),
+            cli.data_dir.as_deref(),
+            cli.model.as_deref(),
+        )
+    };
     match cli.command {
+        Command::Serve(args) => cli::serve(config()?, args)?,
+        Command::Ingest {
+            ref paths,
+            ref kb,
+            ref target,
+        } => cli::run_ingest(config()?, target, kb, paths)?,
+        Command::Search {
+            ref query,
+            ref kb,
+            top_k,
+            ref mode,
+            json,
+            ref target,
+        } => cli::run_search(config()?, target, kb, query, top_k, mode, json)?,
+        Command::Kb {
+            command,
+            ref target,
+        } => cli::run_kb(config()?, target, command)?,
+        Command::Keys { command } => cli::run_keys(config()?, command)?,
         Command::Eval {
             dataset,
             split,

@@ -1,0 +1,259 @@
+//! Document routes: upload (multipart files or JSON text), list, get, chunks, delete.
+
+use axum::extract::{FromRequest, Multipart, Path, Query, Request, State};
+use axum::http::{header, StatusCode};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use super::kbs::ApiJson;
+use super::{blocking, ApiError, AppState, Caller};
+use crate::service::{Receipt, Upload};
+use crate::store::{ChunkRecord, Document, DocumentQuery, DocumentStatus};
+
+type JsonObject = serde_json::Map<String, serde_json::Value>;
+
+/// Body of a JSON upload.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TextDocument {
+    /// Name (display only; `.md` makes it Markdown, `.html` HTML).
+    pub name: String,
+    /// The document's text.
+    pub text: String,
+    /// Free metadata, filterable in search.
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub metadata: JsonObject,
+}
+
+/// Paging and filtering of document listings.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    /// Only this status.
+    pub status: Option<DocumentStatus>,
+    /// Skip this many (default 0).
+    #[serde(default)]
+    pub offset: u64,
+    /// At most this many (default 50, at most 500).
+    pub limit: Option<u64>,
+}
+
+/// A page of documents.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DocumentList {
+    /// Newest first.
+    pub items: Vec<Document>,
+    /// Matches in all pages.
+    pub total: u64,
+    /// Offset of this page.
+    pub offset: u64,
+}
+
+/// Paging of chunk listings.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ChunkQuery {
+    /// Skip this many (default 0).
+    #[serde(default)]
+    pub offset: u64,
+    /// At most this many (default 100, at most 1000).
+    pub limit: Option<u64>,
+}
+
+/// A page of one document's chunks.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ChunkList {
+    /// In document order.
+    pub items: Vec<ChunkRecord>,
+}
+
+async fn read_multipart(
+    mut multipart: Multipart,
+    max_file_bytes: u64,
+    max_files: usize,
+) -> Result<Vec<Upload>, ApiError> {
+    let mut files = Vec::new();
+    let mut metadata = JsonObject::new();
+    while let Some(mut field) = multipart.next_field().await? {
+        match field.name() {
+            Some("file") | Some("files") | Some("file[]") => {
+                if files.len() == max_files {
+                    return Err(ApiError::new(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "payload_too_large",
+                        format!("more than {max_files} files in one request"),
+                    ));
+                }
+                let name = field.file_name().unwrap_or("document").to_owned();
+                let mut buf = Vec::new();
+                while let Some(chunk) = field.chunk().await? {
+                    if (buf.len() + chunk.len()) as u64 > max_file_bytes {
+                        return Err(ApiError::new(
+                            StatusCode::PAYLOAD_TOO_LARGE,
+                            "payload_too_large",
+                            format!(
+                                "`{name}` exceeds the limit of {max_file_bytes} bytes per file"
+                            ),
+                        ));
+                    }
+                    buf.extend_from_slice(&chunk);
+                }
+                files.push(Upload {
+                    name,
+                    bytes: buf.into(),
+                    metadata: JsonObject::new(),
+                });
+            }
+            Some("metadata") => {
+                let text = field.text().await?;
+                metadata = serde_json::from_str(&text).map_err(|e| {
+                    ApiError::new(
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        "invalid_request",
+                        format!("the `metadata` part must be a JSON object: {e}"),
+                    )
+                })?;
+            }
+            other => {
+                return Err(ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "invalid_request",
+                    format!(
+                    "unexpected form part `{}`: send `file` parts and an optional `metadata` part",
+                    other.unwrap_or("")
+                ),
+                ))
+            }
+        }
+    }
+    for f in &mut files {
+        f.metadata = metadata.clone();
+    }
+    Ok(files)
+}
+
+/// Upload documents: `multipart/form-data` with `file` parts (and an optional `metadata` JSON
+/// part applied to every file), or JSON `{name, text, metadata}`. Answers 202 with the
+/// document ids and the job tracking them.
+#[utoipa::path(post, path = "/v1/kbs/{kb}/documents", tag = "documents",
+    params(("kb" = String, Path, description = "id or name")),
+    request_body(content(
+        (TextDocument = "application/json"),
+        (Object = "multipart/form-data")
+    )),
+    responses((status = 202, body = Receipt), (status = 413, body = super::Problem),
+              (status = 415, body = super::Problem), (status = 422, body = super::Problem),
+              (status = 429, body = super::Problem)))]
+pub async fn upload(
+    State(s): State<AppState>,
+    Caller(p): Caller,
+    Path(kb): Path<String>,
+    req: Request,
+) -> Result<(StatusCode, Json<Receipt>), ApiError> {
+    let limits = s.service.config().ingest.clone();
+    let content_type = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    let uploads = if content_type.starts_with("multipart/form-data") {
+        let multipart = Multipart::from_request(req, &s).await?;
+        read_multipart(
+            multipart,
+            limits.max_file_bytes,
+            limits.max_files_per_request,
+        )
+        .await?
+    } else if content_type.starts_with("application/json") {
+        let ApiJson(doc) = ApiJson::<TextDocument>::from_request(req, &s).await?;
+        vec![Upload {
+            name: doc.name,
+            bytes: doc.text.into_bytes().into(),
+            metadata: doc.metadata,
+        }]
+    } else {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "send multipart/form-data with `file` parts, or application/json {name, text}",
+        ));
+    };
+    let service = s.service.clone();
+    let receipt = blocking(move || service.upload(&p, &kb, uploads)).await?;
+    Ok((StatusCode::ACCEPTED, Json(receipt)))
+}
+
+/// List a knowledge base's documents, newest first.
+#[utoipa::path(get, path = "/v1/kbs/{kb}/documents", tag = "documents",
+    params(("kb" = String, Path, description = "id or name"), ListQuery),
+    responses((status = 200, body = DocumentList), (status = 404, body = super::Problem)))]
+pub async fn list(
+    State(s): State<AppState>,
+    Caller(p): Caller,
+    Path(kb): Path<String>,
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<DocumentList>, ApiError> {
+    let Query(q) = query?;
+    let query = DocumentQuery {
+        status: q.status,
+        offset: q.offset,
+        limit: q.limit.unwrap_or(50).clamp(1, 500),
+    };
+    let service = s.service.clone();
+    let offset = query.offset;
+    let page = blocking(move || service.list_documents(&p, &kb, &query)).await?;
+    Ok(Json(DocumentList {
+        items: page.items,
+        total: page.total,
+        offset,
+    }))
+}
+
+/// One document: status, error, chunk count, pages.
+#[utoipa::path(get, path = "/v1/kbs/{kb}/documents/{id}", tag = "documents",
+    params(("kb" = String, Path, description = "id or name"), ("id" = String, Path)),
+    responses((status = 200, body = Document), (status = 404, body = super::Problem)))]
+pub async fn get(
+    State(s): State<AppState>,
+    Caller(p): Caller,
+    Path((kb, id)): Path<(String, String)>,
+) -> Result<Json<Document>, ApiError> {
+    let service = s.service.clone();
+    Ok(Json(
+        blocking(move || service.get_document(&p, &kb, &id)).await?,
+    ))
+}
+
+/// A document's chunks in order.
+#[utoipa::path(get, path = "/v1/kbs/{kb}/documents/{id}/chunks", tag = "documents",
+    params(("kb" = String, Path, description = "id or name"), ("id" = String, Path), ChunkQuery),
+    responses((status = 200, body = ChunkList), (status = 404, body = super::Problem)))]
+pub async fn chunks(
+    State(s): State<AppState>,
+    Caller(p): Caller,
+    Path((kb, id)): Path<(String, String)>,
+    query: Result<Query<ChunkQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<ChunkList>, ApiError> {
+    let Query(q) = query?;
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let service = s.service.clone();
+    let items = blocking(move || service.list_chunks(&p, &kb, &id, q.offset, limit)).await?;
+    Ok(Json(ChunkList { items }))
+}
+
+/// Delete a document; its chunks leave search at once.
+#[utoipa::path(delete, path = "/v1/kbs/{kb}/documents/{id}", tag = "documents",
+    params(("kb" = String, Path, description = "id or name"), ("id" = String, Path)),
+    responses((status = 204), (status = 404, body = super::Problem)))]
+pub async fn delete(
+    State(s): State<AppState>,
+    Caller(p): Caller,
+    Path((kb, id)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let service = s.service.clone();
+    blocking(move || service.delete_document(&p, &kb, &id)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

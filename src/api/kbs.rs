@@ -1,0 +1,189 @@
+//! Knowledge-base routes: create, list, get, delete, search.
+
+use std::collections::BTreeMap;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::{blocking, ApiError, AppState, Caller};
+use crate::index::SearchMode;
+use crate::service::{CreateKb, KbView, SearchHit, SearchParams};
+use crate::store::ChunkingStamp;
+
+/// JSON body extractor whose rejections are problem documents.
+#[derive(axum::extract::FromRequest)]
+#[from_request(via(axum::Json), rejection(ApiError))]
+pub struct ApiJson<T>(pub T);
+
+/// Body of `POST /v1/kbs`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateKbRequest {
+    /// Unique within the tenant: 1-64 letters, digits, `-`, `_`, `.`.
+    pub name: String,
+    /// Free text.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Model name or id; must be the server's embedder (the default).
+    #[serde(default)]
+    pub embedding_model: Option<String>,
+    /// Chunk size in tokens (default from the configuration).
+    #[serde(default)]
+    pub chunking: Option<ChunkingStamp>,
+}
+
+/// The tenant's knowledge bases.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct KbList {
+    /// By name.
+    pub items: Vec<KbView>,
+}
+
+/// Body of `POST /v1/kbs/{kb}/search`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SearchRequestBody {
+    /// The question.
+    pub query: String,
+    /// Results wanted (default 10).
+    #[serde(default)]
+    pub top_k: Option<usize>,
+    /// `dense`, `bm25` or `hybrid` (default).
+    #[serde(default)]
+    #[schema(value_type = String, example = "hybrid")]
+    pub mode: SearchMode,
+    /// Restrictions.
+    #[serde(default)]
+    pub filter: SearchFilter,
+}
+
+/// Which chunks a search may return.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SearchFilter {
+    /// Only these documents.
+    #[serde(default)]
+    pub document_ids: Option<Vec<String>>,
+    /// Only documents whose metadata has exactly these values.
+    #[serde(default)]
+    pub metadata: BTreeMap<String, serde_json::Value>,
+}
+
+/// Search results, best first.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SearchResponse {
+    /// The knowledge base searched.
+    pub kb_id: String,
+    /// The mode used.
+    #[schema(value_type = String)]
+    pub mode: SearchMode,
+    /// Results.
+    pub results: Vec<SearchHit>,
+    /// Server time spent, milliseconds.
+    pub took_ms: f64,
+}
+
+/// Create a knowledge base.
+#[utoipa::path(post, path = "/v1/kbs", request_body = CreateKbRequest, tag = "knowledge bases",
+    responses((status = 201, body = KbView), (status = 409, body = super::Problem),
+              (status = 422, body = super::Problem)))]
+pub async fn create(
+    State(s): State<AppState>,
+    Caller(p): Caller,
+    ApiJson(body): ApiJson<CreateKbRequest>,
+) -> Result<(StatusCode, Json<KbView>), ApiError> {
+    let service = s.service.clone();
+    let kb = blocking(move || {
+        service.create_kb(
+            &p,
+            CreateKb {
+                name: body.name,
+                description: body.description,
+                embedding_model: body.embedding_model,
+                chunking: body.chunking,
+            },
+        )
+    })
+    .await?;
+    Ok((StatusCode::CREATED, Json(kb)))
+}
+
+/// List the caller's knowledge bases.
+#[utoipa::path(get, path = "/v1/kbs", tag = "knowledge bases", responses((status = 200, body = KbList)))]
+pub async fn list(State(s): State<AppState>, Caller(p): Caller) -> Result<Json<KbList>, ApiError> {
+    let service = s.service.clone();
+    let items = blocking(move || service.list_kbs(&p)).await?;
+    Ok(Json(KbList { items }))
+}
+
+/// One knowledge base (by id or name) with its counters.
+#[utoipa::path(get, path = "/v1/kbs/{kb}", tag = "knowledge bases",
+    params(("kb" = String, Path, description = "id or name")),
+    responses((status = 200, body = KbView), (status = 404, body = super::Problem)))]
+pub async fn get(
+    State(s): State<AppState>,
+    Caller(p): Caller,
+    Path(kb): Path<String>,
+) -> Result<Json<KbView>, ApiError> {
+    let service = s.service.clone();
+    Ok(Json(blocking(move || service.get_kb(&p, &kb)).await?))
+}
+
+/// Delete a knowledge base with its documents (admin scope).
+#[utoipa::path(delete, path = "/v1/kbs/{kb}", tag = "knowledge bases",
+    params(("kb" = String, Path, description = "id or name")),
+    responses((status = 204), (status = 404, body = super::Problem)))]
+pub async fn delete(
+    State(s): State<AppState>,
+    Caller(p): Caller,
+    Path(kb): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let service = s.service.clone();
+    blocking(move || service.delete_kb(&p, &kb)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Search a knowledge base.
+#[utoipa::path(post, path = "/v1/kbs/{kb}/search", tag = "search", request_body = SearchRequestBody,
+    params(("kb" = String, Path, description = "id or name")),
+    responses((status = 200, body = SearchResponse), (status = 404, body = super::Problem),
+              (status = 422, body = super::Problem)))]
+pub async fn search(
+    State(s): State<AppState>,
+    Caller(p): Caller,
+    Path(kb): Path<String>,
+    ApiJson(body): ApiJson<SearchRequestBody>,
+) -> Result<Json<SearchResponse>, ApiError> {
+    let started = std::time::Instant::now();
+    let service = s.service.clone();
+    let mode = body.mode;
+    let metadata = body
+        .filter
+        .metadata
+        .iter()
+        .map(|(k, v)| {
+            let v = match v {
+                serde_json::Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            (k.clone(), v)
+        })
+        .collect();
+    let params = SearchParams {
+        query: body.query,
+        top_k: body.top_k,
+        mode,
+        document_ids: body.filter.document_ids,
+        metadata,
+    };
+    let (kb_id, results) = blocking(move || service.search(&p, &kb, &params)).await?;
+    Ok(Json(SearchResponse {
+        kb_id,
+        mode,
+        results,
+        took_ms: started.elapsed().as_secs_f64() * 1000.0,
+    }))
+}

@@ -1,0 +1,143 @@
+//! The HTTP API: axum routes, request/response shapes, authentication, metrics middleware and
+//! the OpenAPI description.
+//!
+//! It owns translation only — HTTP in, service call, HTTP out — and must never hold business
+//! rules or touch storage directly. Service calls block, so they run on blocking threads.
+
+mod documents;
+mod error;
+mod kbs;
+pub mod openapi;
+mod server;
+mod system;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{DefaultBodyLimit, FromRequestParts, MatchedPath, Request};
+use axum::http::request::Parts;
+use axum::http::{header, StatusCode};
+use axum::middleware::Next;
+use axum::response::Response;
+use axum::routing::{get, post};
+use axum::Router;
+use metrics_exporter_prometheus::PrometheusHandle;
+
+pub use error::{ApiError, Problem};
+pub use server::{install_metrics, serve};
+
+use crate::service::{Principal, Service, ServiceError};
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    /// The knowledge-base service.
+    pub service: Service,
+    /// Renders the Prometheus metrics.
+    pub metrics: Option<PrometheusHandle>,
+    started: Arc<Instant>,
+}
+
+/// Runs a blocking service call off the async workers.
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ServiceError> + Send + 'static,
+) -> Result<T, ApiError> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(r) => r.map_err(ApiError::from),
+        Err(e) => Err(ApiError::from(ServiceError::Internal(format!(
+            "a blocking task failed: {e}"
+        )))),
+    }
+}
+
+/// The authenticated caller of a request.
+pub struct Caller(pub Principal);
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let bearer = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
+            .map(|t| t.trim().to_owned());
+        let service = state.service.clone();
+        let principal = blocking(move || service.authenticate(bearer.as_deref())).await?;
+        Ok(Caller(principal))
+    }
+}
+
+/// Records request counts and latencies per route.
+async fn track(req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let method = req.method().as_str().to_owned();
+    let res = next.run(req).await;
+    let status = res.status().as_u16().to_string();
+    let labels = [("method", method), ("route", route), ("status", status)];
+    metrics::counter!("groundwork_http_requests_total", &labels).increment(1);
+    metrics::histogram!("groundwork_http_request_duration_seconds", &labels)
+        .record(started.elapsed().as_secs_f64());
+    res
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route")
+}
+
+/// Every route of the API.
+pub fn router(service: Service, metrics: Option<PrometheusHandle>) -> Router {
+    let limits = service.config().ingest.clone();
+    let upload_limit = (limits.max_file_bytes as usize)
+        .saturating_mul(limits.max_files_per_request)
+        .saturating_add(1 << 20);
+    let state = AppState {
+        service,
+        metrics,
+        started: Arc::new(Instant::now()),
+    };
+    Router::new()
+        .route("/healthz", get(system::healthz))
+        .route("/readyz", get(system::readyz))
+        .route("/metrics", get(system::metrics))
+        .route("/openapi.json", get(openapi::openapi_json))
+        .route("/v1/status", get(system::status))
+        .route("/v1/kbs", post(kbs::create).get(kbs::list))
+        .route("/v1/kbs/{kb}", get(kbs::get).delete(kbs::delete))
+        .route(
+            "/v1/kbs/{kb}/documents",
+            post(documents::upload)
+                .get(documents::list)
+                .layer(DefaultBodyLimit::max(upload_limit)),
+        )
+        .route(
+            "/v1/kbs/{kb}/documents/{id}",
+            get(documents::get).delete(documents::delete),
+        )
+        .route("/v1/kbs/{kb}/documents/{id}/chunks", get(documents::chunks))
+        .route("/v1/kbs/{kb}/search", post(kbs::search))
+        .route("/v1/jobs/{id}", get(system::job))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(2 << 20))
+        .layer(axum::middleware::from_fn(track))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+            |_: Box<dyn std::any::Any + Send>| {
+                axum::response::IntoResponse::into_response(ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "the server failed to process the request; the cause is in its log",
+                ))
+            },
+        ))
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .with_state(state)
+}

@@ -1,0 +1,39 @@
+//! The OpenAPI 3 description of the HTTP API, generated from the handlers' annotations so it
+//! cannot drift from the code.
+
+use axum::Json;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use super::{documents, kbs, system};
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, api: &mut utoipa::openapi::OpenApi) {
+        let components = api.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// The API description.
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Groundwork", description = "Self-hosted knowledge assistant: knowledge bases, uploads, search."),
+    paths(
+        system::healthz, system::readyz, system::metrics, system::status, system::job,
+        kbs::create, kbs::list, kbs::get, kbs::delete, kbs::search,
+        documents::upload, documents::list, documents::get, documents::chunks, documents::delete,
+    ),
+    modifiers(&BearerAuth),
+    security(("bearer" = [])),
+)]
+pub struct ApiDoc;
+
+/// `GET /openapi.json`.
+pub async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
+    Json(ApiDoc::openapi())
+}

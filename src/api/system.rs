@@ -1,0 +1,101 @@
+//! Operational routes: liveness, readiness, Prometheus metrics, status, jobs.
+
+use axum::extract::{Path, State};
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::Json;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use super::{blocking, ApiError, AppState, Caller};
+use crate::service::Status;
+use crate::store::Job;
+
+/// Liveness and readiness answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Health {
+    /// `ok`, or why not.
+    pub status: &'static str,
+    /// Seconds since start.
+    pub uptime_secs: u64,
+}
+
+/// Liveness: the process answers.
+#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, body = Health)))]
+pub async fn healthz(State(s): State<AppState>) -> Json<Health> {
+    Json(Health {
+        status: "ok",
+        uptime_secs: s.started.elapsed().as_secs(),
+    })
+}
+
+/// Readiness: indexes are loaded and the service accepts work.
+#[utoipa::path(get, path = "/readyz", tag = "operations",
+    responses((status = 200, body = Health), (status = 503, body = Health)))]
+pub async fn readyz(State(s): State<AppState>) -> (StatusCode, Json<Health>) {
+    let ready = s.service.is_ready();
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        Json(Health {
+            status: if ready { "ok" } else { "stopping" },
+            uptime_secs: s.started.elapsed().as_secs(),
+        }),
+    )
+}
+
+/// Prometheus metrics (text exposition format).
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, content_type = "text/plain", body = String)))]
+pub async fn metrics(State(s): State<AppState>) -> impl IntoResponse {
+    let status = s.service.status();
+    metrics::gauge!("groundwork_ingest_queue_depth").set(status.queue_depth as f64);
+    metrics::gauge!("groundwork_ingest_queue_capacity").set(status.queue_capacity as f64);
+    metrics::gauge!("groundwork_index_chunks").set(status.indexed_chunks as f64);
+    let body = s.metrics.as_ref().map(|h| h.render()).unwrap_or_default();
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
+}
+
+/// Process counters: queue depth, indexed chunks, embeddings computed since start.
+#[utoipa::path(get, path = "/v1/status", tag = "operations", responses((status = 200, body = Status)))]
+pub async fn status(
+    State(s): State<AppState>,
+    Caller(p): Caller,
+) -> Result<Json<Status>, ApiError> {
+    p.require(crate::store::Scope::Read)?;
+    Ok(Json(s.service.status()))
+}
+
+/// An ingest job's progress: documents done/total, chunks embedded, errors.
+#[utoipa::path(get, path = "/v1/jobs/{id}", tag = "documents",
+    params(("id" = String, Path)),
+    responses((status = 200, body = JobView), (status = 404, body = super::Problem)))]
+pub async fn job(
+    State(s): State<AppState>,
+    Caller(p): Caller,
+    Path(id): Path<String>,
+) -> Result<Json<JobView>, ApiError> {
+    let service = s.service.clone();
+    let job = blocking(move || service.job(&p, &id)).await?;
+    Ok(Json(JobView {
+        done: job.done(),
+        finished: job.finished(),
+        job,
+    }))
+}
+
+/// A job with derived fields.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct JobView {
+    /// The job.
+    #[serde(flatten)]
+    pub job: Job,
+    /// Documents ready or failed.
+    pub done: u64,
+    /// True when no document is waiting or in work.
+    pub finished: bool,
+}

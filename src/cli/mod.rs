@@ -1,0 +1,244 @@
+//! The binary's service commands: `serve`, `ingest`, `search`, `kb`, `keys`. Part of the
+//! binary, not the library: argument handling, progress bars and output formatting only.
+//!
+//! Commands work either on a data directory directly (taking its lock, so never beside a
+//! running server) or against a running server (`--server URL`).
+
+mod local;
+mod remote;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use groundwork::config::Config;
+use indicatif::{ProgressBar, ProgressStyle};
+
+pub use local::{serve, LocalArgs};
+
+/// Where a command works.
+#[derive(Args, Clone, Debug)]
+pub struct Target {
+    /// Talk to a running server instead of opening the data directory.
+    #[arg(long, env = "GROUNDWORK_SERVER")]
+    pub server: Option<String>,
+    /// API key for `--server` (not needed in demo mode).
+    #[arg(long, env = "GROUNDWORK_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// Tenant to act as when working on the data directory.
+    #[arg(long, default_value = groundwork::service::auth::DEMO_TENANT)]
+    pub tenant: String,
+}
+
+/// `groundwork kb ...`
+#[derive(Subcommand, Debug)]
+pub enum KbCommand {
+    /// List knowledge bases.
+    List,
+    /// Create a knowledge base.
+    Create {
+        /// Its name.
+        name: String,
+        /// Free text.
+        #[arg(long)]
+        description: Option<String>,
+        /// Chunk size in tokens.
+        #[arg(long)]
+        chunk_size: Option<u32>,
+        /// Tokens repeated between chunks.
+        #[arg(long)]
+        chunk_overlap: Option<u32>,
+    },
+    /// Delete a knowledge base and everything in it.
+    Delete {
+        /// Its name or id.
+        name: String,
+    },
+}
+
+/// `groundwork keys ...` (always on the data directory).
+#[derive(Subcommand, Debug)]
+pub enum KeysCommand {
+    /// Create an API key; the secret is printed once.
+    Create {
+        /// Tenant the key belongs to (created if missing).
+        #[arg(long)]
+        tenant: String,
+        /// Comma-separated scopes: read, write, admin.
+        #[arg(long, default_value = "read,write")]
+        scopes: String,
+        /// Free label.
+        #[arg(long, default_value = "")]
+        name: String,
+    },
+    /// List keys (never their secrets).
+    List,
+    /// Revoke a key by its id.
+    Revoke {
+        /// The key id (the part after `gw_`).
+        key_id: String,
+    },
+}
+
+/// Files under `paths` (directories walked recursively, hidden entries skipped), sorted.
+pub fn collect_files(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    for p in paths {
+        if p.is_dir() {
+            for entry in walkdir::WalkDir::new(p)
+                .sort_by_file_name()
+                .into_iter()
+                .filter_entry(|e| {
+                    e.depth() == 0 || !e.file_name().to_string_lossy().starts_with('.')
+                })
+            {
+                let entry = entry.with_context(|| format!("walking {}", p.display()))?;
+                if entry.file_type().is_file() {
+                    files.push(entry.into_path());
+                }
+            }
+        } else if p.is_file() {
+            files.push(p.clone());
+        } else {
+            anyhow::bail!("{} is neither a file nor a directory", p.display());
+        }
+    }
+    Ok(files)
+}
+
+/// Progress of an ingest as the bar shows it.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Progress {
+    /// Documents in the jobs.
+    pub total: u64,
+    /// Documents ready or failed.
+    pub done: u64,
+    /// Documents failed.
+    pub failed: u64,
+    /// Chunks embedded.
+    pub chunks: u64,
+}
+
+/// A bar over documents showing chunks, rate and ETA.
+pub fn ingest_bar(total: u64) -> anyhow::Result<ProgressBar> {
+    let bar = ProgressBar::new(total).with_style(
+        ProgressStyle::with_template(
+            "{spinner} {bar:30} {pos}/{len} documents · {msg} · {per_sec} · ETA {eta}",
+        )
+        .context("progress template")?,
+    );
+    bar.enable_steady_tick(Duration::from_millis(200));
+    Ok(bar)
+}
+
+/// Updates the bar from `p`.
+pub fn show(bar: &ProgressBar, p: Progress, started: std::time::Instant) {
+    bar.set_length(p.total);
+    bar.set_position(p.done);
+    let secs = started.elapsed().as_secs_f64().max(1e-3);
+    bar.set_message(format!(
+        "{} chunks ({:.0}/s) · {} failed",
+        p.chunks,
+        p.chunks as f64 / secs,
+        p.failed
+    ));
+}
+
+/// Reads the configuration, applying the global overrides.
+pub fn load_config(
+    path: Option<&Path>,
+    data_dir: Option<&Path>,
+    model: Option<&Path>,
+) -> anyhow::Result<Config> {
+    let mut config = Config::load(path)?;
+    if let Some(d) = data_dir {
+        config.data_dir = d.to_owned();
+    }
+    if let Some(m) = model {
+        config.embed.model = Some(m.to_owned());
+    }
+    Ok(config)
+}
+
+/// Runs a command that may go local or remote.
+pub fn run_kb(config: Config, target: &Target, cmd: KbCommand) -> anyhow::Result<()> {
+    match &target.server {
+        Some(url) => remote::kb(url, target.api_key.clone(), cmd),
+        None => local::kb(config, &target.tenant, cmd),
+    }
+}
+
+/// `groundwork ingest`.
+pub fn run_ingest(
+    config: Config,
+    target: &Target,
+    kb: &str,
+    paths: &[PathBuf],
+) -> anyhow::Result<()> {
+    let files = collect_files(paths)?;
+    if files.is_empty() {
+        anyhow::bail!("no files found");
+    }
+    match &target.server {
+        Some(url) => remote::ingest(url, target.api_key.clone(), kb, &files),
+        None => local::ingest(config, &target.tenant, kb, &files),
+    }
+}
+
+/// `groundwork search`.
+pub fn run_search(
+    config: Config,
+    target: &Target,
+    kb: &str,
+    query: &str,
+    top_k: usize,
+    mode: &str,
+    json: bool,
+) -> anyhow::Result<()> {
+    let answer = match &target.server {
+        Some(url) => remote::search(url, target.api_key.clone(), kb, query, top_k, mode)?,
+        None => local::search(config, &target.tenant, kb, query, top_k, mode)?,
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&answer)?);
+        return Ok(());
+    }
+    let results = answer["results"].as_array().cloned().unwrap_or_default();
+    if results.is_empty() {
+        println!("no results");
+    }
+    for (i, r) in results.iter().enumerate() {
+        let pages = match (r["page_start"].as_u64(), r["page_end"].as_u64()) {
+            (Some(a), Some(b)) if a == b => format!(" p.{a}"),
+            (Some(a), Some(b)) => format!(" pp.{a}-{b}"),
+            _ => String::new(),
+        };
+        let headings: Vec<&str> = r["heading_path"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|h| h.as_str()).collect())
+            .unwrap_or_default();
+        let text = r["text"].as_str().unwrap_or_default();
+        let snippet: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+        let snippet: String = snippet.chars().take(240).collect();
+        println!(
+            "{}. [{:.4}] {}{}{}\n   {}\n",
+            i + 1,
+            r["score"].as_f64().unwrap_or_default(),
+            r["document_name"].as_str().unwrap_or_default(),
+            pages,
+            if headings.is_empty() {
+                String::new()
+            } else {
+                format!(" › {}", headings.join(" › "))
+            },
+            snippet
+        );
+    }
+    Ok(())
+}
+
+/// `groundwork keys`.
+pub fn run_keys(config: Config, cmd: KeysCommand) -> anyhow::Result<()> {
+    local::keys(config, cmd)
+}

@@ -1,0 +1,166 @@
+//! Commands against a running server, through the public HTTP API.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use groundwork::client::{Client, ClientError, FilePart};
+use serde_json::{json, Value};
+
+use super::{show, KbCommand, Progress};
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?)
+}
+
+/// `groundwork kb --server`.
+pub fn kb(url: &str, key: Option<String>, cmd: KbCommand) -> anyhow::Result<()> {
+    let client = Client::new(url, key)?;
+    runtime()?.block_on(async move {
+        match cmd {
+            KbCommand::List => {
+                let list: Value = client.get("/v1/kbs").await?;
+                for v in list["items"].as_array().into_iter().flatten() {
+                    println!(
+                        "{}\t{}\t{} ready, {} queued, {} failed\t{} chunks",
+                        v["name"].as_str().unwrap_or_default(),
+                        v["id"].as_str().unwrap_or_default(),
+                        v["stats"]["ready"],
+                        v["stats"]["queued"],
+                        v["stats"]["failed"],
+                        v["stats"]["chunks"]
+                    );
+                }
+            }
+            KbCommand::Create {
+                name,
+                description,
+                chunk_size,
+                chunk_overlap,
+            } => {
+                let mut body = json!({ "name": name, "description": description });
+                if let Some(max) = chunk_size {
+                    body["chunking"] = json!({
+                        "max_tokens": max,
+                        "overlap_tokens": chunk_overlap.unwrap_or(max / 8)
+                    });
+                }
+                let kb: Value = client.post("/v1/kbs", &body).await?;
+                println!("created {} ({})", kb["name"], kb["id"]);
+            }
+            KbCommand::Delete { name } => {
+                client.delete(&format!("/v1/kbs/{name}")).await?;
+                println!("deleted {name}");
+            }
+        }
+        anyhow::Ok(())
+    })
+}
+
+/// `groundwork ingest --server`: uploads in groups of up to 16 files / 32 MiB, then follows
+/// the jobs until every document is done.
+pub fn ingest(url: &str, key: Option<String>, kb: &str, files: &[PathBuf]) -> anyhow::Result<()> {
+    let client = Client::new(url, key)?;
+    runtime()?.block_on(async move {
+        match client.create_kb(kb).await {
+            Ok(_) | Err(ClientError::Problem { status: 409, .. }) => {}
+            Err(e) => return Err(e).context("creating the knowledge base"),
+        }
+        let started = Instant::now();
+        let bar = super::ingest_bar(files.len() as u64)?;
+        let mut jobs = Vec::new();
+        let mut rejected = Vec::new();
+        let mut group: Vec<FilePart> = Vec::new();
+        let mut group_bytes = 0usize;
+        for (i, path) in files.iter().enumerate() {
+            let part = FilePart::read(path)?;
+            group_bytes += part.bytes.len();
+            group.push(part);
+            let last = i + 1 == files.len();
+            if group.len() == 16 || group_bytes >= 32 << 20 || last {
+                match client.upload(kb, &group, None).await {
+                    Ok(r) => jobs.push(r["job_id"].as_str().unwrap_or_default().to_owned()),
+                    Err(ClientError::Problem {
+                        status: 415 | 413 | 422,
+                        ..
+                    }) if group.len() > 1 => {
+                        // One bad file refuses the whole request: send them one by one.
+                        for f in group.drain(..) {
+                            match client.upload(kb, std::slice::from_ref(&f), None).await {
+                                Ok(r) => {
+                                    jobs.push(r["job_id"].as_str().unwrap_or_default().to_owned())
+                                }
+                                Err(e) => rejected.push(format!("{}: {e}", f.name)),
+                            }
+                        }
+                    }
+                    Err(
+                        e @ ClientError::Problem {
+                            status: 415 | 413 | 422,
+                            ..
+                        },
+                    ) => rejected.push(format!("{}: {e}", group[0].name)),
+                    Err(e) => return Err(e).context("uploading"),
+                }
+                group.clear();
+                group_bytes = 0;
+            }
+        }
+        loop {
+            let mut p = Progress::default();
+            let mut finished = true;
+            let mut errors = Vec::new();
+            for id in &jobs {
+                let j: Value = client.job(id).await?;
+                p.total += j["total"].as_u64().unwrap_or(0);
+                p.done += j["done"].as_u64().unwrap_or(0);
+                p.failed += j["failed"].as_u64().unwrap_or(0);
+                p.chunks += j["chunks_embedded"].as_u64().unwrap_or(0);
+                finished &= j["finished"].as_bool().unwrap_or(false);
+                for e in j["errors"].as_array().into_iter().flatten() {
+                    errors.push(format!(
+                        "{} — {} ({})",
+                        e["name"].as_str().unwrap_or_default(),
+                        e["message"].as_str().unwrap_or_default(),
+                        e["code"].as_str().unwrap_or_default()
+                    ));
+                }
+            }
+            show(&bar, p, started);
+            if finished {
+                bar.finish();
+                println!(
+                    "{} documents ({} failed, {} refused), {} chunks in {:.1} s",
+                    p.total,
+                    p.failed,
+                    rejected.len(),
+                    p.chunks,
+                    started.elapsed().as_secs_f64()
+                );
+                for e in errors {
+                    println!("  failed: {e}");
+                }
+                for r in rejected {
+                    println!("  refused: {r}");
+                }
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    })
+}
+
+/// `groundwork search --server`.
+pub fn search(
+    url: &str,
+    key: Option<String>,
+    kb: &str,
+    query: &str,
+    top_k: usize,
+    mode: &str,
+) -> anyhow::Result<Value> {
+    let client = Client::new(url, key)?;
+    Ok(runtime()?.block_on(client.search(kb, query, top_k, mode))?)
+}

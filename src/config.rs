@@ -1,0 +1,258 @@
+//! The service's typed configuration: defaults, then `groundwork.toml`, then environment
+//! variables `GROUNDWORK__SECTION__KEY` (for example `GROUNDWORK__SERVER__BIND=0.0.0.0:8080`).
+//!
+//! Owns parsing and validation only; it must never open files other than the config file or
+//! start anything.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+/// Errors while reading the configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file or an environment variable does not fit the schema.
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+/// Everything `groundwork serve` and the CLI read at start.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Folder holding everything the service persists (database, stored uploads, indexes).
+    pub data_dir: PathBuf,
+    /// HTTP server.
+    pub server: ServerConfig,
+    /// Local embedding model.
+    pub embed: EmbedConfig,
+    /// Upload limits and the ingest pipeline.
+    pub ingest: IngestConfig,
+    /// Default chunking of new knowledge bases.
+    pub chunking: ChunkingConfig,
+    /// Search limits.
+    pub search: SearchConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("data/.groundwork/store"),
+            server: ServerConfig::default(),
+            embed: EmbedConfig::default(),
+            ingest: IngestConfig::default(),
+            chunking: ChunkingConfig::default(),
+            search: SearchConfig::default(),
+        }
+    }
+}
+
+/// HTTP server settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address to listen on. Without API keys only loopback addresses are accepted.
+    pub bind: SocketAddr,
+    /// Seconds in-flight requests get to finish at shutdown.
+    pub shutdown_grace_secs: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            bind: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            shutdown_grace_secs: 30,
+        }
+    }
+}
+
+/// Local embedder settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EmbedConfig {
+    /// Sentence-transformers model folder; default `models/all-MiniLM-L6-v2`.
+    pub model: Option<PathBuf>,
+    /// Passages per forward pass.
+    pub batch_size: usize,
+}
+
+impl Default for EmbedConfig {
+    fn default() -> Self {
+        Self {
+            model: None,
+            batch_size: 32,
+        }
+    }
+}
+
+/// Upload limits and pipeline sizing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IngestConfig {
+    /// Largest accepted file, bytes.
+    pub max_file_bytes: u64,
+    /// Most files in one upload request.
+    pub max_files_per_request: usize,
+    /// Documents accepted but not finished before uploads are refused with 429.
+    pub queue_capacity: usize,
+    /// Threads extracting and chunking.
+    pub extract_workers: usize,
+    /// Seconds one PDF may take to parse.
+    pub pdf_timeout_secs: u64,
+    /// Address-space limit of the PDF parser process, MiB.
+    pub pdf_memory_mib: u64,
+    /// Chunks gathered across documents into one embedding call.
+    pub embed_batch_chunks: usize,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        Self {
+            max_file_bytes: 100 * 1024 * 1024,
+            max_files_per_request: 64,
+            queue_capacity: 1024,
+            extract_workers: 2,
+            pdf_timeout_secs: 60,
+            pdf_memory_mib: 2048,
+            embed_batch_chunks: 64,
+        }
+    }
+}
+
+/// Default chunking of new knowledge bases.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ChunkingConfig {
+    /// Most tokens per chunk.
+    pub max_tokens: usize,
+    /// Tokens repeated between neighbouring chunks.
+    pub overlap_tokens: usize,
+}
+
+impl Default for ChunkingConfig {
+    fn default() -> Self {
+        Self {
+            max_tokens: 254,
+            overlap_tokens: 32,
+        }
+    }
+}
+
+/// Search limits.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SearchConfig {
+    /// Results when the request does not say.
+    pub default_top_k: usize,
+    /// Most results one request may ask for.
+    pub max_top_k: usize,
+    /// Longest query, bytes.
+    pub max_query_bytes: usize,
+}
+
+impl Default for SearchConfig {
+    fn default() -> Self {
+        Self {
+            default_top_k: 10,
+            max_top_k: 100,
+            max_query_bytes: 8192,
+        }
+    }
+}
+
+impl Config {
+    /// Defaults, then the TOML file (`path`, or `groundwork.toml` if it exists), then
+    /// `GROUNDWORK__*` environment variables.
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut fig = Figment::from(Serialized::defaults(Config::default()));
+        match path {
+            Some(p) => {
+                if !p.is_file() {
+                    return Err(ConfigError::Invalid(format!(
+                        "config file {} does not exist",
+                        p.display()
+                    )));
+                }
+                fig = fig.merge(Toml::file(p));
+            }
+            None => fig = fig.merge(Toml::file("groundwork.toml")),
+        }
+        fig = fig.merge(Env::prefixed("GROUNDWORK__").split("__"));
+        let config: Config = fig
+            .extract()
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks values that the types cannot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: &str| Err(ConfigError::Invalid(m.to_owned()));
+        if self.ingest.max_file_bytes == 0 {
+            return bad("ingest.max_file_bytes must be positive");
+        }
+        if self.ingest.max_files_per_request == 0 {
+            return bad("ingest.max_files_per_request must be positive");
+        }
+        if self.ingest.queue_capacity == 0 {
+            return bad("ingest.queue_capacity must be positive");
+        }
+        if self.ingest.extract_workers == 0 || self.ingest.embed_batch_chunks == 0 {
+            return bad("ingest.extract_workers and ingest.embed_batch_chunks must be positive");
+        }
+        if self.embed.batch_size == 0 {
+            return bad("embed.batch_size must be positive");
+        }
+        if self.chunking.max_tokens < 8
+            || self.chunking.overlap_tokens * 2 > self.chunking.max_tokens
+        {
+            return bad("chunking.max_tokens must be at least 8 and twice the overlap");
+        }
+        if self.search.max_top_k == 0 || self.search.default_top_k > self.search.max_top_k {
+            return bad("search.default_top_k must be at most search.max_top_k (> 0)");
+        }
+        Ok(())
+    }
+
+    /// The embedding model folder, resolved against `root` when not configured.
+    pub fn model_dir(&self, root: &Path) -> PathBuf {
+        self.embed
+            .model
+            .clone()
+            .unwrap_or_else(|| crate::embed::ModelDir::default_path(root))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment's test harness fixes the error type
+    fn env_overrides_file_and_unknown_keys_are_refused() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "groundwork.toml",
+                "data_dir = \"/tmp/x\"\n[server]\nbind = \"127.0.0.1:9000\"\n",
+            )?;
+            jail.set_env("GROUNDWORK__INGEST__MAX_FILE_BYTES", "1234");
+            let c = Config::load(None).map_err(|e| e.to_string())?;
+            assert_eq!(c.data_dir, PathBuf::from("/tmp/x"));
+            assert_eq!(c.server.bind.port(), 9000);
+            assert_eq!(c.ingest.max_file_bytes, 1234);
+            jail.set_env("GROUNDWORK__INGEST__MAX_FILE_BYTE", "1");
+            assert!(Config::load(None).is_err());
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn validation_catches_nonsense() {
+        let mut c = Config::default();
+        c.search.default_top_k = 1000;
+        assert!(c.validate().is_err());
+    }
+}

@@ -1,0 +1,123 @@
+//! The service layer's error: every failure a caller can see, sorted into client mistakes and
+//! service trouble. The HTTP mapping lives in `api` and nowhere else.
+
+use crate::embed::EmbedError;
+use crate::index::IndexError;
+use crate::ingest::IngestError;
+use crate::store::StoreError;
+
+/// Errors of the knowledge-base service.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// No such resource for this tenant (another tenant's resources are reported the same way).
+    #[error("{kind} `{id}` not found")]
+    NotFound {
+        /// What was looked up.
+        kind: &'static str,
+        /// The id or name given.
+        id: String,
+    },
+    /// A name is taken.
+    #[error("{kind} `{name}` already exists")]
+    Conflict {
+        /// What collided.
+        kind: &'static str,
+        /// The taken name.
+        name: String,
+    },
+    /// The request is well-formed but its content is not acceptable.
+    #[error("{0}")]
+    Invalid(String),
+    /// An upload is larger than allowed.
+    #[error("{0}")]
+    TooLarge(String),
+    /// An upload is of a type that cannot be ingested.
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    /// Missing or unknown credentials.
+    #[error("missing or invalid API key")]
+    Unauthenticated,
+    /// The key lacks a scope.
+    #[error("this API key lacks the `{0}` scope")]
+    Forbidden(&'static str),
+    /// The ingest queue is full; retry after the given seconds.
+    #[error("the ingest queue is full ({queued} documents waiting); retry later")]
+    QueueFull {
+        /// Documents waiting.
+        queued: usize,
+        /// Suggested wait, seconds.
+        retry_after: u64,
+    },
+    /// The service is starting or stopping.
+    #[error("the service is {0}")]
+    Unavailable(&'static str),
+    /// Another process (a running server?) holds the data directory.
+    #[error("the data directory {} is in use by another process (a running server? use --server URL)", .0.display())]
+    Locked(std::path::PathBuf),
+    /// Storage failed.
+    #[error(transparent)]
+    Store(StoreError),
+    /// An index failed.
+    #[error(transparent)]
+    Index(#[from] IndexError),
+    /// The embedder failed.
+    #[error(transparent)]
+    Embed(#[from] EmbedError),
+    /// Anything else that is the service's fault.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ServiceError {
+    /// Stable machine-readable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ServiceError::NotFound { .. } => "not_found",
+            ServiceError::Conflict { .. } => "conflict",
+            ServiceError::Invalid(_) => "invalid_request",
+            ServiceError::TooLarge(_) => "payload_too_large",
+            ServiceError::UnsupportedMediaType(_) => "unsupported_media_type",
+            ServiceError::Unauthenticated => "unauthenticated",
+            ServiceError::Forbidden(_) => "forbidden",
+            ServiceError::QueueFull { .. } => "queue_full",
+            ServiceError::Unavailable(_) => "unavailable",
+            ServiceError::Locked(_) => "data_dir_locked",
+            ServiceError::Store(e) if e.is_retryable() => "store_busy",
+            ServiceError::Store(_) => "store_error",
+            ServiceError::Index(_) => "index_error",
+            ServiceError::Embed(_) => "embedding_error",
+            ServiceError::Internal(_) => "internal",
+        }
+    }
+
+    /// Whether the same request may succeed later.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            ServiceError::QueueFull { .. } | ServiceError::Unavailable(_) => true,
+            ServiceError::Store(e) => e.is_retryable(),
+            _ => false,
+        }
+    }
+}
+
+impl From<StoreError> for ServiceError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound { kind, id } => ServiceError::NotFound { kind, id },
+            StoreError::Conflict { kind, name } => ServiceError::Conflict { kind, name },
+            other => ServiceError::Store(other),
+        }
+    }
+}
+
+impl From<IngestError> for ServiceError {
+    fn from(e: IngestError) -> Self {
+        match e {
+            IngestError::Unsupported(_) => ServiceError::UnsupportedMediaType(e.to_string()),
+            other => ServiceError::Invalid(other.to_string()),
+        }
+    }
+}
+
+/// Result alias for this module.
+pub type Result<T, E = ServiceError> = std::result::Result<T, E>;

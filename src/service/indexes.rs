@@ -1,0 +1,236 @@
+//! The in-memory search index of every knowledge base, kept in step with the store.
+//!
+//! Each index records the store's `index_seq` it reflects. Changes are applied under a per-KB
+//! write lock right after the store commits them, so they land in the store's order. Indexes
+//! are saved in the background; at start-up a saved index is used only when its sequence
+//! equals the store's, otherwise it is rebuilt from the stored vectors (never re-embedded).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use super::{Result, ServiceError};
+use crate::index::{Collection, CollectionOptions, IndexStamp, NewPoint, PointMeta};
+use crate::store::{DocumentStore, Kb};
+use crate::util::write_atomic;
+
+const SEQ_FILE: &str = "SEQ";
+
+/// One knowledge base's index.
+pub struct KbIndex {
+    dir: PathBuf,
+    /// The searchable collection (many readers, one writer).
+    pub collection: RwLock<Collection>,
+    /// Held across "store commit + index apply" so changes apply in commit order.
+    pub write_lock: Mutex<()>,
+    applied_seq: AtomicU64,
+    saved_seq: AtomicU64,
+}
+
+fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    l.read().unwrap_or_else(|p| p.into_inner())
+}
+
+fn write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    l.write().unwrap_or_else(|p| p.into_inner())
+}
+
+impl KbIndex {
+    /// Applies a committed change: removes `removed`, adds `added`, records `seq`.
+    pub fn apply(
+        &self,
+        model_id: &str,
+        removed: &[u64],
+        added: Vec<NewPoint<'_>>,
+        seq: u64,
+    ) -> Result<()> {
+        let mut c = write(&self.collection);
+        if !removed.is_empty() {
+            c.delete_chunks(removed);
+        }
+        if !added.is_empty() {
+            c.upsert(model_id, added)?;
+        }
+        self.applied_seq.fetch_max(seq, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// Live chunks.
+    pub fn len(&self) -> usize {
+        read(&self.collection).len()
+    }
+
+    /// Whether the index holds no chunk.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Saves when changed since the last save.
+    pub fn save_if_dirty(&self) -> Result<bool> {
+        let c = read(&self.collection);
+        let seq = self.applied_seq.load(Ordering::SeqCst);
+        if seq == self.saved_seq.load(Ordering::SeqCst) {
+            return Ok(false);
+        }
+        c.save(&self.dir)?;
+        // Written after the generation: a crash in between leaves a stale SEQ, which only
+        // forces a rebuild at the next start.
+        write_atomic(&self.dir.join(SEQ_FILE), seq.to_string().as_bytes())
+            .map_err(|e| ServiceError::Internal(format!("{}: {e}", self.dir.display())))?;
+        self.saved_seq.store(seq, Ordering::SeqCst);
+        Ok(true)
+    }
+}
+
+/// Every knowledge base's index.
+pub struct Indexes {
+    root: PathBuf,
+    options: CollectionOptions,
+    map: RwLock<HashMap<String, Arc<KbIndex>>>,
+}
+
+impl Indexes {
+    /// Indexes kept under `root/<kb id>/`.
+    pub fn new(root: &Path, options: CollectionOptions) -> Self {
+        Self {
+            root: root.to_owned(),
+            options,
+            map: RwLock::new(HashMap::new()),
+        }
+    }
+
+    /// The index of a knowledge base.
+    pub fn get(&self, kb_id: &str) -> Result<Arc<KbIndex>> {
+        read(&self.map)
+            .get(kb_id)
+            .cloned()
+            .ok_or_else(|| ServiceError::Unavailable("still loading this knowledge base"))
+    }
+
+    /// Opens the index of `kb`: the saved one when it matches the store, else rebuilt from the
+    /// stored vectors. Returns whether it was rebuilt.
+    pub fn open(&self, kb: &Kb, store: &dyn DocumentStore) -> Result<bool> {
+        let dir = self.root.join(&kb.id);
+        let stamp = IndexStamp {
+            model_id: kb.embedding_model.clone(),
+            dimension: kb.dimension as usize,
+        };
+        let saved_seq = std::fs::read_to_string(dir.join(SEQ_FILE))
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok());
+        let loaded = if saved_seq == Some(kb.index_seq) && Collection::exists(&dir) {
+            match Collection::load(&dir, Some(&stamp)) {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    tracing::warn!(kb = %kb.name, error = %e, "saved index unreadable; rebuilding");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        let rebuilt = loaded.is_none();
+        let (collection, seq) = match loaded {
+            Some(c) => (c, kb.index_seq),
+            None => rebuild(kb, &stamp, self.options, store)?,
+        };
+        let index = Arc::new(KbIndex {
+            dir,
+            collection: RwLock::new(collection),
+            write_lock: Mutex::new(()),
+            applied_seq: AtomicU64::new(seq),
+            saved_seq: AtomicU64::new(if rebuilt { u64::MAX } else { seq }),
+        });
+        write(&self.map).insert(kb.id.clone(), index);
+        Ok(rebuilt)
+    }
+
+    /// Forgets a knowledge base's index and removes its files.
+    pub fn remove(&self, kb_id: &str) {
+        write(&self.map).remove(kb_id);
+        let dir = self.root.join(kb_id);
+        if dir.exists() {
+            if let Err(e) = fs_err::remove_dir_all(&dir) {
+                tracing::warn!(error = %e, "could not remove index files");
+            }
+        }
+    }
+
+    /// Saves every index changed since its last save; returns how many were saved.
+    pub fn save_dirty(&self) -> usize {
+        let all: Vec<(String, Arc<KbIndex>)> = read(&self.map)
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let mut saved = 0;
+        for (kb, index) in all {
+            match index.save_if_dirty() {
+                Ok(true) => saved += 1,
+                Ok(false) => {}
+                Err(e) => tracing::error!(kb = %kb, error = %e, "saving index failed"),
+            }
+        }
+        saved
+    }
+
+    /// Live chunks over every index.
+    pub fn total_chunks(&self) -> usize {
+        read(&self.map).values().map(|i| i.len()).sum()
+    }
+}
+
+fn rebuild(
+    kb: &Kb,
+    stamp: &IndexStamp,
+    options: CollectionOptions,
+    store: &dyn DocumentStore,
+) -> Result<(Collection, u64)> {
+    let started = std::time::Instant::now();
+    let mut collection = Collection::new(stamp.clone(), options);
+    let mut batch: Vec<crate::store::StoredPoint> = Vec::with_capacity(4096);
+    let flush =
+        |batch: &mut Vec<crate::store::StoredPoint>, collection: &mut Collection| -> Result<()> {
+            let points = batch
+                .iter_mut()
+                .map(|p| NewPoint {
+                    meta: PointMeta {
+                        chunk_id: p.chunk_id,
+                        document_id: p.document_id.clone(),
+                        kb: kb.id.clone(),
+                        metadata: std::mem::take(&mut p.metadata),
+                    },
+                    vector: std::mem::take(&mut p.vector),
+                    text: &p.text,
+                })
+                .collect();
+            collection.upsert(&stamp.model_id, points)?;
+            batch.clear();
+            Ok(())
+        };
+    let mut failed = None;
+    let seq = store.for_each_vector(&kb.id, &mut |p| {
+        batch.push(p);
+        if batch.len() == batch.capacity() {
+            if let Err(e) = flush(&mut batch, &mut collection) {
+                failed = Some(e);
+                return Err(crate::store::StoreError::Database(
+                    "index rebuild failed".into(),
+                ));
+            }
+        }
+        Ok(())
+    });
+    if let Some(e) = failed {
+        return Err(e);
+    }
+    let seq = seq?;
+    flush(&mut batch, &mut collection)?;
+    tracing::info!(
+        kb = %kb.name,
+        chunks = collection.len(),
+        ms = started.elapsed().as_millis() as u64,
+        "index rebuilt from stored vectors"
+    );
+    Ok((collection, seq))
+}

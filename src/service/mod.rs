@@ -1,0 +1,809 @@
+//! The knowledge-base service: what the HTTP API and the CLI call.
+//!
+//! It owns the use cases — knowledge bases, uploads, documents, search, jobs, API keys — and
+//! wires the engines (embedder, indexes, ingest pipeline) to storage. Every call is checked
+//! against the caller's tenant and scopes here, so no front end can forget to.
+//!
+//! It must never speak HTTP or parse command lines. Its methods block (storage, models);
+//! async callers run them on blocking threads.
+
+pub mod auth;
+mod error;
+pub mod indexes;
+pub mod pipeline;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+pub use auth::{CreatedKey, Principal};
+pub use error::{Result, ServiceError};
+
+use crate::config::Config;
+use crate::embed::Embedder;
+use crate::index::{CollectionOptions, Filter, SearchMode, SearchRequest};
+use crate::ingest::detect::detect;
+use crate::ingest::isolate::Isolation;
+use crate::store::{
+    BlobStore, ChunkRecord, ChunkingStamp, Document, DocumentQuery, FsBlobStore, Job, Kb, KbStats,
+    NewDocument, NewKb, Page, Scope, SqliteStore, Store,
+};
+use crate::util::sha256_hex;
+use indexes::Indexes;
+use pipeline::{Pipeline, Task, WorkQueue};
+
+/// Counters of work done by this process.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Chunks embedded by the ingest pipeline.
+    pub chunks_embedded: AtomicU64,
+    /// Search queries embedded.
+    pub queries_embedded: AtomicU64,
+}
+
+/// State shared by the service and its pipeline threads.
+pub struct Core {
+    config: Config,
+    store: Arc<dyn Store>,
+    blobs: Arc<dyn BlobStore>,
+    embedder: Arc<dyn Embedder>,
+    indexes: Indexes,
+    queue: WorkQueue,
+    isolation: Isolation,
+    /// Serialises "make sure the bytes exist + register the document" against "delete a
+    /// document + drop bytes nobody references".
+    blob_lock: Mutex<()>,
+    stats: Stats,
+    demo: bool,
+    stopping: AtomicBool,
+    /// Held for the service's life: one process per data directory.
+    _lock: std::fs::File,
+}
+
+impl Core {
+    fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::SeqCst)
+    }
+
+    fn remove_blobs(&self, shas: &[String]) {
+        if shas.is_empty() {
+            return;
+        }
+        let _g = self.blob_lock.lock().unwrap_or_else(|p| p.into_inner());
+        for sha in shas {
+            if let Err(e) = self.blobs.remove(sha) {
+                tracing::warn!(error = %e, "could not remove stored bytes");
+            }
+        }
+    }
+}
+
+/// One file (or text) offered for ingestion.
+#[derive(Debug, Clone)]
+pub struct Upload {
+    /// Client-supplied name (display only).
+    pub name: String,
+    /// The bytes.
+    pub bytes: bytes::Bytes,
+    /// Client metadata (a JSON object).
+    pub metadata: serde_json::Map<String, serde_json::Value>,
+}
+
+/// What happened to one uploaded file.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Accepted {
+    /// The document (new, or the existing one with identical bytes).
+    pub document_id: String,
+    /// Its name.
+    pub name: String,
+    /// Its status now.
+    pub status: crate::store::DocumentStatus,
+    /// True when identical bytes were already in the knowledge base (nothing re-embedded).
+    pub existing: bool,
+    /// The document this one replaces once ready.
+    pub replaces: Option<String>,
+}
+
+/// Answer to an upload.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Receipt {
+    /// The job tracking the new documents.
+    pub job_id: String,
+    /// One entry per file, in request order.
+    pub documents: Vec<Accepted>,
+}
+
+/// Settings of a new knowledge base.
+#[derive(Debug, Clone, Default)]
+pub struct CreateKb {
+    /// Unique within the tenant: letters, digits, `-`, `_`, `.`; not a UUID.
+    pub name: String,
+    /// Free text.
+    pub description: Option<String>,
+    /// Model name or id; must be the loaded embedder.
+    pub embedding_model: Option<String>,
+    /// Chunking; the configured default when absent.
+    pub chunking: Option<ChunkingStamp>,
+}
+
+/// A knowledge base with its counters.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct KbView {
+    /// The knowledge base.
+    #[serde(flatten)]
+    pub kb: Kb,
+    /// Its counters.
+    pub stats: KbStats,
+}
+
+/// One search.
+#[derive(Debug, Clone, Default)]
+pub struct SearchParams {
+    /// The question.
+    pub query: String,
+    /// Results wanted (configured default when absent).
+    pub top_k: Option<usize>,
+    /// Matching mode.
+    pub mode: SearchMode,
+    /// Only these documents.
+    pub document_ids: Option<Vec<String>>,
+    /// Only documents whose metadata has these values.
+    pub metadata: BTreeMap<String, String>,
+}
+
+/// One search result.
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
+pub struct SearchHit {
+    /// Score of the mode (cosine for dense, BM25, or fused RRF).
+    pub score: f32,
+    /// The chunk.
+    #[serde(flatten)]
+    pub chunk: ChunkRecord,
+}
+
+/// Health of the process.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Status {
+    /// Documents accepted and not finished.
+    pub queue_depth: usize,
+    /// Queue capacity.
+    pub queue_capacity: usize,
+    /// Searchable chunks over all knowledge bases.
+    pub indexed_chunks: usize,
+    /// Chunks embedded by this process since it started.
+    pub chunks_embedded: u64,
+    /// Queries embedded by this process since it started.
+    pub queries_embedded: u64,
+    /// The embedding model.
+    pub embedding_model: String,
+    /// True when no API key exists (single tenant, loopback only).
+    pub demo_mode: bool,
+}
+
+/// The knowledge-base service. Cheap to clone.
+#[derive(Clone)]
+pub struct Service {
+    core: Arc<Core>,
+    background: Arc<Mutex<Option<Background>>>,
+}
+
+struct Background {
+    pipeline: Pipeline,
+    saver: std::thread::JoinHandle<()>,
+}
+
+/// Paths inside the data directory.
+pub fn database_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("groundwork.sqlite3")
+}
+
+/// Takes the data directory's lock, so that two processes never write the same indexes.
+fn lock_data_dir(dir: &Path) -> Result<std::fs::File> {
+    let path = dir.join("LOCK");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| ServiceError::Internal(format!("{}: {e}", path.display())))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(ServiceError::Locked(dir.to_owned())),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(ServiceError::Internal(format!("{}: {e}", path.display())))
+        }
+    }
+}
+
+fn valid_kb_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && uuid::Uuid::parse_str(name).is_err()
+}
+
+/// A client name reduced to something safe to display: the last path component, trimmed,
+/// control characters removed, at most 255 bytes.
+pub fn display_name(raw: &str) -> String {
+    let last = raw.rsplit(['/', '\\']).next().unwrap_or(raw);
+    let mut name: String = last.chars().filter(|c| !c.is_control()).collect();
+    name = name.trim().to_owned();
+    while name.len() > 255 {
+        name.pop();
+    }
+    if name.is_empty() || name == "." || name == ".." {
+        "document".to_owned()
+    } else {
+        name
+    }
+}
+
+impl Service {
+    /// Opens the data directory, loads or rebuilds every index, resumes unfinished documents
+    /// and starts the ingest pipeline.
+    pub fn open(config: Config, embedder: Arc<dyn Embedder>, isolation: Isolation) -> Result<Self> {
+        let data_dir = config.data_dir.clone();
+        fs_err::create_dir_all(&data_dir).map_err(|e| ServiceError::Internal(e.to_string()))?;
+        let lock = lock_data_dir(&data_dir)?;
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&database_path(&data_dir))?);
+        let blobs: Arc<dyn BlobStore> = Arc::new(FsBlobStore::new(&data_dir.join("blobs")));
+        let demo = !store.has_keys()?;
+        if demo {
+            store.ensure_tenant(auth::DEMO_TENANT)?;
+        }
+        let indexes = Indexes::new(&data_dir.join("indexes"), CollectionOptions::default());
+        let kbs = store.all_kbs()?;
+        for kb in &kbs {
+            if kb.embedding_model != embedder.model_id() {
+                tracing::warn!(
+                    kb = %kb.name,
+                    stored = %kb.embedding_model,
+                    loaded = %embedder.model_id(),
+                    "knowledge base was embedded with another model; its search and uploads will fail until it is reindexed"
+                );
+            }
+            indexes.open(kb, store.as_ref())?;
+        }
+        let queue = WorkQueue::new(config.ingest.queue_capacity);
+        let mut isolation = isolation;
+        isolation.timeout = Duration::from_secs(config.ingest.pdf_timeout_secs);
+        isolation.memory_limit = config.ingest.pdf_memory_mib * 1024 * 1024;
+        let core = Arc::new(Core {
+            config,
+            store,
+            blobs,
+            embedder,
+            indexes,
+            queue,
+            isolation,
+            blob_lock: Mutex::new(()),
+            stats: Stats::default(),
+            demo,
+            stopping: AtomicBool::new(false),
+            _lock: lock,
+        });
+        let by_id: BTreeMap<&str, &Kb> = kbs.iter().map(|k| (k.id.as_str(), k)).collect();
+        let unfinished = core.store.unfinished_documents()?;
+        for doc in &unfinished {
+            if let Some(kb) = by_id.get(doc.kb_id.as_str()) {
+                core.queue.resume(task_for(doc, kb));
+            }
+        }
+        if !unfinished.is_empty() {
+            tracing::info!(
+                documents = unfinished.len(),
+                "resuming unfinished documents"
+            );
+        }
+        let pipeline = Pipeline::start(core.clone())
+            .map_err(|e| ServiceError::Internal(format!("cannot start ingest threads: {e}")))?;
+        let saver = {
+            let core = core.clone();
+            std::thread::Builder::new()
+                .name("gw-index-saver".into())
+                .spawn(move || {
+                    let mut last = Instant::now();
+                    while !core.stopping() {
+                        std::thread::sleep(Duration::from_millis(100));
+                        if last.elapsed() >= Duration::from_secs(2) {
+                            core.indexes.save_dirty();
+                            last = Instant::now();
+                        }
+                    }
+                })
+                .map_err(|e| ServiceError::Internal(format!("cannot start saver: {e}")))?
+        };
+        Ok(Self {
+            core,
+            background: Arc::new(Mutex::new(Some(Background { pipeline, saver }))),
+        })
+    }
+
+    /// Stops the pipeline (unfinished documents stay queued for the next start) and saves
+    /// every changed index. Idempotent.
+    pub fn shutdown(&self) {
+        self.core.stopping.store(true, Ordering::SeqCst);
+        self.core.queue.close();
+        let background = self
+            .background
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(bg) = background {
+            bg.pipeline.join();
+            let _ = bg.saver.join();
+        }
+        let saved = self.core.indexes.save_dirty();
+        tracing::info!(indexes_saved = saved, "service stopped");
+    }
+
+    /// The configuration the service runs with.
+    pub fn config(&self) -> &Config {
+        &self.core.config
+    }
+
+    /// Whether the service runs without API keys.
+    pub fn demo_mode(&self) -> bool {
+        self.core.demo
+    }
+
+    /// Whether the service accepts work.
+    pub fn is_ready(&self) -> bool {
+        !self.core.stopping()
+    }
+
+    /// The caller behind an `Authorization: Bearer` token (any caller in demo mode).
+    pub fn authenticate(&self, bearer: Option<&str>) -> Result<Principal> {
+        if self.core.demo {
+            let tenant = self.core.store.ensure_tenant(auth::DEMO_TENANT)?;
+            return Ok(Principal {
+                tenant_id: tenant.id,
+                key_id: None,
+                scopes: vec![Scope::Read, Scope::Write, Scope::Admin],
+            });
+        }
+        auth::verify(
+            self.core.store.as_ref(),
+            bearer.ok_or(ServiceError::Unauthenticated)?,
+        )
+    }
+
+    /// Full rights over one tenant, for local tools that own the data directory.
+    pub fn local_principal(&self, tenant: &str) -> Result<Principal> {
+        let tenant = self.core.store.ensure_tenant(tenant)?;
+        Ok(Principal {
+            tenant_id: tenant.id,
+            key_id: None,
+            scopes: vec![Scope::Read, Scope::Write, Scope::Admin],
+        })
+    }
+
+    /// Creates an API key (CLI only; keys are never created over HTTP).
+    pub fn create_key(
+        store: &dyn Store,
+        tenant: &str,
+        name: &str,
+        scopes: &[Scope],
+    ) -> Result<CreatedKey> {
+        auth::create_key(store, tenant, name, scopes)
+    }
+
+    /// Process counters.
+    pub fn status(&self) -> Status {
+        Status {
+            queue_depth: self.core.queue.depth(),
+            queue_capacity: self.core.config.ingest.queue_capacity,
+            indexed_chunks: self.core.indexes.total_chunks(),
+            chunks_embedded: self.core.stats.chunks_embedded.load(Ordering::Relaxed),
+            queries_embedded: self.core.stats.queries_embedded.load(Ordering::Relaxed),
+            embedding_model: self.core.embedder.model_id().to_owned(),
+            demo_mode: self.core.demo,
+        }
+    }
+
+    fn kb(&self, p: &Principal, kb: &str) -> Result<Kb> {
+        Ok(self.core.store.get_kb(&p.tenant_id, kb)?)
+    }
+
+    /// Creates a knowledge base.
+    pub fn create_kb(&self, p: &Principal, req: CreateKb) -> Result<KbView> {
+        p.require(Scope::Write)?;
+        if !valid_kb_name(&req.name) {
+            return Err(ServiceError::Invalid(format!(
+                "knowledge base name `{}` must be 1-64 letters, digits, `-`, `_` or `.` (and not a UUID)",
+                req.name
+            )));
+        }
+        let embedder = &self.core.embedder;
+        if let Some(model) = &req.embedding_model {
+            let short = embedder.model_id().split('@').next().unwrap_or_default();
+            if model != embedder.model_id() && model != short {
+                return Err(ServiceError::Invalid(format!(
+                    "embedding model `{model}` is not loaded; this server embeds with `{}`",
+                    embedder.model_id()
+                )));
+            }
+        }
+        let defaults = self.core.config.chunking;
+        let chunking = req.chunking.unwrap_or(ChunkingStamp {
+            max_tokens: defaults.max_tokens as u32,
+            overlap_tokens: defaults.overlap_tokens as u32,
+        });
+        let limit = embedder.max_tokens() - embedder.tokenizer().special_tokens();
+        if chunking.max_tokens < 8
+            || chunking.max_tokens as usize > limit
+            || chunking.overlap_tokens * 2 > chunking.max_tokens
+        {
+            return Err(ServiceError::Invalid(format!(
+                "chunking.max_tokens must be within 8..={limit} and at least twice overlap_tokens"
+            )));
+        }
+        let kb = self.core.store.create_kb(&NewKb {
+            tenant_id: p.tenant_id.clone(),
+            name: req.name,
+            description: req.description,
+            embedding_model: embedder.model_id().to_owned(),
+            dimension: embedder.dimension() as u32,
+            chunking,
+        })?;
+        self.core.indexes.open(&kb, self.core.store.as_ref())?;
+        Ok(KbView {
+            kb,
+            stats: KbStats::default(),
+        })
+    }
+
+    /// The caller's knowledge bases.
+    pub fn list_kbs(&self, p: &Principal) -> Result<Vec<KbView>> {
+        p.require(Scope::Read)?;
+        self.core
+            .store
+            .list_kbs(&p.tenant_id)?
+            .into_iter()
+            .map(|kb| {
+                let stats = self.core.store.kb_stats(&kb.id)?;
+                Ok(KbView { kb, stats })
+            })
+            .collect()
+    }
+
+    /// One knowledge base by id or name.
+    pub fn get_kb(&self, p: &Principal, kb: &str) -> Result<KbView> {
+        p.require(Scope::Read)?;
+        let kb = self.kb(p, kb)?;
+        let stats = self.core.store.kb_stats(&kb.id)?;
+        Ok(KbView { kb, stats })
+    }
+
+    /// Deletes a knowledge base with everything in it.
+    pub fn delete_kb(&self, p: &Principal, kb: &str) -> Result<()> {
+        p.require(Scope::Admin)?;
+        let kb = self.kb(p, kb)?;
+        let index = self.core.indexes.get(&kb.id).ok();
+        let _order = index
+            .as_ref()
+            .map(|i| i.write_lock.lock().unwrap_or_else(|p| p.into_inner()));
+        let orphaned = {
+            let _g = self
+                .core
+                .blob_lock
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            let orphaned = self.core.store.delete_kb(&kb.id)?;
+            for sha in &orphaned {
+                let _ = self.core.blobs.remove(sha);
+            }
+            orphaned
+        };
+        self.core.indexes.remove(&kb.id);
+        tracing::info!(kb = %kb.name, blobs_removed = orphaned.len(), "knowledge base deleted");
+        Ok(())
+    }
+
+    /// Accepts files for ingestion: stores their bytes durably, registers them and queues
+    /// them. Identical bytes already in the KB are answered with the existing document.
+    pub fn upload(&self, p: &Principal, kb: &str, uploads: Vec<Upload>) -> Result<Receipt> {
+        p.require(Scope::Write)?;
+        if self.core.stopping() {
+            return Err(ServiceError::Unavailable("shutting down"));
+        }
+        let kb = self.kb(p, kb)?;
+        let limits = &self.core.config.ingest;
+        if uploads.is_empty() {
+            return Err(ServiceError::Invalid("the request holds no file".into()));
+        }
+        if uploads.len() > limits.max_files_per_request {
+            return Err(ServiceError::TooLarge(format!(
+                "{} files in one request; the limit is {}",
+                uploads.len(),
+                limits.max_files_per_request
+            )));
+        }
+        if kb.embedding_model != self.core.embedder.model_id() {
+            return Err(ServiceError::Invalid(format!(
+                "knowledge base `{}` was embedded with `{}` but this server runs `{}`",
+                kb.name,
+                kb.embedding_model,
+                self.core.embedder.model_id()
+            )));
+        }
+        // Validate everything before anything is stored: a request is accepted whole or not.
+        let mut prepared = Vec::with_capacity(uploads.len());
+        for u in uploads {
+            let name = display_name(&u.name);
+            if u.bytes.len() as u64 > limits.max_file_bytes {
+                return Err(ServiceError::TooLarge(format!(
+                    "`{name}` is {} bytes; the limit is {} bytes per file",
+                    u.bytes.len(),
+                    limits.max_file_bytes
+                )));
+            }
+            if u.bytes.is_empty() {
+                return Err(ServiceError::Invalid(format!("`{name}` is empty")));
+            }
+            let media = detect(&u.bytes, Some(&name))
+                .map_err(|e| ServiceError::UnsupportedMediaType(format!("`{name}`: {e}")))?;
+            let sha = sha256_hex(&u.bytes);
+            prepared.push((name, media, sha, u));
+        }
+        let n = prepared.len();
+        self.core
+            .queue
+            .admit(n)
+            .map_err(|queued| ServiceError::QueueFull {
+                queued,
+                retry_after: (queued as u64 / 4).clamp(1, 60),
+            })?;
+        let result = self.register(p, &kb, prepared);
+        if result.is_err() {
+            self.core.queue.release(n);
+        }
+        result
+    }
+
+    fn register(
+        &self,
+        p: &Principal,
+        kb: &Kb,
+        prepared: Vec<(String, crate::ingest::MediaType, String, Upload)>,
+    ) -> Result<Receipt> {
+        for (_, _, sha, u) in &prepared {
+            self.core
+                .blobs
+                .put(sha, &u.bytes)
+                .map_err(|e| ServiceError::Internal(format!("storing upload: {e}")))?;
+        }
+        let job_id = self.core.store.create_job(&p.tenant_id, &kb.id)?;
+        let mut documents = Vec::with_capacity(prepared.len());
+        for (name, media, sha, u) in prepared {
+            let inserted = {
+                let _g = self
+                    .core
+                    .blob_lock
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner());
+                if !self.core.blobs.contains(&sha) {
+                    self.core
+                        .blobs
+                        .put(&sha, &u.bytes)
+                        .map_err(|e| ServiceError::Internal(format!("storing upload: {e}")))?;
+                }
+                self.core.store.insert_document(&NewDocument {
+                    kb_id: kb.id.clone(),
+                    job_id: job_id.clone(),
+                    name,
+                    media_type: media.mime().to_owned(),
+                    size: u.bytes.len() as u64,
+                    sha256: sha,
+                    metadata: u.metadata,
+                })?
+            };
+            let doc = inserted.document;
+            metrics::counter!("groundwork_ingest_bytes_total").increment(doc.size);
+            if inserted.created {
+                self.core.queue.push(task_for(&doc, kb));
+            } else {
+                self.core.queue.release(1);
+            }
+            documents.push(Accepted {
+                document_id: doc.id,
+                name: doc.name,
+                status: doc.status,
+                existing: !inserted.created,
+                replaces: doc.replaces,
+            });
+        }
+        Ok(Receipt { job_id, documents })
+    }
+
+    /// A page of a knowledge base's documents.
+    pub fn list_documents(
+        &self,
+        p: &Principal,
+        kb: &str,
+        query: &DocumentQuery,
+    ) -> Result<Page<Document>> {
+        p.require(Scope::Read)?;
+        let kb = self.kb(p, kb)?;
+        Ok(self.core.store.list_documents(&kb.id, query)?)
+    }
+
+    /// One document.
+    pub fn get_document(&self, p: &Principal, kb: &str, id: &str) -> Result<Document> {
+        p.require(Scope::Read)?;
+        let kb = self.kb(p, kb)?;
+        Ok(self.core.store.get_document(&kb.id, id)?)
+    }
+
+    /// A page of a document's chunks.
+    pub fn list_chunks(
+        &self,
+        p: &Principal,
+        kb: &str,
+        id: &str,
+        offset: u64,
+        limit: u64,
+    ) -> Result<Vec<ChunkRecord>> {
+        p.require(Scope::Read)?;
+        let kb = self.kb(p, kb)?;
+        let doc = self.core.store.get_document(&kb.id, id)?;
+        Ok(self.core.store.list_chunks(&doc.id, offset, limit)?)
+    }
+
+    /// Deletes a document; its chunks leave the index at once.
+    pub fn delete_document(&self, p: &Principal, kb: &str, id: &str) -> Result<()> {
+        p.require(Scope::Write)?;
+        let kb = self.kb(p, kb)?;
+        let index = self.core.indexes.get(&kb.id)?;
+        let _order = index.write_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let deleted = {
+            let _g = self
+                .core
+                .blob_lock
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            let deleted = self.core.store.delete_document(&kb.id, id)?;
+            for sha in &deleted.orphaned {
+                let _ = self.core.blobs.remove(sha);
+            }
+            deleted
+        };
+        index.apply(
+            &kb.embedding_model,
+            &deleted.chunk_ids,
+            Vec::new(),
+            deleted.index_seq,
+        )?;
+        Ok(())
+    }
+
+    /// Searches a knowledge base; returns its id and the results, best first.
+    pub fn search(
+        &self,
+        p: &Principal,
+        kb: &str,
+        params: &SearchParams,
+    ) -> Result<(String, Vec<SearchHit>)> {
+        p.require(Scope::Read)?;
+        let limits = self.core.config.search;
+        let query = params.query.trim();
+        if query.is_empty() {
+            return Err(ServiceError::Invalid("query must not be empty".into()));
+        }
+        if query.len() > limits.max_query_bytes {
+            return Err(ServiceError::Invalid(format!(
+                "query is {} bytes; the limit is {}",
+                query.len(),
+                limits.max_query_bytes
+            )));
+        }
+        let top_k = params.top_k.unwrap_or(limits.default_top_k);
+        if top_k == 0 || top_k > limits.max_top_k {
+            return Err(ServiceError::Invalid(format!(
+                "top_k must be within 1..={}",
+                limits.max_top_k
+            )));
+        }
+        let kb = self.kb(p, kb)?;
+        if kb.embedding_model != self.core.embedder.model_id() && params.mode != SearchMode::Bm25 {
+            return Err(ServiceError::Invalid(format!(
+                "knowledge base `{}` was embedded with `{}`; this server runs `{}` (bm25 mode still works)",
+                kb.name,
+                kb.embedding_model,
+                self.core.embedder.model_id()
+            )));
+        }
+        let vector = if params.mode == SearchMode::Bm25 {
+            None
+        } else {
+            let started = Instant::now();
+            let mut v = self.core.embedder.embed(&[query])?;
+            self.core
+                .stats
+                .queries_embedded
+                .fetch_add(1, Ordering::Relaxed);
+            metrics::counter!("groundwork_embedded_texts_total", "kind" => "query").increment(1);
+            metrics::histogram!("groundwork_query_embed_seconds")
+                .record(started.elapsed().as_secs_f64());
+            v.pop()
+        };
+        let filter = Filter {
+            kb: None,
+            document_ids: params.document_ids.clone(),
+            metadata: params.metadata.clone(),
+        };
+        let index = self.core.indexes.get(&kb.id)?;
+        let hits = {
+            let c = index.collection.read().unwrap_or_else(|p| p.into_inner());
+            c.search(&SearchRequest {
+                vector: vector.as_deref(),
+                text: query,
+                k: top_k,
+                mode: params.mode,
+                filter: &filter,
+            })?
+        };
+        let ids: Vec<u64> = hits.iter().map(|h| h.chunk_id).collect();
+        let mut chunks: BTreeMap<u64, ChunkRecord> = self
+            .core
+            .store
+            .chunks_by_id(&ids)?
+            .into_iter()
+            .map(|c| (c.id, c))
+            .collect();
+        let hits = hits
+            .into_iter()
+            .filter_map(|h| {
+                chunks.remove(&h.chunk_id).map(|chunk| SearchHit {
+                    score: h.score,
+                    chunk,
+                })
+            })
+            .collect();
+        Ok((kb.id, hits))
+    }
+
+    /// An ingest job's progress.
+    pub fn job(&self, p: &Principal, id: &str) -> Result<Job> {
+        p.require(Scope::Read)?;
+        Ok(self.core.store.job(&p.tenant_id, id)?)
+    }
+}
+
+fn task_for(doc: &Document, kb: &Kb) -> Task {
+    Task {
+        document_id: doc.id.clone(),
+        name: doc.name.clone(),
+        sha256: doc.sha256.clone(),
+        metadata: doc.filter_metadata(),
+        kb: kb.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn display_names_never_carry_paths() {
+        assert_eq!(display_name("../../etc/passwd"), "passwd");
+        assert_eq!(display_name("C:\\Users\\x\\report.pdf"), "report.pdf");
+        assert_eq!(display_name(".."), "document");
+        assert_eq!(display_name("  \u{7}bell.md "), "bell.md");
+        assert_eq!(display_name(&"a".repeat(400)).len(), 255);
+    }
+
+    #[test]
+    fn kb_names_are_restricted() {
+        assert!(valid_kb_name("guide-v2.1_x"));
+        assert!(!valid_kb_name("has space"));
+        assert!(!valid_kb_name(""));
+        assert!(!valid_kb_name(&uuid::Uuid::now_v7().to_string()));
+    }
+}

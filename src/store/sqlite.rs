@@ -1,0 +1,903 @@
+//! The embedded store: one SQLite file in WAL mode, one writer connection and a small pool of
+//! reader connections.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use chrono::Utc;
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row};
+
+use super::migrations::migrations;
+use super::types::*;
+use super::{DocumentStore, JobStore, KbStore, Result, StoreError, TenantStore};
+
+const READERS: usize = 4;
+
+/// SQLite-backed [`super::Store`].
+pub struct SqliteStore {
+    path: PathBuf,
+    writer: Mutex<Connection>,
+    readers: Mutex<Vec<Connection>>,
+}
+
+fn open(path: &Path) -> Result<Connection> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(Duration::from_secs(10))?;
+    // FULL: an acknowledged write survives power loss, not only a process crash.
+    conn.execute_batch(
+        "PRAGMA journal_mode = WAL;
+         PRAGMA synchronous = FULL;
+         PRAGMA foreign_keys = ON;
+         PRAGMA temp_store = MEMORY;",
+    )?;
+    Ok(conn)
+}
+
+fn new_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding a connection cannot leave SQLite inconsistent (transactions roll
+    // back on drop), so a poisoned lock is safe to reuse.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn json_err(e: serde_json::Error) -> StoreError {
+    StoreError::Database(format!("stored JSON is unreadable: {e}"))
+}
+
+fn vector_bytes(v: &[f32]) -> &[u8] {
+    bytemuck::cast_slice(v)
+}
+
+fn vector_from(bytes: &[u8]) -> Vec<f32> {
+    bytes
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect()
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path` and migrates it to the latest schema.
+    pub fn open(path: &Path) -> Result<Self> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| StoreError::Database(format!("{}: {e}", dir.display())))?;
+        }
+        let mut writer = open(path)?;
+        migrations()
+            .to_latest(&mut writer)
+            .map_err(|e| StoreError::Migration(e.to_string()))?;
+        Ok(Self {
+            path: path.to_owned(),
+            writer: Mutex::new(writer),
+            readers: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        let conn = lock(&self.readers).pop();
+        let conn = match conn {
+            Some(c) => c,
+            None => open(&self.path)?,
+        };
+        let out = f(&conn);
+        let mut pool = lock(&self.readers);
+        if pool.len() < READERS {
+            pool.push(conn);
+        }
+        out
+    }
+
+    fn write<T>(&self, f: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<T>) -> Result<T> {
+        let mut conn = lock(&self.writer);
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let out = f(&tx)?;
+        tx.commit()?;
+        Ok(out)
+    }
+}
+
+const KB_COLS: &str = "id, tenant_id, name, description, embedding_model, dimension, \
+                       chunk_max_tokens, chunk_overlap_tokens, index_seq, created_at";
+
+fn kb_row(r: &Row<'_>) -> rusqlite::Result<Kb> {
+    Ok(Kb {
+        id: r.get(0)?,
+        tenant_id: r.get(1)?,
+        name: r.get(2)?,
+        description: r.get(3)?,
+        embedding_model: r.get(4)?,
+        dimension: r.get(5)?,
+        chunking: ChunkingStamp {
+            max_tokens: r.get(6)?,
+            overlap_tokens: r.get(7)?,
+        },
+        index_seq: r.get::<_, i64>(8)? as u64,
+        created_at: r.get(9)?,
+    })
+}
+
+const DOC_COLS: &str = "id, kb_id, job_id, name, media_type, size, sha256, status, error_code, \
+                        error, metadata, chunk_count, pages, warnings, replaces, created_at, \
+                        updated_at";
+
+struct RawDoc {
+    doc: Document,
+    metadata: String,
+    warnings: String,
+    status: String,
+}
+
+fn doc_row(r: &Row<'_>) -> rusqlite::Result<RawDoc> {
+    Ok(RawDoc {
+        doc: Document {
+            id: r.get(0)?,
+            kb_id: r.get(1)?,
+            job_id: r.get(2)?,
+            name: r.get(3)?,
+            media_type: r.get(4)?,
+            size: r.get::<_, i64>(5)? as u64,
+            sha256: r.get(6)?,
+            status: DocumentStatus::Queued,
+            error_code: r.get(8)?,
+            error: r.get(9)?,
+            metadata: Default::default(),
+            chunk_count: r.get::<_, i64>(11)? as u64,
+            pages: r.get(12)?,
+            warnings: Vec::new(),
+            replaces: r.get(14)?,
+            created_at: r.get(15)?,
+            updated_at: r.get(16)?,
+        },
+        status: r.get(7)?,
+        metadata: r.get(10)?,
+        warnings: r.get(13)?,
+    })
+}
+
+impl RawDoc {
+    fn finish(self) -> Result<Document> {
+        let mut doc = self.doc;
+        doc.status = DocumentStatus::parse(&self.status)
+            .ok_or_else(|| StoreError::Database(format!("unknown status {}", self.status)))?;
+        doc.metadata = serde_json::from_str(&self.metadata).map_err(json_err)?;
+        doc.warnings = serde_json::from_str(&self.warnings).map_err(json_err)?;
+        Ok(doc)
+    }
+}
+
+fn get_doc(conn: &Connection, kb_id: &str, id: &str) -> Result<Document> {
+    conn.query_row(
+        &format!("SELECT {DOC_COLS} FROM documents WHERE id = ?1 AND kb_id = ?2"),
+        params![id, kb_id],
+        doc_row,
+    )
+    .optional()?
+    .ok_or_else(|| StoreError::NotFound {
+        kind: "document",
+        id: id.to_owned(),
+    })?
+    .finish()
+}
+
+fn chunk_ids_of(conn: &Connection, document_id: &str) -> Result<Vec<u64>> {
+    let mut stmt =
+        conn.prepare_cached("SELECT id FROM chunks WHERE document_id = ?1 ORDER BY id")?;
+    let ids = stmt
+        .query_map([document_id], |r| r.get::<_, i64>(0))?
+        .map(|r| r.map(|v| v as u64))
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(ids)
+}
+
+/// Removes a document row (chunks cascade); returns its content hash if now unreferenced.
+fn remove_document(conn: &Connection, id: &str) -> Result<Option<String>> {
+    let sha: Option<String> = conn
+        .query_row("SELECT sha256 FROM documents WHERE id = ?1", [id], |r| {
+            r.get(0)
+        })
+        .optional()?;
+    conn.execute("DELETE FROM documents WHERE id = ?1", [id])?;
+    Ok(match sha {
+        Some(sha) => {
+            let still: bool = conn.query_row(
+                "SELECT EXISTS (SELECT 1 FROM documents WHERE sha256 = ?1)",
+                [&sha],
+                |r| r.get(0),
+            )?;
+            (!still).then_some(sha)
+        }
+        None => None,
+    })
+}
+
+fn bump_seq(conn: &Connection, kb_id: &str) -> Result<u64> {
+    let seq: i64 = conn.query_row(
+        "UPDATE kbs SET index_seq = index_seq + 1 WHERE id = ?1 RETURNING index_seq",
+        [kb_id],
+        |r| r.get(0),
+    )?;
+    Ok(seq as u64)
+}
+
+fn key_row(r: &Row<'_>) -> rusqlite::Result<(ApiKeyRecord, String)> {
+    Ok((
+        ApiKeyRecord {
+            key_id: r.get(0)?,
+            tenant_id: r.get(1)?,
+            tenant_name: r.get(2)?,
+            name: r.get(3)?,
+            secret_hash: r.get(4)?,
+            scopes: Vec::new(),
+            created_at: r.get(6)?,
+            revoked_at: r.get(7)?,
+        },
+        r.get(5)?,
+    ))
+}
+
+fn parse_scopes((mut key, scopes): (ApiKeyRecord, String)) -> ApiKeyRecord {
+    key.scopes = scopes.split(',').filter_map(Scope::parse).collect();
+    key
+}
+
+const KEY_SELECT: &str = "SELECT k.key_id, k.tenant_id, t.name, k.name, k.secret_hash, k.scopes, \
+                          k.created_at, k.revoked_at FROM api_keys k JOIN tenants t ON t.id = k.tenant_id";
+
+impl TenantStore for SqliteStore {
+    fn ensure_tenant(&self, name: &str) -> Result<Tenant> {
+        self.write(|tx| {
+            tx.execute(
+                "INSERT INTO tenants (id, name, created_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (name) DO NOTHING",
+                params![new_id(), name, Utc::now()],
+            )?;
+            Ok(tx.query_row(
+                "SELECT id, name, created_at FROM tenants WHERE name = ?1",
+                [name],
+                |r| {
+                    Ok(Tenant {
+                        id: r.get(0)?,
+                        name: r.get(1)?,
+                        created_at: r.get(2)?,
+                    })
+                },
+            )?)
+        })
+    }
+
+    fn insert_key(&self, key: &NewApiKey) -> Result<ApiKeyRecord> {
+        let scopes = key
+            .scopes
+            .iter()
+            .map(|s| s.as_str())
+            .collect::<Vec<_>>()
+            .join(",");
+        self.write(|tx| {
+            tx.execute(
+                "INSERT INTO api_keys (key_id, tenant_id, name, secret_hash, scopes, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    key.key_id,
+                    key.tenant_id,
+                    key.name,
+                    key.secret_hash,
+                    scopes,
+                    Utc::now()
+                ],
+            )?;
+            Ok(())
+        })?;
+        self.key_by_id(&key.key_id)?
+            .ok_or_else(|| StoreError::NotFound {
+                kind: "API key",
+                id: key.key_id.clone(),
+            })
+    }
+
+    fn key_by_id(&self, key_id: &str) -> Result<Option<ApiKeyRecord>> {
+        self.read(|c| {
+            Ok(c.query_row(
+                &format!("{KEY_SELECT} WHERE k.key_id = ?1 AND k.revoked_at IS NULL"),
+                [key_id],
+                key_row,
+            )
+            .optional()?
+            .map(parse_scopes))
+        })
+    }
+
+    fn has_keys(&self) -> Result<bool> {
+        self.read(|c| {
+            Ok(c.query_row(
+                "SELECT EXISTS (SELECT 1 FROM api_keys WHERE revoked_at IS NULL)",
+                [],
+                |r| r.get(0),
+            )?)
+        })
+    }
+
+    fn list_keys(&self) -> Result<Vec<ApiKeyRecord>> {
+        self.read(|c| {
+            let mut stmt = c.prepare(&format!("{KEY_SELECT} ORDER BY k.created_at"))?;
+            let rows = stmt
+                .query_map([], key_row)?
+                .map(|r| r.map(parse_scopes))
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
+        })
+    }
+
+    fn revoke_key(&self, key_id: &str) -> Result<bool> {
+        self.write(|tx| {
+            Ok(tx.execute(
+                "UPDATE api_keys SET revoked_at = ?2 WHERE key_id = ?1 AND revoked_at IS NULL",
+                params![key_id, Utc::now()],
+            )? > 0)
+        })
+    }
+}
+
+impl KbStore for SqliteStore {
+    fn create_kb(&self, kb: &NewKb) -> Result<Kb> {
+        let id = new_id();
+        self.write(|tx| {
+            let taken: bool = tx.query_row(
+                "SELECT EXISTS (SELECT 1 FROM kbs WHERE tenant_id = ?1 AND name = ?2)",
+                params![kb.tenant_id, kb.name],
+                |r| r.get(0),
+            )?;
+            if taken {
+                return Err(StoreError::Conflict {
+                    kind: "knowledge base",
+                    name: kb.name.clone(),
+                });
+            }
+            tx.execute(
+                "INSERT INTO kbs (id, tenant_id, name, description, embedding_model, dimension,
+                                  chunk_max_tokens, chunk_overlap_tokens, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                params![
+                    id,
+                    kb.tenant_id,
+                    kb.name,
+                    kb.description,
+                    kb.embedding_model,
+                    kb.dimension,
+                    kb.chunking.max_tokens,
+                    kb.chunking.overlap_tokens,
+                    Utc::now()
+                ],
+            )?;
+            Ok(tx.query_row(
+                &format!("SELECT {KB_COLS} FROM kbs WHERE id = ?1"),
+                [&id],
+                kb_row,
+            )?)
+        })
+    }
+
+    fn list_kbs(&self, tenant_id: &str) -> Result<Vec<Kb>> {
+        self.read(|c| {
+            let mut stmt = c.prepare(&format!(
+                "SELECT {KB_COLS} FROM kbs WHERE tenant_id = ?1 ORDER BY name"
+            ))?;
+            let rows = stmt
+                .query_map([tenant_id], kb_row)?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
+        })
+    }
+
+    fn all_kbs(&self) -> Result<Vec<Kb>> {
+        self.read(|c| {
+            let mut stmt = c.prepare(&format!("SELECT {KB_COLS} FROM kbs ORDER BY created_at"))?;
+            let rows = stmt
+                .query_map([], kb_row)?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
+        })
+    }
+
+    fn get_kb(&self, tenant_id: &str, id_or_name: &str) -> Result<Kb> {
+        self.read(|c| {
+            c.query_row(
+                &format!(
+                    "SELECT {KB_COLS} FROM kbs WHERE tenant_id = ?1 AND (id = ?2 OR name = ?2)
+                     ORDER BY id = ?2 DESC LIMIT 1"
+                ),
+                params![tenant_id, id_or_name],
+                kb_row,
+            )
+            .optional()?
+            .ok_or_else(|| StoreError::NotFound {
+                kind: "knowledge base",
+                id: id_or_name.to_owned(),
+            })
+        })
+    }
+
+    fn delete_kb(&self, kb_id: &str) -> Result<Vec<String>> {
+        self.write(|tx| {
+            let mut stmt = tx.prepare("SELECT DISTINCT sha256 FROM documents WHERE kb_id = ?1")?;
+            let shas = stmt
+                .query_map([kb_id], |r| r.get::<_, String>(0))?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            drop(stmt);
+            if tx.execute("DELETE FROM kbs WHERE id = ?1", [kb_id])? == 0 {
+                return Err(StoreError::NotFound {
+                    kind: "knowledge base",
+                    id: kb_id.to_owned(),
+                });
+            }
+            let mut orphaned = Vec::new();
+            for sha in shas {
+                let still: bool = tx.query_row(
+                    "SELECT EXISTS (SELECT 1 FROM documents WHERE sha256 = ?1)",
+                    [&sha],
+                    |r| r.get(0),
+                )?;
+                if !still {
+                    orphaned.push(sha);
+                }
+            }
+            Ok(orphaned)
+        })
+    }
+
+    fn kb_stats(&self, kb_id: &str) -> Result<KbStats> {
+        self.read(|c| {
+            let mut stats = KbStats::default();
+            let mut stmt = c.prepare_cached(
+                "SELECT status, COUNT(*), COALESCE(SUM(chunk_count), 0), COALESCE(SUM(size), 0)
+                 FROM documents WHERE kb_id = ?1 GROUP BY status",
+            )?;
+            let mut rows = stmt.query([kb_id])?;
+            while let Some(r) = rows.next()? {
+                let status: String = r.get(0)?;
+                let n = r.get::<_, i64>(1)? as u64;
+                match DocumentStatus::parse(&status) {
+                    Some(DocumentStatus::Queued) => stats.queued = n,
+                    Some(DocumentStatus::Processing) => stats.processing = n,
+                    Some(DocumentStatus::Ready) => {
+                        stats.ready = n;
+                        stats.chunks = r.get::<_, i64>(2)? as u64;
+                        stats.bytes = r.get::<_, i64>(3)? as u64;
+                    }
+                    Some(DocumentStatus::Failed) => stats.failed = n,
+                    None => {}
+                }
+            }
+            Ok(stats)
+        })
+    }
+}
+
+impl DocumentStore for SqliteStore {
+    fn insert_document(&self, doc: &NewDocument) -> Result<Inserted> {
+        let metadata = serde_json::to_string(&doc.metadata).map_err(json_err)?;
+        self.write(|tx| {
+            let existing = tx
+                .query_row(
+                    &format!(
+                        "SELECT {DOC_COLS} FROM documents
+                         WHERE kb_id = ?1 AND sha256 = ?2 AND status != 'failed'
+                         ORDER BY created_at DESC LIMIT 1"
+                    ),
+                    params![doc.kb_id, doc.sha256],
+                    doc_row,
+                )
+                .optional()?;
+            if let Some(existing) = existing {
+                return Ok(Inserted {
+                    document: existing.finish()?,
+                    created: false,
+                });
+            }
+            // Older versions under the same name: a ready one is replaced when the new one is
+            // published; unfinished or failed ones are superseded now.
+            let mut stmt =
+                tx.prepare("SELECT id, status FROM documents WHERE kb_id = ?1 AND name = ?2")?;
+            let same_name = stmt
+                .query_map(params![doc.kb_id, doc.name], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            drop(stmt);
+            let mut replaces = None;
+            for (id, status) in same_name {
+                if status == "ready" {
+                    replaces = Some(id);
+                } else {
+                    // The bytes of a superseded version may still be shared; keep them.
+                    tx.execute("DELETE FROM documents WHERE id = ?1", [&id])?;
+                }
+            }
+            let id = new_id();
+            let now = Utc::now();
+            tx.execute(
+                "INSERT INTO documents (id, kb_id, job_id, name, media_type, size, sha256, status,
+                                        metadata, replaces, created_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'queued', ?8, ?9, ?10, ?10)",
+                params![
+                    id,
+                    doc.kb_id,
+                    doc.job_id,
+                    doc.name,
+                    doc.media_type,
+                    doc.size as i64,
+                    doc.sha256,
+                    metadata,
+                    replaces,
+                    now
+                ],
+            )?;
+            Ok(Inserted {
+                document: get_doc(tx, &doc.kb_id, &id)?,
+                created: true,
+            })
+        })
+    }
+
+    fn get_document(&self, kb_id: &str, id: &str) -> Result<Document> {
+        self.read(|c| get_doc(c, kb_id, id))
+    }
+
+    fn list_documents(&self, kb_id: &str, query: &DocumentQuery) -> Result<Page<Document>> {
+        self.read(|c| {
+            let status = query.status.map(|s| s.as_str());
+            let total: i64 = c.query_row(
+                "SELECT COUNT(*) FROM documents WHERE kb_id = ?1 AND (?2 IS NULL OR status = ?2)",
+                params![kb_id, status],
+                |r| r.get(0),
+            )?;
+            let mut stmt = c.prepare(&format!(
+                "SELECT {DOC_COLS} FROM documents WHERE kb_id = ?1 AND (?2 IS NULL OR status = ?2)
+                 ORDER BY created_at DESC, id DESC LIMIT ?3 OFFSET ?4"
+            ))?;
+            let items = stmt
+                .query_map(
+                    params![kb_id, status, query.limit as i64, query.offset as i64],
+                    doc_row,
+                )?
+                .map(|r| r.map_err(StoreError::from).and_then(RawDoc::finish))
+                .collect::<Result<Vec<_>>>()?;
+            Ok(Page {
+                items,
+                total: total as u64,
+            })
+        })
+    }
+
+    fn unfinished_documents(&self) -> Result<Vec<Document>> {
+        self.read(|c| {
+            let mut stmt = c.prepare(&format!(
+                "SELECT {DOC_COLS} FROM documents WHERE status IN ('queued', 'processing')
+                 ORDER BY created_at, id"
+            ))?;
+            let items = stmt
+                .query_map([], doc_row)?
+                .map(|r| r.map_err(StoreError::from).and_then(RawDoc::finish))
+                .collect::<Result<Vec<_>>>()?;
+            Ok(items)
+        })
+    }
+
+    fn mark_processing(&self, id: &str) -> Result<()> {
+        self.write(|tx| {
+            let n = tx.execute(
+                "UPDATE documents SET status = 'processing', updated_at = ?2
+                 WHERE id = ?1 AND status IN ('queued', 'processing')",
+                params![id, Utc::now()],
+            )?;
+            if n == 0 {
+                return Err(StoreError::NotFound {
+                    kind: "document",
+                    id: id.to_owned(),
+                });
+            }
+            Ok(())
+        })
+    }
+
+    fn mark_failed(&self, id: &str, code: &str, message: &str) -> Result<()> {
+        self.write(|tx| {
+            tx.execute(
+                "UPDATE documents SET status = 'failed', error_code = ?2, error = ?3,
+                        updated_at = ?4
+                 WHERE id = ?1 AND status IN ('queued', 'processing')",
+                params![id, code, message, Utc::now()],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn publish(&self, p: &Publish<'_>) -> Result<Published> {
+        let warnings = serde_json::to_string(p.warnings).map_err(json_err)?;
+        self.write(|tx| {
+            let row: Option<(String, Option<String>, String, String)> = tx
+                .query_row(
+                    "SELECT kb_id, replaces, status, job_id FROM documents WHERE id = ?1",
+                    [p.document_id],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+                )
+                .optional()?;
+            let Some((kb_id, replaces, status, job_id)) = row.filter(|r| r.2 != "failed")
+            else {
+                // Deleted or superseded while it was being processed.
+                return Err(StoreError::NotFound {
+                    kind: "document",
+                    id: p.document_id.to_owned(),
+                });
+            };
+            if status == "ready" {
+                return Err(StoreError::Conflict {
+                    kind: "published document",
+                    name: p.document_id.to_owned(),
+                });
+            }
+            let mut chunk_ids = Vec::with_capacity(p.chunks.len());
+            {
+                let mut stmt = tx.prepare_cached(
+                    "INSERT INTO chunks (document_id, ordinal, start_offset, end_offset, text, tokens,
+                                         page_start, page_end, heading_path, hash, vector)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                )?;
+                for c in &p.chunks {
+                    let headings = serde_json::to_string(c.heading_path).map_err(json_err)?;
+                    stmt.execute(params![
+                        p.document_id,
+                        c.ordinal,
+                        c.start as i64,
+                        c.end as i64,
+                        c.text,
+                        c.tokens,
+                        c.pages.map(|p| p.0),
+                        c.pages.map(|p| p.1),
+                        headings,
+                        c.hash,
+                        vector_bytes(c.vector)
+                    ])?;
+                    chunk_ids.push(tx.last_insert_rowid() as u64);
+                }
+            }
+            tx.execute(
+                "UPDATE documents SET status = 'ready', chunk_count = ?2, pages = ?3,
+                        warnings = ?4, error_code = NULL, error = NULL, replaces = NULL,
+                        updated_at = ?5
+                 WHERE id = ?1",
+                params![
+                    p.document_id,
+                    chunk_ids.len() as i64,
+                    p.pages,
+                    warnings,
+                    Utc::now()
+                ],
+            )?;
+            tx.execute(
+                "UPDATE jobs SET chunks_embedded = chunks_embedded + ?2 WHERE id = ?1",
+                params![job_id, chunk_ids.len() as i64],
+            )?;
+            let mut replaced = None;
+            let mut orphaned = Vec::new();
+            if let Some(old) = replaces {
+                let old_exists: bool = tx.query_row(
+                    "SELECT EXISTS (SELECT 1 FROM documents WHERE id = ?1)",
+                    [&old],
+                    |r| r.get(0),
+                )?;
+                if old_exists {
+                    let ids = chunk_ids_of(tx, &old)?;
+                    orphaned.extend(remove_document(tx, &old)?);
+                    replaced = Some((old, ids));
+                }
+            }
+            let index_seq = bump_seq(tx, &kb_id)?;
+            Ok(Published {
+                chunk_ids,
+                replaced,
+                index_seq,
+                orphaned,
+            })
+        })
+    }
+
+    fn delete_document(&self, kb_id: &str, id: &str) -> Result<Deleted> {
+        self.write(|tx| {
+            get_doc(tx, kb_id, id)?;
+            let chunk_ids = chunk_ids_of(tx, id)?;
+            let orphaned = remove_document(tx, id)?.into_iter().collect();
+            let index_seq = bump_seq(tx, kb_id)?;
+            Ok(Deleted {
+                chunk_ids,
+                index_seq,
+                orphaned,
+            })
+        })
+    }
+
+    fn list_chunks(&self, document_id: &str, offset: u64, limit: u64) -> Result<Vec<ChunkRecord>> {
+        self.read(|c| {
+            let mut stmt = c.prepare_cached(&format!(
+                "{CHUNK_SELECT} WHERE c.document_id = ?1 ORDER BY c.ordinal LIMIT ?2 OFFSET ?3"
+            ))?;
+            let rows = stmt
+                .query_map(params![document_id, limit as i64, offset as i64], chunk_row)?
+                .map(|r| r.map_err(StoreError::from).and_then(finish_chunk))
+                .collect::<Result<Vec<_>>>()?;
+            Ok(rows)
+        })
+    }
+
+    fn chunks_by_id(&self, ids: &[u64]) -> Result<Vec<ChunkRecord>> {
+        self.read(|c| {
+            let mut stmt = c.prepare_cached(&format!("{CHUNK_SELECT} WHERE c.id = ?1"))?;
+            let mut out = Vec::with_capacity(ids.len());
+            for &id in ids {
+                if let Some(row) = stmt.query_row([id as i64], chunk_row).optional()? {
+                    out.push(finish_chunk(row)?);
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    fn for_each_vector(
+        &self,
+        kb_id: &str,
+        f: &mut dyn FnMut(StoredPoint) -> Result<()>,
+    ) -> Result<u64> {
+        self.read(|c| {
+            // One read transaction: the rows and the sequence are one consistent snapshot.
+            c.execute_batch("BEGIN")?;
+            let out = (|| {
+                let seq: i64 =
+                    c.query_row("SELECT index_seq FROM kbs WHERE id = ?1", [kb_id], |r| {
+                        r.get(0)
+                    })?;
+                let mut stmt = c.prepare(
+                    "SELECT c.id, c.document_id, c.text, c.vector, d.metadata
+                     FROM chunks c JOIN documents d ON d.id = c.document_id
+                     WHERE d.kb_id = ?1 AND d.status = 'ready' ORDER BY c.id",
+                )?;
+                let mut rows = stmt.query([kb_id])?;
+                let mut last_doc = String::new();
+                let mut last_meta = Default::default();
+                while let Some(r) = rows.next()? {
+                    let document_id: String = r.get(1)?;
+                    if document_id != last_doc {
+                        let raw: String = r.get(4)?;
+                        let map: serde_json::Map<String, serde_json::Value> =
+                            serde_json::from_str(&raw).map_err(json_err)?;
+                        last_meta = flatten_metadata(&map);
+                        last_doc = document_id.clone();
+                    }
+                    f(StoredPoint {
+                        chunk_id: r.get::<_, i64>(0)? as u64,
+                        document_id,
+                        text: r.get(2)?,
+                        vector: vector_from(
+                            r.get_ref(3)?
+                                .as_blob()
+                                .map_err(|e| StoreError::Database(e.to_string()))?,
+                        ),
+                        metadata: last_meta.clone(),
+                    })?;
+                }
+                Ok(seq as u64)
+            })();
+            c.execute_batch("COMMIT")?;
+            out
+        })
+    }
+}
+
+const CHUNK_SELECT: &str = "SELECT c.id, c.document_id, d.name, c.ordinal, c.start_offset, \
+    c.end_offset, c.text, c.tokens, c.page_start, c.page_end, c.heading_path, c.hash \
+    FROM chunks c JOIN documents d ON d.id = c.document_id";
+
+fn chunk_row(r: &Row<'_>) -> rusqlite::Result<(ChunkRecord, String)> {
+    Ok((
+        ChunkRecord {
+            id: r.get::<_, i64>(0)? as u64,
+            document_id: r.get(1)?,
+            document_name: r.get(2)?,
+            ordinal: r.get(3)?,
+            start: r.get::<_, i64>(4)? as u64,
+            end: r.get::<_, i64>(5)? as u64,
+            text: r.get(6)?,
+            tokens: r.get(7)?,
+            page_start: r.get(8)?,
+            page_end: r.get(9)?,
+            heading_path: Vec::new(),
+            hash: r.get(11)?,
+        },
+        r.get(10)?,
+    ))
+}
+
+fn finish_chunk((mut chunk, headings): (ChunkRecord, String)) -> Result<ChunkRecord> {
+    chunk.heading_path = serde_json::from_str(&headings).map_err(json_err)?;
+    Ok(chunk)
+}
+
+impl JobStore for SqliteStore {
+    fn create_job(&self, tenant_id: &str, kb_id: &str) -> Result<String> {
+        let id = new_id();
+        self.write(|tx| {
+            tx.execute(
+                "INSERT INTO jobs (id, tenant_id, kb_id, created_at) VALUES (?1, ?2, ?3, ?4)",
+                params![id, tenant_id, kb_id, Utc::now()],
+            )?;
+            Ok(())
+        })?;
+        Ok(id)
+    }
+
+    fn job(&self, tenant_id: &str, id: &str) -> Result<Job> {
+        self.read(|c| {
+            let (kb_id, chunks_embedded, created_at) = c
+                .query_row(
+                    "SELECT kb_id, chunks_embedded, created_at FROM jobs
+                     WHERE id = ?1 AND tenant_id = ?2",
+                    params![id, tenant_id],
+                    |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get(2)?)),
+                )
+                .optional()?
+                .ok_or_else(|| StoreError::NotFound {
+                    kind: "job",
+                    id: id.to_owned(),
+                })?;
+            let mut job = Job {
+                id: id.to_owned(),
+                kb_id,
+                total: 0,
+                queued: 0,
+                processing: 0,
+                ready: 0,
+                failed: 0,
+                chunks_embedded: chunks_embedded as u64,
+                errors: Vec::new(),
+                created_at,
+            };
+            let mut stmt = c.prepare_cached(
+                "SELECT id, name, status, error_code, error FROM documents WHERE job_id = ?1
+                 ORDER BY created_at",
+            )?;
+            let mut rows = stmt.query([id])?;
+            while let Some(r) = rows.next()? {
+                job.total += 1;
+                let status: String = r.get(2)?;
+                match DocumentStatus::parse(&status) {
+                    Some(DocumentStatus::Queued) => job.queued += 1,
+                    Some(DocumentStatus::Processing) => job.processing += 1,
+                    Some(DocumentStatus::Ready) => job.ready += 1,
+                    Some(DocumentStatus::Failed) => {
+                        job.failed += 1;
+                        job.errors.push(JobError {
+                            document_id: r.get(0)?,
+                            name: r.get(1)?,
+                            code: r.get::<_, Option<String>>(3)?.unwrap_or_default(),
+                            message: r.get::<_, Option<String>>(4)?.unwrap_or_default(),
+                        });
+                    }
+                    None => {}
+                }
+            }
+            Ok(job)
+        })
+    }
+}
