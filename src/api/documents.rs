@@ -80,6 +80,10 @@ async fn read_multipart(
         match field.name() {
             Some("file") | Some("files") | Some("file[]") => {
                 if files.len() == max_files {
+                    while let Ok(Some(_)) = field.chunk().await {}
+                    while let Ok(Some(mut f)) = multipart.next_field().await {
+                        while let Ok(Some(_)) = f.chunk().await {}
+                    }
                     return Err(ApiError::new(
                         StatusCode::PAYLOAD_TOO_LARGE,
                         "payload_too_large",
@@ -90,6 +94,13 @@ async fn read_multipart(
                 let mut buf = Vec::new();
                 while let Some(chunk) = field.chunk().await? {
                     if (buf.len() + chunk.len()) as u64 > max_file_bytes {
+                        // Read the rest (bounded by the request body limit) before answering,
+                        // so clients that send the whole body first still get the 413.
+                        drop(buf);
+                        while let Ok(Some(_)) = field.chunk().await {}
+                        while let Ok(Some(mut f)) = multipart.next_field().await {
+                            while let Ok(Some(_)) = f.chunk().await {}
+                        }
                         return Err(ApiError::new(
                             StatusCode::PAYLOAD_TOO_LARGE,
                             "payload_too_large",

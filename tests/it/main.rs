@@ -7,7 +7,9 @@
 //! - `extraction`: isolated PDF extraction on generated, hostile and shared PDFs;
 //! - `chunking`: chunk invariants with the model's real tokenizer;
 //! - `index`: persistence, tombstones, compaction, filters proven against brute force;
-//! - `eval_cli`: `groundwork eval` end to end on a small BEIR folder the test writes.
+//! - `eval_cli`: `groundwork eval` end to end on a small BEIR folder the test writes;
+//! - `server`: a real `groundwork serve` child process on a loopback port, and a client;
+//! - `service_api`: the knowledge-base service over HTTP and through the CLI.
 
 mod chunking;
 mod common;
@@ -15,3 +17,5 @@ mod embedder;
 mod eval_cli;
 mod extraction;
 mod index;
+mod server;
+mod service_api;

@@ -1,0 +1,236 @@
+//! A real `groundwork serve` child process on an ephemeral loopback port, and a small blocking
+//! HTTP client for talking to it the way any client would.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use reqwest::blocking::{multipart, Client, Response};
+use serde_json::{json, Value};
+
+use crate::common::{bin, model_dir, root};
+
+/// A running server.
+pub struct TestServer {
+    child: Option<Child>,
+    /// `http://127.0.0.1:PORT`.
+    pub url: String,
+    /// Its data directory.
+    pub data_dir: PathBuf,
+    /// Bearer key sent by [`TestServer::http`]'s helpers (none in demo mode).
+    pub key: Option<String>,
+    http: Client,
+}
+
+impl TestServer {
+    /// Starts `groundwork serve` on `data_dir` with extra environment.
+    pub fn start(data_dir: &Path, env: &[(&str, &str)]) -> Self {
+        let log = std::fs::File::create(data_dir.with_extension("log")).expect("server log");
+        let mut child = Command::new(bin())
+            .current_dir(root())
+            .args(["serve", "--bind", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .arg("--model")
+            .arg(model_dir())
+            .env("RUST_LOG", "warn,groundwork=info")
+            .envs(env.iter().copied())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("spawn groundwork serve");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(url) = line.strip_prefix("listening on ") {
+                    let _ = tx.send(url.to_owned());
+                }
+            }
+        });
+        let url = match rx.recv_timeout(Duration::from_secs(120)) {
+            Ok(url) => url,
+            Err(_) => {
+                let _ = child.kill();
+                let log =
+                    std::fs::read_to_string(data_dir.with_extension("log")).unwrap_or_default();
+                panic!("server did not start; its log:\n{log}");
+            }
+        };
+        Self {
+            child: Some(child),
+            url,
+            data_dir: data_dir.to_owned(),
+            key: None,
+            http: Client::builder()
+                .timeout(Duration::from_secs(120))
+                .build()
+                .expect("client"),
+        }
+    }
+
+    /// Same server, another key.
+    pub fn with_key(&self, key: Option<&str>) -> Self {
+        Self {
+            child: None,
+            url: self.url.clone(),
+            data_dir: self.data_dir.clone(),
+            key: key.map(str::to_owned),
+            http: self.http.clone(),
+        }
+    }
+
+    /// Stops the server with SIGTERM (graceful) and waits for it.
+    pub fn stop(mut self) {
+        if let Some(mut child) = self.child.take() {
+            // SAFETY: plain signal to a child we own.
+            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+            let started = Instant::now();
+            loop {
+                if let Ok(Some(status)) = child.try_wait() {
+                    assert!(status.success(), "server exited with {status}");
+                    return;
+                }
+                if started.elapsed() > Duration::from_secs(60) {
+                    let _ = child.kill();
+                    panic!("server did not stop within 60 s of SIGTERM");
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+
+    fn auth(&self, r: reqwest::blocking::RequestBuilder) -> reqwest::blocking::RequestBuilder {
+        match &self.key {
+            Some(k) => r.bearer_auth(k),
+            None => r,
+        }
+    }
+
+    /// `GET`.
+    pub fn get(&self, path: &str) -> Response {
+        self.auth(self.http.get(format!("{}{path}", self.url)))
+            .send()
+            .expect("GET")
+    }
+
+    /// `POST` JSON.
+    pub fn post(&self, path: &str, body: &Value) -> Response {
+        self.auth(self.http.post(format!("{}{path}", self.url)))
+            .json(body)
+            .send()
+            .expect("POST")
+    }
+
+    /// `POST` raw bytes with a content type.
+    pub fn post_raw(&self, path: &str, content_type: &str, body: Vec<u8>) -> Response {
+        self.auth(self.http.post(format!("{}{path}", self.url)))
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .expect("POST")
+    }
+
+    /// `DELETE`.
+    pub fn delete(&self, path: &str) -> Response {
+        self.auth(self.http.delete(format!("{}{path}", self.url)))
+            .send()
+            .expect("DELETE")
+    }
+
+    /// Multipart upload of `(name, bytes)` files with optional metadata.
+    pub fn upload(&self, kb: &str, files: &[(&str, Vec<u8>)], metadata: Option<Value>) -> Response {
+        let mut form = multipart::Form::new();
+        for (name, bytes) in files {
+            form = form.part(
+                "file",
+                multipart::Part::bytes(bytes.clone()).file_name(name.to_string()),
+            );
+        }
+        if let Some(m) = metadata {
+            form = form.text("metadata", m.to_string());
+        }
+        self.auth(
+            self.http
+                .post(format!("{}/v1/kbs/{kb}/documents", self.url)),
+        )
+        .multipart(form)
+        .send()
+        .expect("upload")
+    }
+
+    /// Creates a knowledge base, asserting 201.
+    pub fn create_kb(&self, name: &str) -> Value {
+        let res = self.post("/v1/kbs", &json!({ "name": name }));
+        assert_eq!(
+            res.status(),
+            201,
+            "create kb: {}",
+            res.text().unwrap_or_default()
+        );
+        res.json().expect("kb json")
+    }
+
+    /// Polls a job until no document is waiting or in work.
+    pub fn wait_job(&self, job_id: &str) -> Value {
+        let started = Instant::now();
+        loop {
+            let job: Value = ok_json(self.get(&format!("/v1/jobs/{job_id}")));
+            if job["finished"].as_bool() == Some(true) {
+                return job;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(300),
+                "job {job_id} not finished: {job}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Searches, asserting 200.
+    pub fn search(&self, kb: &str, query: &str, top_k: usize, mode: &str) -> Vec<Value> {
+        let res = self.post(
+            &format!("/v1/kbs/{kb}/search"),
+            &json!({ "query": query, "top_k": top_k, "mode": mode }),
+        );
+        let body: Value = ok_json(res);
+        body["results"].as_array().cloned().unwrap_or_default()
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Asserts a 2xx answer and decodes its JSON.
+pub fn ok_json(res: Response) -> Value {
+    let status = res.status();
+    let text = res.text().expect("body");
+    assert!(
+        status.is_success(),
+        "expected success, got {status}: {text}"
+    );
+    serde_json::from_str(&text).expect("json body")
+}
+
+/// Asserts a problem+json answer with `status` and `code`; returns it.
+pub fn problem(res: Response, status: u16, code: &str) -> Value {
+    assert_eq!(res.status().as_u16(), status, "unexpected status");
+    let ct = res
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    assert_eq!(ct, "application/problem+json");
+    let body: Value = res.json().expect("problem json");
+    assert_eq!(body["code"], code, "problem: {body}");
+    assert_eq!(body["status"], status);
+    assert!(!body["detail"].as_str().unwrap_or_default().is_empty());
+    body
+}
