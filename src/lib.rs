@@ -8,17 +8,30 @@
 //! Data flows one way, from the edges inwards:
 //!
 //! ```text
-//!   main.rs / cli ──► eval, ingest pipeline ──► embed (candle), index (hnsw + bm25) ──► files on disk
+//!   api (axum) / CLI ──► service ──► ingest, embed, index (engines) ──► store (SQLite, blobs)
 //! ```
 //!
+//! - [`api`]: HTTP routes and DTOs, authentication extractor, the single error → problem+json
+//!   mapping, metrics middleware, the OpenAPI description, serving with graceful shutdown.
+//! - [`service`]: the use cases (knowledge bases, uploads, documents, search, jobs), tenant and
+//!   scope checks, the background ingest pipeline and the per-KB indexes kept in step with the
+//!   store.
+//! - [`store`]: SQLite schema, migrations and repositories behind narrow traits; uploaded
+//!   bytes by content hash. The source of truth, vectors included.
 //! - [`embed`]: the [`embed::Embedder`] trait and the candle BERT embedder that loads any
 //!   sentence-transformers folder (all-MiniLM-L6-v2 by default).
 //! - [`ingest`]: turning bytes into text ([`ingest::extract`], PDF parsing isolated in a child
 //!   process) and text into token-bounded chunks that keep pages and headings ([`ingest::chunk`]).
 //! - [`index`]: the dense vector index (hnsw_rs graph plus an exact scan), BM25, hybrid fusion,
 //!   metadata filters, tombstones and on-disk generations.
+//! - [`config`]: the typed configuration (defaults → TOML → `GROUNDWORK__*` environment).
+//! - [`client`]: a typed client of the HTTP API (CLI `--server` mode, tests, benchmarks).
 //! - [`eval`]: BEIR-format retrieval evaluation (nDCG@10, recall@k, MRR@10).
 //! - [`runtime`]: process-wide tuning that the binaries apply at start-up.
+//!
+//! A request's path: `api` authenticates the caller and decodes the body, then calls one
+//! `service` method on a blocking thread; the service checks scopes, reads or writes the store
+//! and the in-memory index, and returns typed data or a `ServiceError` that `api` maps to HTTP.
 //!
 //! Every module owns a `thiserror` error type; `anyhow` is used only by the binary.
 

@@ -45,13 +45,18 @@ impl Default for HnswParams {
 
 type Graph = Hnsw<'static, f32, UnitDot>;
 
+/// Appended slots searched exactly before the snapshot is refreshed (or 2% of the slots).
+const TAIL_LIMIT: usize = 1024;
+
 /// Vectors by slot, optionally with a graph over them.
 pub struct DenseIndex {
     dim: usize,
     params: HnswParams,
     vectors: Vec<f32>,
     graph: Option<Graph>,
-    /// Flat copy of `graph`'s links, refreshed after every change of the graph.
+    /// Flat copy of `graph`'s links over slots `0..snapshot.slots()`. Slots appended since
+    /// (the tail) are in the graph but searched exactly until the tail is worth a refresh, so
+    /// appending document by document does not copy the whole graph each time.
     snapshot: Option<Snapshot>,
 }
 
@@ -117,7 +122,11 @@ impl DenseIndex {
         match &self.graph {
             Some(graph) => {
                 insert_range(graph, &self.vectors, self.dim, first, self.slots());
-                self.snapshot = Snapshot::of(graph, self.slots());
+                let covered = self.snapshot.as_ref().map_or(0, Snapshot::slots);
+                let tail = self.slots() - covered;
+                if tail > TAIL_LIMIT.max(self.slots() / 50) {
+                    self.snapshot = Snapshot::of(graph, self.slots());
+                }
             }
             None if live >= self.params.exact_threshold => self.build_graph(),
             None => {}
@@ -157,7 +166,7 @@ impl DenseIndex {
         if k == 0 || points.live_count() == 0 {
             return Vec::new();
         }
-        // The snapshot is rebuilt wherever the graph is built, extended or loaded.
+        // The snapshot is rebuilt wherever the graph is built or loaded, and when its tail grows.
         let Some(snapshot) = &self.snapshot else {
             return self.exact(query, k, points.matching(filter));
         };
@@ -172,13 +181,21 @@ impl DenseIndex {
             points.live_count()
         };
         let want = k.min(allowed_count);
-        let total = self.slots();
+        let total = snapshot.slots();
+        let tail: Vec<u32> = (total as u32..self.slots() as u32)
+            .filter(|&s| points.allowed(s, filter))
+            .collect();
+        let tail_hits = self.exact(query, k, tail);
         let mut ef = self.params.ef_search.max(k);
         let needs_filter = restricted || points.dead_count() > 0;
         loop {
-            let hits = snapshot.search(query, k, ef, (&self.vectors, self.dim), |s| {
+            let mut hits = snapshot.search(query, k, ef, (&self.vectors, self.dim), |s| {
                 !needs_filter || points.allowed(s, filter)
             });
+            if !tail_hits.is_empty() {
+                hits.extend_from_slice(&tail_hits);
+                hits = top_k(hits, k);
+            }
             if hits.len() >= want {
                 return hits;
             }
@@ -287,4 +304,55 @@ fn load_graph(dir: &Path, name: &str) -> Option<Graph> {
     })
     .ok()
     .flatten()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::index::points::PointMeta;
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+
+    fn unit(rng: &mut StdRng, dim: usize) -> Vec<f32> {
+        let mut v: Vec<f32> = (0..dim).map(|_| rng.random::<f32>() - 0.5).collect();
+        crate::embed::l2_normalize(&mut v);
+        v
+    }
+
+    #[test]
+    fn vectors_appended_after_the_snapshot_are_found() {
+        let mut rng = StdRng::seed_from_u64(7);
+        let dim = 16;
+        let params = HnswParams {
+            exact_threshold: 200,
+            ..HnswParams::default()
+        };
+        let mut index = DenseIndex::new(dim, params);
+        let mut points = Points::default();
+        let mut push = |index: &mut DenseIndex, points: &mut Points, v: Vec<f32>| {
+            let slot = points.push(PointMeta {
+                chunk_id: points.slots() as u64,
+                document_id: "d".into(),
+                kb: "k".into(),
+                metadata: Default::default(),
+            });
+            index.append(&[v], points.live_count()).expect("append");
+            slot
+        };
+        for _ in 0..300 {
+            let v = unit(&mut rng, dim);
+            push(&mut index, &mut points, v);
+        }
+        assert!(index.has_graph());
+        let covered = index.snapshot.as_ref().map_or(0, Snapshot::slots);
+        // One by one, as documents arrive: each new vector is its own nearest neighbour at
+        // once, although the snapshot is not refreshed for every append.
+        for _ in 0..50 {
+            let v = unit(&mut rng, dim);
+            let slot = push(&mut index, &mut points, v.clone());
+            let hits = index.search(&v, 3, &points, &Filter::default());
+            assert_eq!(hits[0].1, slot);
+        }
+        assert_eq!(index.snapshot.as_ref().map_or(0, Snapshot::slots), covered);
+    }
 }

@@ -116,6 +116,11 @@ impl Snapshot {
         &self.links[self.offsets[slot as usize] as usize..self.offsets[slot as usize + 1] as usize]
     }
 
+    /// Slots the snapshot covers (`0..slots`).
+    pub fn slots(&self) -> usize {
+        self.offsets.len().saturating_sub(1)
+    }
+
     /// Up to `k` nearest slots passing `allowed`, as `(cosine, slot)` best first, exploring
     /// with a candidate list of `ef`. `vectors` is the slot-major array of `dim`-sized rows.
     /// Traversal goes through excluded nodes; only results are filtered.

@@ -1,0 +1,396 @@
+//! Service benchmarks through the real HTTP server (in-process axum on a loopback port, driven
+//! by the project's HTTP client), written to `bench-results/service.json`.
+//!
+//! - ingest: the Rust book (`../shared/docs/rust-book`) uploaded end to end (HTTP, stored bytes,
+//!   extraction, chunking, embedding, SQLite, index) — chunks/s and MB/s — and, in the same run,
+//!   the embedder alone on exactly the same chunk texts; the ratio is what the service keeps of
+//!   the model's throughput.
+//! - search: a knowledge base of at least 50k chunks (SciFact abstracts plus the Rust book, cut
+//!   into short chunks so that building it takes minutes, cached in
+//!   `data/.groundwork/bench-cache/`), searched by a closed-loop load generator at concurrency
+//!   1, 8 and 32: p50/p90/p99 latency and requests/s, in hybrid (query embedding included) and
+//!   bm25 mode.
+//!
+//! `cargo bench --bench service [-- --quick] [-- --only ingest|search]`
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use groundwork::client::{Client, FilePart};
+use groundwork::config::Config;
+use groundwork::embed::{BertEmbedder, EmbedOptions, Embedder};
+use groundwork::ingest::isolate::Isolation;
+use groundwork::ingest::{extract, Chunker, ChunkingOptions, ExtractOptions};
+use groundwork::service::Service;
+use serde_json::{json, Value};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn percentile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    sorted[((sorted.len() as f64 * q).ceil() as usize).clamp(1, sorted.len()) - 1]
+}
+
+struct Running {
+    url: String,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+async fn start(service: Service) -> Running {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let (stop, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        let _ = groundwork::api::serve(service, listener, async move {
+            let _ = rx.await;
+        })
+        .await;
+    });
+    Running { url, stop, task }
+}
+
+async fn stop(r: Running) {
+    let _ = r.stop.send(());
+    let _ = r.task.await;
+}
+
+fn open(data_dir: &Path, embedder: Arc<dyn Embedder>) -> Service {
+    let config = Config {
+        data_dir: data_dir.to_owned(),
+        ..Config::default()
+    };
+    let isolation = Isolation::with_program(PathBuf::from(env!("CARGO_BIN_EXE_groundwork")));
+    Service::open(config, embedder, isolation).expect("open service")
+}
+
+async fn wait_jobs(client: &Client, jobs: &[String]) -> u64 {
+    loop {
+        let mut chunks = 0;
+        let mut finished = true;
+        for id in jobs {
+            let j = client.job(id).await.expect("job");
+            chunks += j["chunks_embedded"].as_u64().unwrap_or(0);
+            finished &= j["finished"].as_bool().unwrap_or(false);
+        }
+        if finished {
+            return chunks;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn upload_all(client: &Client, kb: &str, files: Vec<FilePart>) -> Vec<String> {
+    let mut jobs = Vec::new();
+    let mut files = files.into_iter().peekable();
+    while files.peek().is_some() {
+        let group: Vec<FilePart> = files.by_ref().take(64).collect();
+        let r = client.upload(kb, &group, None).await.expect("upload");
+        jobs.push(r["job_id"].as_str().expect("job").to_owned());
+    }
+    jobs
+}
+
+fn rust_book() -> Vec<PathBuf> {
+    let dir = root().join("../shared/docs/rust-book");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .expect("../shared/docs/rust-book is needed for this benchmark")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "md"))
+        .collect();
+    files.sort();
+    files
+}
+
+async fn bench_ingest(embedder: Arc<dyn Embedder>, quick: bool) -> Value {
+    let mut files = rust_book();
+    if quick {
+        files.truncate(20);
+    }
+    let bytes: usize = files
+        .iter()
+        .map(|f| std::fs::metadata(f).map(|m| m.len() as usize).unwrap_or(0))
+        .sum();
+
+    // The embedder alone, on exactly the chunks the service will make (batches of 64 like
+    // the pipeline).
+    let tokenizer = embedder.tokenizer();
+    let chunker = Chunker::new(tokenizer, ChunkingOptions::default());
+    let options = ExtractOptions {
+        isolation: Isolation::with_program(PathBuf::from(env!("CARGO_BIN_EXE_groundwork"))),
+        password: None,
+    };
+    let mut texts = Vec::new();
+    for f in &files {
+        let bytes = std::fs::read(f).expect("read");
+        let name = f.file_name().map(|n| n.to_string_lossy().into_owned());
+        let doc = extract(&bytes, name.as_deref(), &options).expect("extract");
+        texts.extend(chunker.chunk("d", &doc).into_iter().map(|c| c.text));
+    }
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let started = Instant::now();
+    for batch in refs.chunks(64) {
+        embedder.embed(batch).expect("embed");
+    }
+    let embed_secs = started.elapsed().as_secs_f64();
+    let embed_rate = texts.len() as f64 / embed_secs;
+    eprintln!(
+        "embedding only: {} chunks in {embed_secs:.1} s = {embed_rate:.1} chunks/s",
+        texts.len()
+    );
+
+    // End to end through HTTP.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let service = open(dir.path(), embedder.clone());
+    let running = start(service).await;
+    let client = Client::new(&running.url, None).expect("client");
+    client.create_kb("rust-book").await.expect("kb");
+    let parts: Vec<FilePart> = files
+        .iter()
+        .map(|f| FilePart::read(f).expect("read"))
+        .collect();
+    let started = Instant::now();
+    let jobs = upload_all(&client, "rust-book", parts).await;
+    let chunks = wait_jobs(&client, &jobs).await;
+    let secs = started.elapsed().as_secs_f64();
+    stop(running).await;
+    let rate = chunks as f64 / secs;
+    eprintln!(
+        "end to end: {chunks} chunks from {} files ({:.2} MB) in {secs:.1} s = {rate:.1} chunks/s, {:.3} MB/s; ratio {:.3}",
+        files.len(),
+        bytes as f64 / 1e6,
+        bytes as f64 / 1e6 / secs,
+        rate / embed_rate
+    );
+    json!({
+        "files": files.len(), "bytes": bytes, "chunks": chunks,
+        "e2e_seconds": secs, "e2e_chunks_per_s": rate, "e2e_mb_per_s": bytes as f64 / 1e6 / secs,
+        "embed_only_chunks": texts.len(), "embed_only_seconds": embed_secs,
+        "embed_only_chunks_per_s": embed_rate, "ratio": rate / embed_rate,
+    })
+}
+
+/// Picks the largest chunk size that cuts `docs` into at least `target` chunks.
+fn chunk_size_for(
+    embedder: &dyn Embedder,
+    docs: &[(String, String)],
+    target: usize,
+) -> (u32, usize) {
+    let mut last = (16, 0);
+    for size in [96u32, 64, 48, 40, 32, 24, 16] {
+        let chunker = Chunker::new(
+            embedder.tokenizer(),
+            ChunkingOptions {
+                max_tokens: size as usize,
+                overlap_tokens: 0,
+            },
+        );
+        let n: usize = docs
+            .iter()
+            .map(|(name, text)| {
+                let opts = ExtractOptions {
+                    isolation: Isolation::with_program(PathBuf::from(env!(
+                        "CARGO_BIN_EXE_groundwork"
+                    ))),
+                    password: None,
+                };
+                extract(text.as_bytes(), Some(name), &opts)
+                    .map(|d| chunker.chunk("d", &d).len())
+                    .unwrap_or(0)
+            })
+            .sum();
+        eprintln!("chunk size {size}: {n} chunks");
+        last = (size, n);
+        if n >= target {
+            return last;
+        }
+    }
+    last
+}
+
+async fn build_search_kb(
+    embedder: Arc<dyn Embedder>,
+    dir: &Path,
+    target: usize,
+) -> (Running, Client) {
+    let marker = dir.join("BUILT");
+    let fresh = !marker.is_file();
+    if fresh && dir.exists() {
+        std::fs::remove_dir_all(dir).expect("clear partial bench KB");
+    }
+    let service = open(dir, embedder.clone());
+    let running = start(service).await;
+    let client = Client::new(&running.url, None).expect("client");
+    if fresh {
+        let mut docs: Vec<(String, String)> = Vec::new();
+        let corpus = std::fs::read_to_string(root().join("../shared/eval/scifact/corpus.jsonl"))
+            .expect("../shared/eval/scifact is needed for this benchmark");
+        for line in corpus.lines() {
+            let v: Value = serde_json::from_str(line).expect("corpus line");
+            docs.push((
+                format!("scifact-{}.txt", v["_id"].as_str().unwrap_or_default()),
+                format!(
+                    "{}\n\n{}",
+                    v["title"].as_str().unwrap_or_default(),
+                    v["text"].as_str().unwrap_or_default()
+                ),
+            ));
+        }
+        for f in rust_book() {
+            docs.push((
+                f.file_name().expect("name").to_string_lossy().into_owned(),
+                std::fs::read_to_string(&f).expect("read"),
+            ));
+        }
+        let (size, n) = chunk_size_for(embedder.as_ref(), &docs, target);
+        eprintln!(
+            "building the search KB: {} documents at {size} tokens per chunk = {n} chunks",
+            docs.len()
+        );
+        client
+            .post::<Value>(
+                "/v1/kbs",
+                &json!({ "name": "bench", "chunking": { "max_tokens": size, "overlap_tokens": 0 } }),
+            )
+            .await
+            .expect("kb");
+        let parts = docs
+            .into_iter()
+            .map(|(name, text)| FilePart {
+                name,
+                bytes: text.into_bytes(),
+            })
+            .collect();
+        let started = Instant::now();
+        let jobs = upload_all(&client, "bench", parts).await;
+        let chunks = wait_jobs(&client, &jobs).await;
+        eprintln!(
+            "built: {chunks} chunks in {:.0} s",
+            started.elapsed().as_secs_f64()
+        );
+        std::fs::write(&marker, chunks.to_string()).expect("marker");
+    }
+    (running, client)
+}
+
+async fn load(
+    client: &Client,
+    queries: &[String],
+    concurrency: usize,
+    mode: &str,
+    secs: f64,
+) -> Value {
+    let deadline = Instant::now() + Duration::from_secs_f64(secs);
+    let queries = Arc::new(queries.to_vec());
+    let mut tasks = Vec::new();
+    for worker in 0..concurrency {
+        let client = client.clone();
+        let queries = queries.clone();
+        let mode = mode.to_owned();
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            let mut errors = 0u64;
+            let mut i = worker * 7919;
+            while Instant::now() < deadline {
+                let q = &queries[i % queries.len()];
+                i += 1;
+                let t = Instant::now();
+                match client.search("bench", q, 10, &mode).await {
+                    Ok(r) if r["results"].as_array().is_some_and(|a| !a.is_empty()) => {
+                        lat.push(t.elapsed().as_secs_f64() * 1000.0)
+                    }
+                    _ => errors += 1,
+                }
+            }
+            (lat, errors)
+        }));
+    }
+    let started = Instant::now();
+    let mut all = Vec::new();
+    let mut errors = 0;
+    for t in tasks {
+        let (lat, e) = t.await.expect("load task");
+        all.extend(lat);
+        errors += e;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    all.sort_by(f64::total_cmp);
+    let row = json!({
+        "mode": mode, "concurrency": concurrency, "requests": all.len(), "errors_or_empty": errors,
+        "rps": all.len() as f64 / elapsed,
+        "p50_ms": percentile(&all, 0.5), "p90_ms": percentile(&all, 0.9), "p99_ms": percentile(&all, 0.99),
+        "mean_ms": all.iter().sum::<f64>() / all.len().max(1) as f64,
+    });
+    eprintln!("{row}");
+    row
+}
+
+async fn bench_search(embedder: Arc<dyn Embedder>, quick: bool) -> Value {
+    let target = if quick { 5_000 } else { 50_000 };
+    let dir = root().join(format!("data/.groundwork/bench-cache/service-kb-{target}"));
+    let (running, client) = build_search_kb(embedder, &dir, target).await;
+    let kb: Value = client.get("/v1/kbs/bench").await.expect("kb");
+    let chunks = kb["stats"]["chunks"].as_u64().unwrap_or(0);
+    let queries: Vec<String> =
+        std::fs::read_to_string(root().join("../shared/eval/scifact/queries.jsonl"))
+            .expect("queries")
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter_map(|v| v["text"].as_str().map(str::to_owned))
+            .collect();
+    let secs = if quick { 5.0 } else { 20.0 };
+    // Warm-up (page cache, allocator, connection pool).
+    load(&client, &queries, 4, "hybrid", 2.0).await;
+    let mut rows = Vec::new();
+    for mode in ["hybrid", "bm25"] {
+        for c in [1, 8, 32] {
+            rows.push(load(&client, &queries, c, mode, secs).await);
+        }
+    }
+    stop(running).await;
+    json!({ "kb_chunks": chunks, "seconds_per_level": secs, "rows": rows })
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.iter().any(|a| a == "--list") {
+        return;
+    }
+    groundwork::runtime::tune_allocator();
+    let quick = args.iter().any(|a| a == "--quick");
+    let only = args
+        .iter()
+        .position(|a| a == "--only")
+        .and_then(|i| args.get(i + 1).cloned());
+    let embedder: Arc<dyn Embedder> = Arc::new(
+        BertEmbedder::load(
+            &root().join("models/all-MiniLM-L6-v2"),
+            EmbedOptions::default(),
+        )
+        .expect("model (run python3 models/fetch.py)"),
+    );
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let mut report = json!({ "quick": quick, "model": embedder.model_id() });
+    if only.as_deref().is_none_or(|o| o == "ingest") {
+        report["ingest"] = rt.block_on(bench_ingest(embedder.clone(), quick));
+    }
+    if only.as_deref().is_none_or(|o| o == "search") {
+        report["search"] = rt.block_on(bench_search(embedder.clone(), quick));
+    }
+    let out = root().join("bench-results");
+    std::fs::create_dir_all(&out).expect("bench-results");
+    let path = out.join("service.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&report).expect("json")).expect("write");
+    println!("{}", serde_json::to_string_pretty(&report).expect("json"));
+    eprintln!("written to {}", path.display());
+}
