@@ -329,7 +329,7 @@ mod tests {
         };
         let mut index = DenseIndex::new(dim, params);
         let mut points = Points::default();
-        let mut push = |index: &mut DenseIndex, points: &mut Points, v: Vec<f32>| {
+        let push = |index: &mut DenseIndex, points: &mut Points, v: Vec<f32>| {
             let slot = points.push(PointMeta {
                 chunk_id: points.slots() as u64,
                 document_id: "d".into(),
