@@ -58,7 +58,8 @@ pub struct Core {
     /// document + drop bytes nobody references".
     blob_lock: Mutex<()>,
     stats: Stats,
-    demo: bool,
+    /// The demo tenant's id when no API key exists (every caller acts as it).
+    demo: Option<String>,
     stopping: AtomicBool,
     /// Held for the service's life: one process per data directory.
     _lock: std::fs::File,
@@ -253,10 +254,11 @@ impl Service {
         let lock = lock_data_dir(&data_dir)?;
         let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&database_path(&data_dir))?);
         let blobs: Arc<dyn BlobStore> = Arc::new(FsBlobStore::new(&data_dir.join("blobs")));
-        let demo = !store.has_keys()?;
-        if demo {
-            store.ensure_tenant(auth::DEMO_TENANT)?;
-        }
+        let demo = if store.has_keys()? {
+            None
+        } else {
+            Some(store.ensure_tenant(auth::DEMO_TENANT)?.id)
+        };
         let indexes = Indexes::new(&data_dir.join("indexes"), CollectionOptions::default());
         let kbs = store.all_kbs()?;
         for kb in &kbs {
@@ -350,7 +352,7 @@ impl Service {
 
     /// Whether the service runs without API keys.
     pub fn demo_mode(&self) -> bool {
-        self.core.demo
+        self.core.demo.is_some()
     }
 
     /// Whether the service accepts work.
@@ -360,10 +362,9 @@ impl Service {
 
     /// The caller behind an `Authorization: Bearer` token (any caller in demo mode).
     pub fn authenticate(&self, bearer: Option<&str>) -> Result<Principal> {
-        if self.core.demo {
-            let tenant = self.core.store.ensure_tenant(auth::DEMO_TENANT)?;
+        if let Some(tenant_id) = &self.core.demo {
             return Ok(Principal {
-                tenant_id: tenant.id,
+                tenant_id: tenant_id.clone(),
                 key_id: None,
                 scopes: vec![Scope::Read, Scope::Write, Scope::Admin],
             });
@@ -403,7 +404,7 @@ impl Service {
             chunks_embedded: self.core.stats.chunks_embedded.load(Ordering::Relaxed),
             queries_embedded: self.core.stats.queries_embedded.load(Ordering::Relaxed),
             embedding_model: self.core.embedder.model_id().to_owned(),
-            demo_mode: self.core.demo,
+            demo_mode: self.core.demo.is_some(),
         }
     }
 

@@ -12,7 +12,8 @@ use super::migrations::migrations;
 use super::types::*;
 use super::{DocumentStore, JobStore, KbStore, Result, StoreError, TenantStore};
 
-const READERS: usize = 4;
+/// Reader connections kept open for reuse (more are opened under bursts, then closed).
+const READERS: usize = 16;
 
 /// SQLite-backed [`super::Store`].
 pub struct SqliteStore {
