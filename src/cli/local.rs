@@ -334,7 +334,7 @@ pub fn keys(config: Config, cmd: KeysCommand) -> anyhow::Result<()> {
                 .split(',')
                 .map(|s| Scope::parse(s).with_context(|| format!("unknown scope `{s}`")))
                 .collect::<anyhow::Result<Vec<_>>>()?;
-            let key = Service::create_key(&store, &tenant, &name, &scopes)?;
+            let key = service::auth::create_key(&store, &tenant, &name, &scopes)?;
             eprintln!(
                 "created key {} for tenant `{}` with scopes {:?}; it is shown only once \
                  (a running server in demo mode needs a restart to require keys):",

@@ -195,10 +195,7 @@ fn corpus_vectors(
         .join(format!("{}-{}.f32", data.name, &sha256_hex(&key)[..16]));
     if let Ok(bytes) = std::fs::read(&path) {
         if bytes.len() == texts.len() * dim * 4 {
-            let flat: Vec<f32> = bytes
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect();
+            let flat: Vec<f32> = crate::util::f32s_from_le(&bytes);
             return Ok((flat.chunks(dim).map(<[f32]>::to_vec).collect(), 0.0, true));
         }
     }

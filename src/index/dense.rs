@@ -258,10 +258,7 @@ impl DenseIndex {
                 slots
             )));
         }
-        let vectors: Vec<f32> = bytes
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect();
+        let vectors: Vec<f32> = crate::util::f32s_from_le(&bytes);
         let mut index = Self {
             dim,
             params,

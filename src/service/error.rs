@@ -3,7 +3,6 @@
 
 use crate::embed::EmbedError;
 use crate::index::IndexError;
-use crate::ingest::IngestError;
 use crate::store::StoreError;
 
 /// Errors of the knowledge-base service.
@@ -106,15 +105,6 @@ impl From<StoreError> for ServiceError {
             StoreError::NotFound { kind, id } => ServiceError::NotFound { kind, id },
             StoreError::Conflict { kind, name } => ServiceError::Conflict { kind, name },
             other => ServiceError::Store(other),
-        }
-    }
-}
-
-impl From<IngestError> for ServiceError {
-    fn from(e: IngestError) -> Self {
-        match e {
-            IngestError::Unsupported(_) => ServiceError::UnsupportedMediaType(e.to_string()),
-            other => ServiceError::Invalid(other.to_string()),
         }
     }
 }

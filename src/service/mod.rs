@@ -385,16 +385,6 @@ impl Service {
         })
     }
 
-    /// Creates an API key (CLI only; keys are never created over HTTP).
-    pub fn create_key(
-        store: &dyn Store,
-        tenant: &str,
-        name: &str,
-        scopes: &[Scope],
-    ) -> Result<CreatedKey> {
-        auth::create_key(store, tenant, name, scopes)
-    }
-
     /// Process counters.
     pub fn status(&self) -> Status {
         Status {

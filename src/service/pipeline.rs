@@ -179,7 +179,7 @@ pub fn embed_stage(core: &Core, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
 
 /// Commits a document's chunks and vectors, then makes them searchable in one step (the
 /// document it replaces leaves the index in the same step).
-pub fn publish_stage(core: &Core, doc: &Embedded) -> Result<()> {
+pub fn publish_stage(core: &Core, doc: &mut Embedded) -> Result<()> {
     let c = &doc.chunked;
     let index = core.indexes.get(&c.task.kb.id)?;
     let rows = c
@@ -208,7 +208,7 @@ pub fn publish_stage(core: &Core, doc: &Embedded) -> Result<()> {
     let points = c
         .chunks
         .iter()
-        .zip(&doc.vectors)
+        .zip(std::mem::take(&mut doc.vectors))
         .zip(&published.chunk_ids)
         .map(|((chunk, vector), &id)| NewPoint {
             meta: PointMeta {
@@ -217,7 +217,7 @@ pub fn publish_stage(core: &Core, doc: &Embedded) -> Result<()> {
                 kb: c.task.kb.id.clone(),
                 metadata: c.task.metadata.clone(),
             },
-            vector: vector.clone(),
+            vector,
             text: &chunk.text,
         })
         .collect();
@@ -474,9 +474,10 @@ fn embed_loop(core: &Core, rx: &Receiver<Chunked>, tx: &SyncSender<Embedded>) {
 }
 
 fn publish_loop(core: &Core, rx: &Receiver<Embedded>) {
-    while let Ok(doc) = rx.recv() {
+    while let Ok(mut doc) = rx.recv() {
+        let outcome = publish_stage(core, &mut doc);
         let task = &doc.chunked.task;
-        match publish_stage(core, &doc) {
+        match outcome {
             Ok(()) => {
                 core.queue.release(1);
                 metrics::counter!("groundwork_ingest_documents_total", "status" => "ready")

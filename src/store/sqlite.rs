@@ -58,13 +58,6 @@ fn vector_bytes(v: &[f32]) -> &[u8] {
     bytemuck::cast_slice(v)
 }
 
-fn vector_from(bytes: &[u8]) -> Vec<f32> {
-    bytes
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        .collect()
-}
-
 impl SqliteStore {
     /// Opens (creating if needed) the database at `path` and migrates it to the latest schema.
     pub fn open(path: &Path) -> Result<Self> {
@@ -790,7 +783,7 @@ impl DocumentStore for SqliteStore {
                         chunk_id: r.get::<_, i64>(0)? as u64,
                         document_id,
                         text: r.get(2)?,
-                        vector: vector_from(
+                        vector: crate::util::f32s_from_le(
                             r.get_ref(3)?
                                 .as_blob()
                                 .map_err(|e| StoreError::Database(e.to_string()))?,
