@@ -11,12 +11,19 @@
 
 mod blobs;
 mod migrations;
+pub mod sources;
 mod sqlite;
 mod types;
+pub mod workflows;
 
 pub use blobs::{BlobStore, FsBlobStore};
+pub use sources::{Source, SourceStore};
 pub use sqlite::SqliteStore;
 pub use types::*;
+pub use workflows::{
+    AttemptError, NewWorkflow, StepRecord, StepStatus, WorkflowQuery, WorkflowRecord,
+    WorkflowStatus, WorkflowStore,
+};
 
 /// Errors of the store.
 #[derive(Debug, thiserror::Error)]
@@ -100,6 +107,8 @@ pub trait KbStore: Send + Sync {
     fn all_kbs(&self) -> Result<Vec<Kb>>;
     /// A knowledge base by id or name, within the tenant.
     fn get_kb(&self, tenant_id: &str, id_or_name: &str) -> Result<Kb>;
+    /// A knowledge base by id, whatever its tenant (background work).
+    fn kb_by_id(&self, id: &str) -> Result<Kb>;
     /// Deletes a knowledge base with its documents, chunks and jobs; returns the content
     /// hashes no longer referenced by any document (their stored bytes may go).
     fn delete_kb(&self, kb_id: &str) -> Result<Vec<String>>;
@@ -119,8 +128,12 @@ pub trait DocumentStore: Send + Sync {
     fn list_documents(&self, kb_id: &str, query: &DocumentQuery) -> Result<Page<Document>>;
     /// Documents waiting or interrupted in processing, oldest first (resumed at start-up).
     fn unfinished_documents(&self) -> Result<Vec<Document>>;
+    /// Documents accepted and not finished (queued or processing), over every KB.
+    fn count_unfinished(&self) -> Result<u64>;
     /// Moves a document to `processing`.
     fn mark_processing(&self, id: &str) -> Result<()>;
+    /// Puts a failed document back to `queued` (a retried ingest); others are left alone.
+    fn requeue_failed(&self, id: &str) -> Result<()>;
     /// Marks a document `failed` with a stable code and message.
     fn mark_failed(&self, id: &str, code: &str, message: &str) -> Result<()>;
     /// In one transaction: stores the chunks and vectors, marks the document `ready`, removes
@@ -139,19 +152,57 @@ pub trait DocumentStore: Send + Sync {
     fn for_each_vector(
         &self,
         kb_id: &str,
+        generation: Option<u64>,
         f: &mut dyn FnMut(StoredPoint) -> Result<()>,
     ) -> Result<u64>;
 }
 
+/// Index generations of a knowledge base, for reindexing while the serving one answers.
+pub trait GenerationStore: Send + Sync {
+    /// Starts the generation after the serving one: drops chunks left by an abandoned
+    /// reindex and returns the new generation's number.
+    fn begin_generation(&self, kb_id: &str) -> Result<u64>;
+    /// Ready documents without chunks in `generation`, oldest first.
+    fn documents_missing_generation(&self, kb_id: &str, generation: u64) -> Result<Vec<Document>>;
+    /// Stores a ready document's chunks for `generation` (not yet serving). Idempotent: chunks
+    /// already staged are kept and their ids returned. `None` when the document is gone.
+    fn stage_chunks(
+        &self,
+        document_id: &str,
+        generation: u64,
+        chunks: &[ChunkRow<'_>],
+    ) -> Result<Option<Vec<u64>>>;
+    /// Ids of every ready document's chunks in `generation`.
+    fn generation_chunk_ids(&self, kb_id: &str, generation: u64) -> Result<Vec<u64>>;
+    /// In one transaction: makes `switch.generation` the serving one with its settings,
+    /// deletes every other generation's chunks and bumps the index sequence (returned).
+    /// `None` when the knowledge base already serves that generation or a later one.
+    fn switch_generation(&self, kb_id: &str, switch: &GenerationSwitch) -> Result<Option<u64>>;
+    /// Deletes a generation's chunks unless it is serving (an abandoned reindex).
+    fn drop_generation(&self, kb_id: &str, generation: u64) -> Result<()>;
+}
+
 /// Ingest jobs (one per upload request).
 pub trait JobStore: Send + Sync {
-    /// Records a job for documents about to be inserted.
-    fn create_job(&self, tenant_id: &str, kb_id: &str) -> Result<String>;
+    /// Records a job (its id is its workflow's) for documents about to be inserted.
+    fn create_job(&self, id: &str, tenant_id: &str, kb_id: &str) -> Result<()>;
     /// A job's progress, within the tenant.
     fn job(&self, tenant_id: &str, id: &str) -> Result<Job>;
 }
 
 /// Everything the service needs from storage.
-pub trait Store: TenantStore + KbStore + DocumentStore + JobStore {}
+pub trait Store:
+    TenantStore + KbStore + DocumentStore + JobStore + GenerationStore + WorkflowStore + SourceStore
+{
+}
 
-impl<T: TenantStore + KbStore + DocumentStore + JobStore> Store for T {}
+impl<T> Store for T where
+    T: TenantStore
+        + KbStore
+        + DocumentStore
+        + JobStore
+        + GenerationStore
+        + WorkflowStore
+        + SourceStore
+{
+}

@@ -118,6 +118,8 @@ pub struct NewKb {
     pub description: Option<String>,
     /// Id of the embedding model its vectors come from.
     pub embedding_model: String,
+    /// Folder of that model when it is not the server's default.
+    pub model_source: Option<String>,
     /// Vector length of that model.
     pub dimension: u32,
     /// How its documents are chunked.
@@ -143,6 +145,10 @@ pub struct Kb {
     pub chunking: ChunkingStamp,
     /// Bumped by every change to its searchable content.
     pub index_seq: u64,
+    /// Index generation serving searches (a reindex builds the next one beside it).
+    pub generation: u64,
+    /// Local folder the embedding model was loaded from, when not the server's default.
+    pub model_source: Option<String>,
     /// Creation time.
     pub created_at: DateTime<Utc>,
 }
@@ -162,6 +168,9 @@ pub struct KbStats {
     pub chunks: u64,
     /// Bytes of searchable documents.
     pub bytes: u64,
+    /// Ready documents whose chunks were made with another model or chunking than the
+    /// knowledge base's (a reindex brings them up to date).
+    pub stale: u64,
 }
 
 /// Where a document is in its life.
@@ -254,6 +263,10 @@ pub struct Document {
     pub warnings: Vec<String>,
     /// The document this one replaces when published.
     pub replaces: Option<String>,
+    /// Embedding model of its chunks (once ready).
+    pub embedding_model: Option<String>,
+    /// Chunking of its chunks (once ready).
+    pub chunking: Option<ChunkingStamp>,
     /// Upload time.
     pub created_at: DateTime<Utc>,
     /// Last status change.
@@ -298,6 +311,8 @@ pub struct Inserted {
 pub struct DocumentQuery {
     /// Only this status.
     pub status: Option<DocumentStatus>,
+    /// Only ready documents made with another model or chunking than the KB's.
+    pub stale: bool,
     /// Skip this many.
     pub offset: u64,
     /// At most this many.
@@ -341,6 +356,10 @@ pub struct ChunkRow<'a> {
 pub struct Publish<'a> {
     /// The document.
     pub document_id: &'a str,
+    /// Model the vectors come from.
+    pub embedding_model: &'a str,
+    /// Chunking the chunks were made with.
+    pub chunking: ChunkingStamp,
     /// Pages (PDF).
     pub pages: Option<u32>,
     /// Extraction warnings.
@@ -466,4 +485,19 @@ impl Job {
     pub fn finished(&self) -> bool {
         self.queued == 0 && self.processing == 0
     }
+}
+
+/// What a knowledge base switches to at the end of a reindex.
+#[derive(Debug, Clone)]
+pub struct GenerationSwitch {
+    /// The generation whose chunks become the serving ones.
+    pub generation: u64,
+    /// Its embedding model id.
+    pub embedding_model: String,
+    /// Folder the model is loaded from (`None` for the server's default).
+    pub model_source: Option<String>,
+    /// Vector length.
+    pub dimension: u32,
+    /// Its chunking.
+    pub chunking: ChunkingStamp,
 }

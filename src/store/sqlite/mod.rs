@@ -10,7 +10,10 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row};
 
 use super::migrations::migrations;
 use super::types::*;
-use super::{DocumentStore, JobStore, KbStore, Result, StoreError, TenantStore};
+use super::{DocumentStore, GenerationStore, JobStore, KbStore, Result, StoreError, TenantStore};
+
+mod sources;
+mod workflows;
 
 /// Reader connections kept open for reuse (more are opened under bursts, then closed).
 const READERS: usize = 16;
@@ -105,7 +108,8 @@ impl SqliteStore {
 }
 
 const KB_COLS: &str = "id, tenant_id, name, description, embedding_model, dimension, \
-                       chunk_max_tokens, chunk_overlap_tokens, index_seq, created_at";
+                       chunk_max_tokens, chunk_overlap_tokens, index_seq, created_at, generation, \
+                       model_source";
 
 fn kb_row(r: &Row<'_>) -> rusqlite::Result<Kb> {
     Ok(Kb {
@@ -121,12 +125,19 @@ fn kb_row(r: &Row<'_>) -> rusqlite::Result<Kb> {
         },
         index_seq: r.get::<_, i64>(8)? as u64,
         created_at: r.get(9)?,
+        generation: r.get::<_, i64>(10)? as u64,
+        model_source: r.get(11)?,
     })
 }
 
+/// A ready document (alias `d`) whose chunks were not made with its KB's (alias `k`) settings.
+const STALE: &str = "d.status = 'ready' AND (d.embedding_model IS NOT k.embedding_model \
+    OR d.chunk_max_tokens IS NOT k.chunk_max_tokens \
+    OR d.chunk_overlap_tokens IS NOT k.chunk_overlap_tokens)";
+
 const DOC_COLS: &str = "id, kb_id, job_id, name, media_type, size, sha256, status, error_code, \
                         error, metadata, chunk_count, pages, warnings, replaces, created_at, \
-                        updated_at";
+                        updated_at, embedding_model, chunk_max_tokens, chunk_overlap_tokens";
 
 struct RawDoc {
     doc: Document,
@@ -155,6 +166,14 @@ fn doc_row(r: &Row<'_>) -> rusqlite::Result<RawDoc> {
             replaces: r.get(14)?,
             created_at: r.get(15)?,
             updated_at: r.get(16)?,
+            embedding_model: r.get(17)?,
+            chunking: match (r.get::<_, Option<u32>>(18)?, r.get::<_, Option<u32>>(19)?) {
+                (Some(max_tokens), Some(overlap_tokens)) => Some(ChunkingStamp {
+                    max_tokens,
+                    overlap_tokens,
+                }),
+                _ => None,
+            },
         },
         status: r.get(7)?,
         metadata: r.get(10)?,
@@ -187,13 +206,51 @@ fn get_doc(conn: &Connection, kb_id: &str, id: &str) -> Result<Document> {
     .finish()
 }
 
+/// Ids of a document's chunks in the serving generation (those an index holds).
 fn chunk_ids_of(conn: &Connection, document_id: &str) -> Result<Vec<u64>> {
-    let mut stmt =
-        conn.prepare_cached("SELECT id FROM chunks WHERE document_id = ?1 ORDER BY id")?;
+    let mut stmt = conn.prepare_cached(
+        "SELECT c.id FROM chunks c JOIN documents d ON d.id = c.document_id
+         JOIN kbs k ON k.id = d.kb_id
+         WHERE c.document_id = ?1 AND c.generation = k.generation ORDER BY c.id",
+    )?;
     let ids = stmt
         .query_map([document_id], |r| r.get::<_, i64>(0))?
         .map(|r| r.map(|v| v as u64))
         .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(ids)
+}
+
+/// Inserts chunks of one generation; returns their ids in order.
+fn insert_chunks(
+    tx: &Connection,
+    document_id: &str,
+    generation: i64,
+    chunks: &[ChunkRow<'_>],
+) -> Result<Vec<u64>> {
+    let mut ids = Vec::with_capacity(chunks.len());
+    let mut stmt = tx.prepare_cached(
+        "INSERT INTO chunks (document_id, ordinal, start_offset, end_offset, text, tokens,
+                             page_start, page_end, heading_path, hash, vector, generation)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+    )?;
+    for c in chunks {
+        let headings = serde_json::to_string(c.heading_path).map_err(json_err)?;
+        stmt.execute(params![
+            document_id,
+            c.ordinal,
+            c.start as i64,
+            c.end as i64,
+            c.text,
+            c.tokens,
+            c.pages.map(|p| p.0),
+            c.pages.map(|p| p.1),
+            headings,
+            c.hash,
+            vector_bytes(c.vector),
+            generation
+        ])?;
+        ids.push(tx.last_insert_rowid() as u64);
+    }
     Ok(ids)
 }
 
@@ -362,8 +419,8 @@ impl KbStore for SqliteStore {
             }
             tx.execute(
                 "INSERT INTO kbs (id, tenant_id, name, description, embedding_model, dimension,
-                                  chunk_max_tokens, chunk_overlap_tokens, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                                  chunk_max_tokens, chunk_overlap_tokens, created_at, model_source)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
                 params![
                     id,
                     kb.tenant_id,
@@ -373,7 +430,8 @@ impl KbStore for SqliteStore {
                     kb.dimension,
                     kb.chunking.max_tokens,
                     kb.chunking.overlap_tokens,
-                    Utc::now()
+                    Utc::now(),
+                    kb.model_source
                 ],
             )?;
             Ok(tx.query_row(
@@ -420,6 +478,21 @@ impl KbStore for SqliteStore {
             .ok_or_else(|| StoreError::NotFound {
                 kind: "knowledge base",
                 id: id_or_name.to_owned(),
+            })
+        })
+    }
+
+    fn kb_by_id(&self, id: &str) -> Result<Kb> {
+        self.read(|c| {
+            c.query_row(
+                &format!("SELECT {KB_COLS} FROM kbs WHERE id = ?1"),
+                [id],
+                kb_row,
+            )
+            .optional()?
+            .ok_or_else(|| StoreError::NotFound {
+                kind: "knowledge base",
+                id: id.to_owned(),
             })
         })
     }
@@ -475,6 +548,14 @@ impl KbStore for SqliteStore {
                     None => {}
                 }
             }
+            stats.stale = c.query_row(
+                &format!(
+                    "SELECT COUNT(*) FROM documents d JOIN kbs k ON k.id = d.kb_id
+                          WHERE d.kb_id = ?1 AND {STALE}"
+                ),
+                [kb_id],
+                |r| r.get::<_, i64>(0),
+            )? as u64;
             Ok(stats)
         })
     }
@@ -553,14 +634,23 @@ impl DocumentStore for SqliteStore {
     fn list_documents(&self, kb_id: &str, query: &DocumentQuery) -> Result<Page<Document>> {
         self.read(|c| {
             let status = query.status.map(|s| s.as_str());
+            let stale = if query.stale { STALE } else { "1" };
+            let filter = format!(
+                "FROM documents d JOIN kbs k ON k.id = d.kb_id
+                 WHERE d.kb_id = ?1 AND (?2 IS NULL OR d.status = ?2) AND {stale}"
+            );
             let total: i64 = c.query_row(
-                "SELECT COUNT(*) FROM documents WHERE kb_id = ?1 AND (?2 IS NULL OR status = ?2)",
+                &format!("SELECT COUNT(*) {filter}"),
                 params![kb_id, status],
                 |r| r.get(0),
             )?;
+            let cols = DOC_COLS
+                .split(", ")
+                .map(|col| format!("d.{}", col.trim()))
+                .collect::<Vec<_>>()
+                .join(", ");
             let mut stmt = c.prepare(&format!(
-                "SELECT {DOC_COLS} FROM documents WHERE kb_id = ?1 AND (?2 IS NULL OR status = ?2)
-                 ORDER BY created_at DESC, id DESC LIMIT ?3 OFFSET ?4"
+                "SELECT {cols} {filter} ORDER BY d.created_at DESC, d.id DESC LIMIT ?3 OFFSET ?4"
             ))?;
             let items = stmt
                 .query_map(
@@ -590,6 +680,16 @@ impl DocumentStore for SqliteStore {
         })
     }
 
+    fn count_unfinished(&self) -> Result<u64> {
+        self.read(|c| {
+            Ok(c.query_row(
+                "SELECT COUNT(*) FROM documents WHERE status IN ('queued', 'processing')",
+                [],
+                |r| r.get::<_, i64>(0),
+            )? as u64)
+        })
+    }
+
     fn mark_processing(&self, id: &str) -> Result<()> {
         self.write(|tx| {
             let n = tx.execute(
@@ -603,6 +703,18 @@ impl DocumentStore for SqliteStore {
                     id: id.to_owned(),
                 });
             }
+            Ok(())
+        })
+    }
+
+    fn requeue_failed(&self, id: &str) -> Result<()> {
+        self.write(|tx| {
+            tx.execute(
+                "UPDATE documents SET status = 'queued', error_code = NULL, error = NULL,
+                        updated_at = ?2
+                 WHERE id = ?1 AND status = 'failed'",
+                params![id, Utc::now()],
+            )?;
             Ok(())
         })
     }
@@ -629,8 +741,7 @@ impl DocumentStore for SqliteStore {
                     |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
                 )
                 .optional()?;
-            let Some((kb_id, replaces, status, job_id)) = row.filter(|r| r.2 != "failed")
-            else {
+            let Some((kb_id, replaces, status, job_id)) = row.filter(|r| r.2 != "failed") else {
                 // Deleted or superseded while it was being processed.
                 return Err(StoreError::NotFound {
                     kind: "document",
@@ -643,42 +754,26 @@ impl DocumentStore for SqliteStore {
                     name: p.document_id.to_owned(),
                 });
             }
-            let mut chunk_ids = Vec::with_capacity(p.chunks.len());
-            {
-                let mut stmt = tx.prepare_cached(
-                    "INSERT INTO chunks (document_id, ordinal, start_offset, end_offset, text, tokens,
-                                         page_start, page_end, heading_path, hash, vector)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-                )?;
-                for c in &p.chunks {
-                    let headings = serde_json::to_string(c.heading_path).map_err(json_err)?;
-                    stmt.execute(params![
-                        p.document_id,
-                        c.ordinal,
-                        c.start as i64,
-                        c.end as i64,
-                        c.text,
-                        c.tokens,
-                        c.pages.map(|p| p.0),
-                        c.pages.map(|p| p.1),
-                        headings,
-                        c.hash,
-                        vector_bytes(c.vector)
-                    ])?;
-                    chunk_ids.push(tx.last_insert_rowid() as u64);
-                }
-            }
+            let generation: i64 =
+                tx.query_row("SELECT generation FROM kbs WHERE id = ?1", [&kb_id], |r| {
+                    r.get(0)
+                })?;
+            let chunk_ids = insert_chunks(tx, p.document_id, generation, &p.chunks)?;
             tx.execute(
                 "UPDATE documents SET status = 'ready', chunk_count = ?2, pages = ?3,
                         warnings = ?4, error_code = NULL, error = NULL, replaces = NULL,
-                        updated_at = ?5
+                        updated_at = ?5, embedding_model = ?6, chunk_max_tokens = ?7,
+                        chunk_overlap_tokens = ?8
                  WHERE id = ?1",
                 params![
                     p.document_id,
                     chunk_ids.len() as i64,
                     p.pages,
                     warnings,
-                    Utc::now()
+                    Utc::now(),
+                    p.embedding_model,
+                    p.chunking.max_tokens,
+                    p.chunking.overlap_tokens
                 ],
             )?;
             tx.execute(
@@ -726,7 +821,9 @@ impl DocumentStore for SqliteStore {
     fn list_chunks(&self, document_id: &str, offset: u64, limit: u64) -> Result<Vec<ChunkRecord>> {
         self.read(|c| {
             let mut stmt = c.prepare_cached(&format!(
-                "{CHUNK_SELECT} WHERE c.document_id = ?1 ORDER BY c.ordinal LIMIT ?2 OFFSET ?3"
+                "{CHUNK_SELECT} WHERE c.document_id = ?1
+                   AND c.generation = (SELECT k.generation FROM kbs k WHERE k.id = d.kb_id)
+                 ORDER BY c.ordinal LIMIT ?2 OFFSET ?3"
             ))?;
             let rows = stmt
                 .query_map(params![document_id, limit as i64, offset as i64], chunk_row)?
@@ -752,22 +849,26 @@ impl DocumentStore for SqliteStore {
     fn for_each_vector(
         &self,
         kb_id: &str,
+        generation: Option<u64>,
         f: &mut dyn FnMut(StoredPoint) -> Result<()>,
     ) -> Result<u64> {
         self.read(|c| {
             // One read transaction: the rows and the sequence are one consistent snapshot.
             c.execute_batch("BEGIN")?;
             let out = (|| {
-                let seq: i64 =
-                    c.query_row("SELECT index_seq FROM kbs WHERE id = ?1", [kb_id], |r| {
-                        r.get(0)
-                    })?;
+                let (seq, serving): (i64, i64) = c.query_row(
+                    "SELECT index_seq, generation FROM kbs WHERE id = ?1",
+                    [kb_id],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )?;
+                let generation = generation.map(|g| g as i64).unwrap_or(serving);
                 let mut stmt = c.prepare(
                     "SELECT c.id, c.document_id, c.text, c.vector, d.metadata
                      FROM chunks c JOIN documents d ON d.id = c.document_id
-                     WHERE d.kb_id = ?1 AND d.status = 'ready' ORDER BY c.id",
+                     WHERE d.kb_id = ?1 AND d.status = 'ready' AND c.generation = ?2
+                     ORDER BY c.id",
                 )?;
-                let mut rows = stmt.query([kb_id])?;
+                let mut rows = stmt.query(params![kb_id, generation])?;
                 let mut last_doc = String::new();
                 let mut last_meta = Default::default();
                 while let Some(r) = rows.next()? {
@@ -829,8 +930,7 @@ fn finish_chunk((mut chunk, headings): (ChunkRecord, String)) -> Result<ChunkRec
 }
 
 impl JobStore for SqliteStore {
-    fn create_job(&self, tenant_id: &str, kb_id: &str) -> Result<String> {
-        let id = new_id();
+    fn create_job(&self, id: &str, tenant_id: &str, kb_id: &str) -> Result<()> {
         self.write(|tx| {
             tx.execute(
                 "INSERT INTO jobs (id, tenant_id, kb_id, created_at) VALUES (?1, ?2, ?3, ?4)",
@@ -838,7 +938,7 @@ impl JobStore for SqliteStore {
             )?;
             Ok(())
         })?;
-        Ok(id)
+        Ok(())
     }
 
     fn job(&self, tenant_id: &str, id: &str) -> Result<Job> {
@@ -892,6 +992,146 @@ impl JobStore for SqliteStore {
                 }
             }
             Ok(job)
+        })
+    }
+}
+
+impl GenerationStore for SqliteStore {
+    fn begin_generation(&self, kb_id: &str) -> Result<u64> {
+        self.write(|tx| {
+            let serving: i64 =
+                tx.query_row("SELECT generation FROM kbs WHERE id = ?1", [kb_id], |r| {
+                    r.get(0)
+                })?;
+            tx.execute(
+                "DELETE FROM chunks WHERE generation > ?2
+                   AND document_id IN (SELECT id FROM documents WHERE kb_id = ?1)",
+                params![kb_id, serving],
+            )?;
+            Ok(serving as u64 + 1)
+        })
+    }
+
+    fn documents_missing_generation(&self, kb_id: &str, generation: u64) -> Result<Vec<Document>> {
+        self.read(|c| {
+            let mut stmt = c.prepare(&format!(
+                "SELECT {DOC_COLS} FROM documents d WHERE d.kb_id = ?1 AND d.status = 'ready'
+                   AND NOT EXISTS (SELECT 1 FROM chunks c
+                                   WHERE c.document_id = d.id AND c.generation = ?2)
+                 ORDER BY d.created_at, d.id"
+            ))?;
+            let items = stmt
+                .query_map(params![kb_id, generation as i64], doc_row)?
+                .map(|r| r.map_err(StoreError::from).and_then(RawDoc::finish))
+                .collect::<Result<Vec<_>>>()?;
+            Ok(items)
+        })
+    }
+
+    fn stage_chunks(
+        &self,
+        document_id: &str,
+        generation: u64,
+        chunks: &[ChunkRow<'_>],
+    ) -> Result<Option<Vec<u64>>> {
+        self.write(|tx| {
+            let live: bool = tx.query_row(
+                "SELECT EXISTS (SELECT 1 FROM documents WHERE id = ?1 AND status = 'ready')",
+                [document_id],
+                |r| r.get(0),
+            )?;
+            if !live {
+                return Ok(None);
+            }
+            let mut stmt = tx.prepare_cached(
+                "SELECT id FROM chunks WHERE document_id = ?1 AND generation = ?2 ORDER BY ordinal",
+            )?;
+            let existing = stmt
+                .query_map(params![document_id, generation as i64], |r| {
+                    r.get::<_, i64>(0)
+                })?
+                .map(|r| r.map(|v| v as u64))
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            drop(stmt);
+            if !existing.is_empty() {
+                return Ok(Some(existing));
+            }
+            Ok(Some(insert_chunks(
+                tx,
+                document_id,
+                generation as i64,
+                chunks,
+            )?))
+        })
+    }
+
+    fn generation_chunk_ids(&self, kb_id: &str, generation: u64) -> Result<Vec<u64>> {
+        self.read(|c| {
+            let mut stmt = c.prepare(
+                "SELECT c.id FROM chunks c JOIN documents d ON d.id = c.document_id
+                 WHERE d.kb_id = ?1 AND d.status = 'ready' AND c.generation = ?2 ORDER BY c.id",
+            )?;
+            let ids = stmt
+                .query_map(params![kb_id, generation as i64], |r| r.get::<_, i64>(0))?
+                .map(|r| r.map(|v| v as u64))
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(ids)
+        })
+    }
+
+    fn switch_generation(&self, kb_id: &str, switch: &GenerationSwitch) -> Result<Option<u64>> {
+        self.write(|tx| {
+            let serving: i64 =
+                tx.query_row("SELECT generation FROM kbs WHERE id = ?1", [kb_id], |r| {
+                    r.get(0)
+                })?;
+            if serving as u64 >= switch.generation {
+                return Ok(None);
+            }
+            tx.execute(
+                "UPDATE kbs SET generation = ?2, embedding_model = ?3, model_source = ?4,
+                        dimension = ?5, chunk_max_tokens = ?6, chunk_overlap_tokens = ?7
+                 WHERE id = ?1",
+                params![
+                    kb_id,
+                    switch.generation as i64,
+                    switch.embedding_model,
+                    switch.model_source,
+                    switch.dimension,
+                    switch.chunking.max_tokens,
+                    switch.chunking.overlap_tokens
+                ],
+            )?;
+            tx.execute(
+                "DELETE FROM chunks WHERE generation != ?2
+                   AND document_id IN (SELECT id FROM documents WHERE kb_id = ?1)",
+                params![kb_id, switch.generation as i64],
+            )?;
+            tx.execute(
+                "UPDATE documents SET embedding_model = ?2, chunk_max_tokens = ?3,
+                        chunk_overlap_tokens = ?4,
+                        chunk_count = (SELECT COUNT(*) FROM chunks c WHERE c.document_id = documents.id)
+                 WHERE kb_id = ?1 AND status = 'ready'",
+                params![
+                    kb_id,
+                    switch.embedding_model,
+                    switch.chunking.max_tokens,
+                    switch.chunking.overlap_tokens
+                ],
+            )?;
+            Ok(Some(bump_seq(tx, kb_id)?))
+        })
+    }
+
+    fn drop_generation(&self, kb_id: &str, generation: u64) -> Result<()> {
+        self.write(|tx| {
+            tx.execute(
+                "DELETE FROM chunks WHERE generation = ?2
+                   AND generation != (SELECT generation FROM kbs WHERE id = ?1)
+                   AND document_id IN (SELECT id FROM documents WHERE kb_id = ?1)",
+                params![kb_id, generation as i64],
+            )?;
+            Ok(())
         })
     }
 }

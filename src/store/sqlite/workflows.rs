@@ -1,0 +1,430 @@
+//! [`WorkflowStore`] on SQLite.
+
+use chrono::{DateTime, Utc};
+use rusqlite::{params, Connection, OptionalExtension, Row};
+use serde_json::Value;
+
+use super::{json_err, SqliteStore};
+use crate::store::workflows::*;
+use crate::store::{Page, Result, StoreError};
+
+const WF_COLS: &str = "id, tenant_id, kind, subject, idempotency_key, input, status, \
+    cancel_requested, wake_at, waiting_for, output, error, progress, runs, created_at, \
+    updated_at, started_at, finished_at";
+
+struct RawWf {
+    wf: WorkflowRecord,
+    input: String,
+    output: Option<String>,
+    progress: String,
+    status: String,
+}
+
+fn wf_row(r: &Row<'_>) -> rusqlite::Result<RawWf> {
+    Ok(RawWf {
+        wf: WorkflowRecord {
+            id: r.get(0)?,
+            tenant_id: r.get(1)?,
+            kind: r.get(2)?,
+            subject: r.get(3)?,
+            idempotency_key: r.get(4)?,
+            input: Value::Null,
+            status: WorkflowStatus::Queued,
+            cancel_requested: r.get::<_, i64>(7)? != 0,
+            wake_at: r.get(8)?,
+            waiting_for: r.get(9)?,
+            output: None,
+            error: r.get(11)?,
+            progress: Value::Null,
+            runs: r.get(13)?,
+            created_at: r.get(14)?,
+            updated_at: r.get(15)?,
+            started_at: r.get(16)?,
+            finished_at: r.get(17)?,
+        },
+        input: r.get(5)?,
+        output: r.get(10)?,
+        progress: r.get(12)?,
+        status: r.get(6)?,
+    })
+}
+
+impl RawWf {
+    fn finish(mut self) -> Result<WorkflowRecord> {
+        self.wf.input = serde_json::from_str(&self.input).map_err(json_err)?;
+        self.wf.output = self
+            .output
+            .map(|o| serde_json::from_str(&o))
+            .transpose()
+            .map_err(json_err)?;
+        self.wf.progress = serde_json::from_str(&self.progress).map_err(json_err)?;
+        self.wf.status = WorkflowStatus::parse(&self.status)
+            .ok_or_else(|| StoreError::Database(format!("unknown status {}", self.status)))?;
+        Ok(self.wf)
+    }
+}
+
+fn get_wf(c: &Connection, id: &str) -> Result<WorkflowRecord> {
+    c.query_row(
+        &format!("SELECT {WF_COLS} FROM workflows WHERE id = ?1"),
+        [id],
+        wf_row,
+    )
+    .optional()?
+    .ok_or_else(|| StoreError::NotFound {
+        kind: "workflow",
+        id: id.to_owned(),
+    })?
+    .finish()
+}
+
+fn collect(
+    stmt: &mut rusqlite::Statement<'_>,
+    p: impl rusqlite::Params,
+) -> Result<Vec<WorkflowRecord>> {
+    stmt.query_map(p, wf_row)?
+        .map(|r| r.map_err(StoreError::from).and_then(RawWf::finish))
+        .collect()
+}
+
+fn step_row(r: &Row<'_>) -> rusqlite::Result<(StepRecord, String, Option<String>, String)> {
+    Ok((
+        StepRecord {
+            name: r.get(0)?,
+            position: r.get(1)?,
+            status: StepStatus::Running,
+            attempts: r.get(3)?,
+            output: None,
+            errors: Vec::new(),
+            wake_at: r.get(6)?,
+            started_at: r.get(7)?,
+            finished_at: r.get(8)?,
+        },
+        r.get(2)?,
+        r.get(4)?,
+        r.get(5)?,
+    ))
+}
+
+fn upsert_step(c: &Connection, workflow_id: &str, s: &StepRecord) -> Result<()> {
+    let output = s
+        .output
+        .as_ref()
+        .map(serde_json::to_string)
+        .transpose()
+        .map_err(json_err)?;
+    let errors = serde_json::to_string(&s.errors).map_err(json_err)?;
+    c.prepare_cached(
+        "INSERT INTO workflow_steps (workflow_id, name, position, status, attempts, output, errors,
+                                     wake_at, started_at, finished_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+         ON CONFLICT (workflow_id, name) DO UPDATE SET
+             status = excluded.status, attempts = excluded.attempts, output = excluded.output,
+             errors = excluded.errors, wake_at = excluded.wake_at,
+             finished_at = excluded.finished_at",
+    )?
+    .execute(params![
+        workflow_id,
+        s.name,
+        s.position,
+        s.status.as_str(),
+        s.attempts,
+        output,
+        errors,
+        s.wake_at,
+        s.started_at,
+        s.finished_at
+    ])?;
+    Ok(())
+}
+
+impl WorkflowStore for SqliteStore {
+    fn create_workflow(&self, new: &NewWorkflow) -> Result<(WorkflowRecord, bool)> {
+        let input = serde_json::to_string(&new.input).map_err(json_err)?;
+        self.write(|tx| {
+            if let Some(key) = &new.idempotency_key {
+                let existing = tx
+                    .query_row(
+                        &format!(
+                            "SELECT {WF_COLS} FROM workflows
+                             WHERE tenant_id = ?1 AND kind = ?2 AND idempotency_key = ?3"
+                        ),
+                        params![new.tenant_id, new.kind, key],
+                        wf_row,
+                    )
+                    .optional()?;
+                if let Some(existing) = existing {
+                    return Ok((existing.finish()?, false));
+                }
+            }
+            let now = Utc::now();
+            tx.execute(
+                "INSERT INTO workflows (id, tenant_id, kind, subject, idempotency_key, input, status,
+                                        created_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'queued', ?7, ?7)",
+                params![
+                    new.id,
+                    new.tenant_id,
+                    new.kind,
+                    new.subject,
+                    new.idempotency_key,
+                    input,
+                    now
+                ],
+            )?;
+            Ok((get_wf(tx, &new.id)?, true))
+        })
+    }
+
+    fn workflow(&self, id: &str) -> Result<WorkflowRecord> {
+        self.read(|c| get_wf(c, id))
+    }
+
+    fn list_workflows(&self, q: &WorkflowQuery) -> Result<Page<WorkflowRecord>> {
+        self.read(|c| {
+            let status = q.status.map(|s| s.as_str());
+            let filter = "tenant_id = ?1 AND (?2 IS NULL OR kind = ?2)
+                          AND (?3 IS NULL OR status = ?3) AND (?4 IS NULL OR subject = ?4)";
+            let total: i64 = c.query_row(
+                &format!("SELECT COUNT(*) FROM workflows WHERE {filter}"),
+                params![q.tenant_id, q.kind, status, q.subject],
+                |r| r.get(0),
+            )?;
+            let mut stmt = c.prepare(&format!(
+                "SELECT {WF_COLS} FROM workflows WHERE {filter}
+                 ORDER BY created_at DESC, id DESC LIMIT ?5 OFFSET ?6"
+            ))?;
+            let items = collect(
+                &mut stmt,
+                params![
+                    q.tenant_id,
+                    q.kind,
+                    status,
+                    q.subject,
+                    q.limit as i64,
+                    q.offset as i64
+                ],
+            )?;
+            Ok(Page {
+                items,
+                total: total as u64,
+            })
+        })
+    }
+
+    fn steps(&self, workflow_id: &str) -> Result<Vec<StepRecord>> {
+        self.read(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT name, position, status, attempts, output, errors, wake_at, started_at,
+                        finished_at
+                 FROM workflow_steps WHERE workflow_id = ?1 ORDER BY position",
+            )?;
+            let rows = stmt.query_map([workflow_id], step_row)?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (mut step, status, output, errors) = row?;
+                step.status = StepStatus::parse(&status)
+                    .ok_or_else(|| StoreError::Database(format!("unknown step status {status}")))?;
+                step.output = output
+                    .map(|o| serde_json::from_str(&o))
+                    .transpose()
+                    .map_err(json_err)?;
+                step.errors = serde_json::from_str(&errors).map_err(json_err)?;
+                out.push(step);
+            }
+            Ok(out)
+        })
+    }
+
+    fn runnable_workflows(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<WorkflowRecord>> {
+        self.read(|c| {
+            let mut stmt = c.prepare_cached(&format!(
+                "SELECT {WF_COLS} FROM workflows
+                 WHERE status = 'queued'
+                    OR (status IN ('sleeping', 'waiting') AND wake_at IS NOT NULL AND wake_at <= ?1)
+                    OR (status IN ('sleeping', 'waiting') AND cancel_requested = 1)
+                 ORDER BY created_at, id LIMIT ?2"
+            ))?;
+            collect(&mut stmt, params![now, limit as i64])
+        })
+    }
+
+    fn requeue_interrupted(&self) -> Result<usize> {
+        self.write(|tx| {
+            Ok(tx.execute(
+                "UPDATE workflows SET status = 'queued', updated_at = ?1 WHERE status = 'running'",
+                [Utc::now()],
+            )?)
+        })
+    }
+
+    fn save_workflow(&self, wf: &WorkflowRecord) -> Result<()> {
+        let output = wf
+            .output
+            .as_ref()
+            .map(serde_json::to_string)
+            .transpose()
+            .map_err(json_err)?;
+        self.write(|tx| {
+            let n = tx.execute(
+                // A run parked waiting for an event that arrived meanwhile is runnable at once.
+                "UPDATE workflows SET
+                        status = CASE WHEN ?2 = 'waiting' AND EXISTS (
+                                     SELECT 1 FROM workflow_events e
+                                     WHERE e.workflow_id = ?1 AND e.name = ?4 AND e.consumed = 0)
+                                 THEN 'queued' ELSE ?2 END,
+                        wake_at = ?3, waiting_for = ?4, output = ?5,
+                        error = ?6, runs = ?7, updated_at = ?8, started_at = ?9, finished_at = ?10,
+                        cancel_requested = CASE WHEN ?2 IN ('completed', 'failed', 'cancelled')
+                                                THEN 0 ELSE cancel_requested END
+                 WHERE id = ?1",
+                params![
+                    wf.id,
+                    wf.status.as_str(),
+                    wf.wake_at,
+                    wf.waiting_for,
+                    output,
+                    wf.error,
+                    wf.runs,
+                    Utc::now(),
+                    wf.started_at,
+                    wf.finished_at
+                ],
+            )?;
+            if n == 0 {
+                return Err(StoreError::NotFound {
+                    kind: "workflow",
+                    id: wf.id.clone(),
+                });
+            }
+            Ok(())
+        })
+    }
+
+    fn save_progress(&self, workflow_id: &str, progress: &Value) -> Result<()> {
+        let progress = serde_json::to_string(progress).map_err(json_err)?;
+        self.write(|tx| {
+            tx.execute(
+                "UPDATE workflows SET progress = ?2, updated_at = ?3 WHERE id = ?1",
+                params![workflow_id, progress, Utc::now()],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn save_step(&self, workflow_id: &str, step: &StepRecord) -> Result<()> {
+        self.write(|tx| upsert_step(tx, workflow_id, step))
+    }
+
+    fn forget_outputs(&self, workflow_id: &str, prefix: &str, keep: &str) -> Result<()> {
+        self.write(|tx| {
+            tx.execute(
+                "UPDATE workflow_steps SET output = NULL
+                 WHERE workflow_id = ?1 AND status = 'completed' AND name != ?3
+                   AND substr(name, 1, length(?2)) = ?2",
+                params![workflow_id, prefix, keep],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn request_cancel(&self, id: &str) -> Result<WorkflowRecord> {
+        self.write(|tx| {
+            let wf = get_wf(tx, id)?;
+            if !wf.status.is_terminal() {
+                tx.execute(
+                    "UPDATE workflows SET cancel_requested = 1, updated_at = ?2 WHERE id = ?1",
+                    params![id, Utc::now()],
+                )?;
+            }
+            get_wf(tx, id)
+        })
+    }
+
+    fn retry_workflow(&self, id: &str) -> Result<WorkflowRecord> {
+        self.write(|tx| {
+            let wf = get_wf(tx, id)?;
+            if !matches!(
+                wf.status,
+                WorkflowStatus::Failed | WorkflowStatus::Cancelled | WorkflowStatus::Completed
+            ) {
+                return Err(StoreError::Conflict {
+                    kind: "unfinished workflow",
+                    name: id.to_owned(),
+                });
+            }
+            tx.execute(
+                "UPDATE workflow_steps SET status = 'retrying', wake_at = NULL, finished_at = NULL,
+                        attempts = 0
+                 WHERE workflow_id = ?1 AND status = 'failed'",
+                [id],
+            )?;
+            tx.execute(
+                "UPDATE workflows SET status = 'queued', error = NULL, output = NULL,
+                        finished_at = NULL, wake_at = NULL, waiting_for = NULL,
+                        cancel_requested = 0, updated_at = ?2
+                 WHERE id = ?1",
+                params![id, Utc::now()],
+            )?;
+            get_wf(tx, id)
+        })
+    }
+
+    fn send_event(&self, workflow_id: &str, name: &str, payload: &Value) -> Result<()> {
+        let payload = serde_json::to_string(payload).map_err(json_err)?;
+        self.write(|tx| {
+            let wf = get_wf(tx, workflow_id)?;
+            if wf.status.is_terminal() {
+                return Err(StoreError::Conflict {
+                    kind: "finished workflow",
+                    name: workflow_id.to_owned(),
+                });
+            }
+            let now = Utc::now();
+            tx.execute(
+                "INSERT INTO workflow_events (workflow_id, name, payload, created_at)
+                 VALUES (?1, ?2, ?3, ?4)",
+                params![workflow_id, name, payload, now],
+            )?;
+            tx.execute(
+                "UPDATE workflows SET status = 'queued', wake_at = NULL, updated_at = ?3
+                 WHERE id = ?1 AND status = 'waiting' AND waiting_for = ?2",
+                params![workflow_id, name, now],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn take_event(
+        &self,
+        workflow_id: &str,
+        name: &str,
+        step: &StepRecord,
+    ) -> Result<Option<Value>> {
+        self.write(|tx| {
+            let event: Option<(i64, String)> = tx
+                .query_row(
+                    "SELECT id, payload FROM workflow_events
+                     WHERE workflow_id = ?1 AND name = ?2 AND consumed = 0
+                     ORDER BY id LIMIT 1",
+                    params![workflow_id, name],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()?;
+            let Some((id, payload)) = event else {
+                return Ok(None);
+            };
+            let payload: Value = serde_json::from_str(&payload).map_err(json_err)?;
+            tx.execute(
+                "UPDATE workflow_events SET consumed = 1 WHERE id = ?1",
+                [id],
+            )?;
+            let mut done = step.clone();
+            done.status = StepStatus::Completed;
+            done.output = Some(payload.clone());
+            done.finished_at = Some(Utc::now());
+            upsert_step(tx, workflow_id, &done)?;
+            Ok(Some(payload))
+        })
+    }
+}
