@@ -11,7 +11,12 @@
 //!   1, 8 and 32: p50/p90/p99 latency and requests/s, in hybrid (query embedding included) and
 //!   bm25 mode.
 //!
-//! `cargo bench --bench service [-- --quick] [-- --only ingest|search]`
+//! - reindex: the Rust book ingested, then reindexed to 128-token chunks while 4 clients search
+//!   it without pause: the reindex's duration, and how many searches failed or came back empty
+//!   during it (the goal is 0), with their latency.
+//!
+//! `cargo bench --bench service [-- --quick] [-- --only ingest|search|reindex]`; each run
+//! updates its sections of the JSON file.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -358,6 +363,110 @@ async fn bench_search(embedder: Arc<dyn Embedder>, quick: bool) -> Value {
     json!({ "kb_chunks": chunks, "seconds_per_level": secs, "rows": rows })
 }
 
+async fn bench_reindex(embedder: Arc<dyn Embedder>, quick: bool) -> Value {
+    let mut files = rust_book();
+    if quick {
+        files.truncate(20);
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let service = open(dir.path(), embedder);
+    let running = start(service).await;
+    let client = Client::new(&running.url, None).expect("client");
+    client.create_kb("bench").await.expect("kb");
+    let parts: Vec<FilePart> = files
+        .iter()
+        .map(|f| FilePart::read(f).expect("read"))
+        .collect();
+    let jobs = upload_all(&client, "bench", parts).await;
+    let before = wait_jobs(&client, &jobs).await;
+    let queries: Vec<String> = [
+        "how do I spawn a thread",
+        "what is ownership",
+        "borrowing rules for references",
+        "pattern matching on enums",
+        "error handling with Result",
+        "writing tests with cargo test",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let stop_flag = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut searchers = Vec::new();
+    for worker in 0..4 {
+        let client = client.clone();
+        let queries = queries.clone();
+        let stop_flag = stop_flag.clone();
+        searchers.push(tokio::spawn(async move {
+            let (mut lat, mut failed, mut empty) = (Vec::new(), 0u64, 0u64);
+            let mut i = worker;
+            while !stop_flag.load(std::sync::atomic::Ordering::SeqCst) {
+                let t = Instant::now();
+                match client
+                    .search("bench", &queries[i % queries.len()], 10, "hybrid")
+                    .await
+                {
+                    Ok(r) if r["results"].as_array().is_some_and(|a| !a.is_empty()) => {
+                        lat.push(t.elapsed().as_secs_f64() * 1000.0)
+                    }
+                    Ok(_) => empty += 1,
+                    Err(e) => {
+                        eprintln!("search failed during reindex: {e}");
+                        failed += 1
+                    }
+                }
+                i += 1;
+            }
+            (lat, failed, empty)
+        }));
+    }
+    let started = Instant::now();
+    let wf: Value = client
+        .post(
+            "/v1/kbs/bench/reindex",
+            &json!({ "chunking": { "max_tokens": 128, "overlap_tokens": 16 } }),
+        )
+        .await
+        .expect("reindex");
+    let id = wf["id"].as_str().expect("id").to_owned();
+    let wf = loop {
+        let wf: Value = client
+            .get(&format!("/v1/workflows/{id}"))
+            .await
+            .expect("wf");
+        if matches!(
+            wf["status"].as_str(),
+            Some("completed" | "failed" | "cancelled")
+        ) {
+            break wf;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let secs = started.elapsed().as_secs_f64();
+    // Keep searching a moment after the switch too.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop_flag.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (mut lat, mut failed, mut empty) = (Vec::new(), 0, 0);
+    for t in searchers {
+        let (l, f, e) = t.await.expect("searcher");
+        lat.extend(l);
+        failed += f;
+        empty += e;
+    }
+    lat.sort_by(f64::total_cmp);
+    let kb: Value = client.get("/v1/kbs/bench").await.expect("kb");
+    stop(running).await;
+    let row = json!({
+        "files": files.len(), "chunks_before": before, "chunks_after": kb["stats"]["chunks"],
+        "status": wf["status"], "reindex_seconds": secs,
+        "chunks_per_s": kb["stats"]["chunks"].as_f64().unwrap_or(0.0) / secs,
+        "searches_during": lat.len() as u64 + failed + empty,
+        "searches_failed": failed, "searches_empty": empty,
+        "search_p50_ms": percentile(&lat, 0.5), "search_p99_ms": percentile(&lat, 0.99),
+    });
+    eprintln!("reindex: {row}");
+    row
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.iter().any(|a| a == "--list") {
@@ -380,16 +489,25 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
-    let mut report = json!({ "quick": quick, "model": embedder.model_id() });
+    let out = root().join("bench-results");
+    let path = out.join("service.json");
+    let mut report: Value = std::fs::read(&path)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .filter(Value::is_object)
+        .unwrap_or_else(|| json!({}));
+    report["quick"] = json!(quick);
+    report["model"] = json!(embedder.model_id());
     if only.as_deref().is_none_or(|o| o == "ingest") {
         report["ingest"] = rt.block_on(bench_ingest(embedder.clone(), quick));
     }
     if only.as_deref().is_none_or(|o| o == "search") {
         report["search"] = rt.block_on(bench_search(embedder.clone(), quick));
     }
-    let out = root().join("bench-results");
+    if only.as_deref().is_none_or(|o| o == "reindex") {
+        report["reindex"] = rt.block_on(bench_reindex(embedder.clone(), quick));
+    }
     std::fs::create_dir_all(&out).expect("bench-results");
-    let path = out.join("service.json");
     std::fs::write(&path, serde_json::to_string_pretty(&report).expect("json")).expect("write");
     println!("{}", serde_json::to_string_pretty(&report).expect("json"));
     eprintln!("written to {}", path.display());

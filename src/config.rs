@@ -35,6 +35,10 @@ pub struct Config {
     pub chunking: ChunkingConfig,
     /// Search limits.
     pub search: SearchConfig,
+    /// Durable workflows (ingest, reindex, folder sync).
+    pub workflow: WorkflowConfig,
+    /// Folder sources.
+    pub sources: SourcesConfig,
 }
 
 impl Default for Config {
@@ -46,8 +50,44 @@ impl Default for Config {
             ingest: IngestConfig::default(),
             chunking: ChunkingConfig::default(),
             search: SearchConfig::default(),
+            workflow: WorkflowConfig::default(),
+            sources: SourcesConfig::default(),
         }
     }
+}
+
+/// Workflow engine sizing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WorkflowConfig {
+    /// Runs executing at once over all types.
+    pub workers: usize,
+    /// Ingest runs (one per upload request) executing at once.
+    pub ingest_concurrency: usize,
+    /// Reindex runs executing at once.
+    pub reindex_concurrency: usize,
+    /// Folder syncs executing at once.
+    pub sync_concurrency: usize,
+}
+
+impl Default for WorkflowConfig {
+    fn default() -> Self {
+        Self {
+            workers: 4,
+            ingest_concurrency: 2,
+            reindex_concurrency: 1,
+            sync_concurrency: 1,
+        }
+    }
+}
+
+/// Where folder sources may point.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SourcesConfig {
+    /// Directories under which sources may be registered. Empty: any directory, but only
+    /// while the server runs without API keys (loopback demo mode).
+    pub allowed_roots: Vec<PathBuf>,
 }
 
 /// HTTP server settings.
@@ -77,6 +117,8 @@ pub struct EmbedConfig {
     pub model: Option<PathBuf>,
     /// Passages per forward pass.
     pub batch_size: usize,
+    /// Other models a reindex may switch a knowledge base to, by name → folder.
+    pub models: std::collections::BTreeMap<String, PathBuf>,
 }
 
 impl Default for EmbedConfig {
@@ -84,6 +126,7 @@ impl Default for EmbedConfig {
         Self {
             model: None,
             batch_size: 32,
+            models: Default::default(),
         }
     }
 }
@@ -98,13 +141,11 @@ pub struct IngestConfig {
     pub max_files_per_request: usize,
     /// Documents accepted but not finished before uploads are refused with 429.
     pub queue_capacity: usize,
-    /// Threads extracting and chunking.
-    pub extract_workers: usize,
     /// Seconds one PDF may take to parse.
     pub pdf_timeout_secs: u64,
     /// Address-space limit of the PDF parser process, MiB.
     pub pdf_memory_mib: u64,
-    /// Chunks gathered across documents into one embedding call.
+    /// Chunks per embedding step (each step's vectors are persisted before the next).
     pub embed_batch_chunks: usize,
 }
 
@@ -114,7 +155,6 @@ impl Default for IngestConfig {
             max_file_bytes: 100 * 1024 * 1024,
             max_files_per_request: 64,
             queue_capacity: 1024,
-            extract_workers: 2,
             pdf_timeout_secs: 60,
             pdf_memory_mib: 2048,
             embed_batch_chunks: 64,
@@ -200,8 +240,16 @@ impl Config {
         if self.ingest.queue_capacity == 0 {
             return bad("ingest.queue_capacity must be positive");
         }
-        if self.ingest.extract_workers == 0 || self.ingest.embed_batch_chunks == 0 {
-            return bad("ingest.extract_workers and ingest.embed_batch_chunks must be positive");
+        if self.ingest.embed_batch_chunks == 0 {
+            return bad("ingest.embed_batch_chunks must be positive");
+        }
+        let w = &self.workflow;
+        if w.workers == 0
+            || w.ingest_concurrency == 0
+            || w.reindex_concurrency == 0
+            || w.sync_concurrency == 0
+        {
+            return bad("workflow.workers and workflow.*_concurrency must be positive");
         }
         if self.embed.batch_size == 0 {
             return bad("embed.batch_size must be positive");

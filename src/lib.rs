@@ -14,8 +14,11 @@
 //! - [`api`]: HTTP routes and DTOs, authentication extractor, the single error → problem+json
 //!   mapping, metrics middleware, the OpenAPI description, serving with graceful shutdown.
 //! - [`service`]: the use cases (knowledge bases, uploads, documents, search, jobs), tenant and
-//!   scope checks, the background ingest pipeline and the per-KB indexes kept in step with the
+//!   scope checks, the workflow handlers (ingest, reindex, sync) and the per-KB indexes kept in step with the
 //!   store.
+//! - [`workflow`]: the durable workflow engine — named steps with persisted outputs, retries
+//!   with backoff, sleeps, events, cancellation, idempotency keys, per-type concurrency — that
+//!   runs ingestion, reindexing and folder syncs, resuming them after a crash.
 //! - [`store`]: SQLite schema, migrations and repositories behind narrow traits; uploaded
 //!   bytes by content hash. The source of truth, vectors included.
 //! - [`embed`]: the [`embed::Embedder`] trait and the candle BERT embedder that loads any
@@ -46,3 +49,4 @@ pub mod runtime;
 pub mod service;
 pub mod store;
 pub mod util;
+pub mod workflow;

@@ -72,6 +72,23 @@ enum Command {
         #[command(flatten)]
         target: cli::Target,
     },
+    /// Re-embed and/or re-chunk a knowledge base into a new index generation, switched
+    /// atomically when complete (search keeps answering meanwhile). `--model` names the new
+    /// model (a folder, or a name from `[embed.models]`); the server's default model is not
+    /// changed.
+    Reindex {
+        /// Knowledge base.
+        #[arg(long)]
+        kb: String,
+        /// New chunk size in tokens.
+        #[arg(long)]
+        chunk_size: Option<u32>,
+        /// New overlap in tokens (default: an eighth of the chunk size).
+        #[arg(long, requires = "chunk_size")]
+        overlap: Option<u32>,
+        #[command(flatten)]
+        target: cli::Target,
+    },
     /// Manage knowledge bases.
     Kb {
         #[command(subcommand)]
@@ -177,6 +194,9 @@ fn main() -> anyhow::Result<()> {
             cli.model.as_deref(),
         )
     };
+    // Fault injection for the crash tests (`FAILPOINTS=name=action`); a no-op unless built
+    // with fail points (test builds).
+    let _failpoints = fail::FailScenario::setup();
     match cli.command {
         Command::Serve(args) => cli::serve(config()?, args)?,
         Command::Ingest {
@@ -196,6 +216,17 @@ fn main() -> anyhow::Result<()> {
             command,
             ref target,
         } => cli::run_kb(config()?, target, command)?,
+        Command::Reindex {
+            ref kb,
+            chunk_size,
+            overlap,
+            ref target,
+        } => {
+            // `--model` names the reindex's target here, not the server's default model.
+            let config = cli::load_config(cli.config.as_deref(), cli.data_dir.as_deref(), None)?;
+            let chunking = chunk_size.map(|n| (n, overlap.unwrap_or(n / 8)));
+            cli::run_reindex(config, target, kb, cli.model.as_deref(), chunking)?
+        }
         Command::Keys { command } => cli::run_keys(config()?, command)?,
         Command::Eval {
             dataset,

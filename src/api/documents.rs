@@ -33,6 +33,10 @@ pub struct TextDocument {
 pub struct ListQuery {
     /// Only this status.
     pub status: Option<DocumentStatus>,
+    /// Only ready documents whose chunks were made with another model or chunking than the
+    /// knowledge base's (a reindex brings them up to date).
+    #[serde(default)]
+    pub stale: bool,
     /// Skip this many (default 0).
     #[serde(default)]
     pub offset: u64,
@@ -164,6 +168,7 @@ pub async fn upload(
     req: Request,
 ) -> Result<(StatusCode, Json<Receipt>), ApiError> {
     let limits = s.service.config().ingest.clone();
+    let idempotency_key = super::idempotency_key(req.headers())?;
     let content_type = req
         .headers()
         .get(header::CONTENT_TYPE)
@@ -193,7 +198,7 @@ pub async fn upload(
         ));
     };
     let service = s.service.clone();
-    let receipt = blocking(move || service.upload(&p, &kb, uploads)).await?;
+    let receipt = blocking(move || service.upload(&p, &kb, uploads, idempotency_key)).await?;
     Ok((StatusCode::ACCEPTED, Json(receipt)))
 }
 
@@ -210,6 +215,7 @@ pub async fn list(
     let Query(q) = query?;
     let query = DocumentQuery {
         status: q.status,
+        stale: q.stale,
         offset: q.offset,
         limit: q.limit.unwrap_or(50).clamp(1, 500),
     };

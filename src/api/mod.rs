@@ -10,6 +10,9 @@ mod kbs;
 pub mod openapi;
 mod server;
 mod system;
+mod workflows;
+
+pub(crate) use workflows::idempotency_key;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -125,6 +128,28 @@ pub fn router(service: Service, metrics: Option<PrometheusHandle>) -> Router {
         )
         .route("/v1/kbs/{kb}/documents/{id}/chunks", get(documents::chunks))
         .route("/v1/kbs/{kb}/search", post(kbs::search))
+        .route("/v1/kbs/{kb}/reindex", post(workflows::reindex))
+        .route(
+            "/v1/kbs/{kb}/sources",
+            post(workflows::add_source).get(workflows::list_sources),
+        )
+        .route(
+            "/v1/kbs/{kb}/sources/{id}",
+            axum::routing::delete(workflows::delete_source),
+        )
+        .route(
+            "/v1/kbs/{kb}/sources/{id}/sync",
+            post(workflows::sync_source),
+        )
+        .route("/v1/workflows", get(workflows::list))
+        .route("/v1/workflows/{id}", get(workflows::get))
+        .route("/v1/workflows/{id}/cancel", post(workflows::cancel))
+        .route("/v1/workflows/{id}/retry", post(workflows::retry))
+        .route("/v1/workflows/{id}/events", get(workflows::events))
+        .route(
+            "/v1/workflows/{id}/events/{name}",
+            post(workflows::send_event),
+        )
         .route("/v1/jobs/{id}", get(system::job))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(2 << 20))

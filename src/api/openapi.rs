@@ -5,7 +5,7 @@ use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{documents, kbs, system};
+use super::{documents, kbs, system, workflows};
 
 struct BearerAuth;
 
@@ -22,11 +22,14 @@ impl Modify for BearerAuth {
 /// The API description.
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Groundwork", description = "Self-hosted knowledge assistant: knowledge bases, uploads, search."),
+    info(title = "Groundwork", description = "Self-hosted knowledge assistant: knowledge bases, uploads, search, durable workflows."),
     paths(
         system::healthz, system::readyz, system::metrics, system::status, system::job,
         kbs::create, kbs::list, kbs::get, kbs::delete, kbs::search,
         documents::upload, documents::list, documents::get, documents::chunks, documents::delete,
+        workflows::list, workflows::get, workflows::cancel, workflows::retry, workflows::send_event,
+        workflows::events, workflows::reindex, workflows::add_source, workflows::list_sources,
+        workflows::delete_source, workflows::sync_source,
     ),
     modifiers(&BearerAuth),
     security(("bearer" = [])),

@@ -132,7 +132,7 @@ fn submit(
             continue;
         }
         loop {
-            match service.upload(p, kb, uploads.clone()) {
+            match service.upload(p, kb, uploads.clone(), None) {
                 Ok(r) => {
                     jobs.push(r.job_id);
                     break;
@@ -368,4 +368,43 @@ pub fn keys(config: Config, cmd: KeysCommand) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// `groundwork reindex` on the data directory: runs the reindex workflow in this process,
+/// with a progress bar (interrupted, it resumes at the next start of the data directory).
+pub fn reindex(
+    config: Config,
+    tenant: &str,
+    kb: &str,
+    model: Option<String>,
+    chunking: Option<(u32, u32)>,
+) -> anyhow::Result<()> {
+    let service = open(config)?;
+    let p = service.local_principal(tenant)?;
+    let out = (|| -> anyhow::Result<()> {
+        let started = Instant::now();
+        let wf = service.reindex(
+            &p,
+            kb,
+            service::ReindexRequest {
+                embedding_model: model,
+                chunking: chunking.map(|(max_tokens, overlap_tokens)| ChunkingStamp {
+                    max_tokens,
+                    overlap_tokens,
+                }),
+                ..Default::default()
+            },
+        )?;
+        let bar = super::reindex_bar()?;
+        loop {
+            let view = serde_json::to_value(service.workflow(&p, &wf.id)?)?;
+            let status = super::show_workflow(&bar, &view);
+            if matches!(status.as_str(), "completed" | "failed" | "cancelled") {
+                return super::finish_reindex(&bar, &view, started);
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    })();
+    service.shutdown();
+    out
 }

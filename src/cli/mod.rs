@@ -8,7 +8,7 @@ mod local;
 mod remote;
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
@@ -143,6 +143,76 @@ pub fn show(bar: &ProgressBar, p: Progress, started: std::time::Instant) {
         p.chunks as f64 / secs,
         p.failed
     ));
+}
+
+/// A bar over a reindex: documents re-embedded, chunks, phase.
+pub fn reindex_bar() -> anyhow::Result<ProgressBar> {
+    let bar = ProgressBar::new(0).with_style(
+        ProgressStyle::with_template(
+            "{spinner} {bar:30} {pos}/{len} documents · {msg} · ETA {eta}",
+        )
+        .context("progress template")?,
+    );
+    bar.enable_steady_tick(Duration::from_millis(200));
+    Ok(bar)
+}
+
+/// Updates a reindex bar from a workflow's JSON; returns the run's status.
+pub fn show_workflow(bar: &ProgressBar, wf: &serde_json::Value) -> String {
+    let p = &wf["progress"];
+    bar.set_length(p["documents"].as_u64().unwrap_or(0));
+    bar.set_position(p["done"].as_u64().unwrap_or(0));
+    bar.set_message(format!(
+        "{} chunks · {}",
+        p["chunks"].as_u64().unwrap_or(0),
+        p["phase"].as_str().unwrap_or("planning")
+    ));
+    wf["status"].as_str().unwrap_or("").to_owned()
+}
+
+/// Ends a reindex: prints the outcome, fails on a failed run.
+pub fn finish_reindex(
+    bar: &ProgressBar,
+    wf: &serde_json::Value,
+    started: Instant,
+) -> anyhow::Result<()> {
+    bar.finish();
+    match wf["status"].as_str() {
+        Some("completed") => {
+            println!(
+                "reindexed: generation {}, {} documents, {} chunks in {:.1} s",
+                wf["output"]["generation"],
+                wf["output"]["documents"].as_u64().unwrap_or(0),
+                wf["output"]["chunks"].as_u64().unwrap_or(0),
+                started.elapsed().as_secs_f64()
+            );
+            Ok(())
+        }
+        other => anyhow::bail!(
+            "reindex {}: {}",
+            other.unwrap_or("?"),
+            wf["error"].as_str().unwrap_or("no error recorded")
+        ),
+    }
+}
+
+/// `groundwork reindex`.
+pub fn run_reindex(
+    config: Config,
+    target: &Target,
+    kb: &str,
+    model: Option<&Path>,
+    chunking: Option<(u32, u32)>,
+) -> anyhow::Result<()> {
+    let model = match model {
+        Some(m) if m.is_dir() => Some(std::fs::canonicalize(m)?.display().to_string()),
+        Some(m) => Some(m.display().to_string()),
+        None => None,
+    };
+    match &target.server {
+        Some(url) => remote::reindex(url, target.api_key.clone(), kb, model, chunking),
+        None => local::reindex(config, &target.tenant, kb, model, chunking),
+    }
 }
 
 /// Reads the configuration, applying the global overrides.

@@ -164,3 +164,39 @@ pub fn search(
     let client = Client::new(url, key)?;
     Ok(runtime()?.block_on(client.search(kb, query, top_k, mode))?)
 }
+
+/// `groundwork reindex --server`: starts the reindex and follows it.
+pub fn reindex(
+    url: &str,
+    key: Option<String>,
+    kb: &str,
+    model: Option<String>,
+    chunking: Option<(u32, u32)>,
+) -> anyhow::Result<()> {
+    let client = Client::new(url, key)?;
+    runtime()?.block_on(async move {
+        let started = Instant::now();
+        let mut body = json!({});
+        if let Some(m) = model {
+            body["embedding_model"] = json!(m);
+        }
+        if let Some((max_tokens, overlap_tokens)) = chunking {
+            body["chunking"] =
+                json!({ "max_tokens": max_tokens, "overlap_tokens": overlap_tokens });
+        }
+        let wf: Value = client
+            .post(&format!("/v1/kbs/{kb}/reindex"), &body)
+            .await
+            .context("starting the reindex")?;
+        let id = wf["id"].as_str().unwrap_or_default().to_owned();
+        let bar = super::reindex_bar()?;
+        loop {
+            let view: Value = client.get(&format!("/v1/workflows/{id}")).await?;
+            let status = super::show_workflow(&bar, &view);
+            if matches!(status.as_str(), "completed" | "failed" | "cancelled") {
+                return super::finish_reindex(&bar, &view, started);
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    })
+}

@@ -139,6 +139,11 @@ impl Collection {
         self.points.slot_of(chunk_id).map(|s| self.points.meta(s))
     }
 
+    /// Ids of the live chunks.
+    pub fn chunk_ids(&self) -> impl Iterator<Item = u64> + '_ {
+        self.points.live_metas().map(|(_, m)| m.chunk_id)
+    }
+
     /// Adds chunks (replacing live chunks with the same ids). Vectors must come from the
     /// collection's model: `model_id` is checked against the stamp.
     pub fn upsert(&mut self, model_id: &str, items: Vec<NewPoint<'_>>) -> Result<()> {

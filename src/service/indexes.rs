@@ -56,6 +56,14 @@ impl KbIndex {
         Ok(())
     }
 
+    /// Replaces the whole collection (a reindex switching generation) at sequence `seq`;
+    /// call with the write lock held.
+    pub fn install(&self, collection: Collection, seq: u64) {
+        *write(&self.collection) = collection;
+        self.applied_seq.store(seq, Ordering::SeqCst);
+        self.saved_seq.store(u64::MAX, Ordering::SeqCst);
+    }
+
     /// Live chunks.
     pub fn len(&self) -> usize {
         read(&self.collection).len()
@@ -133,7 +141,7 @@ impl Indexes {
         let rebuilt = loaded.is_none();
         let (collection, seq) = match loaded {
             Some(c) => (c, kb.index_seq),
-            None => rebuild(kb, &stamp, self.options, store)?,
+            None => rebuild(&kb.id, &kb.name, &stamp, self.options, None, store)?,
         };
         let index = Arc::new(KbIndex {
             dir,
@@ -144,6 +152,19 @@ impl Indexes {
         });
         write(&self.map).insert(kb.id.clone(), index);
         Ok(rebuilt)
+    }
+
+    /// Builds a collection from a KB's stored vectors of `generation` (the serving one when
+    /// `None`), for a reindex to install.
+    pub fn build(
+        &self,
+        kb_id: &str,
+        kb_name: &str,
+        stamp: &IndexStamp,
+        generation: Option<u64>,
+        store: &dyn DocumentStore,
+    ) -> Result<Collection> {
+        Ok(rebuild(kb_id, kb_name, stamp, self.options, generation, store)?.0)
     }
 
     /// Forgets a knowledge base's index and removes its files.
@@ -181,9 +202,11 @@ impl Indexes {
 }
 
 fn rebuild(
-    kb: &Kb,
+    kb_id: &str,
+    kb_name: &str,
     stamp: &IndexStamp,
     options: CollectionOptions,
+    generation: Option<u64>,
     store: &dyn DocumentStore,
 ) -> Result<(Collection, u64)> {
     let started = std::time::Instant::now();
@@ -197,7 +220,7 @@ fn rebuild(
                     meta: PointMeta {
                         chunk_id: p.chunk_id,
                         document_id: p.document_id.clone(),
-                        kb: kb.id.clone(),
+                        kb: kb_id.to_owned(),
                         metadata: std::mem::take(&mut p.metadata),
                     },
                     vector: std::mem::take(&mut p.vector),
@@ -209,7 +232,7 @@ fn rebuild(
             Ok(())
         };
     let mut failed = None;
-    let seq = store.for_each_vector(&kb.id, &mut |p| {
+    let seq = store.for_each_vector(kb_id, generation, &mut |p| {
         batch.push(p);
         if batch.len() == batch.capacity() {
             if let Err(e) = flush(&mut batch, &mut collection) {
@@ -227,7 +250,7 @@ fn rebuild(
     let seq = seq?;
     flush(&mut batch, &mut collection)?;
     tracing::info!(
-        kb = %kb.name,
+        kb = %kb_name,
         chunks = collection.len(),
         ms = started.elapsed().as_millis() as u64,
         "index rebuilt from stored vectors"

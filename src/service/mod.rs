@@ -1,7 +1,8 @@
 //! The knowledge-base service: what the HTTP API and the CLI call.
 //!
-//! It owns the use cases — knowledge bases, uploads, documents, search, jobs, API keys — and
-//! wires the engines (embedder, indexes, ingest pipeline) to storage. Every call is checked
+//! It owns the use cases — knowledge bases, uploads, documents, search, workflows (ingest,
+//! reindex, folder sync), API keys — and wires the engines (embedders, indexes, the workflow
+//! engine) to storage. Every call is checked
 //! against the caller's tenant and scopes here, so no front end can forget to.
 //!
 //! It must never speak HTTP or parse command lines. Its methods block (storage, models);
@@ -10,7 +11,11 @@
 pub mod auth;
 mod error;
 pub mod indexes;
-pub mod pipeline;
+pub mod ingest;
+pub mod models;
+pub mod reindex;
+pub mod sources;
+mod workflows;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -23,6 +28,8 @@ use serde::Serialize;
 pub use auth::{CreatedKey, Principal};
 pub use error::{Result, ServiceError};
 
+pub use workflows::{ReindexRequest, WorkflowView};
+
 use crate::config::Config;
 use crate::embed::Embedder;
 use crate::index::{CollectionOptions, Filter, SearchMode, SearchRequest};
@@ -30,29 +37,32 @@ use crate::ingest::detect::detect;
 use crate::ingest::isolate::Isolation;
 use crate::store::{
     BlobStore, ChunkRecord, ChunkingStamp, Document, DocumentQuery, FsBlobStore, Job, Kb, KbStats,
-    NewDocument, NewKb, Page, Scope, SqliteStore, Store,
+    NewDocument, NewKb, NewWorkflow, Page, Scope, SqliteStore, Store,
 };
 use crate::util::sha256_hex;
+use crate::workflow::{Engine, EngineOptions};
 use indexes::Indexes;
-use pipeline::{Pipeline, Task, WorkQueue};
+use models::Models;
 
 /// Counters of work done by this process.
 #[derive(Debug, Default)]
 pub struct Stats {
-    /// Chunks embedded by the ingest pipeline.
+    /// Chunks embedded by ingest and reindex workflows.
     pub chunks_embedded: AtomicU64,
     /// Search queries embedded.
     pub queries_embedded: AtomicU64,
 }
 
-/// State shared by the service and its pipeline threads.
+/// State shared by the service and its workflow handlers.
 pub struct Core {
     config: Config,
     store: Arc<dyn Store>,
     blobs: Arc<dyn BlobStore>,
-    embedder: Arc<dyn Embedder>,
+    models: Models,
     indexes: Indexes,
-    queue: WorkQueue,
+    engine: Engine,
+    /// Serialises upload admission (count unfinished documents, then register).
+    admission: Mutex<()>,
     isolation: Isolation,
     /// Serialises "make sure the bytes exist + register the document" against "delete a
     /// document + drop bytes nobody references".
@@ -193,8 +203,7 @@ pub struct Service {
 }
 
 struct Background {
-    pipeline: Pipeline,
-    saver: std::thread::JoinHandle<()>,
+    housekeeping: std::thread::JoinHandle<()>,
 }
 
 /// Paths inside the data directory.
@@ -246,8 +255,8 @@ pub fn display_name(raw: &str) -> String {
 }
 
 impl Service {
-    /// Opens the data directory, loads or rebuilds every index, resumes unfinished documents
-    /// and starts the ingest pipeline.
+    /// Opens the data directory, loads or rebuilds every index, starts the workflow engine
+    /// (which resumes every unfinished workflow) and the housekeeping thread.
     pub fn open(config: Config, embedder: Arc<dyn Embedder>, isolation: Isolation) -> Result<Self> {
         let data_dir = config.data_dir.clone();
         fs_err::create_dir_all(&data_dir).map_err(|e| ServiceError::Internal(e.to_string()))?;
@@ -259,30 +268,44 @@ impl Service {
         } else {
             Some(store.ensure_tenant(auth::DEMO_TENANT)?.id)
         };
+        let models = Models::new(
+            embedder,
+            config.embed.models.clone(),
+            config.embed.batch_size,
+        );
         let indexes = Indexes::new(&data_dir.join("indexes"), CollectionOptions::default());
-        let kbs = store.all_kbs()?;
-        for kb in &kbs {
-            if kb.embedding_model != embedder.model_id() {
-                tracing::warn!(
-                    kb = %kb.name,
-                    stored = %kb.embedding_model,
-                    loaded = %embedder.model_id(),
-                    "knowledge base was embedded with another model; its search and uploads will fail until it is reindexed"
-                );
+        for kb in &store.all_kbs()? {
+            if let Err(e) = models.for_kb(kb) {
+                tracing::warn!(kb = %kb.name, error = %e, "knowledge base model unavailable");
             }
             indexes.open(kb, store.as_ref())?;
         }
-        let queue = WorkQueue::new(config.ingest.queue_capacity);
         let mut isolation = isolation;
         isolation.timeout = Duration::from_secs(config.ingest.pdf_timeout_secs);
         isolation.memory_limit = config.ingest.pdf_memory_mib * 1024 * 1024;
+        let w = &config.workflow;
+        let engine = Engine::new(
+            store.clone(),
+            EngineOptions {
+                workers: w.workers,
+                concurrency: [
+                    ("ingest".to_owned(), w.ingest_concurrency),
+                    ("reindex".to_owned(), w.reindex_concurrency),
+                    ("sync".to_owned(), w.sync_concurrency),
+                ]
+                .into_iter()
+                .collect(),
+                poll: Duration::from_millis(500),
+            },
+        );
         let core = Arc::new(Core {
             config,
             store,
             blobs,
-            embedder,
+            models,
             indexes,
-            queue,
+            engine,
+            admission: Mutex::new(()),
             isolation,
             blob_lock: Mutex::new(()),
             stats: Stats::default(),
@@ -290,56 +313,112 @@ impl Service {
             stopping: AtomicBool::new(false),
             _lock: lock,
         });
-        let by_id: BTreeMap<&str, &Kb> = kbs.iter().map(|k| (k.id.as_str(), k)).collect();
-        let unfinished = core.store.unfinished_documents()?;
-        for doc in &unfinished {
-            if let Some(kb) = by_id.get(doc.kb_id.as_str()) {
-                core.queue.resume(task_for(doc, kb));
-            }
-        }
-        if !unfinished.is_empty() {
-            tracing::info!(
-                documents = unfinished.len(),
-                "resuming unfinished documents"
-            );
-        }
-        let pipeline = Pipeline::start(core.clone())
-            .map_err(|e| ServiceError::Internal(format!("cannot start ingest threads: {e}")))?;
-        let saver = {
+        let weak = Arc::downgrade(&core);
+        core.engine
+            .register(Arc::new(ingest::IngestFlow(weak.clone())));
+        core.engine
+            .register(Arc::new(reindex::ReindexFlow(weak.clone())));
+        core.engine.register(Arc::new(sources::SyncFlow(weak)));
+        let service = Self {
+            core: core.clone(),
+            background: Arc::new(Mutex::new(None)),
+        };
+        service.adopt_orphans()?;
+        core.engine
+            .start()
+            .map_err(|e| ServiceError::Internal(format!("cannot start workflows: {e}")))?;
+        let housekeeping = {
             let core = core.clone();
             std::thread::Builder::new()
-                .name("gw-index-saver".into())
+                .name("gw-housekeeping".into())
                 .spawn(move || {
-                    let mut last = Instant::now();
+                    let mut saved = Instant::now();
+                    let mut scheduled = Instant::now() - Duration::from_secs(60);
                     while !core.stopping() {
                         std::thread::sleep(Duration::from_millis(100));
-                        if last.elapsed() >= Duration::from_secs(2) {
+                        if saved.elapsed() >= Duration::from_secs(2) {
                             core.indexes.save_dirty();
-                            last = Instant::now();
+                            saved = Instant::now();
+                        }
+                        if scheduled.elapsed() >= Duration::from_secs(1) {
+                            sources::start_due(&core);
+                            scheduled = Instant::now();
                         }
                     }
                 })
-                .map_err(|e| ServiceError::Internal(format!("cannot start saver: {e}")))?
+                .map_err(|e| ServiceError::Internal(format!("cannot start housekeeping: {e}")))?
         };
-        Ok(Self {
-            core,
-            background: Arc::new(Mutex::new(Some(Background { pipeline, saver }))),
-        })
+        *service.background.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some(Background { housekeeping });
+        Ok(service)
     }
 
-    /// Stops the pipeline (unfinished documents stay queued for the next start) and saves
-    /// every changed index. Idempotent.
+    /// A handle on the core for workflow handlers (never shut down through it).
+    fn from_core(core: Arc<Core>) -> Self {
+        Self {
+            core,
+            background: Arc::new(Mutex::new(None)),
+        }
+    }
+
+    /// Documents registered by an upload whose ingest workflow was never created (the
+    /// process died in between) get one now, with the upload's job id.
+    fn adopt_orphans(&self) -> Result<()> {
+        let mut by_job: BTreeMap<String, Vec<Document>> = BTreeMap::new();
+        for doc in self.core.store.unfinished_documents()? {
+            by_job.entry(doc.job_id.clone()).or_default().push(doc);
+        }
+        for (job, docs) in by_job {
+            match self.core.store.workflow(&job) {
+                Ok(_) => continue,
+                Err(crate::store::StoreError::NotFound { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+            let kb = self.core.store.kb_by_id(&docs[0].kb_id)?;
+            tracing::info!(job = %job, documents = docs.len(), "adopting documents without a workflow");
+            self.start_ingest(&job, &kb, docs.iter().map(|d| d.id.clone()).collect(), None)?;
+        }
+        Ok(())
+    }
+
+    fn start_ingest(
+        &self,
+        id: &str,
+        kb: &Kb,
+        documents: Vec<String>,
+        key: Option<String>,
+    ) -> Result<crate::store::WorkflowRecord> {
+        let (wf, _) = self
+            .core
+            .engine
+            .create(NewWorkflow {
+                id: id.to_owned(),
+                tenant_id: kb.tenant_id.clone(),
+                kind: "ingest".into(),
+                subject: Some(kb.id.clone()),
+                idempotency_key: key,
+                input: serde_json::to_value(ingest::IngestInput {
+                    kb_id: kb.id.clone(),
+                    documents,
+                })
+                .map_err(|e| ServiceError::Internal(e.to_string()))?,
+            })
+            .map_err(|e| ServiceError::Internal(e.to_string()))?;
+        Ok(wf)
+    }
+
+    /// Stops the workflow workers after their current step (unfinished workflows resume at
+    /// the next start) and saves every changed index. Idempotent.
     pub fn shutdown(&self) {
         self.core.stopping.store(true, Ordering::SeqCst);
-        self.core.queue.close();
         let background = self
             .background
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .take();
         if let Some(bg) = background {
-            bg.pipeline.join();
-            let _ = bg.saver.join();
+            self.core.engine.shutdown();
+            let _ = bg.housekeeping.join();
         }
         let saved = self.core.indexes.save_dirty();
         tracing::info!(indexes_saved = saved, "service stopped");
@@ -388,12 +467,12 @@ impl Service {
     /// Process counters.
     pub fn status(&self) -> Status {
         Status {
-            queue_depth: self.core.queue.depth(),
+            queue_depth: self.core.store.count_unfinished().unwrap_or(0) as usize,
             queue_capacity: self.core.config.ingest.queue_capacity,
             indexed_chunks: self.core.indexes.total_chunks(),
             chunks_embedded: self.core.stats.chunks_embedded.load(Ordering::Relaxed),
             queries_embedded: self.core.stats.queries_embedded.load(Ordering::Relaxed),
-            embedding_model: self.core.embedder.model_id().to_owned(),
+            embedding_model: self.core.models.default_model().model_id().to_owned(),
             demo_mode: self.core.demo.is_some(),
         }
     }
@@ -411,35 +490,25 @@ impl Service {
                 req.name
             )));
         }
-        let embedder = &self.core.embedder;
-        if let Some(model) = &req.embedding_model {
-            let short = embedder.model_id().split('@').next().unwrap_or_default();
-            if model != embedder.model_id() && model != short {
-                return Err(ServiceError::Invalid(format!(
-                    "embedding model `{model}` is not loaded; this server embeds with `{}`",
-                    embedder.model_id()
-                )));
+        let (embedder, model_source) = match &req.embedding_model {
+            Some(spec) => {
+                let r = self.core.models.resolve(spec)?;
+                (r.embedder, r.source)
             }
-        }
+            None => (self.core.models.default_model().clone(), None),
+        };
         let defaults = self.core.config.chunking;
         let chunking = req.chunking.unwrap_or(ChunkingStamp {
             max_tokens: defaults.max_tokens as u32,
             overlap_tokens: defaults.overlap_tokens as u32,
         });
-        let limit = embedder.max_tokens() - embedder.tokenizer().special_tokens();
-        if chunking.max_tokens < 8
-            || chunking.max_tokens as usize > limit
-            || chunking.overlap_tokens * 2 > chunking.max_tokens
-        {
-            return Err(ServiceError::Invalid(format!(
-                "chunking.max_tokens must be within 8..={limit} and at least twice overlap_tokens"
-            )));
-        }
+        workflows::validate_chunking(chunking, embedder.as_ref())?;
         let kb = self.core.store.create_kb(&NewKb {
             tenant_id: p.tenant_id.clone(),
             name: req.name,
             description: req.description,
             embedding_model: embedder.model_id().to_owned(),
+            model_source,
             dimension: embedder.dimension() as u32,
             chunking,
         })?;
@@ -497,14 +566,38 @@ impl Service {
         Ok(())
     }
 
-    /// Accepts files for ingestion: stores their bytes durably, registers them and queues
-    /// them. Identical bytes already in the KB are answered with the existing document.
-    pub fn upload(&self, p: &Principal, kb: &str, uploads: Vec<Upload>) -> Result<Receipt> {
+    /// Accepts files for ingestion: stores their bytes durably, registers them and starts
+    /// one ingest workflow for them. Identical bytes already in the KB are answered with the
+    /// existing document. With an idempotency key, a repeated request returns the first
+    /// one's receipt.
+    pub fn upload(
+        &self,
+        p: &Principal,
+        kb: &str,
+        uploads: Vec<Upload>,
+        idempotency_key: Option<String>,
+    ) -> Result<Receipt> {
+        self.upload_as(p, kb, uploads, idempotency_key, false)
+    }
+
+    fn upload_as(
+        &self,
+        p: &Principal,
+        kb: &str,
+        uploads: Vec<Upload>,
+        idempotency_key: Option<String>,
+        keep_names: bool,
+    ) -> Result<Receipt> {
         p.require(Scope::Write)?;
         if self.core.stopping() {
             return Err(ServiceError::Unavailable("shutting down"));
         }
         let kb = self.kb(p, kb)?;
+        if let Some(key) = &idempotency_key {
+            if let Some(receipt) = self.receipt_for_key(p, &kb, key)? {
+                return Ok(receipt);
+            }
+        }
         let limits = &self.core.config.ingest;
         if uploads.is_empty() {
             return Err(ServiceError::Invalid("the request holds no file".into()));
@@ -516,18 +609,15 @@ impl Service {
                 limits.max_files_per_request
             )));
         }
-        if kb.embedding_model != self.core.embedder.model_id() {
-            return Err(ServiceError::Invalid(format!(
-                "knowledge base `{}` was embedded with `{}` but this server runs `{}`",
-                kb.name,
-                kb.embedding_model,
-                self.core.embedder.model_id()
-            )));
-        }
+        self.core.models.for_kb(&kb)?;
         // Validate everything before anything is stored: a request is accepted whole or not.
         let mut prepared = Vec::with_capacity(uploads.len());
         for u in uploads {
-            let name = display_name(&u.name);
+            let name = if keep_names {
+                u.name.clone()
+            } else {
+                display_name(&u.name)
+            };
             if u.bytes.len() as u64 > limits.max_file_bytes {
                 return Err(ServiceError::TooLarge(format!(
                     "`{name}` is {} bytes; the limit is {} bytes per file",
@@ -543,35 +633,75 @@ impl Service {
             let sha = sha256_hex(&u.bytes);
             prepared.push((name, media, sha, u));
         }
-        let n = prepared.len();
-        self.core
-            .queue
-            .admit(n)
-            .map_err(|queued| ServiceError::QueueFull {
-                queued,
-                retry_after: (queued as u64 / 4).clamp(1, 60),
-            })?;
-        let result = self.register(p, &kb, prepared);
-        if result.is_err() {
-            self.core.queue.release(n);
-        }
-        result
-    }
-
-    fn register(
-        &self,
-        p: &Principal,
-        kb: &Kb,
-        prepared: Vec<(String, crate::ingest::MediaType, String, Upload)>,
-    ) -> Result<Receipt> {
         for (_, _, sha, u) in &prepared {
             self.core
                 .blobs
                 .put(sha, &u.bytes)
                 .map_err(|e| ServiceError::Internal(format!("storing upload: {e}")))?;
         }
-        let job_id = self.core.store.create_job(&p.tenant_id, &kb.id)?;
+        let _admission = self
+            .core
+            .admission
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let queued = self.core.store.count_unfinished()? as usize;
+        if queued + prepared.len() > limits.queue_capacity {
+            return Err(ServiceError::QueueFull {
+                queued,
+                retry_after: (queued as u64 / 4).clamp(1, 60),
+            });
+        }
+        self.register(&kb, prepared, idempotency_key)
+    }
+
+    fn receipt_for_key(&self, p: &Principal, kb: &Kb, key: &str) -> Result<Option<Receipt>> {
+        let page = self
+            .core
+            .store
+            .list_workflows(&crate::store::WorkflowQuery {
+                tenant_id: p.tenant_id.clone(),
+                kind: Some("ingest".into()),
+                subject: Some(kb.id.clone()),
+                limit: 1_000,
+                ..Default::default()
+            })?;
+        let Some(wf) = page
+            .items
+            .into_iter()
+            .find(|w| w.idempotency_key.as_deref() == Some(key))
+        else {
+            return Ok(None);
+        };
+        let input: ingest::IngestInput = serde_json::from_value(wf.input.clone())
+            .map_err(|e| ServiceError::Internal(e.to_string()))?;
+        let mut documents = Vec::new();
+        for id in input.documents {
+            if let Ok(doc) = self.core.store.get_document(&kb.id, &id) {
+                documents.push(Accepted {
+                    document_id: doc.id,
+                    name: doc.name,
+                    status: doc.status,
+                    existing: true,
+                    replaces: doc.replaces,
+                });
+            }
+        }
+        Ok(Some(Receipt {
+            job_id: wf.id,
+            documents,
+        }))
+    }
+
+    fn register(
+        &self,
+        kb: &Kb,
+        prepared: Vec<(String, crate::ingest::MediaType, String, Upload)>,
+        idempotency_key: Option<String>,
+    ) -> Result<Receipt> {
+        let job_id = uuid::Uuid::now_v7().to_string();
+        self.core.store.create_job(&job_id, &kb.tenant_id, &kb.id)?;
         let mut documents = Vec::with_capacity(prepared.len());
+        let mut created = Vec::new();
         for (name, media, sha, u) in prepared {
             let inserted = {
                 let _g = self
@@ -598,9 +728,7 @@ impl Service {
             let doc = inserted.document;
             metrics::counter!("groundwork_ingest_bytes_total").increment(doc.size);
             if inserted.created {
-                self.core.queue.push(task_for(&doc, kb));
-            } else {
-                self.core.queue.release(1);
+                created.push(doc.id.clone());
             }
             documents.push(Accepted {
                 document_id: doc.id,
@@ -610,6 +738,8 @@ impl Service {
                 replaces: doc.replaces,
             });
         }
+        // A crash before this line leaves documents without a workflow: adopted at start.
+        self.start_ingest(&job_id, kb, created, idempotency_key)?;
         Ok(Receipt { job_id, documents })
     }
 
@@ -702,19 +832,12 @@ impl Service {
             )));
         }
         let kb = self.kb(p, kb)?;
-        if kb.embedding_model != self.core.embedder.model_id() && params.mode != SearchMode::Bm25 {
-            return Err(ServiceError::Invalid(format!(
-                "knowledge base `{}` was embedded with `{}`; this server runs `{}` (bm25 mode still works)",
-                kb.name,
-                kb.embedding_model,
-                self.core.embedder.model_id()
-            )));
-        }
         let vector = if params.mode == SearchMode::Bm25 {
             None
         } else {
+            let embedder = self.core.models.for_kb(&kb)?;
             let started = Instant::now();
-            let mut v = self.core.embedder.embed(&[query])?;
+            let mut v = embedder.embed(&[query])?;
             self.core
                 .stats
                 .queries_embedded
@@ -764,16 +887,6 @@ impl Service {
     pub fn job(&self, p: &Principal, id: &str) -> Result<Job> {
         p.require(Scope::Read)?;
         Ok(self.core.store.job(&p.tenant_id, id)?)
-    }
-}
-
-fn task_for(doc: &Document, kb: &Kb) -> Task {
-    Task {
-        document_id: doc.id.clone(),
-        name: doc.name.clone(),
-        sha256: doc.sha256.clone(),
-        metadata: doc.filter_metadata(),
-        kb: kb.clone(),
     }
 }
 

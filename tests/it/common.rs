@@ -46,3 +46,81 @@ pub fn shared(sub: &str) -> Option<PathBuf> {
 pub fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_groundwork"))
 }
+
+/// Writes a tiny BERT model folder (`hidden` dimensions, one layer, deterministic weights,
+/// the default model's tokenizer) for tests that need a second model of another dimension.
+pub fn tiny_bert(dir: &std::path::Path, hidden: usize) {
+    use candle_core::{Device, Tensor};
+    std::fs::create_dir_all(dir).expect("model dir");
+    let tokenizer = model_dir().join("tokenizer.json");
+    std::fs::copy(&tokenizer, dir.join("tokenizer.json")).expect("copy tokenizer");
+    let vocab: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&tokenizer).expect("tokenizer")).expect("json");
+    let vocab_size = vocab["model"]["vocab"]
+        .as_object()
+        .map(|v| v.len())
+        .expect("wordpiece vocabulary");
+    let inter = hidden * 2;
+    let config = serde_json::json!({
+        "hidden_size": hidden, "num_attention_heads": 2, "num_hidden_layers": 1,
+        "intermediate_size": inter, "max_position_embeddings": 512, "type_vocab_size": 2,
+        "vocab_size": vocab_size, "layer_norm_eps": 1e-12, "hidden_act": "gelu",
+        "model_type": "bert"
+    });
+    std::fs::write(dir.join("config.json"), config.to_string()).expect("config");
+    let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+    let mut tensor = |shape: &[usize], scale: f32| {
+        let n: usize = shape.iter().product();
+        let data: Vec<f32> = (0..n)
+            .map(|_| {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                ((seed >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 2.0 * scale
+            })
+            .collect();
+        Tensor::from_vec(data, shape, &Device::Cpu).expect("tensor")
+    };
+    let ones = |n: usize| Tensor::ones(n, candle_core::DType::F32, &Device::Cpu).expect("ones");
+    let zeros = |n: usize| Tensor::zeros(n, candle_core::DType::F32, &Device::Cpu).expect("zeros");
+    let mut t = std::collections::HashMap::new();
+    t.insert(
+        "embeddings.word_embeddings.weight".to_owned(),
+        tensor(&[vocab_size, hidden], 0.5),
+    );
+    t.insert(
+        "embeddings.position_embeddings.weight".to_owned(),
+        tensor(&[512, hidden], 0.05),
+    );
+    t.insert(
+        "embeddings.token_type_embeddings.weight".to_owned(),
+        tensor(&[2, hidden], 0.05),
+    );
+    t.insert("embeddings.LayerNorm.weight".to_owned(), ones(hidden));
+    t.insert("embeddings.LayerNorm.bias".to_owned(), zeros(hidden));
+    let p = "encoder.layer.0";
+    for name in [
+        "attention.self.query",
+        "attention.self.key",
+        "attention.self.value",
+        "attention.output.dense",
+    ] {
+        t.insert(format!("{p}.{name}.weight"), tensor(&[hidden, hidden], 0.2));
+        t.insert(format!("{p}.{name}.bias"), zeros(hidden));
+    }
+    t.insert(
+        format!("{p}.intermediate.dense.weight"),
+        tensor(&[inter, hidden], 0.2),
+    );
+    t.insert(format!("{p}.intermediate.dense.bias"), zeros(inter));
+    t.insert(
+        format!("{p}.output.dense.weight"),
+        tensor(&[hidden, inter], 0.2),
+    );
+    t.insert(format!("{p}.output.dense.bias"), zeros(hidden));
+    for norm in ["attention.output.LayerNorm", "output.LayerNorm"] {
+        t.insert(format!("{p}.{norm}.weight"), ones(hidden));
+        t.insert(format!("{p}.{norm}.bias"), zeros(hidden));
+    }
+    candle_core::safetensors::save(&t, dir.join("model.safetensors")).expect("weights");
+}

@@ -9,7 +9,9 @@
 //! - `index`: persistence, tombstones, compaction, filters proven against brute force;
 //! - `eval_cli`: `groundwork eval` end to end on a small BEIR folder the test writes;
 //! - `server`: a real `groundwork serve` child process on a loopback port, and a client;
-//! - `service_api`: the knowledge-base service over HTTP and through the CLI.
+//! - `service_api`: the knowledge-base service over HTTP and through the CLI;
+//! - `workflows`: durable ingest, crash recovery (SIGKILL at fail points), reindexing while
+//!   searching, a model of another dimension, folder sources on a schedule.
 
 mod chunking;
 mod common;
@@ -19,3 +21,4 @@ mod extraction;
 mod index;
 mod server;
 mod service_api;
+mod workflows;

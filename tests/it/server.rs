@@ -100,6 +100,41 @@ impl TestServer {
         }
     }
 
+    /// Kills the server with SIGKILL (a crash: nothing is flushed or saved) and waits for it.
+    pub fn kill(mut self) {
+        if let Some(mut child) = self.child.take() {
+            // SAFETY: plain signal to a child we own.
+            unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+            let _ = child.wait();
+        }
+    }
+
+    /// Polls a workflow until `pred` holds (at most `secs`); returns it.
+    pub fn wait_workflow(&self, id: &str, secs: u64, pred: impl Fn(&Value) -> bool) -> Value {
+        let started = Instant::now();
+        loop {
+            let wf: Value = ok_json(self.get(&format!("/v1/workflows/{id}")));
+            if pred(&wf) {
+                return wf;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(secs),
+                "workflow {id} never reached the state: {wf}"
+            );
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+
+    /// Polls a workflow until it ends; returns it.
+    pub fn wait_workflow_end(&self, id: &str) -> Value {
+        self.wait_workflow(id, 600, |wf| {
+            matches!(
+                wf["status"].as_str(),
+                Some("completed" | "failed" | "cancelled")
+            )
+        })
+    }
+
     fn auth(&self, r: reqwest::blocking::RequestBuilder) -> reqwest::blocking::RequestBuilder {
         match &self.key {
             Some(k) => r.bearer_auth(k),
