@@ -56,12 +56,22 @@ impl KbIndex {
         Ok(())
     }
 
-    /// Replaces the whole collection (a reindex switching generation) at sequence `seq`;
-    /// call with the write lock held.
-    pub fn install(&self, collection: Collection, seq: u64) {
-        *write(&self.collection) = collection;
-        self.applied_seq.store(seq, Ordering::SeqCst);
-        self.saved_seq.store(u64::MAX, Ordering::SeqCst);
+    /// Replaces the whole collection (a reindex switching generation): `commit` (the store's
+    /// switch) runs while the collection is write-locked, so no search sees the new store
+    /// with the old index or the reverse. Call with the KB's write lock held.
+    pub fn swap_in<E>(
+        &self,
+        collection: Collection,
+        commit: impl FnOnce() -> std::result::Result<Option<u64>, E>,
+    ) -> std::result::Result<Option<u64>, E> {
+        let mut c = write(&self.collection);
+        let seq = commit()?;
+        if let Some(seq) = seq {
+            *c = collection;
+            self.applied_seq.store(seq, Ordering::SeqCst);
+            self.saved_seq.store(u64::MAX, Ordering::SeqCst);
+        }
+        Ok(seq)
     }
 
     /// Live chunks.

@@ -853,16 +853,17 @@ impl Service {
             metadata: params.metadata.clone(),
         };
         let index = self.core.indexes.get(&kb.id)?;
-        let hits = {
-            let c = index.collection.read().unwrap_or_else(|p| p.into_inner());
-            c.search(&SearchRequest {
-                vector: vector.as_deref(),
-                text: query,
-                k: top_k,
-                mode: params.mode,
-                filter: &filter,
-            })?
-        };
+        // The index guard is held until the chunks are read, so a reindex switching
+        // generations (which takes the index's write lock around its store commit) can never
+        // delete the rows behind ids this search got from the old generation.
+        let guard = index.collection.read().unwrap_or_else(|p| p.into_inner());
+        let hits = guard.search(&SearchRequest {
+            vector: vector.as_deref(),
+            text: query,
+            k: top_k,
+            mode: params.mode,
+            filter: &filter,
+        })?;
         let ids: Vec<u64> = hits.iter().map(|h| h.chunk_id).collect();
         let mut chunks: BTreeMap<u64, ChunkRecord> = self
             .core
@@ -871,6 +872,7 @@ impl Service {
             .into_iter()
             .map(|c| (c.id, c))
             .collect();
+        drop(guard);
         let hits = hits
             .into_iter()
             .filter_map(|h| {

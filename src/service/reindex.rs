@@ -255,16 +255,23 @@ fn swap(
     if !gone.is_empty() {
         collection.delete_chunks(&gone);
     }
-    let seq = match core.store.switch_generation(
-        kb_id,
-        &GenerationSwitch {
-            generation: plan.generation,
-            embedding_model: plan.embedding_model.clone(),
-            model_source: plan.model_source.clone(),
-            dimension: plan.dimension,
-            chunking: plan.chunking,
-        },
-    ) {
+    let built = std::mem::replace(
+        collection,
+        crate::index::Collection::new(collection.stamp().clone(), Default::default()),
+    );
+    let switch = GenerationSwitch {
+        generation: plan.generation,
+        embedding_model: plan.embedding_model.clone(),
+        model_source: plan.model_source.clone(),
+        dimension: plan.dimension,
+        chunking: plan.chunking,
+    };
+    let seq = index.swap_in(built, || {
+        let seq = core.store.switch_generation(kb_id, &switch);
+        fail::fail_point!("reindex::swap");
+        seq
+    });
+    let seq = match seq {
         Ok(Some(seq)) => seq,
         Ok(None) => return Ok(Some(kb.index_seq)),
         Err(StoreError::NotFound { .. }) => {
@@ -275,11 +282,5 @@ fn swap(
         }
         Err(e) => return Err(e.into()),
     };
-    fail::fail_point!("reindex::swap");
-    let built = std::mem::replace(
-        collection,
-        crate::index::Collection::new(collection.stamp().clone(), Default::default()),
-    );
-    index.install(built, seq);
     Ok(Some(seq))
 }

@@ -133,26 +133,30 @@ fn no_unfinished_workflows(server: &TestServer) {
     }
 }
 
-/// Waits until a step whose name contains `part` has been running far longer than any step
-/// takes (the process is paused inside it); returns the run as seen then.
-fn wait_paused_in(server: &TestServer, id: &str, part: &str) -> Value {
-    let mut since: Option<Instant> = None;
+/// Waits until the process is paused at the fail point: `skip` steps whose name contains
+/// `part` completed and the next one is running (runs are sequential and the paused step can
+/// never complete, so nothing moves after this). Returns the run as seen then.
+fn wait_paused_in(server: &TestServer, id: &str, part: &str, skip: usize) -> Value {
     let started = Instant::now();
     loop {
         let wf: Value = ok_json(server.get(&format!("/v1/workflows/{id}")));
-        let running =
-            wf["steps"].as_array().into_iter().flatten().any(|s| {
-                s["status"] == "running" && s["name"].as_str().unwrap_or("").contains(part)
-            });
-        match (running, since) {
-            (true, None) => since = Some(Instant::now()),
-            (true, Some(t)) if t.elapsed() > Duration::from_secs(4) => return wf,
-            (false, _) => since = None,
-            _ => {}
+        let matching: Vec<&Value> = wf["steps"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|s| s["name"].as_str().unwrap_or("").contains(part))
+            .collect();
+        let completed = matching
+            .iter()
+            .filter(|s| s["status"] == "completed")
+            .count();
+        let running = matching.iter().any(|s| s["status"] == "running");
+        if completed == skip && running {
+            return wf;
         }
         assert!(
-            started.elapsed() < Duration::from_secs(120),
-            "never paused in `{part}`: {wf}"
+            completed <= skip && started.elapsed() < Duration::from_secs(120),
+            "never paused in `{part}` after {skip}: {wf}"
         );
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -240,7 +244,7 @@ fn crash_ingest(
     );
     server.create_kb("book");
     let job = upload(&server, "book", files);
-    let at_kill = wait_paused_in(&server, &job, suffix);
+    let at_kill = wait_paused_in(&server, &job, suffix, skip);
     let before = ids_by_name(&server, "book");
     server.kill();
 
@@ -308,7 +312,7 @@ fn crash_anywhere_resumes_with_identical_results_and_no_repeated_work() {
         &json!({ "chunking": { "max_tokens": 96, "overlap_tokens": 12 } }),
     ));
     let id = wf["id"].as_str().expect("id").to_owned();
-    wait_paused_in(&server, &id, "swap/0");
+    wait_paused_in(&server, &id, "swap/0", 0);
     server.kill();
     let server = start(&dir, &env(&[]));
     let wf = server.wait_workflow_end(&id);
