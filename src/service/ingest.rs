@@ -127,8 +127,8 @@ fn quick_options() -> StepOptions {
     }
 }
 
-/// A step error from the service's.
-fn step_error(e: ServiceError) -> StepError {
+/// A step error from the service's (retryable when the service error is).
+pub(super) fn step_error(e: ServiceError) -> StepError {
     if e.is_retryable() {
         StepError::retryable(e.code(), e.to_string())
     } else {

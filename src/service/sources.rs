@@ -14,7 +14,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use super::ingest::upgrade;
+use super::ingest::{step_error, upgrade};
 use super::{Core, Result, ServiceError, Upload};
 use crate::store::{DocumentStatus, Source, StoreError};
 use crate::workflow::{Ctx, Handler, Interrupt, StepError, StepOptions};
@@ -170,8 +170,7 @@ impl Handler for SyncFlow {
         let wf_id = ctx.workflow().id.clone();
         let tenant = ctx.workflow().tenant_id.clone();
         let applied: Applied = ctx.step("apply", &StepOptions::default(), |_| {
-            apply(&core, &tenant, &source, &root, &seen, &wf_id)
-                .map_err(|e| StepError::fatal(e.code(), e.to_string()))
+            apply(&core, &tenant, &source, &root, &seen, &wf_id).map_err(step_error)
         })?;
         Ok(serde_json::to_value(applied).unwrap_or(Value::Null))
     }
@@ -253,15 +252,16 @@ fn apply(
             }
         }
     }
-    for group in uploads.chunks(core.config.ingest.max_files_per_request.max(1)) {
+    for (i, group) in uploads
+        .chunks(core.config.ingest.max_files_per_request.max(1))
+        .enumerate()
+    {
+        // Keyed by run and group: a replayed `apply` finds the uploads it already made.
         let receipt = service.upload_as(
             &principal,
             &source.kb_id,
             group.to_vec(),
-            Some(format!(
-                "sync:{wf_id}:{}",
-                applied.ingest_workflow.is_some() as u8
-            )),
+            Some(format!("sync:{wf_id}:{i}")),
             true,
         )?;
         applied.ingest_workflow.get_or_insert(receipt.job_id);
