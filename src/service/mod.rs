@@ -831,48 +831,49 @@ impl Service {
                 limits.max_top_k
             )));
         }
-        let kb = self.kb(p, kb)?;
-        let vector = if params.mode == SearchMode::Bm25 {
-            None
-        } else {
-            let embedder = self.core.models.for_kb(&kb)?;
-            let started = Instant::now();
-            let mut v = embedder.embed(&[query])?;
-            self.core
-                .stats
-                .queries_embedded
-                .fetch_add(1, Ordering::Relaxed);
-            metrics::counter!("groundwork_embedded_texts_total", "kind" => "query").increment(1);
-            metrics::histogram!("groundwork_query_embed_seconds")
-                .record(started.elapsed().as_secs_f64());
-            v.pop()
-        };
+        let mut kb = self.kb(p, kb)?;
         let filter = Filter {
             kb: None,
             document_ids: params.document_ids.clone(),
             metadata: params.metadata.clone(),
         };
-        let index = self.core.indexes.get(&kb.id)?;
-        // The index guard is held until the chunks are read, so a reindex switching
-        // generations (which takes the index's write lock around its store commit) can never
-        // delete the rows behind ids this search got from the old generation.
-        let guard = index.collection.read().unwrap_or_else(|p| p.into_inner());
-        let hits = guard.search(&SearchRequest {
-            vector: vector.as_deref(),
-            text: query,
-            k: top_k,
-            mode: params.mode,
-            filter: &filter,
-        })?;
-        let ids: Vec<u64> = hits.iter().map(|h| h.chunk_id).collect();
-        let mut chunks: BTreeMap<u64, ChunkRecord> = self
-            .core
-            .store
-            .chunks_by_id(&ids)?
-            .into_iter()
-            .map(|c| (c.id, c))
-            .collect();
-        drop(guard);
+        // A reindex may switch the model between embedding the query and reading the index:
+        // then the query is embedded again with the new one (once is enough; switches are rare).
+        let mut attempts = 0;
+        let (hits, mut chunks) = loop {
+            attempts += 1;
+            let vector = if params.mode == SearchMode::Bm25 {
+                None
+            } else {
+                Some(self.embed_query(&kb, query)?)
+            };
+            let index = self.core.indexes.get(&kb.id)?;
+            // The index guard is held until the chunks are read, so a reindex switching
+            // generations (which takes the index's write lock around its store commit) can
+            // never delete the rows behind ids this search got from the old generation.
+            let guard = index.collection.read().unwrap_or_else(|p| p.into_inner());
+            if guard.stamp().model_id != kb.embedding_model && vector.is_some() && attempts < 3 {
+                drop(guard);
+                kb = self.core.store.kb_by_id(&kb.id)?;
+                continue;
+            }
+            let hits = guard.search(&SearchRequest {
+                vector: vector.as_deref(),
+                text: query,
+                k: top_k,
+                mode: params.mode,
+                filter: &filter,
+            })?;
+            let ids: Vec<u64> = hits.iter().map(|h| h.chunk_id).collect();
+            let chunks: BTreeMap<u64, ChunkRecord> = self
+                .core
+                .store
+                .chunks_by_id(&ids)?
+                .into_iter()
+                .map(|c| (c.id, c))
+                .collect();
+            break (hits, chunks);
+        };
         let hits = hits
             .into_iter()
             .filter_map(|h| {
@@ -883,6 +884,21 @@ impl Service {
             })
             .collect();
         Ok((kb.id, hits))
+    }
+
+    fn embed_query(&self, kb: &Kb, query: &str) -> Result<Vec<f32>> {
+        let embedder = self.core.models.for_kb(kb)?;
+        let started = Instant::now();
+        let mut v = embedder.embed(&[query])?;
+        self.core
+            .stats
+            .queries_embedded
+            .fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("groundwork_embedded_texts_total", "kind" => "query").increment(1);
+        metrics::histogram!("groundwork_query_embed_seconds")
+            .record(started.elapsed().as_secs_f64());
+        v.pop()
+            .ok_or_else(|| ServiceError::Internal("the embedder returned no vector".into()))
     }
 
     /// An ingest job's progress.

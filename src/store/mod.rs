@@ -1,8 +1,10 @@
 //! The durable record of everything the service knows: tenants, API keys, knowledge bases,
-//! documents, chunks with their vectors, and ingest jobs.
+//! documents, chunks with their vectors (by index generation), ingest jobs, workflow runs with
+//! their steps and events, and folder sources.
 //!
 //! This module owns the schema, its migrations and the repositories behind narrow traits
-//! ([`TenantStore`], [`KbStore`], [`DocumentStore`], [`JobStore`]); the embedded default is
+//! ([`TenantStore`], [`KbStore`], [`DocumentStore`], [`JobStore`], [`GenerationStore`],
+//! [`WorkflowStore`], [`SourceStore`]); the embedded default is
 //! SQLite in WAL mode ([`SqliteStore`]). The store is the source of truth: search indexes are
 //! caches rebuilt from it (vectors included, so never by re-embedding).
 //!
