@@ -86,18 +86,10 @@ pub fn collect_files(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
     let mut files = Vec::new();
     for p in paths {
         if p.is_dir() {
-            for entry in walkdir::WalkDir::new(p)
-                .sort_by_file_name()
-                .into_iter()
-                .filter_entry(|e| {
-                    e.depth() == 0 || !e.file_name().to_string_lossy().starts_with('.')
-                })
-            {
-                let entry = entry.with_context(|| format!("walking {}", p.display()))?;
-                if entry.file_type().is_file() {
-                    files.push(entry.into_path());
-                }
-            }
+            files.extend(
+                groundwork::service::sources::list_files(p)
+                    .with_context(|| format!("walking {}", p.display()))?,
+            );
         } else if p.is_file() {
             files.push(p.clone());
         } else {

@@ -72,11 +72,11 @@ impl Vectors {
         let bytes = base64::engine::general_purpose::STANDARD
             .decode(&self.data)
             .map_err(|e| {
-                Interrupt::Failed(crate::workflow::StepFailure {
-                    step: "embed".into(),
-                    code: "bad_output".into(),
-                    message: format!("stored vectors unreadable: {e}"),
-                })
+                Interrupt::failed(
+                    "embed",
+                    "bad_output",
+                    format!("stored vectors unreadable: {e}"),
+                )
             })?;
         let flat = crate::util::f32s_from_le(&bytes);
         if self.dimension == 0 {
@@ -163,7 +163,9 @@ pub fn process_document(
     }
     let (embedder, chunking) = match &finish {
         Finish::Publish => (
-            core.models.for_kb(kb).map_err(|e| fatal_now(&last, &e))?,
+            core.models
+                .for_kb(kb)
+                .map_err(|e| Interrupt::failed(&last, e.code(), e))?,
             kb.chunking,
         ),
         Finish::Stage {
@@ -257,14 +259,6 @@ pub fn process_document(
     };
     ctx.forget(&format!("{prefix}{}/", doc.id), &last)?;
     Ok(finished)
-}
-
-fn fatal_now(step: &str, e: &ServiceError) -> Interrupt {
-    Interrupt::Failed(crate::workflow::StepFailure {
-        step: step.to_owned(),
-        code: e.code().to_owned(),
-        message: e.to_string(),
-    })
 }
 
 /// Embeds passages, counting them.
@@ -408,26 +402,18 @@ impl Handler for IngestFlow {
             };
             let outcome = match doc {
                 // Deleted or superseded before its turn.
-                None => Err(Interrupt::Failed(crate::workflow::StepFailure {
-                    step: id.clone(),
-                    code: "gone".into(),
-                    message: String::new(),
-                })),
-                Some(doc)
-                    if doc.status == crate::store::DocumentStatus::Ready
-                        && ctx.done::<Finished>(&format!("{id}/publish")).is_none() =>
-                {
-                    // Ready without this run's publish: identical bytes published earlier.
-                    Ok(Finished {
-                        chunks: doc.chunk_count as usize,
-                    })
-                }
+                None => Err(Interrupt::failed(id, "gone", "")),
+                // Published, by this run or by an attempt whose completion was never recorded
+                // (the process died between the commit and the step record).
+                Some(doc) if doc.status == crate::store::DocumentStatus::Ready => Ok(Finished {
+                    chunks: doc.chunk_count as usize,
+                }),
                 Some(doc) if doc.status == crate::store::DocumentStatus::Failed => {
-                    Err(Interrupt::Failed(crate::workflow::StepFailure {
-                        step: id.clone(),
-                        code: doc.error_code.clone().unwrap_or_default(),
-                        message: doc.error.clone().unwrap_or_default(),
-                    }))
+                    Err(Interrupt::failed(
+                        id,
+                        doc.error_code.as_deref().unwrap_or_default(),
+                        doc.error.as_deref().unwrap_or_default(),
+                    ))
                 }
                 Some(doc) => process_document(ctx, &core, &kb, &doc, Finish::Publish, ""),
             };

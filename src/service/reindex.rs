@@ -17,7 +17,7 @@ use super::ingest::{process_document, upgrade, Finish, Finished};
 use super::{Core, ServiceError};
 use crate::index::IndexStamp;
 use crate::store::{ChunkingStamp, GenerationSwitch, StoreError, WorkflowRecord};
-use crate::workflow::{Backoff, Ctx, Handler, Interrupt, StepError, StepFailure, StepOptions};
+use crate::workflow::{Backoff, Ctx, Handler, Interrupt, StepError, StepOptions};
 
 /// Input of a `reindex` run.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -55,14 +55,6 @@ const MAX_ROUNDS: usize = 20;
 /// The `reindex` workflow type.
 pub struct ReindexFlow(pub Weak<Core>);
 
-fn failed(step: &str, e: impl std::fmt::Display, code: &str) -> Interrupt {
-    Interrupt::Failed(StepFailure {
-        step: step.into(),
-        code: code.into(),
-        message: e.to_string(),
-    })
-}
-
 impl Handler for ReindexFlow {
     fn kind(&self) -> &'static str {
         "reindex"
@@ -74,7 +66,7 @@ impl Handler for ReindexFlow {
         let kb = core
             .store
             .kb_by_id(&input.kb_id)
-            .map_err(|e| failed("plan", e, "gone"))?;
+            .map_err(|e| Interrupt::failed("plan", "gone", e))?;
         let plan: Plan = ctx.step("plan", &StepOptions::default(), |_| {
             let (model_id, source, dimension) = match &input.embedding_model {
                 Some(spec) => {
@@ -118,7 +110,7 @@ impl Handler for ReindexFlow {
             };
             core.models
                 .for_kb(&probe)
-                .map_err(|e| failed("plan", e, "model_unavailable"))?
+                .map_err(|e| Interrupt::failed("plan", "model_unavailable", e))?
         };
         let mut staged_docs = 0usize;
         let mut chunks = 0usize;
@@ -168,7 +160,7 @@ impl Handler for ReindexFlow {
                     Some(plan.generation),
                     core.store.as_ref(),
                 )
-                .map_err(|e| failed("build", e, "index_error"))?;
+                .map_err(|e| Interrupt::failed("build", "index_error", e))?;
             ctx.checkpoint()?;
             let swap: Option<u64> = ctx.step(
                 &format!("swap/{round}"),
@@ -193,10 +185,10 @@ impl Handler for ReindexFlow {
                 return Ok(json!({ "generation": plan.generation, "switched": true }));
             }
         }
-        Err(failed(
+        Err(Interrupt::failed(
             "swap",
-            "documents kept arriving faster than they could be reindexed",
             "busy",
+            "documents kept arriving faster than they could be reindexed",
         ))
     }
 

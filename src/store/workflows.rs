@@ -218,6 +218,13 @@ pub trait WorkflowStore: Send + Sync {
     /// Creates a run, or returns the existing one with the same tenant, kind and idempotency
     /// key (`false`).
     fn create_workflow(&self, new: &NewWorkflow) -> Result<(WorkflowRecord, bool)>;
+    /// The run created with this tenant, kind and idempotency key, if any.
+    fn workflow_by_key(
+        &self,
+        tenant_id: &str,
+        kind: &str,
+        key: &str,
+    ) -> Result<Option<WorkflowRecord>>;
     /// One run (any tenant; callers check ownership).
     fn workflow(&self, id: &str) -> Result<WorkflowRecord>;
     /// A page of runs, newest first.

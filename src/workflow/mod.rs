@@ -195,6 +195,17 @@ pub enum Interrupt {
     Store(StoreError),
 }
 
+impl Interrupt {
+    /// A failure decided outside any step body (a missing input, an unavailable model...).
+    pub fn failed(step: &str, code: &str, message: impl std::fmt::Display) -> Self {
+        Interrupt::Failed(StepFailure {
+            step: step.to_owned(),
+            code: code.to_owned(),
+            message: message.to_string(),
+        })
+    }
+}
+
 impl From<StoreError> for Interrupt {
     fn from(e: StoreError) -> Self {
         Interrupt::Store(e)
@@ -272,6 +283,9 @@ struct Inner {
     options: EngineOptions,
     stopping: AtomicBool,
     slots: Mutex<Slots>,
+    /// Runs asked to stop while this process runs them; checked before every step without a
+    /// store read (a cancel asked before a start is in the run's record).
+    cancelled: Mutex<HashSet<String>>,
     wake: Condvar,
     events: tokio::sync::broadcast::Sender<Event>,
 }
@@ -303,6 +317,7 @@ impl Engine {
                     per_kind: HashMap::new(),
                     kicked: false,
                 }),
+                cancelled: Mutex::new(HashSet::new()),
                 wake: Condvar::new(),
                 events,
             }),
@@ -389,6 +404,9 @@ impl Engine {
     /// Asks a run to stop (at its next step; at once when it is not executing).
     pub fn cancel(&self, id: &str) -> Result<WorkflowRecord, WorkflowError> {
         let wf = self.inner.store.request_cancel(id)?;
+        if !wf.status.is_terminal() {
+            lock(&self.inner.cancelled).insert(id.to_owned());
+        }
         self.inner.kick();
         Ok(wf)
     }
@@ -408,19 +426,9 @@ impl Engine {
         Ok(())
     }
 
-    /// Wakes the dispatcher (new work may be due).
-    pub fn kick(&self) {
-        self.inner.kick();
-    }
-
     /// Changes from now on.
     pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Event> {
         self.inner.events.subscribe()
-    }
-
-    /// The store the engine runs on.
-    pub fn store(&self) -> &Arc<dyn WorkflowStore> {
-        &self.inner.store
     }
 
     /// Runs executing now.
@@ -520,6 +528,9 @@ impl Inner {
         }
         s.kicked = true;
         drop(s);
+        if wf.status.is_terminal() {
+            lock(&self.cancelled).remove(&wf.id);
+        }
         self.wake.notify_all();
     }
 
@@ -537,7 +548,9 @@ impl Inner {
                 message: format!("no handler for workflow type `{}`", wf.kind),
             })),
             Some(_) if self.stopping() => Err(Interrupt::Stopping),
-            Some(_) if wf.cancel_requested => Err(Interrupt::Cancelled),
+            Some(_) if wf.cancel_requested || lock(&self.cancelled).contains(&wf.id) => {
+                Err(Interrupt::Cancelled)
+            }
             Some(handler) => self.run(&mut wf, handler.as_ref()),
         };
         if let (Err(Interrupt::Cancelled), Some(h)) = (
@@ -680,7 +693,7 @@ impl Ctx<'_> {
         if self.engine.stopping() {
             return Err(Interrupt::Stopping);
         }
-        if self.engine.store.workflow(&self.wf.id)?.cancel_requested {
+        if lock(&self.engine.cancelled).contains(&self.wf.id) {
             return Err(Interrupt::Cancelled);
         }
         Ok(())

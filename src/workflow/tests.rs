@@ -375,3 +375,23 @@ fn backoff_grows_and_is_jittered_within_bounds() {
     let l = Backoff::Linear { delay_ms: 100 }.delay(3).as_millis();
     assert!((150..=300).contains(&l));
 }
+
+#[test]
+fn cancel_stops_an_executing_run_before_its_next_step() {
+    let h = Harness::new();
+    h.probe.block.store(true, Ordering::SeqCst);
+    let engine = h.engine();
+    let id = h.create(&engine, "steps", json!({}), None);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while h.probe.count("b") == 0 {
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    engine.cancel(&id).expect("cancel");
+    h.probe.block.store(false, Ordering::SeqCst);
+    let wf = h.finished(&id);
+    assert_eq!(wf.status, WorkflowStatus::Cancelled, "{wf:?}");
+    assert_eq!(h.probe.count("c"), 0, "no step starts after the cancel");
+    assert_eq!(h.probe.cancelled.load(Ordering::SeqCst), 1, "cleanup ran");
+    engine.shutdown();
+}

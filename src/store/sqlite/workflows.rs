@@ -138,23 +138,41 @@ fn upsert_step(c: &Connection, workflow_id: &str, s: &StepRecord) -> Result<()> 
     Ok(())
 }
 
+fn by_key(
+    c: &Connection,
+    tenant_id: &str,
+    kind: &str,
+    key: &str,
+) -> Result<Option<WorkflowRecord>> {
+    c.query_row(
+        &format!(
+            "SELECT {WF_COLS} FROM workflows
+             WHERE tenant_id = ?1 AND kind = ?2 AND idempotency_key = ?3"
+        ),
+        params![tenant_id, kind, key],
+        wf_row,
+    )
+    .optional()?
+    .map(RawWf::finish)
+    .transpose()
+}
+
 impl WorkflowStore for SqliteStore {
+    fn workflow_by_key(
+        &self,
+        tenant_id: &str,
+        kind: &str,
+        key: &str,
+    ) -> Result<Option<WorkflowRecord>> {
+        self.read(|c| by_key(c, tenant_id, kind, key))
+    }
+
     fn create_workflow(&self, new: &NewWorkflow) -> Result<(WorkflowRecord, bool)> {
         let input = serde_json::to_string(&new.input).map_err(json_err)?;
         self.write(|tx| {
             if let Some(key) = &new.idempotency_key {
-                let existing = tx
-                    .query_row(
-                        &format!(
-                            "SELECT {WF_COLS} FROM workflows
-                             WHERE tenant_id = ?1 AND kind = ?2 AND idempotency_key = ?3"
-                        ),
-                        params![new.tenant_id, new.kind, key],
-                        wf_row,
-                    )
-                    .optional()?;
-                if let Some(existing) = existing {
-                    return Ok((existing.finish()?, false));
+                if let Some(existing) = by_key(tx, &new.tenant_id, &new.kind, key)? {
+                    return Ok((existing, false));
                 }
             }
             let now = Utc::now();
