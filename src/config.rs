@@ -39,6 +39,8 @@ pub struct Config {
     pub workflow: WorkflowConfig,
     /// Folder sources.
     pub sources: SourcesConfig,
+    /// The model gateway.
+    pub gateway: crate::gateway::GatewayConfig,
 }
 
 impl Default for Config {
@@ -52,6 +54,7 @@ impl Default for Config {
             search: SearchConfig::default(),
             workflow: WorkflowConfig::default(),
             sources: SourcesConfig::default(),
+            gateway: crate::gateway::GatewayConfig::default(),
         }
     }
 }
@@ -259,6 +262,7 @@ impl Config {
         {
             return bad("chunking.max_tokens must be at least 8 and twice the overlap");
         }
+        self.gateway.validate().map_err(ConfigError::Invalid)?;
         if self.search.max_top_k == 0 || self.search.default_top_k > self.search.max_top_k {
             return bad("search.default_top_k must be at most search.max_top_k (> 0)");
         }

@@ -43,6 +43,7 @@ pub mod client;
 pub mod config;
 pub mod embed;
 pub mod eval;
+pub mod gateway;
 pub mod index;
 pub mod ingest;
 pub mod runtime;

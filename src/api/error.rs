@@ -16,6 +16,7 @@ pub struct ApiError {
     code: &'static str,
     detail: String,
     retry_after: Option<u64>,
+    extra: serde_json::Map<String, serde_json::Value>,
 }
 
 /// The problem document.
@@ -35,6 +36,11 @@ pub struct Problem {
     /// Seconds to wait before retrying (429 and 503).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retry_after: Option<u64>,
+    /// Members particular to the problem (e.g. a budget's `limit_usd` and `resets_at`, and an
+    /// OpenAI-style `error` object on the gateway's routes).
+    #[serde(flatten)]
+    #[schema(value_type = Object)]
+    pub extra: serde_json::Map<String, serde_json::Value>,
 }
 
 impl ApiError {
@@ -45,7 +51,20 @@ impl ApiError {
             code,
             detail: detail.into(),
             retry_after: None,
+            extra: serde_json::Map::new(),
         }
+    }
+
+    /// Adds extension members to the problem document.
+    pub fn with_extra(mut self, extra: serde_json::Map<String, serde_json::Value>) -> Self {
+        self.extra = extra;
+        self
+    }
+
+    /// Sets `Retry-After`.
+    pub fn with_retry_after(mut self, secs: u64) -> Self {
+        self.retry_after = Some(secs);
+        self
     }
 
     /// The status code.
@@ -85,6 +104,7 @@ impl From<ServiceError> for ApiError {
             code,
             detail,
             retry_after,
+            extra: serde_json::Map::new(),
         }
     }
 }
@@ -139,6 +159,7 @@ impl IntoResponse for ApiError {
             detail: self.detail,
             code: self.code.to_owned(),
             retry_after: self.retry_after,
+            extra: self.extra,
         };
         let body = serde_json::to_vec(&problem).unwrap_or_default();
         let mut res = (self.status, body).into_response();

@@ -6,6 +6,7 @@
 
 mod documents;
 mod error;
+mod gateway;
 mod kbs;
 pub mod openapi;
 mod server;
@@ -151,6 +152,11 @@ pub fn router(service: Service, metrics: Option<PrometheusHandle>) -> Router {
             post(workflows::send_event),
         )
         .route("/v1/jobs/{id}", get(system::job))
+        .route("/v1/chat/completions", post(gateway::chat_completions))
+        .route("/v1/embeddings", post(gateway::embeddings))
+        .route("/v1/models", get(gateway::models))
+        .route("/v1/gateway/logs", get(gateway::logs))
+        .route("/v1/gateway/usage", get(gateway::usage))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(2 << 20))
         .layer(axum::middleware::from_fn(track))

@@ -5,7 +5,7 @@ use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{documents, kbs, system, workflows};
+use super::{documents, gateway, kbs, system, workflows};
 
 struct BearerAuth;
 
@@ -22,7 +22,7 @@ impl Modify for BearerAuth {
 /// The API description.
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Groundwork", description = "Self-hosted knowledge assistant: knowledge bases, uploads, search, durable workflows."),
+    info(title = "Groundwork", description = "Self-hosted knowledge assistant: knowledge bases, uploads, search, durable workflows, and an OpenAI-compatible model gateway."),
     paths(
         system::healthz, system::readyz, system::metrics, system::status, system::job,
         kbs::create, kbs::list, kbs::get, kbs::delete, kbs::search,
@@ -30,6 +30,8 @@ impl Modify for BearerAuth {
         workflows::list, workflows::get, workflows::cancel, workflows::retry, workflows::send_event,
         workflows::events, workflows::reindex, workflows::add_source, workflows::list_sources,
         workflows::delete_source, workflows::sync_source,
+        gateway::chat_completions, gateway::embeddings, gateway::models, gateway::logs,
+        gateway::usage,
     ),
     modifiers(&BearerAuth),
     security(("bearer" = [])),

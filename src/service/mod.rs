@@ -32,9 +32,11 @@ pub use workflows::{ReindexRequest, WorkflowView};
 
 use crate::config::Config;
 use crate::embed::Embedder;
+use crate::gateway::Gateway;
 use crate::index::{CollectionOptions, Filter, SearchMode, SearchRequest};
 use crate::ingest::detect::detect;
 use crate::ingest::isolate::Isolation;
+use crate::store::GatewayStore;
 use crate::store::{
     BlobStore, ChunkRecord, ChunkingStamp, Document, DocumentQuery, FsBlobStore, Job, Kb, KbStats,
     NewDocument, NewKb, NewWorkflow, Page, Scope, SqliteStore, Store,
@@ -68,6 +70,8 @@ pub struct Core {
     /// document + drop bytes nobody references".
     blob_lock: Mutex<()>,
     stats: Stats,
+    /// Every model call (chat, embeddings) passes through it.
+    gateway: Gateway,
     /// The demo tenant's id when no API key exists (every caller acts as it).
     demo: Option<String>,
     stopping: AtomicBool,
@@ -298,7 +302,17 @@ impl Service {
                 poll: Duration::from_millis(500),
             },
         );
+        let gateway_store: Arc<dyn GatewayStore> = store.clone();
+        let root = std::env::current_dir().map_err(|e| ServiceError::Internal(e.to_string()))?;
+        let gateway = Gateway::new(
+            config.gateway.clone(),
+            gateway_store,
+            models.default_model().clone(),
+            &root,
+        )
+        .map_err(|e| ServiceError::Invalid(format!("gateway: {e}")))?;
         let core = Arc::new(Core {
+            gateway,
             config,
             store,
             blobs,
@@ -420,8 +434,14 @@ impl Service {
             self.core.engine.shutdown();
             let _ = bg.housekeeping.join();
         }
+        self.core.gateway.shutdown();
         let saved = self.core.indexes.save_dirty();
         tracing::info!(indexes_saved = saved, "service stopped");
+    }
+
+    /// The model gateway.
+    pub fn gateway(&self) -> &Gateway {
+        &self.core.gateway
     }
 
     /// The configuration the service runs with.

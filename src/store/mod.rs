@@ -12,6 +12,7 @@
 //! async callers run them on blocking threads.
 
 mod blobs;
+pub mod gateway;
 mod migrations;
 pub mod sources;
 mod sqlite;
@@ -19,6 +20,7 @@ mod types;
 pub mod workflows;
 
 pub use blobs::{BlobStore, FsBlobStore};
+pub use gateway::GatewayStore;
 pub use sources::{Source, SourceStore};
 pub use sqlite::SqliteStore;
 pub use types::*;
@@ -194,7 +196,14 @@ pub trait JobStore: Send + Sync {
 
 /// Everything the service needs from storage.
 pub trait Store:
-    TenantStore + KbStore + DocumentStore + JobStore + GenerationStore + WorkflowStore + SourceStore
+    TenantStore
+    + KbStore
+    + DocumentStore
+    + JobStore
+    + GenerationStore
+    + WorkflowStore
+    + SourceStore
+    + GatewayStore
 {
 }
 
@@ -206,5 +215,6 @@ impl<T> Store for T where
         + GenerationStore
         + WorkflowStore
         + SourceStore
+        + GatewayStore
 {
 }

@@ -10,6 +10,9 @@
 //! - `eval_cli`: `groundwork eval` end to end on a small BEIR folder the test writes;
 //! - `server`: a real `groundwork serve` child process on a loopback port, and a client;
 //! - `service_api`: the knowledge-base service over HTTP and through the CLI;
+//! - `fake_llm`: fake OpenAI and Anthropic upstreams on loopback, scripted to fail;
+//! - `gateway`: the model gateway (retries, fallback, streams, cache, budgets, guardrails,
+//!   logs, the local SmolLM2 model, the official `openai` Python client);
 //! - `workflows`: durable ingest, crash recovery (SIGKILL at fail points), reindexing while
 //!   searching, a model of another dimension, folder sources on a schedule.
 
@@ -18,6 +21,8 @@ mod common;
 mod embedder;
 mod eval_cli;
 mod extraction;
+mod fake_llm;
+mod gateway;
 mod index;
 mod server;
 mod service_api;

@@ -157,6 +157,17 @@ impl TestServer {
             .expect("POST")
     }
 
+    /// `POST` JSON with extra headers.
+    pub fn post_with(&self, path: &str, body: &Value, headers: &[(&str, &str)]) -> Response {
+        let mut r = self
+            .auth(self.http.post(format!("{}{path}", self.url)))
+            .json(body);
+        for (k, v) in headers {
+            r = r.header(*k, *v);
+        }
+        r.send().expect("POST")
+    }
+
     /// `POST` raw bytes with a content type.
     pub fn post_raw(&self, path: &str, content_type: &str, body: Vec<u8>) -> Response {
         self.auth(self.http.post(format!("{}{path}", self.url)))

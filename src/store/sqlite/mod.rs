@@ -12,6 +12,7 @@ use super::migrations::migrations;
 use super::types::*;
 use super::{DocumentStore, GenerationStore, JobStore, KbStore, Result, StoreError, TenantStore};
 
+mod gateway;
 mod sources;
 mod workflows;
 

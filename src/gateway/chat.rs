@@ -1,0 +1,828 @@
+//! One chat call through the gateway: validation, prompt guardrails, cache, budget
+//! reservation, attempts with retries and fallback, answer guardrails, settlement, logging.
+//!
+//! Every call runs in its own task, so a client that goes away never leaves a reservation
+//! open or a call unlogged. A stream that breaks after text was sent is resumed on the next
+//! attempt by skipping the part of the new answer that repeats what the client already has;
+//! if the new answer differs from it, the stream ends with `stream_interrupted` rather than
+//! sending the client text twice or a garbled mix.
+
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use serde_json::json;
+use tokio::sync::mpsc;
+use tracing::Instrument;
+
+use super::budget::Reservation;
+use super::cache;
+use super::guard::Decision;
+use super::providers::{estimate_tokens, Call, ProviderError};
+use super::route::{FailureKind, Route, Target};
+use super::types::{ChatOutput, ChatRequest, Delta, FinishReason, Usage};
+use super::{subjects, CacheMode, CallContext, Gateway, GatewayError, Result};
+use crate::store::gateway::{CacheEntry, CallLog};
+
+/// What the client gets back.
+#[derive(Debug, Clone)]
+pub struct ReplyMeta {
+    /// Request id.
+    pub request_id: String,
+    /// Route name.
+    pub route: String,
+    /// `hit`, `miss`, `bypass`, `refresh` or `off`.
+    pub cache: &'static str,
+    /// Unix seconds.
+    pub created: i64,
+}
+
+/// One event of a streamed answer.
+#[derive(Debug)]
+pub enum StreamEvent {
+    /// Text to append.
+    Text(String),
+    /// The end.
+    Done {
+        /// Why it ended.
+        finish_reason: FinishReason,
+        /// Token counts.
+        usage: Usage,
+        /// The model that answered.
+        model: String,
+    },
+    /// The stream failed after it started.
+    Error(GatewayError),
+}
+
+/// An answer.
+#[derive(Debug)]
+pub enum ChatReply {
+    /// A whole answer.
+    Complete {
+        /// The answer.
+        output: ChatOutput,
+        /// About the call.
+        meta: ReplyMeta,
+    },
+    /// A streamed answer: its first event (already received) and the rest.
+    Stream {
+        /// First event.
+        first: StreamEvent,
+        /// The following events.
+        events: mpsc::Receiver<StreamEvent>,
+        /// About the call.
+        meta: ReplyMeta,
+    },
+}
+
+/// An attempt as logged.
+pub(crate) fn attempt_json(
+    t: &Target,
+    err: Option<&ProviderError>,
+    started: Instant,
+) -> serde_json::Value {
+    let ms = started.elapsed().as_secs_f64() * 1e3;
+    match err {
+        None => json!({"target": t.label(), "outcome": "ok", "ms": ms}),
+        Some(e) => json!({
+            "target": t.label(),
+            "outcome": e.kind.as_str(),
+            "status": e.status,
+            "error": e.message,
+            "ms": ms,
+        }),
+    }
+}
+
+fn validate(req: &ChatRequest) -> Result<()> {
+    let bad = |m: &str| Err(GatewayError::Invalid(m.to_owned()));
+    if req.messages.is_empty() {
+        return bad("messages must not be empty");
+    }
+    if req.n.is_some_and(|n| n != 1) {
+        return bad("only n = 1 is supported");
+    }
+    if req.temperature.is_some_and(|t| !(0.0..=2.0).contains(&t)) {
+        return bad("temperature must be between 0 and 2");
+    }
+    if req.top_p.is_some_and(|p| !(p > 0.0 && p <= 1.0)) {
+        return bad("top_p must be in (0, 1]");
+    }
+    if req.max_tokens() == Some(0) {
+        return bad("max_tokens must be positive");
+    }
+    if req
+        .stop
+        .as_ref()
+        .is_some_and(|s| s.to_vec().len() > 4 || s.to_vec().iter().any(String::is_empty))
+    {
+        return bad("stop takes at most 4 non-empty sequences");
+    }
+    Ok(())
+}
+
+/// Everything a call needs once admitted.
+struct Run {
+    gw: Gateway,
+    ctx: CallContext,
+    route: Route,
+    targets: Vec<Target>,
+    call: Call,
+    reservation: Reservation,
+    cache_key: Option<String>,
+    cache_label: &'static str,
+    decisions: Vec<Decision>,
+    prompt_tokens: u32,
+    started: Instant,
+    request_log: Option<serde_json::Value>,
+    stream: bool,
+}
+
+/// How an attempt loop ended without an answer.
+struct Failed {
+    error: GatewayError,
+    attempts: Vec<serde_json::Value>,
+}
+
+impl Gateway {
+    /// Answers a chat request, whole or streamed.
+    pub async fn chat(&self, ctx: CallContext, req: ChatRequest) -> Result<ChatReply> {
+        let started = Instant::now();
+        validate(&req)?;
+        let route = self.route(&req.model)?;
+        let mut messages = req.messages.clone();
+        let verdict = self.inner.guard.check_prompt(&mut messages);
+        for d in &verdict.decisions {
+            metrics::counter!("groundwork_gateway_guardrail_actions_total", "rule" => d.rule.clone(), "action" => format!("{:?}", d.action).to_lowercase(), "side" => "prompt").increment(1);
+        }
+        let log_payloads = ctx
+            .log_payloads
+            .or(route.policy.log_payloads)
+            .unwrap_or(self.inner.config.log_payloads);
+        let request_log = log_payloads.then(|| {
+            let mut r = serde_json::to_value(&req).unwrap_or_default();
+            r["messages"] = serde_json::to_value(&messages).unwrap_or_default();
+            r
+        });
+        if let Some(rule) = verdict.blocked {
+            let mut log = self.call_log(&ctx, &route, "chat", started);
+            log.status = "blocked".into();
+            log.error = Some("guardrail_blocked".into());
+            log.guardrails = serde_json::to_value(&verdict.decisions).unwrap_or_default();
+            log.request = request_log;
+            log.stream = req.stream;
+            metrics::counter!("groundwork_gateway_requests_total", "route" => route.name.clone(), "status" => "blocked").increment(1);
+            self.inner.log.record(log).await;
+            return Err(GatewayError::Blocked(rule));
+        }
+        let max_tokens = req.max_tokens().unwrap_or(route.policy.default_max_tokens);
+        let call = Call {
+            model: String::new(),
+            messages,
+            temperature: req.temperature,
+            top_p: req.top_p,
+            max_tokens,
+            stop: req.stop.as_ref().map(|s| s.to_vec()).unwrap_or_default(),
+            seed: req.seed,
+            first_byte: Duration::from_millis(route.policy.first_byte_timeout_ms),
+        };
+        let (request_id, route_name) = (ctx.request_id.clone(), route.name.clone());
+        let meta = |cache: &'static str| ReplyMeta {
+            request_id: request_id.clone(),
+            route: route_name.clone(),
+            cache,
+            created: chrono::Utc::now().timestamp(),
+        };
+
+        // The cache.
+        let cacheable = self.inner.config.cache.enabled
+            && route.policy.cache_ttl_secs > 0
+            && ctx.cache != CacheMode::Bypass
+            && (req.deterministic()
+                || route.policy.cache_nondeterministic
+                || ctx.cache == CacheMode::Use);
+        let cache_key = cacheable.then(|| {
+            cache::key(
+                &route.name,
+                &call.messages,
+                call.temperature,
+                call.top_p,
+                max_tokens,
+                &call.stop,
+                call.seed,
+            )
+        });
+        let cache_label = match (cacheable, ctx.cache) {
+            (false, CacheMode::Bypass) => "bypass",
+            (false, _) => "off",
+            (true, CacheMode::Refresh) => "refresh",
+            (true, _) => "miss",
+        };
+        if let (Some(key), true) = (&cache_key, ctx.cache != CacheMode::Refresh) {
+            if let Some(output) = self.cache_lookup(key).await {
+                metrics::counter!("groundwork_gateway_cache_total", "result" => "hit").increment(1);
+                let mut log = self.call_log(&ctx, &route, "chat", started);
+                log.cache = "hit".into();
+                log.model = Some(output.model.clone());
+                log.tokens_in = output.usage.prompt_tokens;
+                log.tokens_out = output.usage.completion_tokens;
+                log.ttft_ms = Some(log.latency_ms);
+                log.guardrails = serde_json::to_value(&verdict.decisions).unwrap_or_default();
+                log.stream = req.stream;
+                log.request = request_log;
+                log.response = log_payloads.then(|| output.text.clone());
+                metrics::counter!("groundwork_gateway_requests_total", "route" => route.name.clone(), "status" => "ok").increment(1);
+                self.inner.log.record(log).await;
+                return Ok(replay(output, meta("hit"), req.stream));
+            }
+            metrics::counter!("groundwork_gateway_cache_total", "result" => "miss").increment(1);
+        }
+
+        // The budget: the worst case over the route's targets, reserved before any call.
+        let prompt_tokens: u32 = call
+            .messages
+            .iter()
+            .map(|m| estimate_tokens(&m.content) + 4)
+            .sum();
+        let estimate = |t: &Target| {
+            let p = self.price(t);
+            (p.input * prompt_tokens as f64 + p.output * max_tokens as f64) / 1e6
+        };
+        let who = subjects(&ctx, &route);
+        let worst = route.targets.iter().map(estimate).fold(0.0, f64::max);
+        let (reservation, targets) = match self.inner.budgets.reserve(&who, worst) {
+            Ok(r) => (r, route.targets.clone()),
+            Err(exceeded) => {
+                let fallback = route.budget_fallback.clone().and_then(|fb| {
+                    self.inner
+                        .budgets
+                        .reserve(&who, estimate(&fb))
+                        .ok()
+                        .map(|r| (r, vec![fb]))
+                });
+                match fallback {
+                    Some(f) => {
+                        tracing::info!(route = %route.name, "budget exhausted; using the route's budget fallback");
+                        f
+                    }
+                    None => {
+                        self.log_refusal(&ctx, &route, "chat", "budget_exceeded", started)
+                            .await;
+                        return Err(GatewayError::BudgetExceeded(exceeded));
+                    }
+                }
+            }
+        };
+
+        let run = Run {
+            gw: self.clone(),
+            ctx,
+            route,
+            targets,
+            call,
+            reservation,
+            cache_key,
+            cache_label,
+            decisions: verdict.decisions,
+            prompt_tokens,
+            started,
+            request_log,
+            stream: req.stream,
+        };
+        let span = tracing::info_span!("gateway.call", request_id = %run.ctx.request_id, route = %run.route.name, stream = req.stream);
+        let meta = meta(cache_label);
+        if req.stream {
+            let (tx, mut rx) = mpsc::channel(64);
+            tokio::spawn(run.stream(tx).instrument(span));
+            match rx.recv().await {
+                Some(StreamEvent::Error(e)) => Err(e),
+                Some(first) => Ok(ChatReply::Stream {
+                    first,
+                    events: rx,
+                    meta,
+                }),
+                None => Err(GatewayError::Interrupted(
+                    "the call ended without an answer".into(),
+                )),
+            }
+        } else {
+            match tokio::spawn(run.complete().instrument(span)).await {
+                Ok(Ok(output)) => Ok(ChatReply::Complete { output, meta }),
+                Ok(Err(e)) => Err(e),
+                Err(e) => Err(GatewayError::Interrupted(format!(
+                    "the call task failed: {e}"
+                ))),
+            }
+        }
+    }
+
+    async fn cache_lookup(&self, key: &str) -> Option<ChatOutput> {
+        let store = self.inner.store.clone();
+        let key = key.to_owned();
+        let found = tokio::task::spawn_blocking(move || store.cache_get(&key, chrono::Utc::now()))
+            .await
+            .ok()?;
+        match found {
+            Ok(Some(e)) => serde_json::from_str(&e.value).ok(),
+            Ok(None) => None,
+            Err(e) => {
+                tracing::warn!(error = %e, "cache lookup failed");
+                None
+            }
+        }
+    }
+}
+
+/// A cached answer, whole or as a stream.
+fn replay(output: ChatOutput, meta: ReplyMeta, stream: bool) -> ChatReply {
+    if !stream {
+        return ChatReply::Complete { output, meta };
+    }
+    let pieces = cache::replay_pieces(&output.text, 24);
+    let (tx, rx) = mpsc::channel(pieces.len() + 1);
+    let mut events = pieces.into_iter().map(StreamEvent::Text);
+    let first = events.next().unwrap_or(StreamEvent::Done {
+        finish_reason: output.finish_reason,
+        usage: output.usage,
+        model: output.model.clone(),
+    });
+    let had_text = matches!(first, StreamEvent::Text(_));
+    for e in events {
+        let _ = tx.try_send(e);
+    }
+    if had_text {
+        let _ = tx.try_send(StreamEvent::Done {
+            finish_reason: output.finish_reason,
+            usage: output.usage,
+            model: output.model,
+        });
+    }
+    ChatReply::Stream {
+        first,
+        events: rx,
+        meta,
+    }
+}
+
+/// Length of the common prefix of `a` and `b`, on a character boundary.
+fn common_prefix(a: &str, b: &str) -> usize {
+    a.char_indices()
+        .zip(b.chars())
+        .find(|((_, x), y)| x != y)
+        .map(|((i, _), _)| i)
+        .unwrap_or_else(|| a.len().min(b.len()))
+}
+
+impl Run {
+    fn attempt_timeout(&self) -> Duration {
+        Duration::from_millis(self.route.policy.total_timeout_ms)
+    }
+
+    /// Decides after a failed attempt: `Some(delay)` to retry the same target, `None` to leave it.
+    fn after_failure(&self, e: &ProviderError, attempt: u32) -> Option<Duration> {
+        (self.route.retries(e.kind) && attempt < self.route.policy.retries)
+            .then(|| self.route.backoff(attempt + 1))
+    }
+
+    async fn complete(self) -> Result<ChatOutput> {
+        let mut attempts = Vec::new();
+        let mut last: Option<ProviderError> = None;
+        'targets: for target in self.targets.clone() {
+            let provider = self.gw.provider(&target)?.clone();
+            let mut call = self.call.clone();
+            call.model = target.model.clone();
+            for n in 0..=self.route.policy.retries {
+                let t0 = Instant::now();
+                let result =
+                    match tokio::time::timeout(self.attempt_timeout(), provider.complete(&call))
+                        .await
+                    {
+                        Ok(r) => r,
+                        Err(_) => Err(ProviderError::new(
+                            FailureKind::Timeout,
+                            "the answer did not finish in time",
+                        )),
+                    };
+                match result {
+                    Ok(out) => {
+                        attempts.push(attempt_json(&target, None, t0));
+                        return Ok(self.succeed(&target, out, attempts, None).await);
+                    }
+                    Err(e) => {
+                        attempts.push(attempt_json(&target, Some(&e), t0));
+                        metrics::counter!("groundwork_gateway_attempt_failures_total", "provider" => target.provider.clone(), "kind" => e.kind.as_str()).increment(1);
+                        let next = self.after_failure(&e, n);
+                        let kind = e.kind;
+                        last = Some(e);
+                        if let Some(delay) = next {
+                            tokio::time::sleep(delay).await;
+                            continue;
+                        }
+                        if !self.route.falls_back(kind) {
+                            break 'targets;
+                        }
+                        break;
+                    }
+                }
+            }
+        }
+        let error = upstream_error(last, attempts.len());
+        Err(self.fail(Failed { error, attempts }).await)
+    }
+
+    async fn stream(mut self, tx: mpsc::Sender<StreamEvent>) {
+        let gw = self.gw.clone();
+        let mut sg = gw.inner.guard.stream();
+        let mut raw = String::new(); // provider text consumed so far
+        let mut sent = String::new(); // text the client got
+        let mut ttft: Option<f64> = None;
+        let mut attempts = Vec::new();
+        let mut last: Option<ProviderError> = None;
+        'targets: for target in self.targets.clone() {
+            let provider = match self.gw.provider(&target) {
+                Ok(p) => p.clone(),
+                Err(e) => {
+                    let _ = tx.send(StreamEvent::Error(e)).await;
+                    return;
+                }
+            };
+            let mut call = self.call.clone();
+            call.model = target.model.clone();
+            for n in 0..=self.route.policy.retries {
+                let t0 = Instant::now();
+                let deadline = tokio::time::Instant::now() + self.attempt_timeout();
+                let first_deadline = tokio::time::Instant::now() + call.first_byte;
+                let opened = match tokio::time::timeout_at(
+                    first_deadline.min(deadline),
+                    provider.stream(&call),
+                )
+                .await
+                {
+                    Ok(r) => r,
+                    Err(_) => Err(ProviderError::new(
+                        FailureKind::Timeout,
+                        "no first byte in time",
+                    )),
+                };
+                let outcome: std::result::Result<(FinishReason, Option<Usage>), ProviderError> =
+                    match opened {
+                        Err(e) => Err(e),
+                        Ok(mut deltas) => {
+                            let mut matched = 0usize; // bytes of `raw` this attempt has repeated
+                            let mut got_any = false;
+                            loop {
+                                let until = if got_any {
+                                    deadline
+                                } else {
+                                    first_deadline.min(deadline)
+                                };
+                                let next = match tokio::time::timeout_at(until, deltas.next()).await
+                                {
+                                    Err(_) => {
+                                        break Err(ProviderError::new(
+                                            FailureKind::Timeout,
+                                            if got_any {
+                                                "the answer did not finish in time"
+                                            } else {
+                                                "no first token in time"
+                                            },
+                                        ))
+                                    }
+                                    Ok(None) => {
+                                        break Err(ProviderError::new(
+                                            FailureKind::Malformed,
+                                            "the stream ended without its end",
+                                        ))
+                                    }
+                                    Ok(Some(Err(e))) => break Err(e),
+                                    Ok(Some(Ok(d))) => d,
+                                };
+                                got_any = true;
+                                match next {
+                                    Delta::Text(t) => {
+                                        let mut t = t.as_str();
+                                        if matched < raw.len() {
+                                            let want = &raw[matched..];
+                                            let common = common_prefix(want, t);
+                                            if common < want.len().min(t.len()) && sent.is_empty() {
+                                                // Nothing reached the client yet (it was all in the
+                                                // guard's window): start over with this answer.
+                                                sg = gw.inner.guard.stream();
+                                                raw.clear();
+                                                matched = 0;
+                                            } else if common < want.len().min(t.len()) {
+                                                let e = GatewayError::Interrupted(format!(
+                                                "{} broke the stream and {} answered differently",
+                                                last.as_ref().map(|l| l.kind.as_str()).unwrap_or("a failure"),
+                                                target.label()
+                                            ));
+                                                attempts.push(json!({"target": target.label(), "outcome": "diverged", "ms": t0.elapsed().as_secs_f64() * 1e3}));
+                                                self.end_stream(
+                                                    &tx,
+                                                    Failed { error: e, attempts },
+                                                    &sent,
+                                                    &sg.decisions,
+                                                    ttft,
+                                                )
+                                                .await;
+                                                return;
+                                            } else {
+                                                matched += common;
+                                                t = &t[common..];
+                                            }
+                                        }
+                                        if t.is_empty() {
+                                            continue;
+                                        }
+                                        raw.push_str(t);
+                                        matched = raw.len();
+                                        let out = sg.push(t);
+                                        if !out.is_empty() {
+                                            ttft.get_or_insert_with(|| {
+                                                self.started.elapsed().as_secs_f64() * 1e3
+                                            });
+                                            sent.push_str(&out);
+                                            if tx.send(StreamEvent::Text(out)).await.is_err() {
+                                                break Err(ProviderError::new(
+                                                    FailureKind::Connection,
+                                                    "client went away",
+                                                ));
+                                            }
+                                        }
+                                        if sg.blocked.is_some() {
+                                            break Ok((FinishReason::ContentFilter, None));
+                                        }
+                                    }
+                                    Delta::Finish { reason, usage } => {
+                                        if matched < raw.len() {
+                                            break Err(ProviderError::new(
+                                                FailureKind::Malformed,
+                                                "the retried answer was shorter than what was sent",
+                                            ));
+                                        }
+                                        break Ok((reason, usage));
+                                    }
+                                }
+                            }
+                        }
+                    };
+                match outcome {
+                    Ok((reason, usage)) => {
+                        attempts.push(attempt_json(&target, None, t0));
+                        let rest = sg.finish();
+                        if !rest.is_empty() {
+                            ttft.get_or_insert_with(|| self.started.elapsed().as_secs_f64() * 1e3);
+                            sent.push_str(&rest);
+                            let _ = tx.send(StreamEvent::Text(rest)).await;
+                        }
+                        let reason = if sg.blocked.is_some() {
+                            FinishReason::ContentFilter
+                        } else {
+                            reason
+                        };
+                        let usage = usage.unwrap_or_else(|| {
+                            Usage::new(self.prompt_tokens, estimate_tokens(&raw))
+                        });
+                        let out = ChatOutput {
+                            text: sent.clone(),
+                            finish_reason: reason,
+                            usage,
+                            model: target.model.clone(),
+                        };
+                        let decisions = std::mem::take(&mut sg.decisions);
+                        let output = self
+                            .succeed(&target, out, attempts, Some((decisions, ttft)))
+                            .await;
+                        let _ = tx
+                            .send(StreamEvent::Done {
+                                finish_reason: output.finish_reason,
+                                usage: output.usage,
+                                model: output.model,
+                            })
+                            .await;
+                        return;
+                    }
+                    Err(e) if tx.is_closed() => {
+                        attempts.push(attempt_json(&target, Some(&e), t0));
+                        // The client left: charge what was generated, log, stop.
+                        let usage = Usage::new(self.prompt_tokens, estimate_tokens(&raw));
+                        let cost = self.gw.cost(&target, usage);
+                        self.gw
+                            .inner
+                            .budgets
+                            .settle(std::mem::take(&mut self.reservation), cost);
+                        let mut log = self.log_record(attempts, &sent, &sg.decisions, ttft);
+                        log.status = "cancelled".into();
+                        log.provider = Some(target.provider.clone());
+                        log.model = Some(target.model.clone());
+                        log.tokens_in = usage.prompt_tokens;
+                        log.tokens_out = usage.completion_tokens;
+                        log.cost_usd = cost;
+                        self.gw.inner.log.record(log).await;
+                        return;
+                    }
+                    Err(e) => {
+                        let mut a = attempt_json(&target, Some(&e), t0);
+                        a["text_received"] = json!(raw.len());
+                        a["text_sent"] = json!(sent.len());
+                        attempts.push(a);
+                        metrics::counter!("groundwork_gateway_attempt_failures_total", "provider" => target.provider.clone(), "kind" => e.kind.as_str()).increment(1);
+                        let next = self.after_failure(&e, n);
+                        let kind = e.kind;
+                        last = Some(e);
+                        if let Some(delay) = next {
+                            tokio::time::sleep(delay).await;
+                            continue;
+                        }
+                        if !self.route.falls_back(kind) {
+                            break 'targets;
+                        }
+                        break;
+                    }
+                }
+            }
+        }
+        let error = upstream_error(last, attempts.len());
+        let decisions = sg.decisions.clone();
+        self.end_stream(&tx, Failed { error, attempts }, &sent, &decisions, ttft)
+            .await;
+    }
+
+    async fn end_stream(
+        self,
+        tx: &mpsc::Sender<StreamEvent>,
+        failed: Failed,
+        sent: &str,
+        decisions: &[Decision],
+        ttft: Option<f64>,
+    ) {
+        let mut run = self;
+        run.decisions.extend(decisions.iter().cloned());
+        let mut failed = failed;
+        if !sent.is_empty() && !matches!(failed.error, GatewayError::Interrupted(_)) {
+            failed.error = GatewayError::Interrupted(failed.error.to_string());
+        }
+        let _ = ttft;
+        let e = run.fail(failed).await;
+        let _ = tx.send(StreamEvent::Error(e)).await;
+    }
+
+    fn log_record(
+        &self,
+        attempts: Vec<serde_json::Value>,
+        text: &str,
+        extra: &[Decision],
+        ttft: Option<f64>,
+    ) -> CallLog {
+        let mut log = self
+            .gw
+            .call_log(&self.ctx, &self.route, "chat", self.started);
+        log.attempts = serde_json::Value::Array(attempts);
+        let mut decisions = self.decisions.clone();
+        decisions.extend(extra.iter().cloned());
+        log.guardrails = serde_json::to_value(&decisions).unwrap_or_default();
+        log.cache = self.cache_label.to_owned();
+        log.stream = self.stream;
+        log.request = self.request_log.clone();
+        log.ttft_ms = ttft;
+        if self.request_log.is_some() {
+            log.response = Some(text.to_owned());
+        }
+        log
+    }
+
+    /// Guards (whole answers), caches, settles, logs.
+    async fn succeed(
+        mut self,
+        target: &Target,
+        mut out: ChatOutput,
+        attempts: Vec<serde_json::Value>,
+        streamed: Option<(Vec<Decision>, Option<f64>)>,
+    ) -> ChatOutput {
+        let (decisions, ttft) = match streamed {
+            Some(s) => s,
+            None => {
+                let mut sg = self.gw.inner.guard.stream();
+                let mut text = sg.push(&out.text);
+                text.push_str(&sg.finish());
+                if sg.blocked.is_some() {
+                    out.finish_reason = FinishReason::ContentFilter;
+                }
+                out.text = text;
+                (
+                    sg.decisions,
+                    Some(self.started.elapsed().as_secs_f64() * 1e3),
+                )
+            }
+        };
+        for d in &decisions {
+            metrics::counter!("groundwork_gateway_guardrail_actions_total", "rule" => d.rule.clone(), "action" => format!("{:?}", d.action).to_lowercase(), "side" => "response").increment(1);
+        }
+        let cost = self.gw.cost(target, out.usage);
+        if let Some(key) = &self.cache_key {
+            if out.finish_reason != FinishReason::ContentFilter {
+                let entry = CacheEntry {
+                    key: key.clone(),
+                    route: self.route.name.clone(),
+                    value: serde_json::to_string(&out).unwrap_or_default(),
+                    expires_at: chrono::Utc::now()
+                        + chrono::Duration::seconds(self.route.policy.cache_ttl_secs as i64),
+                };
+                let store = self.gw.inner.store.clone();
+                let max = self.gw.inner.config.cache.max_bytes;
+                if let Ok(Err(e)) =
+                    tokio::task::spawn_blocking(move || store.cache_put(&entry, max)).await
+                {
+                    tracing::warn!(error = %e, "could not cache the answer");
+                }
+            }
+        }
+        let mut log = self.log_record(attempts, &out.text, &decisions, ttft);
+        log.status = "ok".into();
+        log.provider = Some(target.provider.clone());
+        log.model = Some(out.model.clone());
+        log.tokens_in = out.usage.prompt_tokens;
+        log.tokens_out = out.usage.completion_tokens;
+        log.cost_usd = cost;
+        let route = self.route.name.clone();
+        metrics::counter!("groundwork_gateway_requests_total", "route" => route.clone(), "status" => "ok").increment(1);
+        metrics::histogram!("groundwork_gateway_latency_seconds", "route" => route.clone())
+            .record(log.latency_ms / 1e3);
+        if let Some(t) = log.ttft_ms {
+            metrics::histogram!("groundwork_gateway_ttft_seconds", "route" => route.clone())
+                .record(t / 1e3);
+        }
+        metrics::counter!("groundwork_gateway_tokens_total", "direction" => "in", "model" => out.model.clone()).increment(out.usage.prompt_tokens as u64);
+        metrics::counter!("groundwork_gateway_tokens_total", "direction" => "out", "model" => out.model.clone()).increment(out.usage.completion_tokens as u64);
+        metrics::counter!("groundwork_gateway_cost_microusd_total", "model" => out.model.clone())
+            .increment((cost * 1e6).round() as u64);
+        tracing::info!(
+            status = "ok", provider = %target.provider, model = %out.model,
+            latency_ms = log.latency_ms, ttft_ms = ?log.ttft_ms, tokens_in = log.tokens_in,
+            tokens_out = log.tokens_out, cost_usd = cost, cache = %log.cache, "gateway call"
+        );
+        self.gw
+            .inner
+            .budgets
+            .settle(std::mem::take(&mut self.reservation), cost);
+        self.gw.inner.log.record(log).await;
+        out
+    }
+
+    /// Releases the reservation, logs the failure, returns the error.
+    async fn fail(mut self, f: Failed) -> GatewayError {
+        self.gw
+            .inner
+            .budgets
+            .settle(std::mem::take(&mut self.reservation), 0.0);
+        let mut log = self
+            .gw
+            .call_log(&self.ctx, &self.route, "chat", self.started);
+        log.status = "error".into();
+        log.error = Some(f.error.code().into());
+        log.attempts = serde_json::Value::Array(f.attempts);
+        log.guardrails = serde_json::to_value(&self.decisions).unwrap_or_default();
+        log.cache = self.cache_label.to_owned();
+        log.stream = self.stream;
+        log.request = self.request_log;
+        metrics::counter!("groundwork_gateway_requests_total", "route" => self.route.name.clone(), "status" => "error").increment(1);
+        tracing::warn!(status = "error", code = f.error.code(), error = %f.error, "gateway call failed");
+        self.gw.inner.log.record(log).await;
+        f.error
+    }
+}
+
+fn upstream_error(last: Option<ProviderError>, attempts: usize) -> GatewayError {
+    match last {
+        Some(e) => GatewayError::Upstream {
+            kind: e.kind,
+            message: e.message,
+            attempts,
+        },
+        None => GatewayError::Upstream {
+            kind: FailureKind::Server,
+            message: "no target could be tried".into(),
+            attempts,
+        },
+    }
+}
+
+impl Gateway {
+    /// Cost of `usage` on `target`, USD.
+    fn cost(&self, target: &Target, usage: Usage) -> f64 {
+        let p = self.price(target);
+        (p.input * usage.prompt_tokens as f64 + p.output * usage.completion_tokens as f64) / 1e6
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::common_prefix;
+
+    #[test]
+    fn common_prefix_stops_on_character_boundaries() {
+        assert_eq!(common_prefix("héllo", "hé"), 3);
+        assert_eq!(common_prefix("héllo", "hex"), 1);
+        assert_eq!(common_prefix("abc", "abcdef"), 3);
+    }
+}

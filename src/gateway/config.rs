@@ -1,0 +1,248 @@
+//! The gateway's section of the configuration: providers, routes, prices, budgets, guardrails
+//! and the response cache. Parsing and validation only.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use super::budget::BudgetConfig;
+use super::guard::GuardrailsConfig;
+use super::route::FailureKind;
+
+/// `[gateway]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GatewayConfig {
+    /// Remote providers by name (`[gateway.providers.openai]`); `local` is built in.
+    pub providers: BTreeMap<String, ProviderConfig>,
+    /// Route aliases clients put in `model` (`[gateway.routes.fast]`).
+    pub routes: BTreeMap<String, RouteConfig>,
+    /// Price per million tokens by model (`"gpt-4o-mini"` or `"openai/gpt-4o-mini"`); an
+    /// unlisted remote model is priced by `default_price`, local models cost 0.
+    pub prices: BTreeMap<String, Price>,
+    /// Price of remote models missing from `prices`.
+    pub default_price: Price,
+    /// Spend limits.
+    pub budgets: Vec<BudgetConfig>,
+    /// Rules applied to prompts and answers.
+    pub guardrails: GuardrailsConfig,
+    /// Response cache.
+    pub cache: CacheConfig,
+    /// Whether prompts and answers are stored in the call log (a route or a request may turn
+    /// it off).
+    pub log_payloads: bool,
+    /// The local chat model: a GGUF file or a folder holding one. Default:
+    /// `models/SmolLM2-135M-Instruct`.
+    pub local_chat_model: Option<PathBuf>,
+    /// Local generations queued before new ones are refused.
+    pub local_queue: usize,
+    /// Longest local context (prompt + answer), tokens.
+    pub local_context_tokens: usize,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        let mut routes = BTreeMap::new();
+        routes.insert(
+            "fast".to_owned(),
+            RouteConfig {
+                targets: vec![format!("local/{}", super::LOCAL_CHAT_MODEL)],
+                ..RouteConfig::default()
+            },
+        );
+        routes.insert(
+            "embed".to_owned(),
+            RouteConfig {
+                targets: vec![format!("local/{}", super::LOCAL_EMBED_MODEL)],
+                ..RouteConfig::default()
+            },
+        );
+        Self {
+            providers: BTreeMap::new(),
+            routes,
+            prices: BTreeMap::new(),
+            default_price: Price {
+                input: 0.0,
+                output: 0.0,
+            },
+            budgets: Vec::new(),
+            guardrails: GuardrailsConfig::default(),
+            cache: CacheConfig::default(),
+            log_payloads: true,
+            local_chat_model: None,
+            local_queue: 32,
+            local_context_tokens: 4096,
+        }
+    }
+}
+
+/// Which wire format a remote provider speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProviderKind {
+    /// OpenAI's Chat Completions and Embeddings APIs.
+    Openai,
+    /// Any server speaking OpenAI's API (vLLM, Ollama, llama.cpp server).
+    OpenaiCompatible,
+    /// Anthropic's Messages API.
+    Anthropic,
+}
+
+/// One remote provider.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderConfig {
+    /// Wire format.
+    pub kind: ProviderKind,
+    /// Base URL including the version segment, e.g. `https://api.openai.com/v1`. Required for
+    /// `openai_compatible`; the vendor's public URL otherwise.
+    #[serde(default)]
+    pub base_url: Option<String>,
+    /// The key itself (prefer `api_key_env`). Never logged.
+    #[serde(default)]
+    pub api_key: Option<Secret>,
+    /// Environment variable holding the key (default `OPENAI_API_KEY` / `ANTHROPIC_API_KEY`).
+    #[serde(default)]
+    pub api_key_env: Option<String>,
+    /// Concurrent connections kept open to the provider.
+    #[serde(default = "default_pool")]
+    pub max_idle_connections: usize,
+}
+
+fn default_pool() -> usize {
+    256
+}
+
+/// A string that never appears in logs or debug output.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("\"***\"")
+    }
+}
+
+/// USD per million tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Price {
+    /// Per million prompt tokens.
+    pub input: f64,
+    /// Per million completion tokens.
+    pub output: f64,
+}
+
+/// One route: an ordered list of targets and how failures move between them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RouteConfig {
+    /// `provider/model` in order of preference; later ones are fallbacks.
+    pub targets: Vec<String>,
+    /// Further attempts on the same target after a retryable failure.
+    pub retries: u32,
+    /// First retry delay, milliseconds; doubles per retry (with jitter).
+    pub backoff_ms: u64,
+    /// Longest wait for the first byte of an answer, milliseconds.
+    pub first_byte_timeout_ms: u64,
+    /// Longest time one attempt may take in all, milliseconds.
+    pub total_timeout_ms: u64,
+    /// Failures retried on the same target.
+    pub retry_on: Vec<FailureKind>,
+    /// Failures that move on to the next target (after retries).
+    pub fallback_on: Vec<FailureKind>,
+    /// Target used when a budget refuses the route's targets (typically a local model).
+    pub budget_fallback: Option<String>,
+    /// Seconds a cached answer stays valid; 0 disables caching on this route.
+    pub cache_ttl_secs: u64,
+    /// Cache answers of sampled (temperature > 0) requests too.
+    pub cache_nondeterministic: bool,
+    /// Overrides `gateway.log_payloads`.
+    pub log_payloads: Option<bool>,
+    /// Completion tokens assumed (and asked for) when a request sets no `max_tokens`.
+    pub default_max_tokens: u32,
+}
+
+impl Default for RouteConfig {
+    fn default() -> Self {
+        Self {
+            targets: Vec::new(),
+            retries: 2,
+            backoff_ms: 200,
+            first_byte_timeout_ms: 30_000,
+            total_timeout_ms: 300_000,
+            retry_on: FailureKind::TRANSIENT.to_vec(),
+            fallback_on: FailureKind::TRANSIENT.to_vec(),
+            budget_fallback: None,
+            cache_ttl_secs: 3600,
+            cache_nondeterministic: false,
+            log_payloads: None,
+            default_max_tokens: 1024,
+        }
+    }
+}
+
+/// `[gateway.cache]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheConfig {
+    /// Whether answers are cached at all.
+    pub enabled: bool,
+    /// Largest total size of cached answers, bytes; the least recently used go first.
+    pub max_bytes: u64,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            max_bytes: 256 << 20,
+        }
+    }
+}
+
+impl GatewayConfig {
+    /// Checks what the types cannot: targets name known providers, limits are positive.
+    pub fn validate(&self) -> Result<(), String> {
+        for (name, route) in &self.routes {
+            if route.targets.is_empty() {
+                return Err(format!("gateway.routes.{name}: targets must not be empty"));
+            }
+            for t in route.targets.iter().chain(route.budget_fallback.iter()) {
+                let (provider, model) = t.split_once('/').ok_or_else(|| {
+                    format!("gateway.routes.{name}: target `{t}` must read provider/model")
+                })?;
+                if provider != "local" && !self.providers.contains_key(provider) {
+                    return Err(format!(
+                        "gateway.routes.{name}: target `{t}` names an unknown provider"
+                    ));
+                }
+                if model.is_empty() {
+                    return Err(format!("gateway.routes.{name}: target `{t}` has no model"));
+                }
+            }
+            if route.first_byte_timeout_ms == 0 || route.total_timeout_ms == 0 {
+                return Err(format!("gateway.routes.{name}: timeouts must be positive"));
+            }
+        }
+        for (name, p) in &self.providers {
+            if name == "local" {
+                return Err("gateway.providers.local is built in".to_owned());
+            }
+            if p.kind == ProviderKind::OpenaiCompatible && p.base_url.is_none() {
+                return Err(format!("gateway.providers.{name}: base_url is required"));
+            }
+        }
+        for b in &self.budgets {
+            if b.limit_usd.is_nan() || b.limit_usd < 0.0 {
+                return Err("gateway.budgets: limit_usd must be a non-negative number".into());
+            }
+        }
+        if self.local_queue == 0 || self.local_context_tokens < 64 {
+            return Err("gateway.local_queue must be positive, local_context_tokens ≥ 64".into());
+        }
+        self.guardrails.compile().map(|_| ())
+    }
+}

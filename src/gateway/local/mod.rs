@@ -1,0 +1,340 @@
+//! The local chat model: a quantized llama-family GGUF (SmolLM2-135M-Instruct by default) run
+//! with candle on its own thread, fed by a bounded queue, one generation at a time, tokens
+//! streamed back as they are decoded.
+//!
+//! Owns loading, prompt formatting, sampling (greedy, temperature, top-p, seed), stop
+//! sequences and incremental decoding. It must never block an async worker thread nor know
+//! about routes, budgets or HTTP.
+
+mod gguf;
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
+use std::sync::Mutex;
+
+use candle_core::quantized::gguf_file;
+use candle_core::{Device, Tensor};
+use candle_transformers::generation::{LogitsProcessor, Sampling};
+use candle_transformers::models::quantized_llama::ModelWeights;
+use tokio::sync::mpsc;
+
+pub use gguf::ChatFormat;
+
+use super::types::{Delta, FinishReason, Message, Usage};
+
+/// Errors of the local chat model.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum LocalError {
+    /// The model file is missing or unreadable.
+    #[error("local chat model: {0}")]
+    Model(String),
+    /// The request cannot be served (too long a prompt, a template error).
+    #[error("{0}")]
+    Invalid(String),
+    /// The queue is full.
+    #[error("the local model's queue is full")]
+    Overloaded,
+    /// The computation failed.
+    #[error("local generation failed: {0}")]
+    Compute(String),
+}
+
+impl From<candle_core::Error> for LocalError {
+    fn from(e: candle_core::Error) -> Self {
+        LocalError::Compute(e.to_string())
+    }
+}
+
+/// Sampling parameters of one generation.
+#[derive(Debug, Clone)]
+pub struct Generate {
+    /// The conversation.
+    pub messages: Vec<Message>,
+    /// 0 or absent with no top-p: greedy.
+    pub temperature: Option<f32>,
+    /// Nucleus mass.
+    pub top_p: Option<f32>,
+    /// Most new tokens.
+    pub max_tokens: u32,
+    /// Stop sequences (not included in the answer).
+    pub stop: Vec<String>,
+    /// Seed of the sampler (random when absent).
+    pub seed: Option<u64>,
+}
+
+/// What a generation sends back.
+pub type Events = mpsc::Receiver<Result<Delta, LocalError>>;
+
+struct Job {
+    params: Generate,
+    tx: mpsc::Sender<Result<Delta, LocalError>>,
+}
+
+/// Handle to the model thread. Dropping it ends the thread after its current job.
+pub struct LocalChat {
+    queue: Mutex<Option<SyncSender<Job>>>,
+    path: PathBuf,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+/// The GGUF file in `path` (a file, or the first `.gguf` in a folder).
+pub fn find_gguf(path: &Path) -> Result<PathBuf, LocalError> {
+    if path.is_file() {
+        return Ok(path.to_owned());
+    }
+    let entries = std::fs::read_dir(path).map_err(|e| {
+        LocalError::Model(format!(
+            "{}: {e} (run `python3 models/fetch.py`)",
+            path.display()
+        ))
+    })?;
+    let mut found: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "gguf"))
+        .collect();
+    found.sort();
+    found
+        .into_iter()
+        .next()
+        .ok_or_else(|| LocalError::Model(format!("no .gguf file in {}", path.display())))
+}
+
+struct Loaded {
+    weights: ModelWeights,
+    format: ChatFormat,
+    context: usize,
+}
+
+fn load(path: &Path, context: usize) -> Result<Loaded, LocalError> {
+    let mut file = std::fs::File::open(path)
+        .map_err(|e| LocalError::Model(format!("{}: {e}", path.display())))?;
+    let content = gguf_file::Content::read(&mut file)
+        .map_err(|e| LocalError::Model(format!("{}: {e}", path.display())))?;
+    let format = ChatFormat::from_gguf(&content)?;
+    let trained = content
+        .metadata
+        .get("llama.context_length")
+        .and_then(|v| v.to_u32().ok())
+        .map(|v| v as usize)
+        .unwrap_or(context);
+    let weights = ModelWeights::from_gguf(content, &mut file, &Device::Cpu)?;
+    Ok(Loaded {
+        weights,
+        format,
+        context: context.min(trained),
+    })
+}
+
+impl LocalChat {
+    /// Starts the model thread; the model loads on it (a load failure is reported to each
+    /// request).
+    pub fn start(path: &Path, queue: usize, context: usize) -> Self {
+        let (tx, rx) = sync_channel::<Job>(queue);
+        let file = path.to_owned();
+        let thread = std::thread::Builder::new()
+            .name("groundwork-llm".into())
+            .spawn(move || {
+                let mut loaded = find_gguf(&file).and_then(|f| {
+                    let started = std::time::Instant::now();
+                    let l = load(&f, context);
+                    if l.is_ok() {
+                        tracing::info!(model = %f.display(), secs = started.elapsed().as_secs_f64(), "local chat model loaded");
+                    }
+                    l
+                });
+                while let Ok(job) = rx.recv() {
+                    if job.tx.is_closed() {
+                        continue;
+                    }
+                    match &mut loaded {
+                        Ok(model) => run(model, job),
+                        Err(e) => {
+                            let _ = job.tx.blocking_send(Err(e.clone()));
+                        }
+                    }
+                }
+            })
+            .ok();
+        Self {
+            queue: Mutex::new(Some(tx)),
+            path: path.to_owned(),
+            thread: Mutex::new(thread),
+        }
+    }
+
+    /// Where the model is read from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Queues a generation; its deltas arrive on the returned channel.
+    pub fn generate(&self, params: Generate) -> Result<Events, LocalError> {
+        let (tx, rx) = mpsc::channel(64);
+        let queue = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(q) = queue.as_ref() else {
+            return Err(LocalError::Model("the local model has stopped".into()));
+        };
+        match q.try_send(Job { params, tx }) {
+            Ok(()) => Ok(rx),
+            Err(TrySendError::Full(_)) => Err(LocalError::Overloaded),
+            Err(TrySendError::Disconnected(_)) => {
+                Err(LocalError::Model("the local model thread ended".into()))
+            }
+        }
+    }
+
+    /// Stops the thread after its current generation.
+    pub fn shutdown(&self) {
+        self.queue.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(t) = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for LocalChat {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+fn run(model: &mut Loaded, job: Job) {
+    let tx = job.tx.clone();
+    if let Err(e) = generate(model, job) {
+        let _ = tx.blocking_send(Err(e));
+    }
+}
+
+/// Length of the longest suffix of `text` that is a proper prefix of one of `stops`.
+fn held_back(text: &str, stops: &[String]) -> usize {
+    let mut hold = 0;
+    for s in stops {
+        for (i, _) in s.char_indices().skip(1) {
+            if text.ends_with(&s[..i]) {
+                hold = hold.max(i);
+            }
+        }
+    }
+    hold
+}
+
+fn generate(model: &mut Loaded, job: Job) -> Result<(), LocalError> {
+    let p = &job.params;
+    let prompt = model.format.render(&p.messages)?;
+    let ids = model.format.encode(&prompt)?;
+    if ids.len() + 1 >= model.context {
+        return Err(LocalError::Invalid(format!(
+            "the prompt is {} tokens; the local model reads at most {}",
+            ids.len(),
+            model.context
+        )));
+    }
+    let budget = (p.max_tokens as usize).min(model.context - ids.len());
+    let temperature = p.temperature.unwrap_or(0.7) as f64;
+    let sampling = if temperature <= 0.0 {
+        Sampling::ArgMax
+    } else {
+        match p.top_p {
+            Some(top_p) if top_p > 0.0 && top_p < 1.0 => Sampling::TopP {
+                p: top_p as f64,
+                temperature,
+            },
+            _ => Sampling::All { temperature },
+        }
+    };
+    let seed = p.seed.unwrap_or_else(rand::random);
+    let mut sampler = LogitsProcessor::from_sampling(seed, sampling);
+    let input = Tensor::new(ids.as_slice(), &Device::Cpu)?.unsqueeze(0)?;
+    let mut logits = model.weights.forward(&input, 0)?.squeeze(0)?;
+    let mut out: Vec<u32> = Vec::new();
+    let mut emitted = 0usize;
+    let mut reason = FinishReason::Length;
+    let mut cut_by_stop = false;
+    for step in 0..budget {
+        let next = sampler.sample(&logits)?;
+        if model.format.eos.contains(&next) {
+            reason = FinishReason::Stop;
+            break;
+        }
+        out.push(next);
+        let text = model.format.decode(&out)?;
+        // A multi-byte character split over tokens decodes to U+FFFD until it is whole.
+        if !text.ends_with('\u{FFFD}') && text.len() > emitted {
+            let search_from =
+                emitted.saturating_sub(p.stop.iter().map(String::len).max().unwrap_or(0));
+            let search_from = (0..=search_from)
+                .rev()
+                .find(|i| text.is_char_boundary(*i))
+                .unwrap_or(0);
+            if let Some(cut) = p
+                .stop
+                .iter()
+                .filter_map(|s| {
+                    text[search_from..]
+                        .find(s.as_str())
+                        .map(|i| search_from + i)
+                })
+                .min()
+            {
+                if cut > emitted
+                    && job
+                        .tx
+                        .blocking_send(Ok(Delta::Text(text[emitted..cut].to_owned())))
+                        .is_err()
+                {
+                    return Ok(());
+                }
+                reason = FinishReason::Stop;
+                cut_by_stop = true;
+                break;
+            }
+            let upto = text.len() - held_back(&text, &p.stop);
+            if upto > emitted {
+                if job
+                    .tx
+                    .blocking_send(Ok(Delta::Text(text[emitted..upto].to_owned())))
+                    .is_err()
+                {
+                    return Ok(()); // the caller went away
+                }
+                emitted = upto;
+            }
+        }
+        if step + 1 == budget {
+            break;
+        }
+        let input = Tensor::new(&[next], &Device::Cpu)?.unsqueeze(0)?;
+        logits = model
+            .weights
+            .forward(&input, ids.len() + step)?
+            .squeeze(0)?;
+    }
+    if !cut_by_stop {
+        // Text held back for a stop sequence that never came is part of the answer.
+        let text = model.format.decode(&out)?;
+        let text = text.trim_end_matches('\u{FFFD}');
+        if text.len() > emitted && text.is_char_boundary(emitted) {
+            let _ = job
+                .tx
+                .blocking_send(Ok(Delta::Text(text[emitted..].to_owned())));
+        }
+    }
+    let _ = job.tx.blocking_send(Ok(Delta::Finish {
+        reason,
+        usage: Some(Usage::new(ids.len() as u32, out.len() as u32)),
+    }));
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::held_back;
+
+    #[test]
+    fn text_that_may_begin_a_stop_sequence_is_held_back() {
+        let stops = vec!["\nUser:".to_owned()];
+        assert_eq!(held_back("Paris.\nUs", &stops), 3);
+        assert_eq!(held_back("Paris.", &stops), 0);
+        assert_eq!(held_back("Paris.\n", &stops), 1);
+    }
+}

@@ -1,0 +1,463 @@
+//! The model gateway: the one place every model call passes through — local candle models
+//! (a GGUF chat model, the embedder) and remote providers (OpenAI, Anthropic, any
+//! OpenAI-compatible server).
+//!
+//! A call is resolved to a route (an alias with ordered targets, or one `provider/model`),
+//! checked by the prompt guardrails, answered from the response cache when it may be, charged
+//! against the budgets by an atomic reservation, sent with per-attempt timeouts, retried with
+//! backoff and moved to the next target on the failures the route names, scanned by the answer
+//! guardrails (streams through a sliding window), settled, logged (SQLite via a writer thread,
+//! a `tracing` span, Prometheus metrics) and returned whole or as a stream of deltas.
+//!
+//! Owns providers, routes, cache, budgets, guardrails and the call log. It must never speak
+//! HTTP to its own clients (the `api` module does) and never log credentials.
+
+pub mod budget;
+pub mod cache;
+mod chat;
+pub mod config;
+mod error;
+pub mod guard;
+pub mod local;
+mod log;
+pub mod providers;
+pub mod route;
+pub mod types;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use chrono::Utc;
+use serde::Serialize;
+
+pub use chat::{ChatReply, ReplyMeta, StreamEvent};
+pub use config::GatewayConfig;
+pub use error::{GatewayError, Result};
+
+use budget::{Budgets, Subjects};
+use config::{Price, ProviderKind};
+use guard::Guardrails;
+use local::LocalChat;
+use log::LogWriter;
+use providers::{Provider, ProviderError};
+use route::{Route, Target};
+use types::{EmbeddingOutput, EmbeddingRequest};
+
+use crate::embed::Embedder;
+use crate::store::gateway::{CallLog, GatewayStore, LogQuery, UsageGroup, UsageRow};
+use crate::store::Page;
+
+/// Name of the local chat model in routes (`local/smollm2-135m-instruct`).
+pub const LOCAL_CHAT_MODEL: &str = "smollm2-135m-instruct";
+/// Name of the local embedding model in routes (`local/all-minilm-l6-v2`).
+pub const LOCAL_EMBED_MODEL: &str = "all-minilm-l6-v2";
+
+/// How a request treats the cache (`X-Groundwork-Cache`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CacheMode {
+    /// Use it for deterministic requests (or as the route allows).
+    #[default]
+    Default,
+    /// Neither read nor write.
+    Bypass,
+    /// Do not read; write the fresh answer.
+    Refresh,
+    /// Read and write even for a sampled request.
+    Use,
+}
+
+/// Who is calling and how.
+#[derive(Debug, Clone, Default)]
+pub struct CallContext {
+    /// Request id (logs, `x-request-id`).
+    pub request_id: String,
+    /// Tenant.
+    pub tenant_id: String,
+    /// API key id (`demo` without keys).
+    pub key_id: String,
+    /// End user.
+    pub user: Option<String>,
+    /// Agent.
+    pub agent: Option<String>,
+    /// Cache behaviour.
+    pub cache: CacheMode,
+    /// Overrides payload logging for this call.
+    pub log_payloads: Option<bool>,
+}
+
+/// A model as `GET /v1/models` lists it.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct ModelInfo {
+    /// Route alias or `provider/model`.
+    pub id: String,
+    /// Always `model`.
+    pub object: &'static str,
+    /// Unix seconds (start of this process).
+    pub created: i64,
+    /// `groundwork` for routes, else the provider's name.
+    pub owned_by: String,
+}
+
+struct Inner {
+    config: GatewayConfig,
+    providers: HashMap<String, Arc<Provider>>,
+    routes: BTreeMap<String, Route>,
+    guard: Guardrails,
+    budgets: Budgets,
+    store: Arc<dyn GatewayStore>,
+    log: LogWriter,
+    local_chat: Arc<LocalChat>,
+    started: i64,
+}
+
+/// The gateway. Cheap to clone.
+#[derive(Clone)]
+pub struct Gateway {
+    inner: Arc<Inner>,
+}
+
+fn api_key(name: &str, c: &config::ProviderConfig) -> Option<String> {
+    if let Some(k) = &c.api_key {
+        return Some(k.0.clone());
+    }
+    let var = c.api_key_env.clone().or_else(|| match c.kind {
+        ProviderKind::Openai => Some("OPENAI_API_KEY".to_owned()),
+        ProviderKind::Anthropic => Some("ANTHROPIC_API_KEY".to_owned()),
+        ProviderKind::OpenaiCompatible => None,
+    })?;
+    let key = std::env::var(&var).ok().filter(|k| !k.is_empty());
+    if key.is_none() && c.kind != ProviderKind::OpenaiCompatible {
+        tracing::warn!(provider = name, env = %var, "no API key for provider");
+    }
+    key
+}
+
+impl Gateway {
+    /// Builds the providers, starts the local chat model thread and the log writer.
+    /// `root` resolves the default local model folder.
+    pub fn new(
+        config: GatewayConfig,
+        store: Arc<dyn GatewayStore>,
+        embedder: Arc<dyn Embedder>,
+        root: &Path,
+    ) -> Result<Self> {
+        config.validate().map_err(GatewayError::Invalid)?;
+        let guard = config.guardrails.compile().map_err(GatewayError::Invalid)?;
+        let chat_path = config
+            .local_chat_model
+            .clone()
+            .unwrap_or_else(|| root.join("models").join("SmolLM2-135M-Instruct"));
+        let local_chat = Arc::new(LocalChat::start(
+            &chat_path,
+            config.local_queue,
+            config.local_context_tokens,
+        ));
+        let mut providers = HashMap::new();
+        providers.insert(
+            "local".to_owned(),
+            Arc::new(Provider::Local(providers::local::Local::new(
+                local_chat.clone(),
+                LOCAL_CHAT_MODEL,
+                embedder,
+                LOCAL_EMBED_MODEL,
+            ))),
+        );
+        for (name, p) in &config.providers {
+            let http = reqwest::Client::builder()
+                .pool_max_idle_per_host(p.max_idle_connections)
+                .tcp_nodelay(true)
+                .build()
+                .map_err(|e| GatewayError::Invalid(format!("HTTP client: {e}")))?;
+            let key = api_key(name, p);
+            let provider = match p.kind {
+                ProviderKind::Openai | ProviderKind::OpenaiCompatible => {
+                    Provider::OpenAi(providers::openai::OpenAi::new(
+                        http,
+                        p.base_url.as_deref().unwrap_or("https://api.openai.com/v1"),
+                        key,
+                    ))
+                }
+                ProviderKind::Anthropic => {
+                    Provider::Anthropic(providers::anthropic::Anthropic::new(
+                        http,
+                        p.base_url
+                            .as_deref()
+                            .unwrap_or("https://api.anthropic.com/v1"),
+                        key,
+                    ))
+                }
+            };
+            providers.insert(name.clone(), Arc::new(provider));
+        }
+        let routes = config
+            .routes
+            .iter()
+            .map(|(n, c)| (n.clone(), Route::from_config(n, c)))
+            .collect();
+        let loader_store = store.clone();
+        let budgets = Budgets::new(
+            config.budgets.clone(),
+            Box::new(move |column, subject, since| {
+                loader_store
+                    .spend_since(column, subject, since)
+                    .unwrap_or_else(|e| {
+                        tracing::error!(error = %e, "cannot read past spend; counting from 0");
+                        0.0
+                    })
+            }),
+        );
+        let log = LogWriter::start(store.clone(), 8192);
+        Ok(Self {
+            inner: Arc::new(Inner {
+                config,
+                providers,
+                routes,
+                guard,
+                budgets,
+                store,
+                log,
+                local_chat,
+                started: Utc::now().timestamp(),
+            }),
+        })
+    }
+
+    /// Stops the local model and flushes the call log.
+    pub fn shutdown(&self) {
+        self.inner.local_chat.shutdown();
+        self.inner.log.shutdown();
+    }
+
+    /// The compiled guardrails (e.g. to check retrieved passages for injected instructions).
+    pub fn guardrails(&self) -> &Guardrails {
+        &self.inner.guard
+    }
+
+    /// Resolves a request's `model`.
+    fn route(&self, model: &str) -> Result<Route> {
+        if let Some(r) = self.inner.routes.get(model) {
+            return Ok(r.clone());
+        }
+        let target = Target::parse(model)
+            .filter(|t| self.inner.providers.contains_key(&t.provider))
+            .ok_or_else(|| GatewayError::UnknownModel(model.to_owned()))?;
+        Ok(Route {
+            name: model.to_owned(),
+            targets: vec![target],
+            budget_fallback: None,
+            policy: config::RouteConfig {
+                targets: vec![model.to_owned()],
+                ..config::RouteConfig::default()
+            },
+        })
+    }
+
+    fn provider(&self, t: &Target) -> Result<&Arc<Provider>> {
+        self.inner
+            .providers
+            .get(&t.provider)
+            .ok_or_else(|| GatewayError::UnknownModel(t.label()))
+    }
+
+    /// Price of a target's model.
+    fn price(&self, t: &Target) -> Price {
+        let p = &self.inner.config.prices;
+        if let Some(p) = p.get(&t.label()).or_else(|| p.get(&t.model)) {
+            return *p;
+        }
+        if t.provider == "local" {
+            Price {
+                input: 0.0,
+                output: 0.0,
+            }
+        } else {
+            self.inner.config.default_price
+        }
+    }
+
+    /// Routes and configured targets.
+    pub fn models(&self) -> Vec<ModelInfo> {
+        let mut out: Vec<ModelInfo> = self
+            .inner
+            .routes
+            .keys()
+            .map(|id| ModelInfo {
+                id: id.clone(),
+                object: "model",
+                created: self.inner.started,
+                owned_by: "groundwork".into(),
+            })
+            .collect();
+        let mut targets: Vec<String> = vec![
+            format!("local/{LOCAL_CHAT_MODEL}"),
+            format!("local/{LOCAL_EMBED_MODEL}"),
+        ];
+        for r in self.inner.routes.values() {
+            targets.extend(r.targets.iter().map(Target::label));
+        }
+        targets.sort();
+        targets.dedup();
+        out.extend(targets.into_iter().map(|id| ModelInfo {
+            owned_by: id.split('/').next().unwrap_or_default().to_owned(),
+            id,
+            object: "model",
+            created: self.inner.started,
+        }));
+        out
+    }
+
+    /// Embeddings through the route's targets (retries and fallback as for chat).
+    pub async fn embeddings(
+        &self,
+        ctx: CallContext,
+        req: EmbeddingRequest,
+    ) -> Result<EmbeddingOutput> {
+        let started = Instant::now();
+        let route = self.route(&req.model)?;
+        let inputs = req.input.into_vec();
+        if inputs.is_empty() || inputs.len() > 2048 {
+            return Err(GatewayError::Invalid(
+                "input must hold 1 to 2048 texts".into(),
+            ));
+        }
+        let chars: usize = inputs.iter().map(String::len).sum();
+        let who = subjects(&ctx, &route);
+        let estimate = route
+            .targets
+            .iter()
+            .map(|t| self.price(t).input * (chars as f64 / 3.0) / 1e6)
+            .fold(0.0, f64::max);
+        let reservation = match self.inner.budgets.reserve(&who, estimate) {
+            Ok(r) => r,
+            Err(e) => {
+                self.log_refusal(&ctx, &route, "embeddings", "budget_exceeded", started)
+                    .await;
+                return Err(GatewayError::BudgetExceeded(e));
+            }
+        };
+        let mut attempts = Vec::new();
+        let mut last: Option<ProviderError> = None;
+        'targets: for target in &route.targets {
+            let provider = self.provider(target)?;
+            for n in 0..=route.policy.retries {
+                let t0 = Instant::now();
+                match provider.embed(&target.model, inputs.clone()).await {
+                    Ok(out) => {
+                        attempts.push(chat::attempt_json(target, None, t0));
+                        let cost = self.price(target).input * out.prompt_tokens as f64 / 1e6;
+                        self.inner.budgets.settle(reservation, cost);
+                        let mut log = self.call_log(&ctx, &route, "embeddings", started);
+                        log.provider = Some(target.provider.clone());
+                        log.model = Some(out.model.clone());
+                        log.status = "ok".into();
+                        log.attempts = serde_json::Value::Array(attempts);
+                        log.tokens_in = out.prompt_tokens;
+                        log.cost_usd = cost;
+                        self.inner.log.record(log).await;
+                        return Ok(out);
+                    }
+                    Err(e) => {
+                        attempts.push(chat::attempt_json(target, Some(&e), t0));
+                        let retry = route.retries(e.kind) && n < route.policy.retries;
+                        let kind = e.kind;
+                        last = Some(e);
+                        if retry {
+                            tokio::time::sleep(route.backoff(n + 1)).await;
+                            continue;
+                        }
+                        if !route.falls_back(kind) {
+                            break 'targets;
+                        }
+                        break;
+                    }
+                }
+            }
+        }
+        self.inner.budgets.settle(reservation, 0.0);
+        let last = last.unwrap_or_else(|| {
+            ProviderError::new(route::FailureKind::Server, "no target was tried")
+        });
+        let err = GatewayError::Upstream {
+            kind: last.kind,
+            message: last.message.clone(),
+            attempts: attempts.len(),
+        };
+        let mut log = self.call_log(&ctx, &route, "embeddings", started);
+        log.status = "error".into();
+        log.error = Some(err.code().into());
+        log.attempts = serde_json::Value::Array(attempts);
+        self.inner.log.record(log).await;
+        Err(err)
+    }
+
+    /// A log record with the caller and route filled in.
+    fn call_log(&self, ctx: &CallContext, route: &Route, kind: &str, started: Instant) -> CallLog {
+        CallLog {
+            id: ctx.request_id.clone(),
+            tenant_id: ctx.tenant_id.clone(),
+            ts: Utc::now() - chrono::Duration::from_std(started.elapsed()).unwrap_or_default(),
+            kind: kind.to_owned(),
+            key_id: ctx.key_id.clone(),
+            user_id: ctx.user.clone(),
+            agent_id: ctx.agent.clone(),
+            route: route.name.clone(),
+            provider: None,
+            model: None,
+            status: "ok".into(),
+            error: None,
+            attempts: serde_json::Value::Array(Vec::new()),
+            latency_ms: started.elapsed().as_secs_f64() * 1e3,
+            ttft_ms: None,
+            tokens_in: 0,
+            tokens_out: 0,
+            cost_usd: 0.0,
+            cache: "off".into(),
+            guardrails: serde_json::Value::Array(Vec::new()),
+            stream: false,
+            request: None,
+            response: None,
+        }
+    }
+
+    async fn log_refusal(
+        &self,
+        ctx: &CallContext,
+        route: &Route,
+        kind: &str,
+        code: &str,
+        started: Instant,
+    ) {
+        let mut log = self.call_log(ctx, route, kind, started);
+        log.status = code.to_owned();
+        log.error = Some(code.to_owned());
+        metrics::counter!("groundwork_gateway_requests_total", "route" => route.name.clone(), "status" => code.to_owned()).increment(1);
+        self.inner.log.record(log).await;
+    }
+
+    /// A page of the call log.
+    pub fn calls(&self, q: &LogQuery) -> Result<Page<CallLog>> {
+        Ok(self.inner.store.calls(q)?)
+    }
+
+    /// Usage aggregates.
+    pub fn usage(
+        &self,
+        tenant_id: &str,
+        since: Option<chrono::DateTime<Utc>>,
+        until: Option<chrono::DateTime<Utc>>,
+        group: &[UsageGroup],
+    ) -> Result<Vec<UsageRow>> {
+        Ok(self.inner.store.usage(tenant_id, since, until, group)?)
+    }
+}
+
+fn subjects(ctx: &CallContext, route: &Route) -> Subjects {
+    Subjects {
+        key: ctx.key_id.clone(),
+        user: ctx.user.clone(),
+        agent: ctx.agent.clone(),
+        route: route.name.clone(),
+    }
+}

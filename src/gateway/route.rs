@@ -1,0 +1,140 @@
+//! Routes: what a request's `model` resolves to (an alias's ordered targets, or one
+//! `provider/model`), and the failure kinds that decide between retrying and falling back.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::config::RouteConfig;
+use crate::workflow::Backoff;
+
+/// Why an attempt failed, as routes name it in `retry_on` / `fallback_on`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureKind {
+    /// No first byte, or no end, within the route's timeouts.
+    Timeout,
+    /// The connection could not be made or broke.
+    Connection,
+    /// 429 from the provider.
+    RateLimited,
+    /// 5xx from the provider.
+    Server,
+    /// The provider's answer could not be read (malformed JSON, a cut stream).
+    Malformed,
+    /// The provider refused the request (4xx other than 429): retrying will not help.
+    BadRequest,
+    /// The provider refused the credentials.
+    Auth,
+    /// The local model's queue is full.
+    Overloaded,
+}
+
+impl FailureKind {
+    /// The failures worth another attempt by default.
+    pub const TRANSIENT: [FailureKind; 6] = [
+        FailureKind::Timeout,
+        FailureKind::Connection,
+        FailureKind::RateLimited,
+        FailureKind::Server,
+        FailureKind::Malformed,
+        FailureKind::Overloaded,
+    ];
+
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureKind::Timeout => "timeout",
+            FailureKind::Connection => "connection",
+            FailureKind::RateLimited => "rate_limited",
+            FailureKind::Server => "server",
+            FailureKind::Malformed => "malformed",
+            FailureKind::BadRequest => "bad_request",
+            FailureKind::Auth => "auth",
+            FailureKind::Overloaded => "overloaded",
+        }
+    }
+}
+
+/// One `provider/model`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Target {
+    /// Provider name (`local` or a configured one).
+    pub provider: String,
+    /// Model name as the provider knows it.
+    pub model: String,
+}
+
+impl Target {
+    /// Splits `provider/model` (the model may itself contain `/`).
+    pub fn parse(s: &str) -> Option<Self> {
+        let (provider, model) = s.split_once('/')?;
+        (!provider.is_empty() && !model.is_empty()).then(|| Self {
+            provider: provider.to_owned(),
+            model: model.to_owned(),
+        })
+    }
+
+    /// `provider/model`.
+    pub fn label(&self) -> String {
+        format!("{}/{}", self.provider, self.model)
+    }
+}
+
+/// A resolved route.
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// The alias, or the `provider/model` asked for directly.
+    pub name: String,
+    /// Targets in order.
+    pub targets: Vec<Target>,
+    /// The budget fallback target.
+    pub budget_fallback: Option<Target>,
+    /// The policy.
+    pub policy: RouteConfig,
+}
+
+impl Route {
+    /// A route from its configuration (targets already validated).
+    pub fn from_config(name: &str, c: &RouteConfig) -> Self {
+        Self {
+            name: name.to_owned(),
+            targets: c.targets.iter().filter_map(|t| Target::parse(t)).collect(),
+            budget_fallback: c.budget_fallback.as_deref().and_then(Target::parse),
+            policy: c.clone(),
+        }
+    }
+
+    /// Delay before retry number `retry` (1-based) on the same target.
+    pub fn backoff(&self, retry: u32) -> Duration {
+        Backoff::Exponential {
+            base_ms: self.policy.backoff_ms,
+            max_ms: self.policy.backoff_ms.saturating_mul(16),
+        }
+        .delay(retry)
+    }
+
+    /// Whether `kind` gets another attempt on the same target.
+    pub fn retries(&self, kind: FailureKind) -> bool {
+        self.policy.retry_on.contains(&kind)
+    }
+
+    /// Whether `kind` moves on to the next target.
+    pub fn falls_back(&self, kind: FailureKind) -> bool {
+        self.policy.fallback_on.contains(&kind)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_parse_with_slashes_in_model_names() {
+        let t = Target::parse("vllm/meta-llama/Llama-3-8B").expect("parses");
+        assert_eq!(t.provider, "vllm");
+        assert_eq!(t.model, "meta-llama/Llama-3-8B");
+        assert!(Target::parse("nomodel").is_none());
+        assert!(Target::parse("/x").is_none());
+    }
+}

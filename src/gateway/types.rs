@@ -1,0 +1,273 @@
+//! Request and answer shapes of the gateway, in OpenAI's wire format (what clients send and
+//! receive), plus the provider-neutral pieces the providers produce.
+
+use serde::{Deserialize, Serialize};
+
+/// Who wrote a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Instructions.
+    System,
+    /// OpenAI's newer name for system instructions.
+    Developer,
+    /// The person asking.
+    User,
+    /// The model.
+    Assistant,
+    /// A tool's output (e.g. retrieved passages).
+    Tool,
+}
+
+impl Role {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::System => "system",
+            Role::Developer => "developer",
+            Role::User => "user",
+            Role::Assistant => "assistant",
+            Role::Tool => "tool",
+        }
+    }
+}
+
+/// One chat message (text content; an array of text parts is joined).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Message {
+    /// Author.
+    pub role: Role,
+    /// Text.
+    #[serde(deserialize_with = "content_text")]
+    pub content: String,
+    /// Optional author name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+fn content_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    #[derive(Deserialize)]
+    struct Part {
+        #[serde(rename = "type")]
+        kind: String,
+        #[serde(default)]
+        text: Option<String>,
+    }
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Content {
+        Text(String),
+        Parts(Vec<Part>),
+        Null(()),
+    }
+    match Content::deserialize(d)? {
+        Content::Text(t) => Ok(t),
+        Content::Null(()) => Ok(String::new()),
+        Content::Parts(parts) => {
+            let mut out = String::new();
+            for p in parts {
+                if p.kind != "text" {
+                    return Err(serde::de::Error::custom(format!(
+                        "content part type `{}` is not supported (text only)",
+                        p.kind
+                    )));
+                }
+                out.push_str(p.text.as_deref().unwrap_or_default());
+            }
+            Ok(out)
+        }
+    }
+}
+
+/// `stop`: one string or several.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Stop {
+    /// One sequence.
+    One(String),
+    /// Several.
+    Many(Vec<String>),
+}
+
+impl Stop {
+    /// The sequences as a list.
+    pub fn to_vec(&self) -> Vec<String> {
+        match self {
+            Stop::One(s) => vec![s.clone()],
+            Stop::Many(v) => v.clone(),
+        }
+    }
+}
+
+/// `stream_options`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StreamOptions {
+    /// Send a last chunk with token usage.
+    #[serde(default)]
+    pub include_usage: bool,
+}
+
+/// `POST /v1/chat/completions`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ChatRequest {
+    /// A route alias (`fast`, `frontier`) or `provider/model`.
+    pub model: String,
+    /// The conversation.
+    #[schema(value_type = Vec<Object>)]
+    pub messages: Vec<Message>,
+    /// Sampling temperature (0 = greedy, deterministic, cacheable).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temperature: Option<f32>,
+    /// Nucleus sampling mass.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub top_p: Option<f32>,
+    /// Most completion tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_tokens: Option<u32>,
+    /// Newer name of `max_tokens`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_completion_tokens: Option<u32>,
+    /// Stop sequences (up to 4).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub stop: Option<Stop>,
+    /// Sampling seed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
+    /// Answer as Server-Sent Events.
+    #[serde(default)]
+    pub stream: bool,
+    /// Streaming options.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub stream_options: Option<StreamOptions>,
+    /// End-user id (budgets and logs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// Number of choices; only 1 is supported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub n: Option<u32>,
+}
+
+impl ChatRequest {
+    /// `max_completion_tokens`, else `max_tokens`.
+    pub fn max_tokens(&self) -> Option<u32> {
+        self.max_completion_tokens.or(self.max_tokens)
+    }
+
+    /// Greedy decoding: the same request gives the same answer.
+    pub fn deterministic(&self) -> bool {
+        self.temperature == Some(0.0)
+    }
+}
+
+/// Why generation ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FinishReason {
+    /// End of turn or a stop sequence.
+    Stop,
+    /// `max_tokens` reached.
+    Length,
+    /// A guardrail ended the answer.
+    ContentFilter,
+}
+
+/// Token counts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Usage {
+    /// Prompt tokens.
+    #[serde(default)]
+    pub prompt_tokens: u32,
+    /// Completion tokens.
+    #[serde(default)]
+    pub completion_tokens: u32,
+    /// Sum of both.
+    #[serde(default)]
+    pub total_tokens: u32,
+}
+
+impl Usage {
+    /// Usage with the total filled in.
+    pub fn new(prompt: u32, completion: u32) -> Self {
+        Self {
+            prompt_tokens: prompt,
+            completion_tokens: completion,
+            total_tokens: prompt + completion,
+        }
+    }
+}
+
+/// A finished answer, as a provider or the cache gives it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChatOutput {
+    /// The text.
+    pub text: String,
+    /// Why it ended.
+    pub finish_reason: FinishReason,
+    /// Token counts.
+    pub usage: Usage,
+    /// The model that answered.
+    pub model: String,
+}
+
+/// One piece of a streamed answer from a provider.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Delta {
+    /// More text.
+    Text(String),
+    /// The end, with usage when the provider reports it.
+    Finish {
+        /// Why it ended.
+        reason: FinishReason,
+        /// Token counts.
+        usage: Option<Usage>,
+    },
+}
+
+/// `POST /v1/embeddings`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct EmbeddingRequest {
+    /// Route alias or `provider/model`.
+    pub model: String,
+    /// One text or several.
+    #[schema(value_type = Object)]
+    pub input: EmbeddingInput,
+    /// `float` (default) or `base64`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encoding_format: Option<String>,
+    /// End-user id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+}
+
+/// Text input of an embedding request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum EmbeddingInput {
+    /// One text.
+    One(String),
+    /// Several texts.
+    Many(Vec<String>),
+}
+
+impl EmbeddingInput {
+    /// The texts.
+    pub fn into_vec(self) -> Vec<String> {
+        match self {
+            EmbeddingInput::One(s) => vec![s],
+            EmbeddingInput::Many(v) => v,
+        }
+    }
+}
+
+/// Vectors from a provider.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EmbeddingOutput {
+    /// One vector per input, in order.
+    pub vectors: Vec<Vec<f32>>,
+    /// Prompt tokens counted.
+    pub prompt_tokens: u32,
+    /// The model that answered.
+    pub model: String,
+}
