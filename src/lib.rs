@@ -19,6 +19,10 @@
 //! - [`workflow`]: the durable workflow engine — named steps with persisted outputs, retries
 //!   with backoff, sleeps, events, cancellation, idempotency keys, per-type concurrency — that
 //!   runs ingestion, reindexing and folder syncs, resuming them after a crash.
+//! - [`gateway`]: every model call — local GGUF chat and embeddings, OpenAI, Anthropic, any
+//!   OpenAI-compatible server — through routes with retries, fallback and timeouts, a response
+//!   cache, atomic budget reservations, guardrails and a call log; served as the
+//!   OpenAI-compatible `/v1/chat/completions`, `/v1/embeddings` and `/v1/models`.
 //! - [`store`]: SQLite schema, migrations and repositories behind narrow traits; uploaded
 //!   bytes by content hash. The source of truth, vectors included.
 //! - [`embed`]: the [`embed::Embedder`] trait and the candle BERT embedder that loads any

@@ -44,6 +44,12 @@ pub async fn serve(
     let grace = Duration::from_secs(service.config().server.shutdown_grace_secs);
     let app = router(service.clone(), install_metrics());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    // Small answers (JSON, SSE events) go out at once rather than waiting on Nagle's algorithm.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "TCP_NODELAY not set");
+        }
+    });
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
         shutdown.await;
         let _ = stop_tx.send(true);

@@ -220,7 +220,7 @@ impl Gateway {
         };
         if let (Some(key), true) = (&cache_key, ctx.cache != CacheMode::Refresh) {
             if let Some(output) = self.cache_lookup(key).await {
-                metrics::counter!("groundwork_gateway_cache_total", "result" => "hit").increment(1);
+                self.count_cache(true);
                 let mut log = self.call_log(&ctx, &route, "chat", started);
                 log.cache = "hit".into();
                 log.model = Some(output.model.clone());
@@ -235,7 +235,7 @@ impl Gateway {
                 self.inner.log.record(log).await;
                 return Ok(replay(output, meta("hit"), req.stream));
             }
-            metrics::counter!("groundwork_gateway_cache_total", "result" => "miss").increment(1);
+            self.count_cache(false);
         }
 
         // The budget: the worst case over the route's targets, reserved before any call.
@@ -314,6 +314,16 @@ impl Gateway {
                 ))),
             }
         }
+    }
+
+    /// Counts a cache lookup and updates the hit ratio gauge.
+    fn count_cache(&self, hit: bool) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let (hits, lookups) = &self.inner.cache_stats;
+        let h = hits.fetch_add(u64::from(hit), Relaxed) + u64::from(hit);
+        let n = lookups.fetch_add(1, Relaxed) + 1;
+        metrics::counter!("groundwork_gateway_cache_total", "result" => if hit { "hit" } else { "miss" }).increment(1);
+        metrics::gauge!("groundwork_gateway_cache_hit_ratio").set(h as f64 / n as f64);
     }
 
     async fn cache_lookup(&self, key: &str) -> Option<ChatOutput> {

@@ -246,3 +246,51 @@ impl GatewayConfig {
         self.guardrails.compile().map(|_| ())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Config;
+    use figment::providers::{Format, Serialized, Toml};
+    use figment::Figment;
+
+    /// Every TOML block of the gateway guide parses and validates: the documentation cannot
+    /// drift from the configuration types.
+    #[test]
+    fn the_guides_examples_are_valid_configuration() {
+        let guide = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("data/guide/model-gateway.md"),
+        )
+        .expect("guide");
+        let blocks: Vec<&str> = guide
+            .split("```toml")
+            .skip(1)
+            .filter_map(|b| b.split("```").next())
+            .collect();
+        assert!(blocks.len() >= 2);
+        for block in blocks {
+            let config: Config = Figment::from(Serialized::defaults(Config::default()))
+                .merge(Toml::string(block))
+                .extract()
+                .unwrap_or_else(|e| panic!("{e}\n{block}"));
+            config.validate().unwrap_or_else(|e| panic!("{e}\n{block}"));
+        }
+    }
+
+    #[test]
+    fn routes_must_name_known_providers() {
+        let mut c = super::GatewayConfig::default();
+        c.routes.insert(
+            "x".into(),
+            super::RouteConfig {
+                targets: vec!["nowhere/model".into()],
+                ..super::RouteConfig::default()
+            },
+        );
+        assert!(c
+            .validate()
+            .expect_err("refused")
+            .contains("unknown provider"));
+        let secret = super::Secret("sk-live-123".into());
+        assert_eq!(format!("{secret:?}"), "\"***\"");
+    }
+}

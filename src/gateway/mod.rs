@@ -26,6 +26,7 @@ pub mod types;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -110,6 +111,8 @@ struct Inner {
     log: LogWriter,
     local_chat: Arc<LocalChat>,
     started: i64,
+    /// Cache hits and lookups since start (for the hit-ratio gauge).
+    cache_stats: (AtomicU64, AtomicU64),
 }
 
 /// The gateway. Cheap to clone.
@@ -220,6 +223,7 @@ impl Gateway {
                 log,
                 local_chat,
                 started: Utc::now().timestamp(),
+                cache_stats: (AtomicU64::new(0), AtomicU64::new(0)),
             }),
         })
     }
