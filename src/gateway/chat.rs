@@ -18,7 +18,7 @@ use super::budget::Reservation;
 use super::cache;
 use super::guard::Decision;
 use super::providers::{estimate_tokens, Call, ProviderError};
-use super::route::{FailureKind, Route, Target};
+use super::route::{FailureKind, Next, Route, Target};
 use super::types::{ChatOutput, ChatRequest, Delta, FinishReason, Usage};
 use super::{subjects, CacheMode, CallContext, Gateway, GatewayError, Result};
 use crate::store::gateway::{CacheEntry, CallLog};
@@ -388,12 +388,6 @@ impl Run {
         Duration::from_millis(self.route.policy.total_timeout_ms)
     }
 
-    /// Decides after a failed attempt: `Some(delay)` to retry the same target, `None` to leave it.
-    fn after_failure(&self, e: &ProviderError, attempt: u32) -> Option<Duration> {
-        (self.route.retries(e.kind) && attempt < self.route.policy.retries)
-            .then(|| self.route.backoff(attempt + 1))
-    }
-
     async fn complete(self) -> Result<ChatOutput> {
         let mut attempts = Vec::new();
         let mut last: Option<ProviderError> = None;
@@ -420,18 +414,13 @@ impl Run {
                     }
                     Err(e) => {
                         attempts.push(attempt_json(&target, Some(&e), t0));
-                        metrics::counter!("groundwork_gateway_attempt_failures_total", "provider" => target.provider.clone(), "kind" => e.kind.as_str()).increment(1);
-                        let next = self.after_failure(&e, n);
                         let kind = e.kind;
                         last = Some(e);
-                        if let Some(delay) = next {
-                            tokio::time::sleep(delay).await;
-                            continue;
+                        match self.route.after_failure(&target, kind, n).await {
+                            Next::Retry => continue,
+                            Next::NextTarget => break,
+                            Next::Stop => break 'targets,
                         }
-                        if !self.route.falls_back(kind) {
-                            break 'targets;
-                        }
-                        break;
                     }
                 }
             }
@@ -636,18 +625,13 @@ impl Run {
                         a["text_received"] = json!(raw.len());
                         a["text_sent"] = json!(sent.len());
                         attempts.push(a);
-                        metrics::counter!("groundwork_gateway_attempt_failures_total", "provider" => target.provider.clone(), "kind" => e.kind.as_str()).increment(1);
-                        let next = self.after_failure(&e, n);
                         let kind = e.kind;
                         last = Some(e);
-                        if let Some(delay) = next {
-                            tokio::time::sleep(delay).await;
-                            continue;
+                        match self.route.after_failure(&target, kind, n).await {
+                            Next::Retry => continue,
+                            Next::NextTarget => break,
+                            Next::Stop => break 'targets,
                         }
-                        if !self.route.falls_back(kind) {
-                            break 'targets;
-                        }
-                        break;
                     }
                 }
             }

@@ -364,17 +364,13 @@ impl Gateway {
                     }
                     Err(e) => {
                         attempts.push(chat::attempt_json(target, Some(&e), t0));
-                        let retry = route.retries(e.kind) && n < route.policy.retries;
                         let kind = e.kind;
                         last = Some(e);
-                        if retry {
-                            tokio::time::sleep(route.backoff(n + 1)).await;
-                            continue;
+                        match route.after_failure(target, kind, n).await {
+                            route::Next::Retry => continue,
+                            route::Next::NextTarget => break,
+                            route::Next::Stop => break 'targets,
                         }
-                        if !route.falls_back(kind) {
-                            break 'targets;
-                        }
-                        break;
                     }
                 }
             }

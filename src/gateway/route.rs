@@ -81,6 +81,17 @@ impl Target {
     }
 }
 
+/// The step after a failed attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Next {
+    /// Try the same target again (the backoff was waited).
+    Retry,
+    /// Go on to the route's next target.
+    NextTarget,
+    /// Give up: the failure is not one the route moves on from.
+    Stop,
+}
+
 /// A resolved route.
 #[derive(Debug, Clone)]
 pub struct Route {
@@ -112,6 +123,22 @@ impl Route {
             max_ms: self.policy.backoff_ms.saturating_mul(16),
         }
         .delay(retry)
+    }
+
+    /// What to do after attempt `attempt` (0-based) on `target` failed with `kind`: waits the
+    /// backoff and says [`Next::Retry`], or moves on, or stops.
+    pub async fn after_failure(&self, target: &Target, kind: FailureKind, attempt: u32) -> Next {
+        metrics::counter!("groundwork_gateway_attempt_failures_total",
+            "provider" => target.provider.clone(), "kind" => kind.as_str())
+        .increment(1);
+        if self.retries(kind) && attempt < self.policy.retries {
+            tokio::time::sleep(self.backoff(attempt + 1)).await;
+            Next::Retry
+        } else if self.falls_back(kind) {
+            Next::NextTarget
+        } else {
+            Next::Stop
+        }
     }
 
     /// Whether `kind` gets another attempt on the same target.
