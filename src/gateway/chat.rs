@@ -165,7 +165,7 @@ impl Gateway {
             r
         });
         if let Some(rule) = verdict.blocked {
-            let mut log = self.call_log(&ctx, &route, "chat", started);
+            let mut log = self.call_log(&ctx, &route.name, "chat", started);
             log.status = "blocked".into();
             log.error = Some("guardrail_blocked".into());
             log.guardrails = serde_json::to_value(&verdict.decisions).unwrap_or_default();
@@ -221,7 +221,7 @@ impl Gateway {
         if let (Some(key), true) = (&cache_key, ctx.cache != CacheMode::Refresh) {
             if let Some(output) = self.cache_lookup(key).await {
                 self.count_cache(true);
-                let mut log = self.call_log(&ctx, &route, "chat", started);
+                let mut log = self.call_log(&ctx, &route.name, "chat", started);
                 log.cache = "hit".into();
                 log.model = Some(output.model.clone());
                 log.tokens_in = output.usage.prompt_tokens;
@@ -670,7 +670,7 @@ impl Run {
     ) -> CallLog {
         let mut log = self
             .gw
-            .call_log(&self.ctx, &self.route, "chat", self.started);
+            .call_log(&self.ctx, &self.route.name, "chat", self.started);
         log.attempts = serde_json::Value::Array(attempts);
         let mut decisions = self.decisions.clone();
         decisions.extend(extra.iter().cloned());
@@ -771,7 +771,7 @@ impl Run {
             .settle(std::mem::take(&mut self.reservation), 0.0);
         let mut log = self
             .gw
-            .call_log(&self.ctx, &self.route, "chat", self.started);
+            .call_log(&self.ctx, &self.route.name, "chat", self.started);
         log.status = "error".into();
         log.error = Some(f.error.code().into());
         log.attempts = serde_json::Value::Array(f.attempts);

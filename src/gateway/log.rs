@@ -73,6 +73,17 @@ impl LogWriter {
         }
     }
 
+    /// Queues a record from a thread that may block (never an async worker).
+    pub fn record_blocking(&self, call: CallLog) {
+        let tx = self.tx.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        match tx {
+            Some(tx) => {
+                let _ = tx.send(call);
+            }
+            None => tracing::warn!(id = %call.id, "gateway call after shutdown not logged"),
+        }
+    }
+
     /// Writes what is queued and stops the thread.
     pub fn shutdown(&self) {
         self.tx.lock().unwrap_or_else(|p| p.into_inner()).take();

@@ -180,6 +180,7 @@ impl Gateway {
                         http,
                         p.base_url.as_deref().unwrap_or("https://api.openai.com/v1"),
                         key,
+                        p.kind == ProviderKind::Openai,
                     ))
                 }
                 ProviderKind::Anthropic => {
@@ -352,7 +353,7 @@ impl Gateway {
                         attempts.push(chat::attempt_json(target, None, t0));
                         let cost = self.price(target).input * out.prompt_tokens as f64 / 1e6;
                         self.inner.budgets.settle(reservation, cost);
-                        let mut log = self.call_log(&ctx, &route, "embeddings", started);
+                        let mut log = self.call_log(&ctx, &route.name, "embeddings", started);
                         log.provider = Some(target.provider.clone());
                         log.model = Some(out.model.clone());
                         log.status = "ok".into();
@@ -384,7 +385,7 @@ impl Gateway {
             message: last.message.clone(),
             attempts: attempts.len(),
         };
-        let mut log = self.call_log(&ctx, &route, "embeddings", started);
+        let mut log = self.call_log(&ctx, &route.name, "embeddings", started);
         log.status = "error".into();
         log.error = Some(err.code().into());
         log.attempts = serde_json::Value::Array(attempts);
@@ -393,7 +394,7 @@ impl Gateway {
     }
 
     /// A log record with the caller and route filled in.
-    fn call_log(&self, ctx: &CallContext, route: &Route, kind: &str, started: Instant) -> CallLog {
+    fn call_log(&self, ctx: &CallContext, route: &str, kind: &str, started: Instant) -> CallLog {
         CallLog {
             id: ctx.request_id.clone(),
             tenant_id: ctx.tenant_id.clone(),
@@ -402,7 +403,7 @@ impl Gateway {
             key_id: ctx.key_id.clone(),
             user_id: ctx.user.clone(),
             agent_id: ctx.agent.clone(),
-            route: route.name.clone(),
+            route: route.to_owned(),
             provider: None,
             model: None,
             status: "ok".into(),
@@ -429,11 +430,46 @@ impl Gateway {
         code: &str,
         started: Instant,
     ) {
-        let mut log = self.call_log(ctx, route, kind, started);
+        let mut log = self.call_log(ctx, &route.name, kind, started);
         log.status = code.to_owned();
         log.error = Some(code.to_owned());
         metrics::counter!("groundwork_gateway_requests_total", "route" => route.name.clone(), "status" => code.to_owned()).increment(1);
         self.inner.log.record(log).await;
+    }
+
+    /// Embeds `texts` with a local `embedder` on the calling (blocking) thread for the service
+    /// itself — ingest and query embeddings, which must not take an async detour — recorded
+    /// like any gateway call: route `internal/<purpose>`, provider `local`, cost 0, no payload.
+    pub fn embed_internal(
+        &self,
+        tenant_id: &str,
+        purpose: &'static str,
+        embedder: &dyn Embedder,
+        texts: &[&str],
+    ) -> crate::embed::Result<Vec<Vec<f32>>> {
+        let started = Instant::now();
+        let out = embedder.embed(texts);
+        let ctx = CallContext {
+            request_id: uuid::Uuid::now_v7().to_string(),
+            tenant_id: tenant_id.to_owned(),
+            key_id: "service".into(),
+            ..CallContext::default()
+        };
+        let route = format!("internal/{purpose}");
+        let mut log = self.call_log(&ctx, &route, "embeddings", started);
+        log.provider = Some("local".into());
+        log.model = Some(embedder.model_id().to_owned());
+        log.tokens_in = texts.iter().map(|t| providers::estimate_tokens(t)).sum();
+        match &out {
+            Ok(_) => log.status = "ok".into(),
+            Err(e) => {
+                log.status = "error".into();
+                log.error = Some(e.to_string());
+            }
+        }
+        metrics::counter!("groundwork_gateway_requests_total", "route" => route, "status" => log.status.clone()).increment(1);
+        self.inner.log.record_blocking(log);
+        out
     }
 
     /// A page of the call log.

@@ -225,7 +225,7 @@ pub fn process_document(
                 "failpoint"
             )));
             let texts: Vec<&str> = part.iter().map(|c| c.text.as_str()).collect();
-            embed_texts(core, embedder.as_ref(), &texts)
+            embed_texts(core, &kb.tenant_id, embedder.as_ref(), &texts)
                 .map(|v| Vectors::encode(&v))
                 .map_err(step_error)
         })?;
@@ -264,11 +264,14 @@ pub fn process_document(
 /// Embeds passages, counting them.
 pub fn embed_texts(
     core: &Core,
+    tenant_id: &str,
     embedder: &dyn Embedder,
     texts: &[&str],
 ) -> Result<Vec<Vec<f32>>, ServiceError> {
     let started = Instant::now();
-    let vectors = embedder.embed(texts)?;
+    let vectors = core
+        .gateway
+        .embed_internal(tenant_id, "ingest", embedder, texts)?;
     core.stats
         .chunks_embedded
         .fetch_add(texts.len() as u64, Ordering::Relaxed);

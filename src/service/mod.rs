@@ -909,7 +909,12 @@ impl Service {
     fn embed_query(&self, kb: &Kb, query: &str) -> Result<Vec<f32>> {
         let embedder = self.core.models.for_kb(kb)?;
         let started = Instant::now();
-        let mut v = embedder.embed(&[query])?;
+        let mut v = self.core.gateway.embed_internal(
+            &kb.tenant_id,
+            "search",
+            embedder.as_ref(),
+            &[query],
+        )?;
         self.core
             .stats
             .queries_embedded

@@ -149,11 +149,12 @@ fn words(text: &str) -> u32 {
 fn sse(events: Vec<String>, cut_after: Option<usize>) -> Response {
     let stream = async_stream::stream! {
         for (i, e) in events.into_iter().enumerate() {
+            // The pause comes first so that everything before a cut has been flushed.
+            tokio::time::sleep(Duration::from_millis(3)).await;
             if cut_after == Some(i) {
                 yield Err(std::io::Error::other("cut"));
                 return;
             }
-            tokio::time::sleep(Duration::from_millis(3)).await;
             yield Ok::<Bytes, std::io::Error>(Bytes::from(e));
         }
     };

@@ -182,7 +182,11 @@ fn retries_fallback_timeouts_and_malformed_answers() {
         &[("x-request-id", "retry-1")],
     );
     assert_eq!(text_of(&ok_json(res)), DEFAULT_ANSWER);
-    assert_eq!(oai.requests("gpt-solo").len(), 3);
+    let sent = oai.requests("gpt-solo");
+    assert_eq!(sent.len(), 3);
+    // OpenAI's own API takes `max_completion_tokens` (its newer models refuse `max_tokens`).
+    assert_eq!(sent[0]["max_completion_tokens"], 64);
+    assert!(sent[0].get("max_tokens").is_none());
     let log = &wait_log(&server, "retry-1");
     let outcomes: Vec<&str> = log["attempts"]
         .as_array()
@@ -385,10 +389,9 @@ fn streams_resume_without_duplicates_and_cache_replays() {
     );
     assert_eq!(read_stream(res).0, DEFAULT_ANSWER);
 
-    // The stream breaks after text reached the client (past the 48-character guard window;
-    // the piece written just before the break may be lost); the retry repeats it and only
-    // the rest is sent on.
-    oai.script("gpt-stream", &[Behavior::Cut(11)]);
+    // The stream breaks after text reached the client (10 pieces, 55 characters: past the
+    // 48-character guard window); the retry repeats it and only the rest is sent on.
+    oai.script("gpt-stream", &[Behavior::Cut(10)]);
     let res = server.post_with(
         "/v1/chat/completions",
         &body,
@@ -421,7 +424,7 @@ fn streams_resume_without_duplicates_and_cache_replays() {
 
     // ...and cannot be stitched once text was sent: the stream ends with an error, and the
     // client never gets text twice.
-    oai.script("gpt-stream", &[Behavior::Cut(11), Behavior::Cut(11)]);
+    oai.script("gpt-stream", &[Behavior::Cut(10), Behavior::Cut(10)]);
     let res = server.post_with(
         "/v1/chat/completions",
         &body,
@@ -790,6 +793,34 @@ fn embeddings_models_and_usage() {
         422,
         "invalid_request",
     );
+
+    // The service's own embeddings (ingest, queries) are gateway calls too.
+    server.create_kb("notes");
+    let receipt: Value = server
+        .upload(
+            "notes",
+            &[(
+                "tower.md",
+                b"# Tower\n\nThe tower was completed in 1889.".to_vec(),
+            )],
+            None,
+        )
+        .json()
+        .expect("receipt");
+    server.wait_job(receipt["job_id"].as_str().expect("job"));
+    assert!(!server
+        .search("notes", "when was the tower built", 3, "dense")
+        .is_empty());
+    let ingest = wait_logs(&server, "route=internal/ingest", 1);
+    assert_eq!(
+        (ingest[0]["provider"].as_str(), ingest[0]["status"].as_str()),
+        (Some("local"), Some("ok"))
+    );
+    assert!(
+        ingest[0]["request"].is_null(),
+        "no payload of internal calls"
+    );
+    wait_logs(&server, "route=internal/search", 1);
     server.stop();
 }
 

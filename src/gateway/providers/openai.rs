@@ -15,6 +15,9 @@ pub struct OpenAi {
     http: reqwest::Client,
     base: String,
     key: Option<String>,
+    /// OpenAI itself: `max_completion_tokens` (its newer models refuse `max_tokens`, which
+    /// compatible servers still expect).
+    official: bool,
 }
 
 #[derive(Deserialize)]
@@ -75,12 +78,13 @@ pub(crate) fn finish(reason: Option<&str>) -> FinishReason {
 }
 
 impl OpenAi {
-    /// A client of `base` (e.g. `https://api.openai.com/v1`).
-    pub fn new(http: reqwest::Client, base: &str, key: Option<String>) -> Self {
+    /// A client of `base` (e.g. `https://api.openai.com/v1`); `official` for OpenAI itself.
+    pub fn new(http: reqwest::Client, base: &str, key: Option<String>, official: bool) -> Self {
         Self {
             http,
             base: base.trim_end_matches('/').to_owned(),
             key,
+            official,
         }
     }
 
@@ -92,14 +96,19 @@ impl OpenAi {
         }
     }
 
-    fn body(call: &Call, stream: bool) -> serde_json::Value {
+    fn body(&self, call: &Call, stream: bool) -> serde_json::Value {
         let mut body = json!({
             "model": call.model,
             "messages": call.messages,
-            "max_tokens": call.max_tokens,
             "stream": stream,
         });
         let o = body.as_object_mut().expect("a JSON object");
+        let limit = if self.official {
+            "max_completion_tokens"
+        } else {
+            "max_tokens"
+        };
+        o.insert(limit.into(), json!(call.max_tokens));
         if let Some(t) = call.temperature {
             o.insert("temperature".into(), json!(t));
         }
@@ -121,8 +130,7 @@ impl OpenAi {
     /// A whole answer.
     pub async fn complete(&self, call: &Call) -> Result<ChatOutput> {
         let resp = send_within(
-            self.post("/chat/completions")
-                .json(&Self::body(call, false)),
+            self.post("/chat/completions").json(&self.body(call, false)),
             call.first_byte,
         )
         .await?;
@@ -146,7 +154,7 @@ impl OpenAi {
     /// A streamed answer.
     pub async fn stream(&self, call: &Call) -> Result<DeltaStream> {
         let resp = send_within(
-            self.post("/chat/completions").json(&Self::body(call, true)),
+            self.post("/chat/completions").json(&self.body(call, true)),
             call.first_byte,
         )
         .await?;

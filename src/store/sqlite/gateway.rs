@@ -336,10 +336,14 @@ mod tests {
             value: "x".repeat(100),
             expires_at: now + Duration::seconds(ttl),
         };
+        // Recency is kept in milliseconds: space the operations so each has its own.
+        let tick = || std::thread::sleep(std::time::Duration::from_millis(3));
         store.cache_put(&entry("a", 60), 250).expect("put");
+        tick();
         store.cache_put(&entry("b", 60), 250).expect("put");
+        tick();
         assert!(store.cache_get("a", now).expect("get").is_some());
-        std::thread::sleep(std::time::Duration::from_millis(5));
+        tick();
         store.cache_put(&entry("c", 60), 250).expect("put");
         // b was used least recently.
         assert!(store.cache_get("b", now).expect("get").is_none());
