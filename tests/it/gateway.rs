@@ -668,7 +668,8 @@ limit_usd = 0.05
     assert!(settled <= 1.5 + largest_reservation, "settled {settled}");
     // Refusals only come once reservations fill the limit.
     assert!(
-        ok as f64 >= (1.5 / largest_reservation).floor(),
+        // (one fewer: the sum of 50 reservations of 0.03 USD rounds above 1.5 in floating point)
+        ok as f64 >= (1.5 / largest_reservation).floor() - 1.0,
         "stopped early after {ok} calls"
     );
     let usage = ok_json(server.get("/v1/gateway/usage?group_by=route"));
