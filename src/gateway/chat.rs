@@ -17,7 +17,7 @@ use tracing::Instrument;
 use super::budget::Reservation;
 use super::cache;
 use super::guard::Decision;
-use super::providers::{estimate_tokens, Call, ProviderError};
+use super::providers::{estimate_prompt_tokens, estimate_tokens, Call, ProviderError};
 use super::route::{FailureKind, Next, Route, Target};
 use super::types::{ChatOutput, ChatRequest, Delta, FinishReason, Usage};
 use super::{subjects, CacheMode, CallContext, Gateway, GatewayError, Result};
@@ -152,9 +152,7 @@ impl Gateway {
         let route = self.route(&req.model)?;
         let mut messages = req.messages.clone();
         let verdict = self.inner.guard.check_prompt(&mut messages);
-        for d in &verdict.decisions {
-            metrics::counter!("groundwork_gateway_guardrail_actions_total", "rule" => d.rule.clone(), "action" => format!("{:?}", d.action).to_lowercase(), "side" => "prompt").increment(1);
-        }
+        count_decisions(&verdict.decisions);
         let log_payloads = ctx
             .log_payloads
             .or(route.policy.log_payloads)
@@ -239,11 +237,7 @@ impl Gateway {
         }
 
         // The budget: the worst case over the route's targets, reserved before any call.
-        let prompt_tokens: u32 = call
-            .messages
-            .iter()
-            .map(|m| estimate_tokens(&m.content) + 4)
-            .sum();
+        let prompt_tokens = estimate_prompt_tokens(&call.messages);
         let estimate = |t: &Target| {
             let p = self.price(t);
             (p.input * prompt_tokens as f64 + p.output * max_tokens as f64) / 1e6
@@ -521,7 +515,6 @@ impl Run {
                                                     Failed { error: e, attempts },
                                                     &sent,
                                                     &sg.decisions,
-                                                    ttft,
                                                 )
                                                 .await;
                                                 return;
@@ -610,7 +603,7 @@ impl Run {
                             .inner
                             .budgets
                             .settle(std::mem::take(&mut self.reservation), cost);
-                        let mut log = self.log_record(attempts, &sent, &sg.decisions, ttft);
+                        let mut log = self.log_record(attempts, Some(&sent), &sg.decisions, ttft);
                         log.status = "cancelled".into();
                         log.provider = Some(target.provider.clone());
                         log.model = Some(target.model.clone());
@@ -638,7 +631,7 @@ impl Run {
         }
         let error = upstream_error(last, attempts.len());
         let decisions = sg.decisions.clone();
-        self.end_stream(&tx, Failed { error, attempts }, &sent, &decisions, ttft)
+        self.end_stream(&tx, Failed { error, attempts }, &sent, &decisions)
             .await;
     }
 
@@ -648,7 +641,6 @@ impl Run {
         failed: Failed,
         sent: &str,
         decisions: &[Decision],
-        ttft: Option<f64>,
     ) {
         let mut run = self;
         run.decisions.extend(decisions.iter().cloned());
@@ -656,15 +648,16 @@ impl Run {
         if !sent.is_empty() && !matches!(failed.error, GatewayError::Interrupted(_)) {
             failed.error = GatewayError::Interrupted(failed.error.to_string());
         }
-        let _ = ttft;
         let e = run.fail(failed).await;
         let _ = tx.send(StreamEvent::Error(e)).await;
     }
 
+    /// The call's log record: caller, route, attempts, guardrail decisions (the prompt's and
+    /// `extra`), cache, payloads when logged.
     fn log_record(
         &self,
         attempts: Vec<serde_json::Value>,
-        text: &str,
+        text: Option<&str>,
         extra: &[Decision],
         ttft: Option<f64>,
     ) -> CallLog {
@@ -680,7 +673,7 @@ impl Run {
         log.request = self.request_log.clone();
         log.ttft_ms = ttft;
         if self.request_log.is_some() {
-            log.response = Some(text.to_owned());
+            log.response = text.map(str::to_owned);
         }
         log
     }
@@ -709,9 +702,7 @@ impl Run {
                 )
             }
         };
-        for d in &decisions {
-            metrics::counter!("groundwork_gateway_guardrail_actions_total", "rule" => d.rule.clone(), "action" => format!("{:?}", d.action).to_lowercase(), "side" => "response").increment(1);
-        }
+        count_decisions(&decisions);
         let cost = self.gw.cost(target, out.usage);
         if let Some(key) = &self.cache_key {
             if out.finish_reason != FinishReason::ContentFilter {
@@ -731,7 +722,7 @@ impl Run {
                 }
             }
         }
-        let mut log = self.log_record(attempts, &out.text, &decisions, ttft);
+        let mut log = self.log_record(attempts, Some(&out.text), &decisions, ttft);
         log.status = "ok".into();
         log.provider = Some(target.provider.clone());
         log.model = Some(out.model.clone());
@@ -769,20 +760,21 @@ impl Run {
             .inner
             .budgets
             .settle(std::mem::take(&mut self.reservation), 0.0);
-        let mut log = self
-            .gw
-            .call_log(&self.ctx, &self.route.name, "chat", self.started);
+        let mut log = self.log_record(f.attempts, None, &[], None);
         log.status = "error".into();
         log.error = Some(f.error.code().into());
-        log.attempts = serde_json::Value::Array(f.attempts);
-        log.guardrails = serde_json::to_value(&self.decisions).unwrap_or_default();
-        log.cache = self.cache_label.to_owned();
-        log.stream = self.stream;
-        log.request = self.request_log;
         metrics::counter!("groundwork_gateway_requests_total", "route" => self.route.name.clone(), "status" => "error").increment(1);
         tracing::warn!(status = "error", code = f.error.code(), error = %f.error, "gateway call failed");
         self.gw.inner.log.record(log).await;
         f.error
+    }
+}
+
+fn count_decisions(decisions: &[Decision]) {
+    for d in decisions {
+        metrics::counter!("groundwork_gateway_guardrail_actions_total",
+            "rule" => d.rule.clone(), "action" => d.action.as_str(), "side" => d.side)
+        .increment(1);
     }
 }
 

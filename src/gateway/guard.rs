@@ -24,6 +24,17 @@ pub enum Action {
     Flag,
 }
 
+impl Action {
+    /// The configuration name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Block => "block",
+            Action::Redact => "redact",
+            Action::Flag => "flag",
+        }
+    }
+}
+
 /// Which side a rule watches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]

@@ -207,3 +207,11 @@ pub(crate) async fn json_body<T: serde::de::DeserializeOwned>(
 pub fn estimate_tokens(text: &str) -> u32 {
     (text.len() as u32).div_ceil(4)
 }
+
+/// Rough prompt token count of a conversation: its text plus ~4 tokens of framing a message.
+pub fn estimate_prompt_tokens(messages: &[Message]) -> u32 {
+    messages
+        .iter()
+        .map(|m| estimate_tokens(&m.content) + 4)
+        .sum()
+}

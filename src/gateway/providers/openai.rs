@@ -6,7 +6,10 @@ use futures_util::StreamExt;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{estimate_tokens, json_body, send_within, Call, DeltaStream, ProviderError, Result};
+use super::{
+    estimate_prompt_tokens, estimate_tokens, json_body, send_within, Call, DeltaStream,
+    ProviderError, Result,
+};
 use crate::gateway::route::FailureKind;
 use crate::gateway::types::{ChatOutput, Delta, EmbeddingOutput, FinishReason, Usage};
 
@@ -140,8 +143,10 @@ impl OpenAi {
         })?;
         let text = choice.message.and_then(|m| m.content).unwrap_or_default();
         let usage = c.usage.unwrap_or_else(|| {
-            let prompt: usize = call.messages.iter().map(|m| m.content.len()).sum();
-            Usage::new((prompt as u32).div_ceil(4), estimate_tokens(&text))
+            Usage::new(
+                estimate_prompt_tokens(&call.messages),
+                estimate_tokens(&text),
+            )
         });
         Ok(ChatOutput {
             finish_reason: finish(choice.finish_reason.as_deref()),
@@ -208,7 +213,6 @@ impl OpenAi {
 
     /// Vectors for `inputs`.
     pub async fn embed(&self, model: &str, inputs: Vec<String>) -> Result<EmbeddingOutput> {
-        let chars: usize = inputs.iter().map(String::len).sum();
         let resp = send_within(
             self.post("/embeddings")
                 .json(&json!({"model": model, "input": inputs})),
@@ -228,7 +232,7 @@ impl OpenAi {
             prompt_tokens: e
                 .usage
                 .map(|u| u.prompt_tokens)
-                .unwrap_or((chars as u32).div_ceil(4)),
+                .unwrap_or_else(|| inputs.iter().map(|t| estimate_tokens(t)).sum()),
             model: e.model.unwrap_or_else(|| model.to_owned()),
         })
     }
