@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use groundwork::gateway::local::{Generate, LocalChat};
 use groundwork::gateway::types::{Delta, Message, Role};
+use groundwork::gateway::GatewayConfig;
 use serde_json::{json, Value};
 
 fn root() -> PathBuf {
@@ -327,7 +328,7 @@ fn overhead(quick: bool, with_litellm: bool) -> Value {
 
 fn local(quick: bool) -> Value {
     let dir = root().join("models/SmolLM2-135M-Instruct");
-    let chat = LocalChat::start(&dir, 4, 4096);
+    let chat = LocalChat::start(&dir, 4, 4096, GatewayConfig::default().local_repeat_penalty);
     let messages = vec![
         Message { role: Role::System, content: "Answer the question using only the context.".into(), name: None },
         Message {

@@ -41,6 +41,8 @@ pub struct Config {
     pub sources: SourcesConfig,
     /// The model gateway.
     pub gateway: crate::gateway::GatewayConfig,
+    /// Agents.
+    pub agents: crate::agent::AgentsConfig,
 }
 
 impl Default for Config {
@@ -55,6 +57,7 @@ impl Default for Config {
             workflow: WorkflowConfig::default(),
             sources: SourcesConfig::default(),
             gateway: crate::gateway::GatewayConfig::default(),
+            agents: crate::agent::AgentsConfig::default(),
         }
     }
 }

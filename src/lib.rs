@@ -8,9 +8,13 @@
 //! Data flows one way, from the edges inwards:
 //!
 //! ```text
-//!   api (axum) / CLI ──► service ──► ingest, embed, index (engines) ──► store (SQLite, blobs)
+//!   api (axum) / CLI ──► agent ──► service, gateway ──► ingest, embed, index ──► store
 //! ```
 //!
+//! - [`agent`]: addressable agents (one actor per id with a mailbox, evicted when idle) with
+//!   durable state, conversations, task queues and schedules, and the grounded chat turn:
+//!   follow-up rewriting, hybrid retrieval, numbered sources, streamed answers through the
+//!   gateway, checked citations.
 //! - [`api`]: HTTP routes and DTOs, authentication extractor, the single error → problem+json
 //!   mapping, metrics middleware, the OpenAPI description, serving with graceful shutdown.
 //! - [`service`]: the use cases (knowledge bases, uploads, documents, search, jobs), tenant and
@@ -42,6 +46,7 @@
 //!
 //! Every module owns a `thiserror` error type; `anyhow` is used only by the binary.
 
+pub mod agent;
 pub mod api;
 pub mod client;
 pub mod config;

@@ -6,4 +6,5 @@ cd "$(dirname "$0")/.."
 python3 models/fetch.py
 cargo fmt --all -- --check
 cargo clippy --all-targets --quiet -- -D warnings
+./tests/ui/setup.sh
 cargo test

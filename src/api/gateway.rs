@@ -147,7 +147,7 @@ fn sse_events(
             };
             match ev {
                 StreamEvent::Text(t) => yield Ok(chunk(&meta, &model, json!({"content": t}), None)),
-                StreamEvent::Done { finish_reason, usage, model: answered } => {
+                StreamEvent::Done { finish_reason, usage, model: answered, .. } => {
                     let reason = serde_json::to_value(finish_reason).unwrap_or_default();
                     yield Ok(chunk(&meta, &answered, json!({}), reason.as_str()));
                     if include_usage {

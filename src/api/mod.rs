@@ -4,6 +4,7 @@
 //! It owns translation only — HTTP in, service call, HTTP out — and must never hold business
 //! rules or touch storage directly. Service calls block, so they run on blocking threads.
 
+mod agents;
 mod documents;
 mod error;
 mod gateway;
@@ -11,6 +12,7 @@ mod kbs;
 pub mod openapi;
 mod server;
 mod system;
+mod ui;
 mod workflows;
 
 pub(crate) use workflows::idempotency_key;
@@ -37,6 +39,8 @@ use crate::service::{Principal, Service, ServiceError};
 pub struct AppState {
     /// The knowledge-base service.
     pub service: Service,
+    /// The agent runtime.
+    pub agents: crate::agent::Agents,
     /// Renders the Prometheus metrics.
     pub metrics: Option<PrometheusHandle>,
     started: Arc<Instant>,
@@ -103,13 +107,18 @@ async fn not_found() -> ApiError {
 }
 
 /// Every route of the API.
-pub fn router(service: Service, metrics: Option<PrometheusHandle>) -> Router {
+pub fn router(
+    service: Service,
+    agents: crate::agent::Agents,
+    metrics: Option<PrometheusHandle>,
+) -> Router {
     let limits = service.config().ingest.clone();
     let upload_limit = (limits.max_file_bytes as usize)
         .saturating_mul(limits.max_files_per_request)
         .saturating_add(1 << 20);
     let state = AppState {
         service,
+        agents,
         metrics,
         started: Arc::new(Instant::now()),
     };
@@ -161,6 +170,42 @@ pub fn router(service: Service, metrics: Option<PrometheusHandle>) -> Router {
         .route("/v1/models", get(gateway::models))
         .route("/v1/gateway/logs", get(gateway::logs))
         .route("/v1/gateway/usage", get(gateway::usage))
+        .route("/v1/agents", get(agents::list))
+        .route("/v1/agents/{id}", get(agents::get).delete(agents::delete))
+        .route(
+            "/v1/agents/{id}/state",
+            get(agents::get_state)
+                .put(agents::put_state)
+                .patch(agents::patch_state),
+        )
+        .route(
+            "/v1/agents/{id}/config",
+            get(agents::get_config)
+                .put(agents::put_config)
+                .patch(agents::patch_config),
+        )
+        .route("/v1/agents/{id}/chat", post(agents::chat))
+        .route("/v1/agents/{id}/streams/{stream_id}", get(agents::resume))
+        .route("/v1/agents/{id}/conversations", get(agents::conversations))
+        .route(
+            "/v1/agents/{id}/conversations/{conversation_id}/messages",
+            get(agents::messages),
+        )
+        .route(
+            "/v1/agents/{id}/tasks",
+            post(agents::enqueue).get(agents::tasks),
+        )
+        .route("/v1/agents/{id}/tasks/{task_id}", get(agents::task))
+        .route(
+            "/v1/agents/{id}/schedules",
+            post(agents::schedule).get(agents::schedules),
+        )
+        .route(
+            "/v1/agents/{id}/schedules/{schedule_id}",
+            axum::routing::delete(agents::delete_schedule),
+        )
+        .route("/v1/agents/{id}/ws", get(agents::ws))
+        .route("/", get(ui::index))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(2 << 20))
         .layer(axum::middleware::from_fn(track))

@@ -5,7 +5,7 @@ use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{documents, gateway, kbs, system, workflows};
+use super::{agents, documents, gateway, kbs, system, workflows};
 
 struct BearerAuth;
 
@@ -22,7 +22,7 @@ impl Modify for BearerAuth {
 /// The API description.
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Groundwork", description = "Self-hosted knowledge assistant: knowledge bases, uploads, search, durable workflows, and an OpenAI-compatible model gateway."),
+    info(title = "Groundwork", description = "Self-hosted knowledge assistant: knowledge bases, uploads, search, durable workflows, an OpenAI-compatible model gateway, and stateful agents with grounded, cited chat."),
     paths(
         system::healthz, system::readyz, system::metrics, system::status, system::job,
         kbs::create, kbs::list, kbs::get, kbs::delete, kbs::search,
@@ -32,6 +32,11 @@ impl Modify for BearerAuth {
         workflows::delete_source, workflows::sync_source,
         gateway::chat_completions, gateway::embeddings, gateway::models, gateway::logs,
         gateway::usage,
+        agents::list, agents::get, agents::delete, agents::get_state, agents::put_state,
+        agents::patch_state, agents::get_config, agents::put_config, agents::patch_config,
+        agents::chat, agents::resume, agents::conversations, agents::messages, agents::enqueue,
+        agents::tasks, agents::task, agents::schedule, agents::schedules, agents::delete_schedule,
+        agents::ws,
     ),
     modifiers(&BearerAuth),
     security(("bearer" = [])),

@@ -42,7 +42,16 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let grace = Duration::from_secs(service.config().server.shutdown_grace_secs);
-    let app = router(service.clone(), install_metrics());
+    let agents = crate::agent::Agents::new(
+        service.clone(),
+        service.agent_store(),
+        service.config().agents.clone(),
+    );
+    agents
+        .start()
+        .await
+        .map_err(|e| std::io::Error::other(format!("cannot start agents: {e}")))?;
+    let app = router(service.clone(), agents.clone(), install_metrics());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     // Small answers (JSON, SSE events) go out at once rather than waiting on Nagle's algorithm.
     let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
@@ -67,6 +76,7 @@ pub async fn serve(
         }
     };
     drop(stop_rx);
+    agents.shutdown();
     let svc = service.clone();
     let _ = tokio::task::spawn_blocking(move || svc.shutdown()).await;
     outcome

@@ -49,6 +49,8 @@ pub enum StreamEvent {
         usage: Usage,
         /// The model that answered.
         model: String,
+        /// What the call cost, USD.
+        cost_usd: f64,
     },
     /// The stream failed after it started.
     Error(GatewayError),
@@ -349,6 +351,7 @@ fn replay(output: ChatOutput, meta: ReplyMeta, stream: bool) -> ChatReply {
         finish_reason: output.finish_reason,
         usage: output.usage,
         model: output.model.clone(),
+        cost_usd: 0.0,
     });
     let had_text = matches!(first, StreamEvent::Text(_));
     for e in events {
@@ -359,6 +362,7 @@ fn replay(output: ChatOutput, meta: ReplyMeta, stream: bool) -> ChatReply {
             finish_reason: output.finish_reason,
             usage: output.usage,
             model: output.model,
+            cost_usd: 0.0,
         });
     }
     ChatReply::Stream {
@@ -580,6 +584,7 @@ impl Run {
                             finish_reason: reason,
                             usage,
                             model: target.model.clone(),
+                            cost_usd: 0.0,
                         };
                         let decisions = std::mem::take(&mut sg.decisions);
                         let output = self
@@ -590,6 +595,7 @@ impl Run {
                                 finish_reason: output.finish_reason,
                                 usage: output.usage,
                                 model: output.model,
+                                cost_usd: output.cost_usd,
                             })
                             .await;
                         return;
@@ -704,6 +710,7 @@ impl Run {
         };
         count_decisions(&decisions);
         let cost = self.gw.cost(target, out.usage);
+        out.cost_usd = cost;
         if let Some(key) = &self.cache_key {
             if out.finish_reason != FinishReason::ContentFilter {
                 let entry = CacheEntry {

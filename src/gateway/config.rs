@@ -39,6 +39,8 @@ pub struct GatewayConfig {
     pub local_queue: usize,
     /// Longest local context (prompt + answer), tokens.
     pub local_context_tokens: usize,
+    /// Penalty on tokens the local model generated recently (1: none).
+    pub local_repeat_penalty: f32,
 }
 
 impl Default for GatewayConfig {
@@ -46,6 +48,14 @@ impl Default for GatewayConfig {
         let mut routes = BTreeMap::new();
         routes.insert(
             "fast".to_owned(),
+            RouteConfig {
+                targets: vec![format!("local/{}", super::LOCAL_CHAT_MODEL)],
+                ..RouteConfig::default()
+            },
+        );
+        // Agents answer on `main`; point it at a frontier model in production.
+        routes.insert(
+            "main".to_owned(),
             RouteConfig {
                 targets: vec![format!("local/{}", super::LOCAL_CHAT_MODEL)],
                 ..RouteConfig::default()
@@ -73,6 +83,7 @@ impl Default for GatewayConfig {
             local_chat_model: None,
             local_queue: 32,
             local_context_tokens: 4096,
+            local_repeat_penalty: 1.15,
         }
     }
 }
@@ -239,6 +250,9 @@ impl GatewayConfig {
             if b.limit_usd.is_nan() || b.limit_usd < 0.0 {
                 return Err("gateway.budgets: limit_usd must be a non-negative number".into());
             }
+        }
+        if !(1.0..=2.0).contains(&self.local_repeat_penalty) {
+            return Err("gateway.local_repeat_penalty must be within 1 and 2".into());
         }
         if self.local_queue == 0 || self.local_context_tokens < 64 {
             return Err("gateway.local_queue must be positive, local_context_tokens ≥ 64".into());

@@ -156,6 +156,7 @@ impl Gateway {
             &chat_path,
             config.local_queue,
             config.local_context_tokens,
+            config.local_repeat_penalty,
         ));
         let mut providers = HashMap::new();
         providers.insert(

@@ -209,6 +209,9 @@ pub struct ChatOutput {
     pub usage: Usage,
     /// The model that answered.
     pub model: String,
+    /// What the call cost, USD (0 for a cache hit or a free model).
+    #[serde(default, skip_serializing)]
+    pub cost_usd: f64,
 }
 
 /// One piece of a streamed answer from a provider.

@@ -227,11 +227,18 @@ impl Collection {
                 rrf(&[(&d, h.dense_weight), (&l, h.bm25_weight)], h.rrf_k, req.k)
             }
         };
+        // Cosine similarity to the query whatever the mode (when it has a vector): an absolute
+        // relevance measure next to rank-based fused scores.
+        let similarity = |slot: u32| {
+            req.vector
+                .map(|v| super::distance::dot(self.dense.vector(slot), v))
+        };
         Ok(ranked
             .into_iter()
             .map(|(score, slot)| Hit {
                 chunk_id: self.points.meta(slot).chunk_id,
                 score,
+                similarity: similarity(slot),
             })
             .collect())
     }

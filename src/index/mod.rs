@@ -56,6 +56,8 @@ pub struct Hit {
     pub chunk_id: u64,
     /// Cosine similarity (dense), BM25 score (lexical) or fused RRF score (hybrid).
     pub score: f32,
+    /// Cosine similarity to the query vector, when the search had one.
+    pub similarity: Option<f32>,
 }
 
 pub(crate) fn io_err(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> IndexError + '_ {

@@ -175,6 +175,9 @@ pub struct SearchParams {
 pub struct SearchHit {
     /// Score of the mode (cosine for dense, BM25, or fused RRF).
     pub score: f32,
+    /// Cosine similarity of the chunk to the query (dense and hybrid searches).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub similarity: Option<f32>,
     /// The chunk.
     #[serde(flatten)]
     pub chunk: ChunkRecord,
@@ -442,6 +445,11 @@ impl Service {
     /// The model gateway.
     pub fn gateway(&self) -> &Gateway {
         &self.core.gateway
+    }
+
+    /// Agents' storage (the agent runtime keeps its own records there).
+    pub fn agent_store(&self) -> Arc<dyn crate::store::AgentStore> {
+        self.core.store.clone()
     }
 
     /// The configuration the service runs with.
@@ -899,6 +907,7 @@ impl Service {
             .filter_map(|h| {
                 chunks.remove(&h.chunk_id).map(|chunk| SearchHit {
                     score: h.score,
+                    similarity: h.similarity,
                     chunk,
                 })
             })

@@ -1,16 +1,18 @@
 //! The durable record of everything the service knows: tenants, API keys, knowledge bases,
 //! documents, chunks with their vectors (by index generation), ingest jobs, workflow runs with
-//! their steps and events, and folder sources.
+//! their steps and events, folder sources, the gateway's call log and cache, and agents (state,
+//! conversations, task queues, schedules, buffered stream events).
 //!
 //! This module owns the schema, its migrations and the repositories behind narrow traits
 //! ([`TenantStore`], [`KbStore`], [`DocumentStore`], [`JobStore`], [`GenerationStore`],
-//! [`WorkflowStore`], [`SourceStore`]); the embedded default is
+//! [`WorkflowStore`], [`SourceStore`], [`GatewayStore`], [`AgentStore`]); the embedded default is
 //! SQLite in WAL mode ([`SqliteStore`]). The store is the source of truth: search indexes are
 //! caches rebuilt from it (vectors included, so never by re-embedding).
 //!
 //! It must never call models, parse documents or know about HTTP. Every method is blocking;
 //! async callers run them on blocking threads.
 
+pub mod agents;
 mod blobs;
 pub mod gateway;
 mod migrations;
@@ -19,6 +21,7 @@ mod sqlite;
 mod types;
 pub mod workflows;
 
+pub use agents::AgentStore;
 pub use blobs::{BlobStore, FsBlobStore};
 pub use gateway::GatewayStore;
 pub use sources::{Source, SourceStore};
@@ -204,6 +207,7 @@ pub trait Store:
     + WorkflowStore
     + SourceStore
     + GatewayStore
+    + AgentStore
 {
 }
 
@@ -216,5 +220,6 @@ impl<T> Store for T where
         + WorkflowStore
         + SourceStore
         + GatewayStore
+        + AgentStore
 {
 }

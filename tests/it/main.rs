@@ -13,9 +13,13 @@
 //! - `fake_llm`: fake OpenAI and Anthropic upstreams on loopback, scripted to fail;
 //! - `gateway`: the model gateway (retries, fallback, streams, cache, budgets, guardrails,
 //!   logs, the local SmolLM2 model, the official `openai` Python client);
+//! - `agents`: agents over HTTP, SSE and WebSocket — durable state, isolation, concurrent
+//!   patches, tasks and schedules across a crash, grounded chat with checked citations (fake
+//!   frontier model and the local SmolLM2), resumable streams, the chat UI in headless Chromium;
 //! - `workflows`: durable ingest, crash recovery (SIGKILL at fail points), reindexing while
 //!   searching, a model of another dimension, folder sources on a schedule.
 
+mod agents;
 mod chunking;
 mod common;
 mod embedder;

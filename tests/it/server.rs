@@ -168,6 +168,26 @@ impl TestServer {
         r.send().expect("POST")
     }
 
+    /// Any method with an optional JSON body and extra headers.
+    pub fn send(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+        headers: &[(&str, &str)],
+    ) -> Response {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        let mut r = self.auth(self.http.request(method, format!("{}{path}", self.url)));
+        // Headers first: `json` keeps a content type already set.
+        for (k, v) in headers {
+            r = r.header(*k, *v);
+        }
+        if let Some(b) = body {
+            r = r.json(b);
+        }
+        r.send().expect("request")
+    }
+
     /// `POST` raw bytes with a content type.
     pub fn post_raw(&self, path: &str, content_type: &str, body: Vec<u8>) -> Response {
         self.auth(self.http.post(format!("{}{path}", self.url)))

@@ -390,7 +390,7 @@ fn a_full_queue_answers_429_with_retry_after() {
     server.stop();
 }
 
-fn create_key(data_dir: &std::path::Path, tenant: &str, scopes: &str) -> String {
+pub(crate) fn create_key(data_dir: &std::path::Path, tenant: &str, scopes: &str) -> String {
     let out = Command::new(bin())
         .current_dir(root())
         .args([

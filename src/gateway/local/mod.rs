@@ -105,9 +105,10 @@ struct Loaded {
     weights: ModelWeights,
     format: ChatFormat,
     context: usize,
+    repeat_penalty: f32,
 }
 
-fn load(path: &Path, context: usize) -> Result<Loaded, LocalError> {
+fn load(path: &Path, context: usize, repeat_penalty: f32) -> Result<Loaded, LocalError> {
     let mut file = std::fs::File::open(path)
         .map_err(|e| LocalError::Model(format!("{}: {e}", path.display())))?;
     let content = gguf_file::Content::read(&mut file)
@@ -133,6 +134,7 @@ fn load(path: &Path, context: usize) -> Result<Loaded, LocalError> {
         weights,
         format,
         context: context.min(trained),
+        repeat_penalty,
     })
 }
 
@@ -179,7 +181,9 @@ fn requantize(
 impl LocalChat {
     /// Starts the model thread; the model loads on it at the first request (a load failure
     /// is reported to each request).
-    pub fn start(path: &Path, queue: usize, context: usize) -> Self {
+    /// `repeat_penalty` (1: none) divides the logits of tokens among the last 64 generated
+    /// ones: small models otherwise loop on a sentence.
+    pub fn start(path: &Path, queue: usize, context: usize, repeat_penalty: f32) -> Self {
         let (tx, rx) = sync_channel::<Job>(queue);
         let file = path.to_owned();
         let thread = std::thread::Builder::new()
@@ -194,7 +198,7 @@ impl LocalChat {
                     }
                     let model = loaded.get_or_insert_with(|| {
                         let started = std::time::Instant::now();
-                        let l = find_gguf(&file).and_then(|f| load(&f, context));
+                        let l = find_gguf(&file).and_then(|f| load(&f, context, repeat_penalty));
                         match &l {
                             Ok(_) => tracing::info!(model = %file.display(), secs = started.elapsed().as_secs_f64(), "local chat model loaded"),
                             Err(e) => tracing::error!(error = %e, "local chat model unavailable"),
@@ -306,6 +310,14 @@ fn generate(model: &mut Loaded, job: Job) -> Result<(), LocalError> {
     let mut reason = FinishReason::Length;
     let mut cut_by_stop = false;
     for step in 0..budget {
+        if model.repeat_penalty != 1.0 && !out.is_empty() {
+            let recent = &out[out.len().saturating_sub(64)..];
+            logits = candle_transformers::utils::apply_repeat_penalty(
+                &logits,
+                model.repeat_penalty,
+                recent,
+            )?;
+        }
         let next = sampler.sample(&logits)?;
         if model.format.eos.contains(&next) {
             reason = FinishReason::Stop;

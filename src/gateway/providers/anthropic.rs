@@ -183,6 +183,7 @@ impl Anthropic {
             finish_reason: finish(m.stop_reason.as_deref()),
             usage: Usage::new(m.usage.input_tokens, m.usage.output_tokens),
             model: m.model.unwrap_or_else(|| call.model.clone()),
+            cost_usd: 0.0,
         })
     }
 

@@ -90,6 +90,7 @@ impl Local {
                         finish_reason: reason,
                         usage: usage.unwrap_or_default(),
                         model: self.chat_model.clone(),
+                        cost_usd: 0.0,
                     })
                 }
             }
@@ -99,6 +100,7 @@ impl Local {
             finish_reason: FinishReason::Stop,
             usage: Usage::default(),
             model: self.chat_model.clone(),
+            cost_usd: 0.0,
         })
     }
 

@@ -153,6 +153,7 @@ impl OpenAi {
             text,
             usage,
             model: c.model.unwrap_or_else(|| call.model.clone()),
+            cost_usd: 0.0,
         })
     }
 

@@ -12,6 +12,7 @@ use super::migrations::migrations;
 use super::types::*;
 use super::{DocumentStore, GenerationStore, JobStore, KbStore, Result, StoreError, TenantStore};
 
+mod agents;
 mod gateway;
 mod sources;
 mod workflows;

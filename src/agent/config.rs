@@ -1,0 +1,169 @@
+//! Settings of the agent runtime (`[agents]` in `groundwork.toml`) and of one agent (its
+//! `config` document, changed through the API).
+
+use serde::{Deserialize, Serialize};
+
+use super::{AgentError, Result};
+use crate::gateway::budget::Window;
+use crate::index::SearchMode;
+
+/// `[agents]`: the runtime.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AgentsConfig {
+    /// An agent with no message, subscriber, turn or due task for this long leaves memory.
+    pub idle_secs: u64,
+    /// Commands waiting in one agent's mailbox before senders wait.
+    pub mailbox: usize,
+    /// Attempts of a queued task before it fails for good.
+    pub task_max_attempts: u32,
+    /// First retry delay of a failed task (doubles per attempt, jittered, at most 5 minutes).
+    pub task_backoff_ms: u64,
+    /// How long the events of a streamed answer stay available for resuming.
+    pub event_retention_secs: u64,
+    /// Largest chat message, bytes.
+    pub max_message_bytes: usize,
+    /// Largest state document, bytes.
+    pub max_state_bytes: usize,
+    /// Configuration of a new agent.
+    pub defaults: AgentConfig,
+}
+
+impl Default for AgentsConfig {
+    fn default() -> Self {
+        Self {
+            idle_secs: 300,
+            mailbox: 256,
+            task_max_attempts: 5,
+            task_backoff_ms: 1_000,
+            event_retention_secs: 3_600,
+            max_message_bytes: 16 * 1024,
+            max_state_bytes: 1 << 20,
+            defaults: AgentConfig::default(),
+        }
+    }
+}
+
+/// A spending limit of one agent.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AgentBudget {
+    /// USD per window.
+    pub limit_usd: f64,
+    /// `day`, `month` or `total` (UTC).
+    #[schema(value_type = String)]
+    pub window: Window,
+}
+
+/// One agent's configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct AgentConfig {
+    /// Display name.
+    pub name: Option<String>,
+    /// Knowledge bases (ids or names) it searches; empty: every knowledge base of its tenant.
+    pub knowledge_bases: Vec<String>,
+    /// Instructions put before the sources.
+    pub system_prompt: String,
+    /// Gateway route for quick calls (rewriting follow-ups, summaries).
+    pub fast_route: String,
+    /// Gateway route for answers.
+    pub main_route: String,
+    /// Passages put in the prompt.
+    pub top_k: usize,
+    /// Retrieval mode.
+    #[schema(value_type = String)]
+    pub mode: SearchMode,
+    /// Least cosine similarity of a passage to the question; below it the passage is ignored,
+    /// and with none left the agent says it found nothing.
+    pub min_score: f32,
+    /// Token budget of the sources in the prompt (passages are trimmed to their best sentences).
+    pub context_tokens: usize,
+    /// Token budget of the conversation history in the prompt; older turns are summarised.
+    pub history_tokens: usize,
+    /// Longest answer, tokens.
+    pub max_answer_tokens: u32,
+    /// Sampling temperature of answers (0: greedy, cacheable).
+    pub temperature: f32,
+    /// Spending limit.
+    pub budget: Option<AgentBudget>,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        Self {
+            name: None,
+            knowledge_bases: Vec::new(),
+            system_prompt:
+                "You are Groundwork, a careful assistant that answers from the team's documents."
+                    .to_owned(),
+            fast_route: "fast".to_owned(),
+            main_route: "main".to_owned(),
+            top_k: 3,
+            mode: SearchMode::Hybrid,
+            min_score: 0.3,
+            context_tokens: 360,
+            history_tokens: 600,
+            max_answer_tokens: 160,
+            temperature: 0.0,
+            budget: None,
+        }
+    }
+}
+
+impl AgentConfig {
+    /// Checks the values.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(AgentError::Invalid(m));
+        if self.top_k == 0 || self.top_k > 20 {
+            return bad("top_k must be within 1..=20".into());
+        }
+        if !(-1.0..=1.0).contains(&self.min_score) {
+            return bad("min_score is a cosine similarity within -1..=1".into());
+        }
+        if !(0.0..=2.0).contains(&self.temperature) {
+            return bad("temperature must be within 0..=2".into());
+        }
+        if self.max_answer_tokens == 0 || self.max_answer_tokens > 8192 {
+            return bad("max_answer_tokens must be within 1..=8192".into());
+        }
+        if self.context_tokens < 32 || self.history_tokens > 100_000 {
+            return bad(
+                "context_tokens must be at least 32 and history_tokens at most 100000".into(),
+            );
+        }
+        if self.fast_route.trim().is_empty() || self.main_route.trim().is_empty() {
+            return bad("fast_route and main_route must name gateway routes".into());
+        }
+        if self.system_prompt.len() > 16 * 1024 {
+            return bad("system_prompt is longer than 16 KiB".into());
+        }
+        if let Some(b) = self.budget {
+            if !b.limit_usd.is_finite() || b.limit_usd < 0.0 {
+                return bad("budget.limit_usd must be a non-negative number".into());
+            }
+        }
+        Ok(())
+    }
+
+    /// The stored document read back; unknown or invalid fields fall back to `defaults`.
+    pub fn from_stored(v: &serde_json::Value, defaults: &AgentConfig) -> AgentConfig {
+        serde_json::from_value(v.clone()).unwrap_or_else(|_| defaults.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_unknown_fields_are_refused() {
+        AgentConfig::default().validate().expect("valid");
+        let e = serde_json::from_value::<AgentConfig>(serde_json::json!({"topk": 3}));
+        assert!(e.is_err());
+        let c: AgentConfig =
+            serde_json::from_value(serde_json::json!({"top_k": 5, "mode": "bm25"})).expect("ok");
+        assert_eq!((c.top_k, c.mode), (5, SearchMode::Bm25));
+        assert!(AgentConfig { top_k: 0, ..c }.validate().is_err());
+    }
+}

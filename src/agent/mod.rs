@@ -1,0 +1,856 @@
+//! Agents: individually addressable assistants with durable state, conversations, a task queue
+//! and schedules, answering questions grounded on knowledge bases.
+//!
+//! Each agent (a tenant and an id chosen by the client) is created on first use and lives in
+//! memory as an actor — one tokio task with a mailbox — while it is in use. The actor is the
+//! only writer of its agent's state, config and messages: commands are applied one at a time
+//! (a burst is applied in memory and committed in one transaction), and a command is answered
+//! only after its write is committed. An actor idle for `idle_secs` (no command, no subscriber,
+//! no turn, no task running) leaves memory; the next command reactivates it from the store.
+//! Chat turns of one agent run one at a time, outside the mailbox (model calls take seconds;
+//! state reads and writes keep flowing), and send their messages through it. Queued tasks run
+//! in FIFO order, one at a time, retried with backoff; schedules queue tasks when due.
+//!
+//! This module owns the runtime and the chat pipeline. It must never speak HTTP (the `api`
+//! module does) nor reach storage other than through [`AgentStore`], the knowledge-base
+//! service and the gateway.
+
+pub mod chat;
+pub mod cite;
+pub mod config;
+mod error;
+pub mod stream;
+mod tasks;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+pub use config::{AgentBudget, AgentConfig, AgentsConfig};
+pub use error::{AgentError, Result};
+pub use tasks::{ScheduleRequest, TaskRequest};
+
+use crate::service::{Principal, Service};
+use crate::store::agents::{
+    AgentRecord, AgentSummary, Conversation, MessageRecord, NewMessage, ScheduleRecord, TaskRecord,
+};
+use crate::store::{AgentStore, Page, Scope};
+
+/// An agent as the API shows it.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct AgentView {
+    /// Agent id.
+    pub id: String,
+    /// Its configuration.
+    pub config: AgentConfig,
+    /// Its state (any JSON; `null` until set).
+    #[schema(value_type = Object)]
+    pub state: serde_json::Value,
+    /// Bumped by every state or config change (compare-and-set with `If-Match`).
+    pub version: u64,
+    /// Creation time.
+    pub created_at: DateTime<Utc>,
+    /// Last change.
+    pub updated_at: DateTime<Utc>,
+}
+
+/// What every subscriber (WebSocket) of an agent sees.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum AgentEvent {
+    /// The state changed.
+    State {
+        /// New version.
+        version: u64,
+        /// New state.
+        #[schema(value_type = Object)]
+        state: serde_json::Value,
+    },
+    /// The config changed.
+    Config {
+        /// New version.
+        version: u64,
+        /// New config.
+        config: AgentConfig,
+    },
+    /// A message was stored (a question or an answer).
+    Message {
+        /// The message.
+        message: MessageRecord,
+    },
+    /// A piece of an answer being streamed.
+    Delta {
+        /// The answer's stream.
+        stream_id: String,
+        /// Its conversation.
+        conversation_id: String,
+        /// Text to append.
+        text: String,
+    },
+    /// A task changed.
+    Task {
+        /// The task.
+        task: TaskRecord,
+    },
+}
+
+/// A change of state or config.
+#[derive(Debug, Clone)]
+pub enum Write {
+    /// Replace the state.
+    SetState(serde_json::Value),
+    /// JSON Merge Patch (RFC 7396) on the state.
+    MergeState(serde_json::Value),
+    /// JSON Patch (RFC 6902) on the state.
+    PatchState(json_patch::Patch),
+    /// Replace the config.
+    SetConfig(Box<AgentConfig>),
+    /// JSON Merge Patch on the config.
+    MergeConfig(serde_json::Value),
+}
+
+impl Write {
+    fn touches_config(&self) -> bool {
+        matches!(self, Write::SetConfig(_) | Write::MergeConfig(_))
+    }
+}
+
+type Key = (String, String);
+
+enum Cmd {
+    Get(oneshot::Sender<AgentView>),
+    Write {
+        write: Write,
+        expect: Option<u64>,
+        reply: oneshot::Sender<Result<AgentView>>,
+    },
+    Append {
+        message: NewMessage,
+        reply: oneshot::Sender<Result<MessageRecord>>,
+    },
+    /// Look at the task queue again.
+    Wake,
+}
+
+#[derive(Clone)]
+struct Handle {
+    tx: mpsc::Sender<Cmd>,
+    events: broadcast::Sender<AgentEvent>,
+    /// Held for the length of a chat turn.
+    turn: Arc<tokio::sync::Mutex<()>>,
+}
+
+/// Counters of the runtime.
+#[derive(Debug, Default, Clone, Copy, Serialize, utoipa::ToSchema)]
+pub struct RuntimeStats {
+    /// Agents in memory.
+    pub live: usize,
+    /// Activations since start.
+    pub activations: u64,
+    /// Evictions since start.
+    pub evictions: u64,
+}
+
+struct Inner {
+    service: Service,
+    store: Arc<dyn AgentStore>,
+    config: AgentsConfig,
+    live: Mutex<HashMap<Key, Handle>>,
+    hub: stream::Hub,
+    stopping: AtomicBool,
+    http: reqwest::Client,
+    activations: AtomicU64,
+    evictions: AtomicU64,
+}
+
+/// The agent runtime. Cheap to clone.
+#[derive(Clone)]
+pub struct Agents {
+    inner: Arc<Inner>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Runs a blocking storage call off the async workers.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> crate::store::Result<T> + Send + 'static,
+) -> Result<T> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(r) => r.map_err(AgentError::from),
+        Err(e) => Err(AgentError::Unavailable(if e.is_panic() {
+            "failing (a storage call panicked)"
+        } else {
+            "stopping"
+        })),
+    }
+}
+
+/// Agent ids: 1–128 of letters, digits, `-`, `_`, `.`, `:`, `@`.
+pub fn valid_agent_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 128
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':' | '@'))
+}
+
+fn view(rec: &AgentRecord, config: &AgentConfig) -> AgentView {
+    AgentView {
+        id: rec.id.clone(),
+        config: config.clone(),
+        state: rec.state.clone(),
+        version: rec.version,
+        created_at: rec.created_at,
+        updated_at: rec.updated_at,
+    }
+}
+
+impl Agents {
+    /// The runtime over the service's store; call [`Agents::start`] inside a tokio runtime.
+    pub fn new(service: Service, store: Arc<dyn AgentStore>, config: AgentsConfig) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                service,
+                store,
+                config,
+                live: Mutex::new(HashMap::new()),
+                hub: stream::Hub::default(),
+                stopping: AtomicBool::new(false),
+                http: reqwest::Client::builder()
+                    .timeout(Duration::from_secs(30))
+                    .build()
+                    .unwrap_or_default(),
+                activations: AtomicU64::new(0),
+                evictions: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    /// Puts tasks interrupted by the last exit back in their queues and starts the scheduler.
+    pub async fn start(&self) -> Result<()> {
+        let store = self.inner.store.clone();
+        let requeued = blocking(move || store.requeue_running_tasks()).await?;
+        if requeued > 0 {
+            tracing::info!(
+                tasks = requeued,
+                "agent tasks interrupted by the last exit requeued"
+            );
+        }
+        tokio::spawn(tasks::scheduler(self.clone()));
+        Ok(())
+    }
+
+    /// Stops scheduling; agents finish the command at hand.
+    pub fn shutdown(&self) {
+        self.inner.stopping.store(true, Ordering::SeqCst);
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> RuntimeStats {
+        RuntimeStats {
+            live: lock(&self.inner.live).len(),
+            activations: self.inner.activations.load(Ordering::Relaxed),
+            evictions: self.inner.evictions.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The knowledge-base service.
+    pub fn service(&self) -> &Service {
+        &self.inner.service
+    }
+
+    fn key(p: &Principal, id: &str) -> Result<Key> {
+        if !valid_agent_id(id) {
+            return Err(AgentError::Invalid(format!(
+                "agent id `{id}` must be 1-128 letters, digits, `-`, `_`, `.`, `:` or `@`"
+            )));
+        }
+        Ok((p.tenant_id.clone(), id.to_owned()))
+    }
+
+    /// The live handle of an agent, activating it if needed.
+    fn handle(&self, key: &Key) -> Result<Handle> {
+        if self.inner.stopping.load(Ordering::SeqCst) {
+            return Err(AgentError::Unavailable("stopping"));
+        }
+        let mut live = lock(&self.inner.live);
+        if let Some(h) = live.get(key) {
+            if !h.tx.is_closed() {
+                return Ok(h.clone());
+            }
+        }
+        let (tx, rx) = mpsc::channel(self.inner.config.mailbox.max(1));
+        let (events, _) = broadcast::channel(1024);
+        let handle = Handle {
+            tx,
+            events,
+            turn: Arc::new(tokio::sync::Mutex::new(())),
+        };
+        live.insert(key.clone(), handle.clone());
+        metrics::gauge!("groundwork_agents_live").set(live.len() as f64);
+        self.inner.activations.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("groundwork_agent_activations_total").increment(1);
+        tokio::spawn(actor(self.clone(), key.clone(), rx, handle.clone()));
+        Ok(handle)
+    }
+
+    /// Sends a command and waits for its answer; an actor that was just evicted is
+    /// reactivated and the command sent again (it was never applied).
+    async fn call<T>(&self, key: &Key, make: impl Fn(oneshot::Sender<T>) -> Cmd) -> Result<T> {
+        for _ in 0..5 {
+            let h = self.handle(key)?;
+            let (tx, rx) = oneshot::channel();
+            if h.tx.send(make(tx)).await.is_err() {
+                continue;
+            }
+            if let Ok(v) = rx.await {
+                return Ok(v);
+            }
+        }
+        Err(AgentError::Unavailable("unable to activate the agent"))
+    }
+
+    /// The agent (created on first use).
+    pub async fn get(&self, p: &Principal, id: &str) -> Result<AgentView> {
+        p.require(Scope::Read)?;
+        let key = Self::key(p, id)?;
+        self.call(&key, Cmd::Get).await
+    }
+
+    /// Changes state or config; with `expect`, only if the agent is at that version.
+    pub async fn write(
+        &self,
+        p: &Principal,
+        id: &str,
+        write: Write,
+        expect: Option<u64>,
+    ) -> Result<AgentView> {
+        p.require(if write.touches_config() {
+            Scope::Admin
+        } else {
+            Scope::Write
+        })?;
+        let key = Self::key(p, id)?;
+        self.call(&key, |reply| Cmd::Write {
+            write: write.clone(),
+            expect,
+            reply,
+        })
+        .await?
+    }
+
+    /// Deletes the agent with its history, tasks and schedules.
+    pub async fn delete(&self, p: &Principal, id: &str) -> Result<()> {
+        p.require(Scope::Write)?;
+        let key = Self::key(p, id)?;
+        let removed = lock(&self.inner.live).remove(&key);
+        drop(removed);
+        let store = self.inner.store.clone();
+        let (t, a) = key.clone();
+        if !blocking(move || store.delete_agent(&t, &a)).await? {
+            return Err(AgentError::NotFound {
+                kind: "agent",
+                id: id.to_owned(),
+            });
+        }
+        Ok(())
+    }
+
+    /// The caller's agents that exist in the store.
+    pub async fn list(&self, p: &Principal, offset: u64, limit: u64) -> Result<Page<AgentSummary>> {
+        p.require(Scope::Read)?;
+        let (store, t) = (self.inner.store.clone(), p.tenant_id.clone());
+        blocking(move || store.list_agents(&t, offset, limit.clamp(1, 1000))).await
+    }
+
+    /// The agent's current view and a feed of its changes from now on.
+    pub async fn subscribe(
+        &self,
+        p: &Principal,
+        id: &str,
+    ) -> Result<(AgentView, broadcast::Receiver<AgentEvent>)> {
+        p.require(Scope::Read)?;
+        let key = Self::key(p, id)?;
+        for _ in 0..5 {
+            let h = self.handle(&key)?;
+            let rx = h.events.subscribe();
+            let (tx, reply) = oneshot::channel();
+            if h.tx.send(Cmd::Get(tx)).await.is_err() {
+                continue;
+            }
+            if let Ok(v) = reply.await {
+                return Ok((v, rx));
+            }
+        }
+        Err(AgentError::Unavailable("unable to activate the agent"))
+    }
+
+    /// Stores a message through the agent (its only writer) and tells subscribers.
+    async fn append(&self, key: &Key, message: NewMessage) -> Result<MessageRecord> {
+        self.call(key, |reply| Cmd::Append {
+            message: message.clone(),
+            reply,
+        })
+        .await?
+    }
+
+    /// Tells the agent's subscribers (if it is live).
+    fn publish(&self, key: &Key, event: AgentEvent) {
+        if let Some(h) = lock(&self.inner.live).get(key) {
+            let _ = h.events.send(event);
+        }
+    }
+
+    /// The agent's conversations, most recent first.
+    pub async fn conversations(&self, p: &Principal, id: &str) -> Result<Vec<Conversation>> {
+        p.require(Scope::Read)?;
+        let (t, a) = Self::key(p, id)?;
+        let store = self.inner.store.clone();
+        blocking(move || store.list_conversations(&t, &a, 200)).await
+    }
+
+    /// Messages of one conversation after message id `after`.
+    pub async fn messages(
+        &self,
+        p: &Principal,
+        id: &str,
+        conversation: &str,
+        after: i64,
+        limit: u64,
+    ) -> Result<(Conversation, Vec<MessageRecord>)> {
+        p.require(Scope::Read)?;
+        let (t, a) = Self::key(p, id)?;
+        let (store, c) = (self.inner.store.clone(), conversation.to_owned());
+        blocking(move || {
+            let conv = store.conversation(&t, &a, &c)?;
+            let msgs = store.messages(&t, &a, &c, after, limit.clamp(1, 1000))?;
+            Ok((conv, msgs))
+        })
+        .await
+    }
+
+    /// The events of a streamed answer after `after`: live if it is being generated here,
+    /// else from the store.
+    pub async fn resume(
+        &self,
+        p: &Principal,
+        id: &str,
+        stream_id: &str,
+        after: u64,
+    ) -> Result<stream::Reader> {
+        p.require(Scope::Read)?;
+        let (t, a) = Self::key(p, id)?;
+        let (store, s) = (self.inner.store.clone(), stream_id.to_owned());
+        if let Some(reader) = self.inner.hub.follow(stream_id, (&t, &a), after) {
+            return Ok(reader);
+        }
+        let stored = blocking(move || store.events_after(&t, &a, &s, after)).await?;
+        if stored.is_empty() {
+            return Err(AgentError::NotFound {
+                kind: "stream",
+                id: stream_id.to_owned(),
+            });
+        }
+        Ok(stream::Reader::Stored(stream::from_stored(stored)))
+    }
+}
+
+/// One agent's actor: loads it, then applies its commands one at a time until it is idle.
+async fn actor(agents: Agents, key: Key, mut rx: mpsc::Receiver<Cmd>, handle: Handle) {
+    let inner = agents.inner.clone();
+    let started = Instant::now();
+    let defaults = inner.config.defaults.clone();
+    let loaded = {
+        let store = inner.store.clone();
+        let (t, a) = key.clone();
+        let cfg = serde_json::to_value(&defaults).unwrap_or_default();
+        blocking(move || store.load_agent(&t, &a, &cfg)).await
+    };
+    let mut rec = match loaded {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(agent = %key.1, error = %e, "agent could not be activated");
+            remove_if_same(&inner, &key, &handle);
+            return;
+        }
+    };
+    metrics::histogram!("groundwork_agent_activation_seconds")
+        .record(started.elapsed().as_secs_f64());
+    let mut config = AgentConfig::from_stored(&rec.config, &defaults);
+    let idle = Duration::from_secs(inner.config.idle_secs.max(1));
+    let mut last_activity = Instant::now();
+    let mut runner = tasks::Runner::new(agents.clone(), key.clone());
+    runner.refresh().await;
+    let mut batch = Vec::with_capacity(64);
+    loop {
+        let idle_at = tokio::time::Instant::from_std(last_activity + idle);
+        let task_at = runner.due_instant();
+        tokio::select! {
+            n = rx.recv_many(&mut batch, 64) => {
+                if n == 0 {
+                    break;
+                }
+                last_activity = Instant::now();
+                let cmds = std::mem::take(&mut batch);
+                apply(&agents, &key, &handle, &mut rec, &mut config, cmds, &mut runner).await;
+            }
+            _ = runner.finished(), if runner.is_running() => {
+                runner.record().await;
+                last_activity = Instant::now();
+            }
+            _ = tokio::time::sleep_until(task_at.unwrap_or(idle_at)), if task_at.is_some() && !runner.is_running() => {
+                runner.start_next().await;
+            }
+            _ = tokio::time::sleep_until(idle_at), if !runner.is_running() => {
+                if evict(&inner, &key, &handle, &mut rx) {
+                    break;
+                }
+                last_activity = Instant::now();
+            }
+        }
+    }
+}
+
+fn remove_if_same(inner: &Inner, key: &Key, handle: &Handle) {
+    let mut live = lock(&inner.live);
+    if live.get(key).is_some_and(|h| h.tx.same_channel(&handle.tx)) {
+        live.remove(key);
+    }
+    metrics::gauge!("groundwork_agents_live").set(live.len() as f64);
+}
+
+/// Leaves memory if nothing needs the actor: no subscriber, no turn, nothing in the mailbox.
+/// Commands sent after this point fail to send (or lose their reply) and are sent again to
+/// a fresh activation, which reads everything this one committed.
+fn evict(inner: &Inner, key: &Key, handle: &Handle, rx: &mut mpsc::Receiver<Cmd>) -> bool {
+    let mut live = lock(&inner.live);
+    let busy = handle.events.receiver_count() > 0 || handle.turn.try_lock().is_err();
+    if busy || !rx.is_empty() {
+        return false;
+    }
+    if live.get(key).is_some_and(|h| h.tx.same_channel(&handle.tx)) {
+        live.remove(key);
+    }
+    metrics::gauge!("groundwork_agents_live").set(live.len() as f64);
+    rx.close();
+    inner.evictions.fetch_add(1, Ordering::Relaxed);
+    metrics::counter!("groundwork_agent_evictions_total").increment(1);
+    tracing::debug!(agent = %key.1, "agent evicted after idling");
+    true
+}
+
+/// Applies a burst of commands: writes in memory, one commit, then the answers.
+async fn apply(
+    agents: &Agents,
+    key: &Key,
+    handle: &Handle,
+    rec: &mut AgentRecord,
+    config: &mut AgentConfig,
+    cmds: Vec<Cmd>,
+    runner: &mut tasks::Runner,
+) {
+    let inner = &agents.inner;
+    let max_state = inner.config.max_state_bytes;
+    let before = (rec.state.clone(), config.clone(), rec.version);
+    let mut replies: Vec<(oneshot::Sender<Result<AgentView>>, Result<AgentView>)> = Vec::new();
+    let mut gets: Vec<oneshot::Sender<AgentView>> = Vec::new();
+    let mut changed_state = false;
+    let mut changed_config = false;
+    for cmd in cmds {
+        match cmd {
+            Cmd::Get(reply) => {
+                if rec.version != before.2 {
+                    // A read after an uncommitted write is answered after the commit.
+                    gets.push(reply);
+                } else {
+                    let _ = reply.send(view(rec, config));
+                }
+            }
+            Cmd::Write {
+                write,
+                expect,
+                reply,
+            } => {
+                if let Some(e) = expect {
+                    if e != rec.version {
+                        replies.push((
+                            reply,
+                            Err(AgentError::VersionMismatch {
+                                expected: e,
+                                current: rec.version,
+                            }),
+                        ));
+                        continue;
+                    }
+                }
+                match apply_write(&rec.state, config, write, max_state) {
+                    Ok((state, cfg)) => {
+                        changed_state |= state != rec.state;
+                        changed_config |= cfg != *config;
+                        rec.state = state;
+                        *config = cfg;
+                        rec.version += 1;
+                        replies.push((reply, Ok(view(rec, config))));
+                    }
+                    Err(e) => replies.push((reply, Err(e))),
+                }
+            }
+            Cmd::Append { message, reply } => {
+                let store = inner.store.clone();
+                let (t, a) = key.clone();
+                let r = blocking(move || store.append_message(&t, &a, &message)).await;
+                if let Ok(m) = &r {
+                    let _ = handle
+                        .events
+                        .send(AgentEvent::Message { message: m.clone() });
+                }
+                let _ = reply.send(r);
+            }
+            Cmd::Wake => runner.refresh().await,
+        }
+    }
+    if rec.version != before.2 {
+        let store = inner.store.clone();
+        let (t, a) = key.clone();
+        let (state, cfg, version) = (
+            rec.state.clone(),
+            serde_json::to_value(&*config).unwrap_or_default(),
+            rec.version,
+        );
+        match blocking(move || store.save_agent(&t, &a, &state, &cfg, version)).await {
+            Ok(at) => {
+                rec.updated_at = at;
+                if changed_state {
+                    let _ = handle.events.send(AgentEvent::State {
+                        version: rec.version,
+                        state: rec.state.clone(),
+                    });
+                }
+                if changed_config {
+                    let _ = handle.events.send(AgentEvent::Config {
+                        version: rec.version,
+                        config: config.clone(),
+                    });
+                }
+                metrics::counter!("groundwork_agent_writes_total").increment(replies.len() as u64);
+            }
+            Err(e) => {
+                // Nothing was acknowledged: roll the memory back and fail every write.
+                (rec.state, *config, rec.version) = before;
+                let msg = e.to_string();
+                for r in &mut replies {
+                    if r.1.is_ok() {
+                        r.1 = Err(AgentError::Unavailable("failing to store the change"));
+                    }
+                }
+                tracing::warn!(agent = %key.1, error = %msg, "agent write failed");
+            }
+        }
+    }
+    for (reply, r) in replies {
+        let _ = reply.send(r.map(|mut v| {
+            v.updated_at = rec.updated_at;
+            v
+        }));
+    }
+    for reply in gets {
+        let _ = reply.send(view(rec, config));
+    }
+}
+
+fn apply_write(
+    state: &serde_json::Value,
+    config: &AgentConfig,
+    write: Write,
+    max_state: usize,
+) -> Result<(serde_json::Value, AgentConfig)> {
+    let mut state = state.clone();
+    let mut config = config.clone();
+    match write {
+        Write::SetState(s) => state = s,
+        Write::MergeState(p) => json_patch::merge(&mut state, &p),
+        Write::PatchState(p) => json_patch::patch(&mut state, &p)
+            .map_err(|e| AgentError::Invalid(format!("the JSON Patch does not apply: {e}")))?,
+        Write::SetConfig(c) => config = *c,
+        Write::MergeConfig(p) => {
+            let mut v = serde_json::to_value(&config).unwrap_or_default();
+            json_patch::merge(&mut v, &p);
+            config = serde_json::from_value(v)
+                .map_err(|e| AgentError::Invalid(format!("config: {e}")))?;
+        }
+    }
+    config.validate()?;
+    let size = serde_json::to_vec(&state).map(|v| v.len()).unwrap_or(0);
+    if size > max_state {
+        return Err(AgentError::Invalid(format!(
+            "the state would be {size} bytes; the limit is {max_state}"
+        )));
+    }
+    Ok((state, config))
+}
+
+/// Request body of `POST /v1/agents/{id}/tasks` and of a schedule's task.
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+pub struct TaskSpec {
+    /// `state.patch`, `chat`, `http` or `summarize`.
+    pub kind: String,
+    /// Its input.
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub payload: serde_json::Value,
+}
+
+impl Agents {
+    /// Queues a task (run after `delay` at the earliest).
+    pub async fn enqueue(&self, p: &Principal, id: &str, req: TaskRequest) -> Result<TaskRecord> {
+        p.require(Scope::Write)?;
+        let key = Self::key(p, id)?;
+        tasks::validate(&req.task)?;
+        // Make sure the agent exists (the queue belongs to it).
+        self.call(&key, Cmd::Get).await?;
+        let task = crate::store::agents::NewTask {
+            tenant_id: key.0.clone(),
+            agent_id: key.1.clone(),
+            kind: req.task.kind.clone(),
+            payload: req.task.payload.clone(),
+            max_attempts: req
+                .max_attempts
+                .unwrap_or(self.inner.config.task_max_attempts)
+                .clamp(1, 100),
+            run_at: Utc::now() + chrono::Duration::milliseconds(req.delay_ms.unwrap_or(0) as i64),
+            schedule_id: None,
+        };
+        let store = self.inner.store.clone();
+        let rec = blocking(move || store.enqueue_task(&task)).await?;
+        self.wake(&key).await;
+        Ok(rec)
+    }
+
+    /// Tells a (possibly evicted) agent to look at its queue.
+    async fn wake(&self, key: &Key) {
+        if let Ok(h) = self.handle(key) {
+            let _ = h.tx.send(Cmd::Wake).await;
+        }
+    }
+
+    /// One task.
+    pub async fn task(&self, p: &Principal, id: &str, task: i64) -> Result<TaskRecord> {
+        p.require(Scope::Read)?;
+        let (t, a) = Self::key(p, id)?;
+        let store = self.inner.store.clone();
+        blocking(move || store.task(&t, &a, task)).await
+    }
+
+    /// The agent's tasks, newest first.
+    pub async fn tasks(&self, p: &Principal, id: &str, limit: u64) -> Result<Vec<TaskRecord>> {
+        p.require(Scope::Read)?;
+        let (t, a) = Self::key(p, id)?;
+        let store = self.inner.store.clone();
+        blocking(move || store.list_tasks(&t, &a, limit.clamp(1, 1000))).await
+    }
+
+    /// Adds a schedule.
+    pub async fn schedule(
+        &self,
+        p: &Principal,
+        id: &str,
+        req: ScheduleRequest,
+    ) -> Result<ScheduleRecord> {
+        p.require(Scope::Write)?;
+        let key = Self::key(p, id)?;
+        let new = tasks::new_schedule(&key, &req, Utc::now())?;
+        self.call(&key, Cmd::Get).await?;
+        let store = self.inner.store.clone();
+        blocking(move || store.add_schedule(&new)).await
+    }
+
+    /// The agent's schedules.
+    pub async fn schedules(&self, p: &Principal, id: &str) -> Result<Vec<ScheduleRecord>> {
+        p.require(Scope::Read)?;
+        let (t, a) = Self::key(p, id)?;
+        let store = self.inner.store.clone();
+        blocking(move || store.list_schedules(&t, &a)).await
+    }
+
+    /// Deletes a schedule.
+    pub async fn delete_schedule(&self, p: &Principal, id: &str, schedule: &str) -> Result<()> {
+        p.require(Scope::Write)?;
+        let (t, a) = Self::key(p, id)?;
+        let (store, s) = (self.inner.store.clone(), schedule.to_owned());
+        if blocking(move || store.delete_schedule(&t, &a, &s)).await? {
+            Ok(())
+        } else {
+            Err(AgentError::NotFound {
+                kind: "schedule",
+                id: schedule.to_owned(),
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writes_apply_patches_and_respect_limits() {
+        let cfg = AgentConfig::default();
+        let state = serde_json::json!({"a": 1, "list": [1]});
+        let (s, _) = apply_write(
+            &state,
+            &cfg,
+            Write::MergeState(serde_json::json!({"a": null, "b": 2})),
+            1 << 20,
+        )
+        .expect("merge");
+        assert_eq!(s, serde_json::json!({"b": 2, "list": [1]}));
+        let patch: json_patch::Patch = serde_json::from_value(serde_json::json!([
+            {"op": "add", "path": "/list/-", "value": 2}
+        ]))
+        .expect("patch");
+        let (s, _) = apply_write(&state, &cfg, Write::PatchState(patch), 1 << 20).expect("patch");
+        assert_eq!(s["list"], serde_json::json!([1, 2]));
+        let bad: json_patch::Patch = serde_json::from_value(serde_json::json!([
+            {"op": "remove", "path": "/missing"}
+        ]))
+        .expect("patch");
+        assert!(apply_write(&state, &cfg, Write::PatchState(bad), 1 << 20).is_err());
+        assert!(apply_write(
+            &state,
+            &cfg,
+            Write::SetState(serde_json::json!("x".repeat(100))),
+            50
+        )
+        .is_err());
+        let (_, c) = apply_write(
+            &state,
+            &cfg,
+            Write::MergeConfig(serde_json::json!({"top_k": 7})),
+            1 << 20,
+        )
+        .expect("config");
+        assert_eq!(c.top_k, 7);
+        assert!(apply_write(
+            &state,
+            &cfg,
+            Write::MergeConfig(serde_json::json!({"top_k": 0})),
+            1 << 20
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn agent_ids_are_restricted() {
+        assert!(valid_agent_id("team-ops:alice@example.com"));
+        assert!(!valid_agent_id(""));
+        assert!(!valid_agent_id("a/b"));
+        assert!(!valid_agent_id(&"a".repeat(129)));
+    }
+}

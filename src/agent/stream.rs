@@ -1,0 +1,218 @@
+//! Streamed answers as resumable event streams.
+//!
+//! Every event of a streamed answer gets a sequence number (its SSE `id`), is kept in memory
+//! while the answer is generated (and a minute after) and is written to the store in small
+//! batches by a background task, where it stays for the configured retention. A client that
+//! lost its connection asks again with `Last-Event-ID` and gets what it missed, then the rest
+//! live; after a restart the buffered events are replayed from the store.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+
+use crate::store::agents::StoredEvent;
+use crate::store::AgentStore;
+
+/// One event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    /// 1, 2, … (the SSE id).
+    pub seq: u64,
+    /// SSE event name.
+    pub name: String,
+    /// JSON data.
+    pub data: String,
+}
+
+/// The terminal event names: a stream ends after one of them.
+pub const TERMINAL: [&str; 2] = ["done", "error"];
+
+struct Live {
+    /// (tenant, agent) the stream belongs to.
+    owner: (String, String),
+    events: Mutex<Vec<Event>>,
+    /// Latest sequence number; `u64::MAX` once finished.
+    seq: watch::Sender<u64>,
+}
+
+/// Streams being generated (or recently finished) in this process.
+#[derive(Clone, Default)]
+pub struct Hub {
+    live: Arc<Mutex<HashMap<String, Arc<Live>>>>,
+}
+
+/// The writing end of one stream.
+pub struct Emitter {
+    id: String,
+    tenant_id: String,
+    agent_id: String,
+    live: Arc<Live>,
+    next: u64,
+    persist: mpsc::UnboundedSender<StoredEvent>,
+    hub: Hub,
+}
+
+/// A reader of a stream from some position.
+pub enum Reader {
+    /// Following a stream of this process.
+    Live {
+        /// Events after this sequence number are still to be read.
+        cursor: u64,
+        /// The stream.
+        live: Arc<LiveHandle>,
+    },
+    /// Replaying what the store holds.
+    Stored(Vec<Event>),
+}
+
+/// Opaque handle on a live stream.
+pub struct LiveHandle(Arc<Live>);
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Hub {
+    /// Starts a stream; its events are persisted through `store`.
+    pub fn open(
+        &self,
+        store: Arc<dyn AgentStore>,
+        id: &str,
+        tenant_id: &str,
+        agent_id: &str,
+    ) -> Emitter {
+        let (seq, _) = watch::channel(0);
+        let live = Arc::new(Live {
+            owner: (tenant_id.to_owned(), agent_id.to_owned()),
+            events: Mutex::new(Vec::new()),
+            seq,
+        });
+        lock(&self.live).insert(id.to_owned(), live.clone());
+        let (tx, mut rx) = mpsc::unbounded_channel::<StoredEvent>();
+        tokio::spawn(async move {
+            let mut batch = Vec::new();
+            while rx.recv_many(&mut batch, 256).await > 0 {
+                let events = std::mem::take(&mut batch);
+                let store = store.clone();
+                match tokio::task::spawn_blocking(move || store.append_events(&events)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => tracing::warn!(error = %e, "could not buffer stream events"),
+                    Err(e) => tracing::warn!(error = %e, "stream event writer failed"),
+                }
+                // Let a few more events gather (a token every ~30 ms) before the next write.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        });
+        Emitter {
+            id: id.to_owned(),
+            tenant_id: tenant_id.to_owned(),
+            agent_id: agent_id.to_owned(),
+            live,
+            next: 1,
+            persist: tx,
+            hub: self.clone(),
+        }
+    }
+
+    /// A reader of stream `id` of `owner` (tenant, agent) after `after`: live when this
+    /// process has it, else `None` (the caller then replays from the store).
+    pub fn follow(&self, id: &str, owner: (&str, &str), after: u64) -> Option<Reader> {
+        let live = lock(&self.live).get(id).cloned()?;
+        if (live.owner.0.as_str(), live.owner.1.as_str()) != owner {
+            return None;
+        }
+        Some(Reader::Live {
+            cursor: after,
+            live: Arc::new(LiveHandle(live)),
+        })
+    }
+}
+
+impl Emitter {
+    /// The stream's id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Appends an event; returns its sequence number.
+    pub fn emit(&mut self, name: &str, data: &serde_json::Value) -> u64 {
+        let seq = self.next;
+        self.next += 1;
+        let data = data.to_string();
+        let _ = self.persist.send(StoredEvent {
+            stream_id: self.id.clone(),
+            seq,
+            tenant_id: self.tenant_id.clone(),
+            agent_id: self.agent_id.clone(),
+            event: name.to_owned(),
+            data: data.clone(),
+        });
+        lock(&self.live.events).push(Event {
+            seq,
+            name: name.to_owned(),
+            data,
+        });
+        let terminal = TERMINAL.contains(&name);
+        self.live
+            .seq
+            .send_replace(if terminal { u64::MAX } else { seq });
+        seq
+    }
+}
+
+impl Drop for Emitter {
+    fn drop(&mut self) {
+        if *self.live.seq.borrow() != u64::MAX {
+            // Ended without a terminal event (a panic or a bug): say so rather than hang readers.
+            self.emit(
+                "error",
+                &serde_json::json!({"code": "interrupted", "message": "the answer stopped"}),
+            );
+        }
+        // Live readers may reconnect for a minute; after that the store answers.
+        let (hub, id) = (self.hub.clone(), self.id.clone());
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                tokio::time::sleep(Duration::from_secs(60)).await;
+                lock(&hub.live).remove(&id);
+            });
+        }
+    }
+}
+
+impl LiveHandle {
+    /// Events after `cursor`, waiting for at least one unless the stream has ended; empty
+    /// when it ended and everything was read.
+    pub async fn next_after(&self, cursor: u64) -> Vec<Event> {
+        let mut rx = self.0.seq.subscribe();
+        loop {
+            {
+                let events = lock(&self.0.events);
+                let start = events.partition_point(|e| e.seq <= cursor);
+                if start < events.len() {
+                    return events[start..].to_vec();
+                }
+            }
+            if *rx.borrow() == u64::MAX {
+                return Vec::new();
+            }
+            if rx.changed().await.is_err() {
+                return Vec::new();
+            }
+        }
+    }
+}
+
+/// Stored events as stream events.
+pub fn from_stored(events: Vec<StoredEvent>) -> Vec<Event> {
+    events
+        .into_iter()
+        .map(|e| Event {
+            seq: e.seq,
+            name: e.event,
+            data: e.data,
+        })
+        .collect()
+}
