@@ -266,6 +266,10 @@ impl Config {
             return bad("chunking.max_tokens must be at least 8 and twice the overlap");
         }
         self.gateway.validate().map_err(ConfigError::Invalid)?;
+        self.agents
+            .defaults
+            .validate()
+            .map_err(|e| ConfigError::Invalid(format!("agents.defaults: {e}")))?;
         if self.search.max_top_k == 0 || self.search.default_top_k > self.search.max_top_k {
             return bad("search.default_top_k must be at most search.max_top_k (> 0)");
         }
