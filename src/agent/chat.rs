@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 use super::cite::{self, Citation, Dropped, Source};
 use super::stream::{Emitter, Reader};
 use super::{blocking, AgentConfig, AgentError, AgentEvent, Agents, Cmd, Key, Result};
-use crate::gateway::types::{ChatRequest, Message, Role, Usage};
+use crate::gateway::types::{ChatRequest, Message, Role, Stop, Usage};
 use crate::gateway::{CallContext, ChatReply, StreamEvent};
 use crate::service::{Principal, SearchParams};
 use crate::store::agents::{Conversation, MessageRecord, NewMessage, NewTask};
@@ -392,6 +392,8 @@ async fn run_turn(
         };
         let t_call = Instant::now();
         let mut first_at: Option<Instant> = None;
+        // Tokens in the first piece (a guardrail window releases several at once).
+        let mut first_tokens = 0u32;
         let reply = agents
             .inner
             .service
@@ -424,6 +426,7 @@ async fn run_turn(
                 StreamEvent::Text(text) => {
                     if first_at.is_none() {
                         first_at = Some(Instant::now());
+                        first_tokens = cite::estimate_tokens(&text) as u32;
                         first_token_ms = ms(started);
                         model_ttft_ms = ms(t_call);
                     }
@@ -445,8 +448,9 @@ async fn run_turn(
                     cost += cost_usd;
                     if let Some(f) = first_at {
                         let secs = f.elapsed().as_secs_f64();
-                        if u.completion_tokens > 1 && secs > 0.0 {
-                            tokens_per_s = Some((u.completion_tokens - 1) as f64 / secs);
+                        let after_first = u.completion_tokens.saturating_sub(first_tokens.max(1));
+                        if after_first > 0 && secs > 0.0 {
+                            tokens_per_s = Some(after_first as f64 / secs);
                         }
                     }
                 }
@@ -540,6 +544,7 @@ async fn quick_call(
     route: &str,
     messages: Vec<Message>,
     max_tokens: u32,
+    stop: Option<Stop>,
 ) -> Result<(String, Usage, f64)> {
     let req = ChatRequest {
         model: route.to_owned(),
@@ -548,7 +553,7 @@ async fn quick_call(
         top_p: None,
         max_tokens: Some(max_tokens),
         max_completion_tokens: None,
-        stop: None,
+        stop,
         seed: None,
         stream: false,
         stream_options: None,
@@ -595,13 +600,14 @@ async fn rewrite(
     if !conversation.summary.is_empty() {
         transcript.push_str(&format!("Summary: {}\n", clip(&conversation.summary, 600)));
     }
-    for m in history.iter().rev().take(4).rev() {
+    // The last exchange is what a follow-up refers to; a short prompt keeps a local model fast.
+    for m in history.iter().rev().take(2).rev() {
         let who = if m.role == "user" {
             "User"
         } else {
             "Assistant"
         };
-        transcript.push_str(&format!("{who}: {}\n", clip(&m.content, 300)));
+        transcript.push_str(&format!("{who}: {}\n", clip(&m.content, 240)));
     }
     let messages = vec![
         msg(
@@ -615,7 +621,10 @@ async fn rewrite(
             format!("Conversation:\n{transcript}\nLast question: {message}\n\nStandalone question:"),
         ),
     ];
-    let (text, usage, cost) = quick_call(agents, ctx, &config.fast_route, messages, 48).await?;
+    // One line is a question; stopping there saves decoding a model's rambling.
+    let stop = Some(Stop::One("\n".into()));
+    let (text, usage, cost) =
+        quick_call(agents, ctx, &config.fast_route, messages, 48, stop).await?;
     // A model that answered instead of rewriting (small ones do) gives no question: then the
     // last question and this one together are the query.
     let fallback = || {
@@ -869,7 +878,8 @@ pub(super) async fn summarize(agents: &Agents, key: &Key, conversation_id: &str)
         ),
         msg(Role::User, text),
     ];
-    let (summary, _, _) = quick_call(agents, &ctx, &config.fast_route, messages, 160).await?;
+    let (summary, _, _) =
+        quick_call(agents, &ctx, &config.fast_route, messages, 160, None).await?;
     let summary = clip(summary.trim(), 2000);
     let upto = fold[fold.len() - 1].id;
     let store = agents.inner.store.clone();

@@ -103,7 +103,7 @@ impl Default for AgentConfig {
             mode: SearchMode::Hybrid,
             min_score: 0.3,
             context_tokens: 360,
-            history_tokens: 600,
+            history_tokens: 400,
             max_answer_tokens: 160,
             temperature: 0.0,
             budget: None,

@@ -710,7 +710,7 @@ pub struct TaskSpec {
 impl Agents {
     /// Queues a task (run after `delay` at the earliest).
     pub async fn enqueue(&self, p: &Principal, id: &str, req: TaskRequest) -> Result<TaskRecord> {
-        p.require(Scope::Write)?;
+        p.require(tasks::scope(&req.task))?;
         let key = Self::key(p, id)?;
         tasks::validate(&req.task)?;
         // Make sure the agent exists (the queue belongs to it).
@@ -763,7 +763,7 @@ impl Agents {
         id: &str,
         req: ScheduleRequest,
     ) -> Result<ScheduleRecord> {
-        p.require(Scope::Write)?;
+        p.require(tasks::scope(&req.task))?;
         let key = Self::key(p, id)?;
         let new = tasks::new_schedule(&key, &req, Utc::now())?;
         self.call(&key, Cmd::Get).await?;

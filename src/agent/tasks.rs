@@ -53,6 +53,16 @@ pub struct ScheduleRequest {
     pub task: TaskSpec,
 }
 
+/// The scope needed to queue a task: webhooks reach any address the server can, so they
+/// need `admin`; the rest `write`.
+pub(super) fn scope(t: &TaskSpec) -> crate::store::Scope {
+    if t.kind == "http" {
+        crate::store::Scope::Admin
+    } else {
+        crate::store::Scope::Write
+    }
+}
+
 /// Checks a task's kind and payload before it is queued.
 pub(super) fn validate(t: &TaskSpec) -> Result<()> {
     let bad = |m: &str| Err(AgentError::Invalid(format!("task `{}`: {m}", t.kind)));

@@ -326,12 +326,67 @@ fn chat_rewrites_follow_ups_checks_citations_and_resumes_streams() {
     assert_eq!(a["citations"], json!([]));
     assert_eq!(llm.requests("gpt-main").len(), calls);
 
+    // Past its history budget a conversation is folded into a running summary (fast route),
+    // which later prompts carry instead of the old turns.
+    ok_json(server.send(
+        "PATCH",
+        "/v1/agents/ops-bot/config",
+        Some(&json!({"history_tokens": 40})),
+        &[],
+    ));
+    llm.script(
+        "gpt-fast",
+        &[
+            Behavior::Answer("Where are the nightly backup copies stored?".into()),
+            Behavior::Answer(
+                "The user asked when the nightly backup runs and where it is stored.".into(),
+            ),
+        ],
+    );
+    ok_json(server.post(
+        "/v1/agents/ops-bot/chat",
+        &json!({"message": "How long are they kept?", "conversation_id": conversation}),
+    ));
+    wait_until(10, "the running summary", || {
+        ok_json(server.get(&format!(
+            "/v1/agents/ops-bot/conversations/{conversation}/messages"
+        )))["conversation"]["summary"]
+            .as_str()
+            .is_some_and(|s| s.contains("nightly backup runs"))
+    });
+    let tasks = ok_json(server.get("/v1/agents/ops-bot/tasks"));
+    assert!(
+        tasks["items"]
+            .as_array()
+            .expect("tasks")
+            .iter()
+            .any(|t| t["kind"] == "summarize" && t["status"] == "done"),
+        "{tasks}"
+    );
+    ok_json(server.post(
+        "/v1/agents/ops-bot/chat",
+        &json!({"message": "Who can restore them?", "conversation_id": conversation}),
+    ));
+    let last = llm.requests("gpt-main");
+    let prompt = last[last.len() - 1]["messages"].to_string();
+    assert!(
+        prompt
+            .contains("Earlier in this conversation: The user asked when the nightly backup runs"),
+        "{prompt}"
+    );
+    ok_json(server.send(
+        "PATCH",
+        "/v1/agents/ops-bot/config",
+        Some(&json!({"history_tokens": 600})),
+        &[],
+    ));
+
     // The history is stored with citations, tokens and cost.
     let msgs = ok_json(server.get(&format!(
         "/v1/agents/ops-bot/conversations/{conversation}/messages"
     )));
     let items = msgs["items"].as_array().expect("items");
-    assert_eq!(items.len(), 4);
+    assert_eq!(items.len(), 8);
     assert_eq!(items[3]["citations"][0]["document_name"], "backup.md");
     assert!(items[3]["meta"]["timings"]["retrieval_ms"]
         .as_f64()
