@@ -285,6 +285,34 @@ impl Config {
     }
 }
 
+/// Test support: every TOML block of a guide page parses and validates, so the documentation
+/// cannot drift from the configuration types.
+#[cfg(test)]
+pub(crate) fn assert_guide_blocks_are_valid(guide: &str) -> Vec<Config> {
+    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(guide))
+        .unwrap_or_else(|e| panic!("{guide}: {e}"));
+    let blocks: Vec<&str> = text
+        .split("```toml")
+        .skip(1)
+        .filter_map(|b| b.split("```").next())
+        .collect();
+    assert!(
+        blocks.len() >= 2,
+        "{guide} has fewer than two TOML examples"
+    );
+    blocks
+        .into_iter()
+        .map(|block| {
+            let config: Config = Figment::from(Serialized::defaults(Config::default()))
+                .merge(Toml::string(block))
+                .extract()
+                .unwrap_or_else(|e| panic!("{e}\n{block}"));
+            config.validate().unwrap_or_else(|e| panic!("{e}\n{block}"));
+            config
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -158,14 +158,7 @@ impl Agents {
         }
         let config = self.call(&key, Cmd::Get).await?.config;
         check_budget(self, &key, &config).await?;
-        let conversation = match &input.conversation_id {
-            Some(c) => {
-                let store = self.inner.store.clone();
-                let (t, a, c) = (key.0.clone(), key.1.clone(), c.clone());
-                Some(blocking(move || store.conversation(&t, &a, &c)).await?)
-            }
-            None => None,
-        };
+        let conversation = conversation(self, &key, input.conversation_id).await?;
         let stream_id = uuid::Uuid::now_v7().to_string();
         if !input.stream {
             let answer = turn(self, &key, p, message, conversation, &stream_id, None).await?;
@@ -198,6 +191,20 @@ impl Agents {
     }
 }
 
+/// The agent's conversation `id`, if one is named (else a new one is started by the turn).
+async fn conversation(
+    agents: &Agents,
+    key: &Key,
+    id: Option<String>,
+) -> Result<Option<Conversation>> {
+    let Some(c) = id else { return Ok(None) };
+    let store = agents.inner.store.clone();
+    let (t, a) = key.clone();
+    Ok(Some(
+        blocking(move || store.conversation(&t, &a, &c)).await?,
+    ))
+}
+
 /// A queued `chat` task: one turn, whole.
 pub(super) async fn run_task(
     agents: &Agents,
@@ -205,14 +212,7 @@ pub(super) async fn run_task(
     message: String,
     conversation_id: Option<String>,
 ) -> Result<Value> {
-    let conversation = match conversation_id {
-        Some(c) => {
-            let store = agents.inner.store.clone();
-            let (t, a) = key.clone();
-            Some(blocking(move || store.conversation(&t, &a, &c)).await?)
-        }
-        None => None,
-    };
+    let conversation = conversation(agents, key, conversation_id).await?;
     let config = agents.call(key, Cmd::Get).await?.config;
     check_budget(agents, key, &config).await?;
     let sid = uuid::Uuid::now_v7().to_string();
@@ -878,8 +878,7 @@ pub(super) async fn summarize(agents: &Agents, key: &Key, conversation_id: &str)
         ),
         msg(Role::User, text),
     ];
-    let (summary, _, _) =
-        quick_call(agents, &ctx, &config.fast_route, messages, 160, None).await?;
+    let (summary, _, _) = quick_call(agents, &ctx, &config.fast_route, messages, 160, None).await?;
     let summary = clip(summary.trim(), 2000);
     let upto = fold[fold.len() - 1].id;
     let store = agents.inner.store.clone();
