@@ -526,12 +526,14 @@ fn remove_if_same(inner: &Inner, key: &Key, handle: &Handle) {
     metrics::gauge!("groundwork_agents_live").set(live.len() as f64);
 }
 
-/// Leaves memory if nothing needs the actor: no subscriber, no turn, nothing in the mailbox.
-/// Commands sent after this point fail to send (or lose their reply) and are sent again to
-/// a fresh activation, which reads everything this one committed.
+/// Leaves memory if nothing needs the actor: no subscriber, nothing in the mailbox, and no
+/// handle held outside the live map and the actor itself — every command, turn and
+/// subscription holds one from the moment it takes it (under the map's lock, as this check
+/// is), so none can be caught half-way and none can run against a second activation.
 fn evict(inner: &Inner, key: &Key, handle: &Handle, rx: &mut mpsc::Receiver<Cmd>) -> bool {
     let mut live = lock(&inner.live);
-    let busy = handle.events.receiver_count() > 0 || handle.turn.try_lock().is_err();
+    let in_use = Arc::strong_count(&handle.turn) > 2;
+    let busy = in_use || handle.events.receiver_count() > 0 || handle.turn.try_lock().is_err();
     if busy || !rx.is_empty() {
         return false;
     }
