@@ -12,26 +12,16 @@
 //!
 //! `cargo bench --bench agents [-- --quick] [-- --only chat|activation|throughput]`.
 
-use std::io::{BufRead, BufReader};
-use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn percentile(sorted: &[f64], q: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    sorted[((sorted.len() as f64 * q).ceil() as usize).clamp(1, sorted.len()) - 1]
-}
+mod support;
+use support::{only, percentile, root, save_results, spawn_until, Proc};
 
 fn summary(mut v: Vec<f64>) -> Value {
     v.sort_by(f64::total_cmp);
@@ -42,25 +32,6 @@ fn summary(mut v: Vec<f64>) -> Value {
         "p99": percentile(&v, 0.99),
         "max": v.last().copied().unwrap_or(f64::NAN),
     })
-}
-
-/// A child process killed (with its group) when dropped.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        // SAFETY: signals to a process group we created.
-        unsafe { libc::kill(-(self.0.id() as i32), libc::SIGTERM) };
-        let started = Instant::now();
-        while started.elapsed() < Duration::from_secs(20) {
-            if let Ok(Some(_)) = self.0.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 fn serve(data: &Path, config: &str, seed: bool) -> (Proc, String) {
@@ -75,26 +46,7 @@ fn serve(data: &Path, config: &str, seed: bool) -> (Proc, String) {
     if seed {
         cmd.args(["--seed", "data/guide"]);
     }
-    let log = std::fs::File::create(data.with_extension("log")).expect("log");
-    let mut child = cmd
-        .process_group(0)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::from(log))
-        .spawn()
-        .expect("spawn groundwork");
-    let stdout = child.stdout.take().expect("stdout");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some(url) = line.strip_prefix("listening on ") {
-                let _ = tx.send(url.trim().to_owned());
-            }
-        }
-    });
-    let url = rx
-        .recv_timeout(Duration::from_secs(300))
-        .expect("groundwork did not start");
-    (Proc(child), url)
+    spawn_until(cmd, "listening on ", &data.with_extension("log"), 300)
 }
 
 fn client() -> reqwest::blocking::Client {
@@ -105,8 +57,11 @@ fn client() -> reqwest::blocking::Client {
         .expect("client")
 }
 
-/// Waits until the seeded guide is searchable.
+/// Waits until every file of the seeded guide is searchable.
 fn wait_seeded(http: &reqwest::blocking::Client, url: &str) {
+    let files = std::fs::read_dir(root().join("data/guide"))
+        .expect("data/guide")
+        .count() as u64;
     let started = Instant::now();
     loop {
         let ready = http
@@ -114,7 +69,7 @@ fn wait_seeded(http: &reqwest::blocking::Client, url: &str) {
             .send()
             .ok()
             .and_then(|r| r.json::<Value>().ok())
-            .is_some_and(|kb| kb["stats"]["ready"].as_u64().unwrap_or(0) >= 7);
+            .is_some_and(|kb| kb["stats"]["ready"].as_u64().unwrap_or(0) >= files);
         if ready {
             return;
         }
@@ -193,7 +148,7 @@ fn chat(quick: bool) -> Value {
     };
     json!({
         "model": "local SmolLM2-135M-Instruct (Q4_1 GGUF requantized to Q8_0) on fast and main",
-        "kb": "data/guide (7 Markdown files)",
+        "kb": "data/guide (the seeded user guide)",
         "first_turn_with_model_load": cold["timings"],
         "first_questions": breakdown(&first),
         "follow_ups": breakdown(&follow),
@@ -314,28 +269,17 @@ fn main() {
     groundwork::runtime::tune_allocator();
     let args: Vec<String> = std::env::args().collect();
     let quick = args.iter().any(|a| a == "--quick");
-    let only = args
-        .iter()
-        .position(|a| a == "--only")
-        .and_then(|i| args.get(i + 1).cloned());
-    let path = root().join("bench-results/agents.json");
-    let mut results: Value = std::fs::read(&path)
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .unwrap_or_else(|| json!({}));
+    let only = only(&args);
     let wants = |part: &str| only.as_deref().is_none_or(|o| o == part);
-    if wants("throughput") {
-        results["throughput"] = throughput(quick);
-    }
-    if wants("activation") {
-        results["activation"] = activation(quick);
-    }
-    if wants("chat") {
-        results["chat"] = chat(quick);
-    }
-    results["machine"] =
-        json!({"cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)});
-    std::fs::create_dir_all(path.parent().expect("dir")).expect("mkdir");
-    std::fs::write(&path, serde_json::to_vec_pretty(&results).expect("json")).expect("write");
-    println!("{}", serde_json::to_string_pretty(&results).expect("json"));
+    save_results("agents", |results| {
+        if wants("throughput") {
+            results["throughput"] = throughput(quick);
+        }
+        if wants("activation") {
+            results["activation"] = activation(quick);
+        }
+        if wants("chat") {
+            results["chat"] = chat(quick);
+        }
+    });
 }

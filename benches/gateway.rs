@@ -12,10 +12,8 @@
 //! `benches/gateway.sh` installs LiteLLM (pinned) into `.venv-gateway` and runs this;
 //! `cargo bench --bench gateway [-- --quick] [-- --only overhead|local]`.
 
-use std::io::{BufRead, BufReader};
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use groundwork::gateway::local::{Generate, LocalChat};
@@ -23,16 +21,8 @@ use groundwork::gateway::types::{Delta, Message, Role};
 use groundwork::gateway::GatewayConfig;
 use serde_json::{json, Value};
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn percentile(sorted: &[f64], q: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    sorted[((sorted.len() as f64 * q).ceil() as usize).clamp(1, sorted.len()) - 1]
-}
+mod support;
+use support::{only, percentile, root, save_results, spawn_until, Proc};
 
 const ANSWER: &str = "The Eiffel Tower was completed in 1889 for the World's Fair in Paris.";
 
@@ -64,43 +54,6 @@ fn run_upstream() {
         });
         axum::serve(listener, app).await.expect("serve");
     });
-}
-
-/// A child process killed with its whole process group when dropped (LiteLLM's workers are
-/// grandchildren that would otherwise outlive it and keep serving its backlog).
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        // SAFETY: signals a process group this program created.
-        unsafe { libc::kill(-(self.0.id() as i32), libc::SIGKILL) };
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Starts a child and waits for a stdout line starting with `marker`; returns the rest.
-fn spawn_until(mut cmd: Command, marker: &str, log: &Path) -> (Proc, String) {
-    let mut child = cmd
-        .process_group(0)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::from(std::fs::File::create(log).expect("log")))
-        .spawn()
-        .expect("spawn");
-    let stdout = child.stdout.take().expect("stdout");
-    let (tx, rx) = std::sync::mpsc::channel();
-    let wanted = marker.to_owned();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some(rest) = line.strip_prefix(&wanted) {
-                let _ = tx.send(rest.trim().to_owned());
-            }
-        }
-    });
-    let rest = rx
-        .recv_timeout(Duration::from_secs(120))
-        .unwrap_or_else(|_| panic!("child did not print `{marker}`; see {}", log.display()));
-    (Proc(child), rest)
 }
 
 struct Target {
@@ -178,7 +131,8 @@ fn overhead(quick: bool, with_litellm: bool) -> Value {
     let tmp = tempfile::tempdir().expect("tempdir");
     let mut up = Command::new(std::env::current_exe().expect("exe"));
     up.env("GW_BENCH_UPSTREAM", "1");
-    let (_upstream, up_addr) = spawn_until(up, "listening on ", &tmp.path().join("upstream.log"));
+    let (_upstream, up_addr) =
+        spawn_until(up, "listening on ", &tmp.path().join("upstream.log"), 120);
     let upstream = format!("http://{up_addr}/v1");
 
     let config = tmp.path().join("groundwork.toml");
@@ -200,7 +154,7 @@ fn overhead(quick: bool, with_litellm: bool) -> Value {
             std::env::var("GW_BENCH_RUST_LOG").unwrap_or_else(|_| "warn,groundwork=info".into()),
         );
     let (_groundwork, gw_url) =
-        spawn_until(gw, "listening on ", &tmp.path().join("groundwork.log"));
+        spawn_until(gw, "listening on ", &tmp.path().join("groundwork.log"), 120);
 
     let mut targets = vec![
         Target {
@@ -403,24 +357,13 @@ fn main() {
     groundwork::runtime::tune_allocator();
     let args: Vec<String> = std::env::args().collect();
     let quick = args.iter().any(|a| a == "--quick");
-    let only = args
-        .iter()
-        .position(|a| a == "--only")
-        .and_then(|i| args.get(i + 1).cloned());
-    let path = root().join("bench-results/gateway.json");
-    let mut results: Value = std::fs::read(&path)
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .unwrap_or_else(|| json!({}));
-    if only.as_deref().is_none_or(|o| o == "overhead") {
-        results["overhead"] = overhead(quick, !args.iter().any(|a| a == "--no-litellm"));
-    }
-    if only.as_deref().is_none_or(|o| o == "local") {
-        results["local_chat"] = local(quick);
-    }
-    results["machine"] =
-        json!({"cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)});
-    std::fs::create_dir_all(path.parent().expect("dir")).expect("mkdir");
-    std::fs::write(&path, serde_json::to_vec_pretty(&results).expect("json")).expect("write");
-    println!("{}", serde_json::to_string_pretty(&results).expect("json"));
+    let only = only(&args);
+    save_results("gateway", |results| {
+        if only.as_deref().is_none_or(|o| o == "overhead") {
+            results["overhead"] = overhead(quick, !args.iter().any(|a| a == "--no-litellm"));
+        }
+        if only.as_deref().is_none_or(|o| o == "local") {
+            results["local_chat"] = local(quick);
+        }
+    });
 }

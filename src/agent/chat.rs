@@ -120,8 +120,10 @@ impl Sink {
     }
 }
 
-/// Spend so far in the budget's window (checked before a turn; turns of an agent run one at
-/// a time, so the limit is exceeded by at most one turn).
+/// Refuses a turn once the agent's spend in the budget's window reached the limit. Checked
+/// under the turn lock (turns of an agent run one at a time, each sees the cost of the one
+/// before, so the limit is exceeded by at most one turn); `chat` also checks before it opens
+/// a stream, so that a spent agent answers HTTP 429 rather than an error event.
 async fn check_budget(agents: &Agents, key: &Key, config: &AgentConfig) -> Result<()> {
     let Some(b) = config.budget else {
         return Ok(());
@@ -213,8 +215,6 @@ pub(super) async fn run_task(
     conversation_id: Option<String>,
 ) -> Result<Value> {
     let conversation = conversation(agents, key, conversation_id).await?;
-    let config = agents.call(key, Cmd::Get).await?.config;
-    check_budget(agents, key, &config).await?;
     let sid = uuid::Uuid::now_v7().to_string();
     let p = system_principal(key);
     let a = turn(agents, key, &p, message, conversation, &sid, None).await?;
@@ -267,6 +267,7 @@ async fn run_turn(
     let handle = agents.handle(key)?;
     let _turn = handle.turn.clone().lock_owned().await;
     let config = agents.call(key, Cmd::Get).await?.config;
+    check_budget(agents, key, &config).await?;
     let store = agents.inner.store.clone();
     let (t, a) = key.clone();
     let conversation = match conversation {
@@ -316,14 +317,21 @@ async fn run_turn(
     let mut usage = Usage::default();
     let mut cost = 0.0;
 
-    // (a) A follow-up becomes a standalone question.
+    // (a) A follow-up becomes a standalone question. It is also searched as the last question
+    // joined with this one (b), so a weak or failed rewrite cannot lose the context.
     let t_rewrite = Instant::now();
-    let previous: Vec<&MessageRecord> = history.iter().filter(|m| m.role == "user").collect();
-    let query = if previous.is_empty() {
-        message.clone()
-    } else {
+    let joined = history
+        .iter()
+        .rev()
+        .find(|m| m.role == "user")
+        .map(|last| format!("{} {message}", last.content));
+    let mut queries = vec![message.clone()];
+    let mut rewrite_ms = 0.0;
+    if let Some(joined) = joined {
         sink.emit("status", json!({"stage": "rewriting"}));
-        match rewrite(agents, &ctx, &config, &conversation, &history, &message).await {
+        let rewritten = match rewrite(agents, &ctx, &config, &conversation, &history, &message)
+            .await
+        {
             Ok((q, u, c)) => {
                 usage = add(usage, u);
                 cost += c;
@@ -331,31 +339,23 @@ async fn run_turn(
             }
             Err(e) => {
                 tracing::warn!(agent = %a, error = %e, "follow-up not rewritten; using the history");
-                format!("{} {}", previous[previous.len() - 1].content, message)
+                None
             }
-        }
-    };
-    let rewrite_ms = if previous.is_empty() {
-        0.0
-    } else {
-        ms(t_rewrite)
-    };
+        };
+        rewrite_ms = ms(t_rewrite);
+        queries = match rewritten {
+            Some(q) => vec![q, joined],
+            None => vec![joined],
+        };
+    }
+    let query = queries[0].clone();
 
-    // (b) Retrieval. A follow-up is searched as rewritten and as the last question plus this
-    // one, and the two result lists merged: a weak rewrite cannot lose the context.
+    // (b) Retrieval over every query, results merged.
     sink.emit("status", json!({"stage": "retrieving"}));
     let t_retrieval = Instant::now();
-    let mut queries = vec![query.clone()];
-    if let Some(last) = previous.last() {
-        let joined = format!("{} {}", last.content, message);
-        if joined != query {
-            queries.push(joined);
-        }
-    }
     let sources = retrieve(agents, p, &config, &queries).await?;
-    let used_query = query.clone();
     let retrieval_ms = ms(t_retrieval);
-    sink.emit("sources", json!({"query": used_query, "sources": sources}));
+    sink.emit("sources", json!({"query": query, "sources": sources}));
 
     // (c, d) The answer.
     let mut answer = String::new();
@@ -394,34 +394,14 @@ async fn run_turn(
         let mut first_at: Option<Instant> = None;
         // Tokens in the first piece (a guardrail window releases several at once).
         let mut first_tokens = 0u32;
-        let reply = agents
+        let (mut events, _) = agents
             .inner
             .service
             .gateway()
             .chat(ctx.clone(), req)
-            .await?;
-        let (first, mut events) = match reply {
-            ChatReply::Stream { first, events, .. } => (first, events),
-            ChatReply::Complete { output, .. } => {
-                let (tx, rx) = tokio::sync::mpsc::channel(1);
-                let _ = tx.try_send(StreamEvent::Done {
-                    finish_reason: output.finish_reason,
-                    usage: output.usage,
-                    model: output.model,
-                    cost_usd: output.cost_usd,
-                });
-                (StreamEvent::Text(output.text), rx)
-            }
-        };
-        let mut next = Some(first);
-        loop {
-            let ev = match next.take() {
-                Some(e) => e,
-                None => match events.recv().await {
-                    Some(e) => e,
-                    None => break,
-                },
-            };
+            .await?
+            .into_events();
+        while let Some(ev) = events.next().await {
             match ev {
                 StreamEvent::Text(text) => {
                     if first_at.is_none() {
@@ -495,7 +475,7 @@ async fn run_turn(
                 tokens_in: usage.prompt_tokens,
                 tokens_out: usage.completion_tokens,
                 cost_usd: cost,
-                meta: json!({"stream_id": stream_id, "query": used_query, "found": found,
+                meta: json!({"stream_id": stream_id, "query": query, "found": found,
                              "sources": compact, "dropped_citations": dropped,
                              "timings": timings}),
             },
@@ -519,7 +499,7 @@ async fn run_turn(
         stream_id: stream_id.to_owned(),
         question,
         message: stored,
-        query: used_query,
+        query,
         found,
         sources,
         citations,
@@ -587,7 +567,7 @@ fn clip(s: &str, max: usize) -> String {
     format!("{}…", &s[..cut])
 }
 
-/// The fast route's standalone version of a follow-up question.
+/// The fast route's standalone version of a follow-up question, if it gave a usable one.
 async fn rewrite(
     agents: &Agents,
     ctx: &CallContext,
@@ -595,7 +575,7 @@ async fn rewrite(
     conversation: &Conversation,
     history: &[MessageRecord],
     message: &str,
-) -> Result<(String, Usage, f64)> {
+) -> Result<(Option<String>, Usage, f64)> {
     let mut transcript = String::new();
     if !conversation.summary.is_empty() {
         transcript.push_str(&format!("Summary: {}\n", clip(&conversation.summary, 600)));
@@ -625,16 +605,8 @@ async fn rewrite(
     let stop = Some(Stop::One("\n".into()));
     let (text, usage, cost) =
         quick_call(agents, ctx, &config.fast_route, messages, 48, stop).await?;
-    // A model that answered instead of rewriting (small ones do) gives no question: then the
-    // last question and this one together are the query.
-    let fallback = || {
-        let last = history.iter().rev().find(|m| m.role == "user");
-        format!(
-            "{} {message}",
-            last.map(|m| m.content.as_str()).unwrap_or_default()
-        )
-    };
-    Ok((clean_rewrite(&text).unwrap_or_else(fallback), usage, cost))
+    // A model that answered instead of rewriting (small ones do) gives no question: `None`.
+    Ok((clean_rewrite(&text), usage, cost))
 }
 
 /// The first line of a rewrite without labels or quotes; `None` when unusable.
@@ -826,11 +798,7 @@ async fn maybe_summarize(
     };
     let store = agents.inner.store.clone();
     match blocking(move || store.enqueue_task(&task)).await {
-        Ok(_) => {
-            if let Ok(h) = agents.handle(key) {
-                let _ = h.tx.send(Cmd::Wake).await;
-            }
-        }
+        Ok(_) => agents.wake(key).await,
         Err(e) => tracing::warn!(agent = %key.1, error = %e, "could not queue a summary"),
     }
 }

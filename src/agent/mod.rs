@@ -23,17 +23,17 @@ pub mod stream;
 mod tasks;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 pub use config::{AgentBudget, AgentConfig, AgentsConfig};
 pub use error::{AgentError, Result};
-pub use tasks::{ScheduleRequest, TaskRequest};
+pub use tasks::{ScheduleRequest, TaskRequest, TaskSpec};
 
 use crate::service::{Principal, Service};
 use crate::store::agents::{
@@ -145,17 +145,6 @@ struct Handle {
     turn: Arc<tokio::sync::Mutex<()>>,
 }
 
-/// Counters of the runtime.
-#[derive(Debug, Default, Clone, Copy, Serialize, utoipa::ToSchema)]
-pub struct RuntimeStats {
-    /// Agents in memory.
-    pub live: usize,
-    /// Activations since start.
-    pub activations: u64,
-    /// Evictions since start.
-    pub evictions: u64,
-}
-
 struct Inner {
     service: Service,
     store: Arc<dyn AgentStore>,
@@ -164,8 +153,6 @@ struct Inner {
     hub: stream::Hub,
     stopping: AtomicBool,
     http: reqwest::Client,
-    activations: AtomicU64,
-    evictions: AtomicU64,
 }
 
 /// The agent runtime. Cheap to clone.
@@ -227,8 +214,6 @@ impl Agents {
                     .timeout(Duration::from_secs(30))
                     .build()
                     .unwrap_or_default(),
-                activations: AtomicU64::new(0),
-                evictions: AtomicU64::new(0),
             }),
         }
     }
@@ -250,20 +235,6 @@ impl Agents {
     /// Stops scheduling; agents finish the command at hand.
     pub fn shutdown(&self) {
         self.inner.stopping.store(true, Ordering::SeqCst);
-    }
-
-    /// Counters.
-    pub fn stats(&self) -> RuntimeStats {
-        RuntimeStats {
-            live: lock(&self.inner.live).len(),
-            activations: self.inner.activations.load(Ordering::Relaxed),
-            evictions: self.inner.evictions.load(Ordering::Relaxed),
-        }
-    }
-
-    /// The knowledge-base service.
-    pub fn service(&self) -> &Service {
-        &self.inner.service
     }
 
     fn key(p: &Principal, id: &str) -> Result<Key> {
@@ -295,7 +266,6 @@ impl Agents {
         };
         live.insert(key.clone(), handle.clone());
         metrics::gauge!("groundwork_agents_live").set(live.len() as f64);
-        self.inner.activations.fetch_add(1, Ordering::Relaxed);
         metrics::counter!("groundwork_agent_activations_total").increment(1);
         tokio::spawn(actor(self.clone(), key.clone(), rx, handle.clone()));
         Ok(handle)
@@ -532,9 +502,10 @@ fn remove_if_same(inner: &Inner, key: &Key, handle: &Handle) {
 /// is), so none can be caught half-way and none can run against a second activation.
 fn evict(inner: &Inner, key: &Key, handle: &Handle, rx: &mut mpsc::Receiver<Cmd>) -> bool {
     let mut live = lock(&inner.live);
+    // A turn, a command or a subscription in progress holds a handle (and so the turn lock's
+    // `Arc`) beyond the two here: the live map's and the actor's.
     let in_use = Arc::strong_count(&handle.turn) > 2;
-    let busy = in_use || handle.events.receiver_count() > 0 || handle.turn.try_lock().is_err();
-    if busy || !rx.is_empty() {
+    if in_use || handle.events.receiver_count() > 0 || !rx.is_empty() {
         return false;
     }
     if live.get(key).is_some_and(|h| h.tx.same_channel(&handle.tx)) {
@@ -542,7 +513,6 @@ fn evict(inner: &Inner, key: &Key, handle: &Handle, rx: &mut mpsc::Receiver<Cmd>
     }
     metrics::gauge!("groundwork_agents_live").set(live.len() as f64);
     rx.close();
-    inner.evictions.fetch_add(1, Ordering::Relaxed);
     metrics::counter!("groundwork_agent_evictions_total").increment(1);
     tracing::debug!(agent = %key.1, "agent evicted after idling");
     true
@@ -698,17 +668,6 @@ fn apply_write(
     Ok((state, config))
 }
 
-/// Request body of `POST /v1/agents/{id}/tasks` and of a schedule's task.
-#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
-pub struct TaskSpec {
-    /// `state.patch`, `chat`, `http` or `summarize`.
-    pub kind: String,
-    /// Its input.
-    #[serde(default)]
-    #[schema(value_type = Object)]
-    pub payload: serde_json::Value,
-}
-
 impl Agents {
     /// Queues a task (run after `delay` at the earliest).
     pub async fn enqueue(&self, p: &Principal, id: &str, req: TaskRequest) -> Result<TaskRecord> {
@@ -736,7 +695,7 @@ impl Agents {
     }
 
     /// Tells a (possibly evicted) agent to look at its queue.
-    async fn wake(&self, key: &Key) {
+    pub(super) async fn wake(&self, key: &Key) {
         if let Ok(h) = self.handle(key) {
             let _ = h.tx.send(Cmd::Wake).await;
         }

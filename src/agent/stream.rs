@@ -61,7 +61,7 @@ pub enum Reader {
         /// Events after this sequence number are still to be read.
         cursor: u64,
         /// The stream.
-        live: Arc<LiveHandle>,
+        live: LiveHandle,
     },
     /// Replaying what the store holds.
     Stored(Vec<Event>),
@@ -125,7 +125,7 @@ impl Hub {
         }
         Some(Reader::Live {
             cursor: after,
-            live: Arc::new(LiveHandle(live)),
+            live: LiveHandle(live),
         })
     }
 }

@@ -17,10 +17,21 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{blocking, AgentError, Agents, Cmd, Key, Result, TaskSpec, Write};
+use super::{blocking, AgentError, Agents, Cmd, Key, Result, Write};
 use crate::service::sources::Schedule;
 use crate::store::agents::{NewSchedule, TaskOutcome, TaskRecord};
 use crate::workflow::Backoff;
+
+/// A task: its kind and input (in `POST /v1/agents/{id}/tasks` and in a schedule).
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+pub struct TaskSpec {
+    /// `state.patch`, `chat`, `http` or `summarize`.
+    pub kind: String,
+    /// Its input.
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub payload: serde_json::Value,
+}
 
 /// `POST /v1/agents/{id}/tasks`.
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]

@@ -170,13 +170,19 @@ fn if_match(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
         })
 }
 
-fn with_etag(v: AgentView) -> Response {
-    let etag = format!("\"{}\"", v.version);
-    let mut res = Json(v).into_response();
+/// `body` as JSON with the agent's `version` as its entity tag.
+fn with_etag(body: impl Serialize, version: u64) -> Response {
+    let etag = format!("\"{version}\"");
+    let mut res = Json(body).into_response();
     if let Ok(h) = HeaderValue::from_str(&etag) {
         res.headers_mut().insert(header::ETAG, h);
     }
     res
+}
+
+fn view(v: AgentView) -> Response {
+    let version = v.version;
+    with_etag(v, version)
 }
 
 fn is_json_patch(headers: &HeaderMap) -> bool {
@@ -210,7 +216,7 @@ pub async fn get(
     Caller(p): Caller,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    Ok(with_etag(s.agents.get(&p, &id).await?))
+    Ok(view(s.agents.get(&p, &id).await?))
 }
 
 /// Deletes the agent with its conversations, tasks, schedules and buffered events.
@@ -234,12 +240,7 @@ pub async fn get_state(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let v = s.agents.get(&p, &id).await?;
-    let etag = format!("\"{}\"", v.version);
-    let mut res = Json(v.state).into_response();
-    if let Ok(h) = HeaderValue::from_str(&etag) {
-        res.headers_mut().insert(header::ETAG, h);
-    }
-    Ok(res)
+    Ok(with_etag(v.state, v.version))
 }
 
 /// Replaces the state; with `If-Match: "<version>"` only if the agent is at that version
@@ -255,7 +256,7 @@ pub async fn put_state(
     ApiJson(body): ApiJson<Value>,
 ) -> Result<Response, ApiError> {
     let expect = if_match(&headers)?;
-    Ok(with_etag(
+    Ok(view(
         s.agents
             .write(&p, &id, Write::SetState(body), expect)
             .await?,
@@ -288,7 +289,7 @@ pub async fn patch_state(
     } else {
         Write::MergeState(body)
     };
-    Ok(with_etag(s.agents.write(&p, &id, write, expect).await?))
+    Ok(view(s.agents.write(&p, &id, write, expect).await?))
 }
 
 /// The agent's config.
@@ -315,7 +316,7 @@ pub async fn put_config(
     ApiJson(body): ApiJson<AgentConfig>,
 ) -> Result<Response, ApiError> {
     let expect = if_match(&headers)?;
-    Ok(with_etag(
+    Ok(view(
         s.agents
             .write(&p, &id, Write::SetConfig(Box::new(body)), expect)
             .await?,
@@ -334,7 +335,7 @@ pub async fn patch_config(
     ApiJson(body): ApiJson<Value>,
 ) -> Result<Response, ApiError> {
     let expect = if_match(&headers)?;
-    Ok(with_etag(
+    Ok(view(
         s.agents
             .write(&p, &id, Write::MergeConfig(body), expect)
             .await?,

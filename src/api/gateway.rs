@@ -25,6 +25,7 @@ use super::{blocking, ApiError, AppState, Caller};
 use crate::gateway::types::{ChatOutput, ChatRequest, EmbeddingRequest, Usage};
 use crate::gateway::{
     CacheMode, CallContext, ChatReply, GatewayError, ModelInfo, ReplyMeta, StreamEvent,
+    StreamEvents,
 };
 use crate::service::ServiceError;
 use crate::store::gateway::{CallLog, LogQuery, UsageGroup, UsageRow};
@@ -128,23 +129,14 @@ fn chunk(
 }
 
 fn sse_events(
-    first: StreamEvent,
-    mut events: tokio::sync::mpsc::Receiver<StreamEvent>,
+    mut events: StreamEvents,
     meta: ReplyMeta,
     model: String,
     include_usage: bool,
 ) -> impl Stream<Item = Result<SseEvent, Infallible>> {
     async_stream::stream! {
         yield Ok(chunk(&meta, &model, json!({"role": "assistant", "content": ""}), None));
-        let mut next = Some(first);
-        loop {
-            let ev = match next.take() {
-                Some(e) => e,
-                None => match events.recv().await {
-                    Some(e) => e,
-                    None => break,
-                },
-            };
+        while let Some(ev) = events.next().await {
             match ev {
                 StreamEvent::Text(t) => yield Ok(chunk(&meta, &model, json!({"content": t}), None)),
                 StreamEvent::Done { finish_reason, usage, model: answered, .. } => {
@@ -195,12 +187,8 @@ pub async fn chat_completions(
             Json(completion_json(&output, &meta)).into_response(),
             &meta,
         )),
-        ChatReply::Stream {
-            first,
-            events,
-            meta,
-        } => {
-            let stream = sse_events(first, events, meta.clone(), model, include_usage);
+        ChatReply::Stream { events, meta } => {
+            let stream = sse_events(events, meta.clone(), model, include_usage);
             let res = Sse::new(stream)
                 .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
                 .into_response();

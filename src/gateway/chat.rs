@@ -66,15 +66,56 @@ pub enum ChatReply {
         /// About the call.
         meta: ReplyMeta,
     },
-    /// A streamed answer: its first event (already received) and the rest.
+    /// A streamed answer.
     Stream {
-        /// First event.
-        first: StreamEvent,
-        /// The following events.
-        events: mpsc::Receiver<StreamEvent>,
+        /// Its events (the first already received).
+        events: StreamEvents,
         /// About the call.
         meta: ReplyMeta,
     },
+}
+
+/// The events of a streamed answer, in order.
+#[derive(Debug)]
+pub struct StreamEvents {
+    first: Option<StreamEvent>,
+    rest: mpsc::Receiver<StreamEvent>,
+}
+
+impl StreamEvents {
+    fn new(first: StreamEvent, rest: mpsc::Receiver<StreamEvent>) -> Self {
+        Self {
+            first: Some(first),
+            rest,
+        }
+    }
+
+    /// The next event; `None` once the call has nothing more to say.
+    pub async fn next(&mut self) -> Option<StreamEvent> {
+        match self.first.take() {
+            Some(e) => Some(e),
+            None => self.rest.recv().await,
+        }
+    }
+}
+
+impl ChatReply {
+    /// The answer as events whichever way it came: a whole answer is its text, then its end.
+    pub fn into_events(self) -> (StreamEvents, ReplyMeta) {
+        match self {
+            ChatReply::Stream { events, meta } => (events, meta),
+            ChatReply::Complete { output, meta } => {
+                let (tx, rx) = mpsc::channel(1);
+                let _ = tx.try_send(StreamEvent::Done {
+                    finish_reason: output.finish_reason,
+                    usage: output.usage,
+                    model: output.model,
+                    cost_usd: output.cost_usd,
+                });
+                (StreamEvents::new(StreamEvent::Text(output.text), rx), meta)
+            }
+        }
+    }
 }
 
 /// An attempt as logged.
@@ -293,8 +334,7 @@ impl Gateway {
             match rx.recv().await {
                 Some(StreamEvent::Error(e)) => Err(e),
                 Some(first) => Ok(ChatReply::Stream {
-                    first,
-                    events: rx,
+                    events: StreamEvents::new(first, rx),
                     meta,
                 }),
                 None => Err(GatewayError::Interrupted(
@@ -366,8 +406,7 @@ fn replay(output: ChatOutput, meta: ReplyMeta, stream: bool) -> ChatReply {
         });
     }
     ChatReply::Stream {
-        first,
-        events: rx,
+        events: StreamEvents::new(first, rx),
         meta,
     }
 }

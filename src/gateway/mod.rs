@@ -33,7 +33,7 @@ use std::time::Instant;
 use chrono::Utc;
 use serde::Serialize;
 
-pub use chat::{ChatReply, ReplyMeta, StreamEvent};
+pub use chat::{ChatReply, ReplyMeta, StreamEvent, StreamEvents};
 pub use config::GatewayConfig;
 pub use error::{GatewayError, Result};
 

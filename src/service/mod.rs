@@ -561,6 +561,18 @@ impl Service {
             .collect()
     }
 
+    /// Ids of the caller's knowledge bases (no counters: cheap enough for every chat turn).
+    pub fn kb_ids(&self, p: &Principal) -> Result<Vec<String>> {
+        p.require(Scope::Read)?;
+        Ok(self
+            .core
+            .store
+            .list_kbs(&p.tenant_id)?
+            .into_iter()
+            .map(|kb| kb.id)
+            .collect())
+    }
+
     /// One knowledge base by id or name.
     pub fn get_kb(&self, p: &Principal, kb: &str) -> Result<KbView> {
         p.require(Scope::Read)?;

@@ -20,11 +20,7 @@ use crate::server::{ok_json, problem, TestServer};
 use crate::service_api::create_key;
 
 fn start(dir: &Path, toml: &str, env: &[(&str, &str)]) -> TestServer {
-    let path = dir.join("groundwork.toml");
-    std::fs::write(&path, toml).expect("config");
-    let mut all = vec![("GROUNDWORK_CONFIG", path.to_str().expect("utf-8"))];
-    all.extend_from_slice(env);
-    TestServer::start(&dir.join("data"), &all)
+    TestServer::start_with_config(dir, toml, env)
 }
 
 fn fake_config(base: &str) -> String {

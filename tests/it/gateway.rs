@@ -71,12 +71,7 @@ applies_to = "prompt"
 }
 
 fn start(dir: &Path, toml: &str) -> TestServer {
-    let path = dir.join("groundwork.toml");
-    std::fs::write(&path, toml).expect("config");
-    TestServer::start(
-        &dir.join("data"),
-        &[("GROUNDWORK_CONFIG", path.to_str().expect("utf-8"))],
-    )
+    TestServer::start_with_config(dir, toml, &[])
 }
 
 fn chat(model: &str, content: &str) -> Value {

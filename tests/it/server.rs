@@ -69,6 +69,15 @@ impl TestServer {
         }
     }
 
+    /// Writes `toml` to `dir/groundwork.toml` and starts a server on `dir/data` with it.
+    pub fn start_with_config(dir: &Path, toml: &str, env: &[(&str, &str)]) -> Self {
+        let path = dir.join("groundwork.toml");
+        std::fs::write(&path, toml).expect("config");
+        let mut all = vec![("GROUNDWORK_CONFIG", path.to_str().expect("utf-8"))];
+        all.extend_from_slice(env);
+        Self::start(&dir.join("data"), &all)
+    }
+
     /// Same server, another key.
     pub fn with_key(&self, key: Option<&str>) -> Self {
         Self {
