@@ -270,6 +270,10 @@ impl Config {
             .defaults
             .validate()
             .map_err(|e| ConfigError::Invalid(format!("agents.defaults: {e}")))?;
+        self.agents
+            .grounding
+            .validate()
+            .map_err(|e| ConfigError::Invalid(format!("agents: {e}")))?;
         if self.search.max_top_k == 0 || self.search.default_top_k > self.search.max_top_k {
             return bad("search.default_top_k must be at most search.max_top_k (> 0)");
         }

@@ -154,6 +154,8 @@ enum Command {
     },
     /// Print embeddings of the given texts as JSON.
     Embed { texts: Vec<String> },
+    /// Answer quality: ask a SQuAD-style data set's questions through the agent's chat turn.
+    EvalAnswers(cli::AnswerArgs),
     /// Internal: the isolated PDF extractor (reads a request on stdin).
     #[command(hide = true)]
     ExtractWorker,
@@ -199,6 +201,7 @@ fn main() -> anyhow::Result<()> {
     let _failpoints = fail::FailScenario::setup();
     match cli.command {
         Command::Serve(args) => cli::serve(config()?, args)?,
+        Command::EvalAnswers(args) => cli::eval_answers(config()?, args)?,
         Command::Ingest {
             ref paths,
             ref kb,

@@ -273,7 +273,8 @@ fn best_sentence(text: &str, claim: &HashSet<String>) -> Option<(usize, usize, u
         .max_by_key(|&(s, _, o)| (o, std::cmp::Reverse(s)))
 }
 
-fn cite(source: &Source, start: usize, end: usize, inferred: bool) -> Citation {
+/// A citation of `source.text[start..end]`.
+pub fn citation(source: &Source, start: usize, end: usize, inferred: bool) -> Citation {
     Citation {
         n: source.n,
         chunk_id: source.chunk_id,
@@ -287,6 +288,23 @@ fn cite(source: &Source, start: usize, end: usize, inferred: bool) -> Citation {
         quote_end: end,
         inferred,
     }
+}
+
+/// The source numbers of the markers in `text`.
+pub fn marker_numbers(text: &str) -> Vec<usize> {
+    markers()
+        .captures_iter(text)
+        .flat_map(|m| {
+            m[1].split(',')
+                .filter_map(|x| x.trim().parse::<usize>().ok())
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// `text` without its citation markers (`[1]`, `[2: "quote"]`).
+pub fn strip_markers(text: &str) -> String {
+    markers().replace_all(text, "").into_owned()
 }
 
 /// Checks the answer's markers against the sources; infers citations when it has none.
@@ -331,7 +349,7 @@ pub fn verify(answer: &str, sources: &[Source]) -> (Vec<Citation>, Vec<Dropped>)
                 match span {
                     Some((s, e)) => {
                         if seen.insert((n, s, e)) {
-                            cited.push(cite(source, s, e, false));
+                            cited.push(citation(source, s, e, false));
                         }
                     }
                     None => dropped.push(Dropped {
@@ -355,7 +373,7 @@ pub fn verify(answer: &str, sources: &[Source]) -> (Vec<Citation>, Vec<Dropped>)
                 .max_by_key(|(src, (_, _, o))| (*o, std::cmp::Reverse(src.n)));
             if let Some((src, (s, e, overlap))) = best {
                 if overlap >= 2 && overlap * 2 >= claim.len().min(6) && seen.insert((src.n, s, e)) {
-                    cited.push(cite(src, s, e, true));
+                    cited.push(citation(src, s, e, true));
                 }
             }
             if cited.len() >= 3 {

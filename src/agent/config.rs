@@ -25,6 +25,8 @@ pub struct AgentsConfig {
     pub max_message_bytes: usize,
     /// Largest state document, bytes.
     pub max_state_bytes: usize,
+    /// Weights and thresholds of extractive answers and claim checks (calibrated on data).
+    pub grounding: GroundingConfig,
     /// Configuration of a new agent.
     pub defaults: AgentConfig,
 }
@@ -39,9 +41,93 @@ impl Default for AgentsConfig {
             event_retention_secs: 3_600,
             max_message_bytes: 16 * 1024,
             max_state_bytes: 1 << 20,
+            grounding: GroundingConfig::default(),
             defaults: AgentConfig::default(),
         }
     }
+}
+
+/// `[agents.grounding]`: how extractive answers choose their units, how answerable a
+/// question is judged, and how similar a generated sentence must be to its support. The
+/// defaults were fitted on the tuning half of the squad-dev questions (`groundwork
+/// eval-answers`); the README gives the figures on the other half.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GroundingConfig {
+    /// Weight of a unit's embedding similarity to the question.
+    pub span_dense: f32,
+    /// Weight of the IDF-weighted share of the question's terms in the unit.
+    pub span_lexical: f32,
+    /// Weight of the retrieval similarity of the unit's passage.
+    pub span_passage: f32,
+    /// Weight of the unit holding what the question asks for (date, number, name).
+    pub span_type: f32,
+    /// Relevance against novelty when adding supporting units (1: relevance only).
+    pub mmr_lambda: f32,
+    /// A supporting unit scores at least this share of the best unit.
+    pub support_ratio: f32,
+    /// Answerability: bias of the logistic score.
+    pub answerable_bias: f32,
+    /// Answerability: weights of the features (dense, lexical, window_lexical,
+    /// passage_lexical, missing_key_tokens, type_evidence, passage_similarity,
+    /// negation_mismatch, unseen_terms).
+    pub answerable_weights: Vec<f32>,
+    /// Least embedding similarity between a generated sentence and its supporting unit.
+    pub claim_similarity: f32,
+}
+
+impl Default for GroundingConfig {
+    fn default() -> Self {
+        Self {
+            span_dense: 1.0,
+            span_lexical: 1.0,
+            span_passage: 0.5,
+            span_type: 0.15,
+            mmr_lambda: 0.7,
+            support_ratio: 0.5,
+            answerable_bias: 0.319,
+            answerable_weights: vec![
+                1.0523, -0.0687, 0.2641, -0.7324, -1.7919, -0.1208, -0.2923, 0.0277, -0.077,
+            ],
+            claim_similarity: 0.6,
+        }
+    }
+}
+
+impl GroundingConfig {
+    /// Checks the values.
+    pub fn validate(&self) -> Result<()> {
+        let n = super::extract::FEATURES.len();
+        if self.answerable_weights.len() != n {
+            return Err(AgentError::Invalid(format!(
+                "grounding.answerable_weights needs {n} numbers"
+            )));
+        }
+        if !(0.0..=1.0).contains(&self.mmr_lambda) || !(0.0..=1.0).contains(&self.support_ratio) {
+            return Err(AgentError::Invalid(
+                "grounding.mmr_lambda and support_ratio must be within 0..=1".into(),
+            ));
+        }
+        if !(-1.0..=1.0).contains(&self.claim_similarity) {
+            return Err(AgentError::Invalid(
+                "grounding.claim_similarity is a cosine within -1..=1".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// How an agent answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AnswerMode {
+    /// Verbatim units of the passages, no model call.
+    Extractive,
+    /// Written by the main route's model, every sentence checked against the passages.
+    Generative,
+    /// Extractive when the main route's first target is a local model, else generative.
+    #[default]
+    Auto,
 }
 
 /// A spending limit of one agent.
@@ -87,6 +173,15 @@ pub struct AgentConfig {
     pub temperature: f32,
     /// Spending limit.
     pub budget: Option<AgentBudget>,
+    /// `extractive`, `generative` or `auto`.
+    pub answer_mode: AnswerMode,
+    /// Remove generated sentences that no passage supports (else they are marked).
+    pub strict: bool,
+    /// Word budget of an extractive answer (its best unit is kept whole even if longer).
+    pub answer_words: usize,
+    /// Least calibrated answerability (0..1) of the best passage unit; below it the agent
+    /// answers that it could not find the answer.
+    pub min_support: f32,
 }
 
 impl Default for AgentConfig {
@@ -101,12 +196,16 @@ impl Default for AgentConfig {
             main_route: "main".to_owned(),
             top_k: 3,
             mode: SearchMode::Hybrid,
-            min_score: 0.3,
+            min_score: 0.15,
             context_tokens: 360,
             history_tokens: 400,
             max_answer_tokens: 160,
             temperature: 0.0,
             budget: None,
+            answer_mode: AnswerMode::Auto,
+            strict: false,
+            answer_words: 60,
+            min_support: 0.35,
         }
     }
 }
@@ -137,6 +236,12 @@ impl AgentConfig {
         }
         if self.system_prompt.len() > 16 * 1024 {
             return bad("system_prompt is longer than 16 KiB".into());
+        }
+        if self.answer_words < 5 || self.answer_words > 2000 {
+            return bad("answer_words must be within 5..=2000".into());
+        }
+        if !(0.0..=1.0).contains(&self.min_support) {
+            return bad("min_support is a probability within 0..=1".into());
         }
         if let Some(b) = self.budget {
             if !b.limit_usd.is_finite() || b.limit_usd < 0.0 {

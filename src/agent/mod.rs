@@ -19,8 +19,17 @@ pub mod chat;
 pub mod cite;
 pub mod config;
 mod error;
+mod evidence;
+pub mod extract;
+mod generate;
+mod retrieve;
+mod rewrite;
+pub mod spans;
 pub mod stream;
+mod summary;
 mod tasks;
+mod turn;
+pub mod verify;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -31,7 +40,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
-pub use config::{AgentBudget, AgentConfig, AgentsConfig};
+pub use config::{AgentBudget, AgentConfig, AgentsConfig, AnswerMode, GroundingConfig};
 pub use error::{AgentError, Result};
 pub use tasks::{ScheduleRequest, TaskRequest, TaskSpec};
 

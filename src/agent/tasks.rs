@@ -340,7 +340,7 @@ async fn execute(agents: &Agents, key: &Key, task: &TaskRecord) -> Result<Value,
         }
         "summarize" => {
             let conversation = p["conversation_id"].as_str().unwrap_or_default().to_owned();
-            Ok(super::chat::summarize(agents, key, &conversation).await?)
+            Ok(super::summary::summarize(agents, key, &conversation).await?)
         }
         "http" => {
             let url = p["url"].as_str().unwrap_or_default();

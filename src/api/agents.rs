@@ -684,6 +684,9 @@ async fn client_message(agents: &Agents, p: &Principal, id: &str, text: &str) ->
                     .and_then(Value::as_str)
                     .map(str::to_owned),
                 stream: true,
+                answer_mode: v
+                    .get("answer_mode")
+                    .and_then(|m| serde_json::from_value(m.clone()).ok()),
             };
             // Every subscriber sees the question, the deltas and the answer; this client
             // also gets the stream id, and the error if the turn fails.

@@ -50,7 +50,7 @@ fn load_embedder(config: &Config) -> anyhow::Result<Arc<dyn Embedder>> {
     Ok(Arc::new(embedder))
 }
 
-fn open(config: Config) -> anyhow::Result<Service> {
+pub(super) fn open(config: Config) -> anyhow::Result<Service> {
     let embedder = load_embedder(&config)?;
     let dir = config.data_dir.clone();
     Service::open(config, embedder, Isolation::current_exe()?)

@@ -4,6 +4,7 @@
 //! Commands work either on a data directory directly (taking its lock, so never beside a
 //! running server) or against a running server (`--server URL`).
 
+mod answers;
 mod local;
 mod remote;
 
@@ -15,6 +16,7 @@ use clap::{Args, Subcommand};
 use groundwork::config::Config;
 use indicatif::{ProgressBar, ProgressStyle};
 
+pub use answers::{run as eval_answers, AnswerArgs};
 pub use local::{serve, LocalArgs};
 
 /// Where a command works.

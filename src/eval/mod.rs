@@ -6,6 +6,7 @@
 //!
 //! Must never tune anything on the data it reports: parameters come from the caller.
 
+pub mod answers;
 pub mod beir;
 pub mod metrics;
 

@@ -241,6 +241,14 @@ impl Gateway {
         &self.inner.guard
     }
 
+    /// True when route (or `provider/model`) `model` first tries a local model.
+    pub fn route_is_local(&self, model: &str) -> bool {
+        self.route(model)
+            .ok()
+            .and_then(|r| r.targets.first().map(|t| t.provider == "local"))
+            .unwrap_or(false)
+    }
+
     /// Resolves a request's `model`.
     fn route(&self, model: &str) -> Result<Route> {
         if let Some(r) = self.inner.routes.get(model) {

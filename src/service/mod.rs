@@ -927,6 +927,24 @@ impl Service {
         Ok((kb.id, hits))
     }
 
+    /// Embeds `texts` with the model of knowledge base `kb` (an id or name of the caller's
+    /// tenant), so they compare with its passages and queries: L2-normalised vectors, in order.
+    pub fn embed_for_kb(
+        &self,
+        p: &Principal,
+        kb: &str,
+        purpose: &'static str,
+        texts: &[&str],
+    ) -> Result<Vec<Vec<f32>>> {
+        p.require(Scope::Read)?;
+        let kb = self.kb(p, kb)?;
+        let embedder = self.core.models.for_kb(&kb)?;
+        Ok(self
+            .core
+            .gateway
+            .embed_internal(&kb.tenant_id, purpose, embedder.as_ref(), texts)?)
+    }
+
     fn embed_query(&self, kb: &Kb, query: &str) -> Result<Vec<f32>> {
         let embedder = self.core.models.for_kb(kb)?;
         let started = Instant::now();

@@ -1,0 +1,103 @@
+//! Stage 2 of a turn: search every knowledge base of the agent with each query and keep the
+//! best passages, numbered as the answer will cite them.
+
+use super::cite::{self, Source};
+use super::{AgentConfig, AgentError, Agents, Result};
+use crate::service::{Principal, SearchParams};
+
+/// Searches every knowledge base of the agent with each query, keeps passages at or above
+/// `min_score` (best similarity over the queries), best first, trims them to the context
+/// budget, and drops any carrying injected instructions.
+pub(super) async fn retrieve(
+    agents: &Agents,
+    p: &Principal,
+    config: &AgentConfig,
+    queries: &[String],
+) -> Result<Vec<Source>> {
+    use crate::service::SearchHit;
+    let service = agents.inner.service.clone();
+    let (p2, cfg, qs) = (p.clone(), config.clone(), queries.to_vec());
+    let hits = tokio::task::spawn_blocking(move || -> Result<Vec<(String, SearchHit)>> {
+        let kbs: Vec<String> = if cfg.knowledge_bases.is_empty() {
+            service
+                .list_kbs(&p2)?
+                .into_iter()
+                .map(|k| k.kb.id)
+                .collect()
+        } else {
+            cfg.knowledge_bases.clone()
+        };
+        let mut all = Vec::new();
+        for kb in &kbs {
+            for q in &qs {
+                let params = SearchParams {
+                    query: q.clone(),
+                    top_k: Some(cfg.top_k * 2),
+                    mode: cfg.mode,
+                    ..SearchParams::default()
+                };
+                let (kb_id, hits) = service.search(&p2, kb, &params)?;
+                all.extend(hits.into_iter().map(|h| (kb_id.clone(), h)));
+            }
+        }
+        Ok(all)
+    })
+    .await
+    .map_err(|_| AgentError::Unavailable("stopping"))??;
+    let rank = |h: &SearchHit| h.similarity.unwrap_or(h.score);
+    // One entry per chunk, with its best similarity over the queries.
+    let mut best: std::collections::HashMap<u64, (String, SearchHit)> =
+        std::collections::HashMap::new();
+    for (kb_id, h) in hits {
+        if h.similarity.is_some_and(|s| s < config.min_score) {
+            continue;
+        }
+        match best.get(&h.chunk.id) {
+            Some((_, b)) if rank(b) >= rank(&h) => {}
+            _ => {
+                best.insert(h.chunk.id, (kb_id, h));
+            }
+        }
+    }
+    let mut hits: Vec<(String, SearchHit)> = best.into_values().collect();
+    hits.sort_by(|a, b| {
+        rank(&b.1)
+            .total_cmp(&rank(&a.1))
+            .then(a.1.chunk.id.cmp(&b.1.chunk.id))
+    });
+    let guard = agents.inner.service.gateway().guardrails();
+    let mut picked = Vec::new();
+    for (kb_id, h) in hits {
+        let injected = guard.injection_phrases(&h.chunk.text);
+        if !injected.is_empty() {
+            tracing::warn!(chunk = h.chunk.id, document = %h.chunk.document_name, phrases = ?injected,
+                "passage with instruction-like text left out of the prompt");
+            metrics::counter!("groundwork_agent_passages_dropped_total", "reason" => "injection")
+                .increment(1);
+            continue;
+        }
+        picked.push((kb_id, h));
+        if picked.len() == config.top_k {
+            break;
+        }
+    }
+    let per = (config.context_tokens / picked.len().max(1)).max(24);
+    let query = queries.join(" ");
+    Ok(picked
+        .into_iter()
+        .enumerate()
+        .map(|(i, (kb_id, h))| Source {
+            n: i + 1,
+            chunk_id: h.chunk.id,
+            document_id: h.chunk.document_id.clone(),
+            document_name: h.chunk.document_name.clone(),
+            kb_id,
+            page: h.chunk.page_start,
+            page_end: h.chunk.page_end,
+            heading_path: h.chunk.heading_path.clone(),
+            similarity: h.similarity,
+            excerpt: cite::excerpt(&h.chunk.text, &query, per),
+            text: h.chunk.text,
+        })
+        .collect())
+}

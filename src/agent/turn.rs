@@ -1,0 +1,465 @@
+//! One chat turn, top to bottom: open (conversation, history, the stored question) → rewrite
+//! (a follow-up becomes standalone) → retrieve (numbered passages) → ground (the passages'
+//! units embedded; how well the best one answers the question) → compose (extractive) or
+//! generate (model) → verify (each generated sentence against the passages) → store (the
+//! answer with its citations and claims). Each stage is its own module; the data between them
+//! are the named types below.
+
+use std::time::Instant;
+
+use serde_json::{json, Value};
+
+use super::chat::{ChatAnswer, Sink, Timings, NOT_FOUND};
+use super::cite::{self, Citation, Dropped, Source};
+use super::config::AnswerMode;
+use super::evidence::Evidence;
+use super::extract::{self, Composition};
+use super::verify::{self, Claim};
+use super::{blocking, generate, retrieve, rewrite, summary};
+use super::{AgentConfig, AgentEvent, Agents, Cmd, Key, Result};
+use crate::gateway::types::Usage;
+use crate::gateway::CallContext;
+use crate::service::Principal;
+use crate::store::agents::{Conversation, MessageRecord, NewMessage};
+
+/// What every stage of a turn may read, and the spend and stream it adds to.
+pub(super) struct Ctx<'a> {
+    pub agents: &'a Agents,
+    pub key: &'a Key,
+    pub p: &'a Principal,
+    pub config: AgentConfig,
+    pub conversation: Conversation,
+    /// Identity of the turn's model calls (per-agent budgets and logs).
+    pub call: CallContext,
+    pub sink: &'a mut Sink,
+    pub stream_id: &'a str,
+    started: Instant,
+    usage: Usage,
+    cost: f64,
+}
+
+impl Ctx<'_> {
+    /// Adds a model call's tokens and cost to the turn's.
+    pub fn spend(&mut self, u: Usage, cost: f64) {
+        self.usage = generate::add(self.usage, u);
+        self.cost += cost;
+    }
+
+    /// Milliseconds since the turn started.
+    pub fn elapsed_ms(&self) -> f64 {
+        self.started.elapsed().as_secs_f64() * 1e3
+    }
+
+    /// Sends a piece of the answer to the stream and to the agent's subscribers.
+    pub fn delta(&mut self, text: String) {
+        self.sink.emit("delta", json!({"text": text}));
+        self.agents.publish(
+            self.key,
+            AgentEvent::Delta {
+                stream_id: self.stream_id.to_owned(),
+                conversation_id: self.conversation.id.clone(),
+                text,
+            },
+        );
+    }
+}
+
+/// Stage 1's output: what is searched.
+pub(super) struct Query {
+    /// The question as searched and answered (the rewrite of a follow-up).
+    pub text: String,
+    /// Every query searched (the rewrite and the joined question for a follow-up).
+    pub queries: Vec<String>,
+    pub rewrite_ms: f64,
+}
+
+/// Stage 3's output: an answer before its check.
+#[derive(Default)]
+pub(super) struct Draft {
+    pub text: String,
+    /// Citations made while composing (extractive answers cite every unit exactly).
+    pub citations: Option<Vec<Citation>>,
+    pub first_token_ms: f64,
+    pub model_ttft_ms: f64,
+    pub tokens_per_s: Option<f64>,
+}
+
+/// Stage 4's output: the answer as stored, with what holds it up.
+struct Checked {
+    text: String,
+    citations: Vec<Citation>,
+    dropped: Vec<Dropped>,
+    claims: Vec<Claim>,
+    grounded_share: f32,
+}
+
+/// The mode a turn answers in: `auto` is extractive on a local main route.
+fn resolve(mode: AnswerMode, agents: &Agents, config: &AgentConfig) -> AnswerMode {
+    match mode {
+        AnswerMode::Auto => {
+            let gateway = agents.inner.service.gateway();
+            if gateway.route_is_local(&config.main_route) {
+                AnswerMode::Extractive
+            } else {
+                AnswerMode::Generative
+            }
+        }
+        m => m,
+    }
+}
+
+/// Runs one turn under the agent's turn lock.
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn run(
+    agents: &Agents,
+    key: &Key,
+    p: &Principal,
+    message: String,
+    mode: Option<AnswerMode>,
+    conversation: Option<Conversation>,
+    stream_id: &str,
+    sink: &mut Sink,
+) -> Result<ChatAnswer> {
+    let started = Instant::now();
+    let handle = agents.handle(key)?;
+    let _turn = handle.turn.clone().lock_owned().await;
+    let config = agents.call(key, Cmd::Get).await?.config;
+    super::chat::check_budget(agents, key, &config).await?;
+    let (conversation, history, question) =
+        open(agents, key, &message, conversation, stream_id).await?;
+    sink.emit(
+        "meta",
+        json!({"conversation_id": conversation.id, "stream_id": stream_id,
+               "question_id": question.id, "agent_id": key.1}),
+    );
+    let mode = resolve(mode.unwrap_or(config.answer_mode), agents, &config);
+    let mut ctx = Ctx {
+        agents,
+        key,
+        p,
+        call: CallContext {
+            request_id: uuid::Uuid::now_v7().to_string(),
+            tenant_id: key.0.clone(),
+            key_id: p.key_id.clone().unwrap_or_else(|| "demo".into()),
+            user: None,
+            agent: Some(key.1.clone()),
+            ..CallContext::default()
+        },
+        config,
+        conversation,
+        sink,
+        stream_id,
+        started,
+        usage: Usage::default(),
+        cost: 0.0,
+    };
+
+    let query = rewrite::run(&mut ctx, &history, &message).await;
+
+    ctx.sink.emit("status", json!({"stage": "retrieving"}));
+    let t_retrieval = Instant::now();
+    let sources = retrieve::retrieve(agents, p, &ctx.config, &query.queries).await?;
+    let retrieval_ms = ms(t_retrieval);
+    ctx.sink.emit(
+        "sources",
+        json!({"query": query.text, "sources": sources, "mode": mode}),
+    );
+
+    let t_ground = Instant::now();
+    let (evidence, composition) = ground(&ctx, &sources, &query.text).await?;
+    let found = !sources.is_empty() && composition.support >= ctx.config.min_support;
+    let mut grounding_ms = ms(t_ground);
+
+    let draft = if !found {
+        ctx.delta(NOT_FOUND.to_owned());
+        Draft {
+            text: NOT_FOUND.to_owned(),
+            first_token_ms: ctx.elapsed_ms(),
+            ..Draft::default()
+        }
+    } else if mode == AnswerMode::Extractive {
+        compose(&mut ctx, &sources, &composition)
+    } else {
+        let live = !ctx.config.strict;
+        generate::run(&mut ctx, &history, &sources, &message, live).await?
+    };
+
+    let t_verify = Instant::now();
+    let checked = match (&evidence, found) {
+        (Some(ev), true) => verify_draft(&mut ctx, &sources, ev, &draft).await?,
+        _ => Checked {
+            text: draft.text.clone(),
+            citations: Vec::new(),
+            dropped: Vec::new(),
+            claims: Vec::new(),
+            grounded_share: 1.0,
+        },
+    };
+    grounding_ms += ms(t_verify);
+    ctx.sink.emit(
+        "citations",
+        json!({"citations": checked.citations, "dropped": checked.dropped,
+               "claims": checked.claims, "grounded_share": checked.grounded_share}),
+    );
+    let timings = Timings {
+        rewrite_ms: query.rewrite_ms,
+        retrieval_ms,
+        grounding_ms,
+        first_token_ms: draft.first_token_ms,
+        model_ttft_ms: draft.model_ttft_ms,
+        tokens_per_s: draft.tokens_per_s,
+        total_ms: ms(started),
+    };
+    let answer = Answered {
+        query,
+        found,
+        mode,
+        support: composition.support,
+        features: composition.features,
+        sources,
+        checked,
+        timings,
+    };
+    store(ctx, &history, question, answer).await
+}
+
+fn ms(t: Instant) -> f64 {
+    t.elapsed().as_secs_f64() * 1e3
+}
+
+/// Opens the turn: the conversation (a new one for a first question), its unsummarised
+/// history, and the question stored.
+async fn open(
+    agents: &Agents,
+    key: &Key,
+    message: &str,
+    conversation: Option<Conversation>,
+    stream_id: &str,
+) -> Result<(Conversation, Vec<MessageRecord>, MessageRecord)> {
+    let store = agents.inner.store.clone();
+    let (t, a) = key.clone();
+    let conversation = match conversation {
+        Some(c) => c,
+        None => {
+            let title: String = message.chars().take(80).collect();
+            let (store, t, a) = (store.clone(), t.clone(), a.clone());
+            blocking(move || store.create_conversation(&t, &a, &title)).await?
+        }
+    };
+    let (c, after) = (conversation.id.clone(), conversation.summary_upto);
+    let history = blocking(move || store.messages(&t, &a, &c, after, 1000)).await?;
+    let question = agents
+        .append(
+            key,
+            NewMessage {
+                conversation_id: conversation.id.clone(),
+                role: "user".into(),
+                content: message.to_owned(),
+                meta: json!({"stream_id": stream_id}),
+                ..NewMessage::default()
+            },
+        )
+        .await?;
+    Ok((conversation, history, question))
+}
+
+/// Stage "ground": the passages' units embedded with the question, the best ones chosen and
+/// how well they answer it.
+async fn ground(
+    ctx: &Ctx<'_>,
+    sources: &[Source],
+    question: &str,
+) -> Result<(Option<Evidence>, Composition)> {
+    if sources.is_empty() {
+        return Ok((None, Composition::default()));
+    }
+    let ev = Evidence::gather(ctx.agents, ctx.p, sources, question).await?;
+    let comp = extract::compose(
+        question,
+        sources,
+        &ev.cands,
+        &ev.dense,
+        &ev.vectors,
+        &ctx.agents.inner.config.grounding,
+        ctx.config.answer_words,
+    );
+    Ok((Some(ev), comp))
+}
+
+/// Stage "compose": the extractive answer, streamed a unit at a time.
+fn compose(ctx: &mut Ctx<'_>, sources: &[Source], comp: &Composition) -> Draft {
+    let (text, citations) = extract::render(sources, &comp.picked);
+    for (i, part) in text.split("\n\n").enumerate() {
+        ctx.delta(if i == 0 {
+            part.to_owned()
+        } else {
+            format!("\n\n{part}")
+        });
+    }
+    Draft {
+        text,
+        citations: Some(citations),
+        first_token_ms: ctx.elapsed_ms(),
+        ..Draft::default()
+    }
+}
+
+/// Stage "verify": extractive answers are their sources' own words; each sentence of a
+/// generated answer is checked, and under `strict` the unsupported ones are removed (then
+/// the checked answer is sent now, as it was held back while generated).
+async fn verify_draft(
+    ctx: &mut Ctx<'_>,
+    sources: &[Source],
+    ev: &Evidence,
+    draft: &Draft,
+) -> Result<Checked> {
+    let text = draft.text.clone();
+    if let Some(citations) = &draft.citations {
+        let claims: Vec<Claim> = citations
+            .iter()
+            .map(|c| Claim {
+                text: c.quote.clone(),
+                start: 0,
+                end: 0,
+                supported: true,
+                n: Some(c.n),
+                chunk_id: Some(c.chunk_id),
+                support_start: Some(c.quote_start),
+                support_end: Some(c.quote_end),
+                similarity: 1.0,
+                missing: Vec::new(),
+            })
+            .collect();
+        return Ok(Checked {
+            text,
+            citations: citations.clone(),
+            dropped: Vec::new(),
+            claims,
+            grounded_share: 1.0,
+        });
+    }
+    let sentences = verify::claim_sentences(&text);
+    let claim_texts: Vec<String> = sentences.iter().map(|(_, _, t)| t.clone()).collect();
+    let sims = ev.similarities(ctx.agents, ctx.p, &claim_texts).await?;
+    let threshold = ctx.agents.inner.config.grounding.claim_similarity;
+    let claims = verify::check(&sentences, sources, &ev.cands, |j, i| sims[j][i], threshold);
+    let grounded_share = verify::grounded_share(&claims);
+    let supported_text = verify::without_unsupported(&text, &claims);
+    // Citations are made only for supported sentences; markers on the others are dropped.
+    let (citations, mut dropped) = cite::verify(&supported_text, sources);
+    for c in claims.iter().filter(|c| !c.supported) {
+        for n in cite::marker_numbers(&text[c.start..c.end]) {
+            dropped.push(Dropped {
+                n,
+                reason: "claim_unsupported".into(),
+            });
+        }
+    }
+    let text = if ctx.config.strict {
+        let kept = if supported_text.trim().is_empty() {
+            NOT_FOUND.to_owned()
+        } else {
+            supported_text
+        };
+        ctx.delta(kept.clone());
+        kept
+    } else {
+        text
+    };
+    for c in &claims {
+        metrics::counter!("groundwork_agent_claims_total",
+            "supported" => if c.supported { "true" } else { "false" })
+        .increment(1);
+    }
+    Ok(Checked {
+        text,
+        citations,
+        dropped,
+        claims,
+        grounded_share,
+    })
+}
+
+/// Everything a finished turn stores and returns.
+struct Answered {
+    query: Query,
+    found: bool,
+    mode: AnswerMode,
+    support: f32,
+    features: Vec<f32>,
+    sources: Vec<Source>,
+    checked: Checked,
+    timings: Timings,
+}
+
+/// Stage "store": the answer message with its citations, claims and timings; a summary
+/// queued when the history outgrew its budget.
+async fn store(
+    ctx: Ctx<'_>,
+    history: &[MessageRecord],
+    question: MessageRecord,
+    a: Answered,
+) -> Result<ChatAnswer> {
+    let compact: Vec<Value> = a
+        .sources
+        .iter()
+        .map(|s| {
+            json!({"n": s.n, "chunk_id": s.chunk_id, "document_id": s.document_id,
+                   "document_name": s.document_name, "page": s.page, "similarity": s.similarity})
+        })
+        .collect();
+    let c = &a.checked;
+    let stored = ctx
+        .agents
+        .append(
+            ctx.key,
+            NewMessage {
+                conversation_id: ctx.conversation.id.clone(),
+                role: "assistant".into(),
+                content: c.text.trim().to_owned(),
+                citations: serde_json::to_value(&c.citations).unwrap_or_default(),
+                tokens_in: ctx.usage.prompt_tokens,
+                tokens_out: ctx.usage.completion_tokens,
+                cost_usd: ctx.cost,
+                meta: json!({"stream_id": ctx.stream_id, "query": a.query.text, "found": a.found,
+                             "mode": a.mode, "support": a.support,
+                             "grounded_share": c.grounded_share, "claims": c.claims,
+                             "sources": compact, "dropped_citations": c.dropped,
+                             "timings": a.timings}),
+            },
+        )
+        .await?;
+    tracing::info!(agent = %ctx.key.1, conversation = %ctx.conversation.id, found = a.found,
+        mode = ?a.mode, support = a.support, sources = a.sources.len(),
+        citations = c.citations.len(), dropped = c.dropped.len(),
+        grounded_share = c.grounded_share, total_ms = a.timings.total_ms, "chat turn");
+    summary::maybe_summarize(
+        ctx.agents,
+        ctx.key,
+        &ctx.config,
+        &ctx.conversation,
+        history,
+        &question,
+        &stored,
+    )
+    .await;
+    Ok(ChatAnswer {
+        conversation_id: ctx.conversation.id,
+        stream_id: ctx.stream_id.to_owned(),
+        question,
+        message: stored,
+        query: a.query.text,
+        found: a.found,
+        mode: a.mode,
+        support: a.support,
+        grounded_share: c.grounded_share,
+        sources: a.sources,
+        citations: a.checked.citations,
+        dropped_citations: a.checked.dropped,
+        claims: a.checked.claims,
+        usage: ctx.usage,
+        cost_usd: ctx.cost,
+        timings: a.timings,
+        features: a.features,
+    })
+}
