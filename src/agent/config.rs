@@ -89,7 +89,7 @@ impl Default for GroundingConfig {
             answerable_weights: vec![
                 1.0523, -0.0687, 0.2641, -0.7324, -1.7919, -0.1208, -0.2923, 0.0277, -0.077,
             ],
-            claim_similarity: 0.6,
+            claim_similarity: 0.45,
         }
     }
 }

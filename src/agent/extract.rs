@@ -8,7 +8,8 @@
 //! marginal relevance (relevant, unlike what is already said) while they score at least
 //! `support_ratio` of the best and fit the word budget. Whether the passages answer the
 //! question at all is a separate, calibrated score over the best unit and its passage
-//! ([`Composition::support`]); below the agent's `min_support` the answer is "not found".
+//! ([`Composition::support`]); below the agent's `min_support` the answer is "not found". A
+//! passage sharing no term with the question never supports it.
 //!
 //! Pure: vectors come in from the caller; no model, no I/O.
 
@@ -469,7 +470,10 @@ pub fn compose(
             .zip(&features)
             .map(|(w, f)| w * f)
             .sum::<f32>();
-    let support = 1.0 / (1.0 + (-z).exp());
+    // A passage holding none of the question's terms is not about it, whatever the model of
+    // the other features says (no answerable dev question has one).
+    let about = features[3] > 0.0;
+    let support = if about { 1.0 / (1.0 + (-z).exp()) } else { 0.0 };
 
     // Best first, then supporting units by maximal marginal relevance within the budget.
     let words_of = |i: usize| {

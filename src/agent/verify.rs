@@ -41,7 +41,13 @@ pub fn claim_sentences(answer: &str) -> Vec<(usize, usize, String)> {
     cite::sentences(answer)
         .into_iter()
         .filter_map(|(s, e)| {
-            let text = cite::strip_markers(&answer[s..e]);
+            let stripped = cite::strip_markers(&answer[s..e]);
+            let text = stripped
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ")
+                .replace(" .", ".")
+                .replace(" ,", ",");
             let text = text.trim();
             // Fences, bare markers and one-word fragments ("Yes.") claim nothing.
             let words = text.split_whitespace().count();

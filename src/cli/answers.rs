@@ -211,7 +211,7 @@ fn build_kb(
             done += j.done();
             finished &= j.finished();
         }
-        bar.set_position(done as u64);
+        bar.set_position(done);
         if finished {
             break;
         }

@@ -199,7 +199,7 @@ pub fn score(q: &Question, a: &Answer<'_>) -> (bool, bool, bool, usize) {
     let plain = crate::agent::cite::strip_markers(a.text);
     let abstained = !a.found;
     let contains = !abstained && q.answers.iter().any(|g| contains_span(&plain, g));
-    let cited = !abstained && a.cited.iter().any(|p| *p == q.paragraph);
+    let cited = !abstained && a.cited.contains(&q.paragraph);
     (abstained, contains, cited, plain.split_whitespace().count())
 }
 

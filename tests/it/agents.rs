@@ -924,7 +924,9 @@ fn local_model_answers_with_history_end_to_end() {
     add_doc(&server, "ops", "invoices.md", INVOICE_DOC);
     let res = server.post(
         "/v1/agents/local/chat",
-        &json!({"message": "When does the nightly backup run?", "stream": true}),
+        // The local model writes this one (the default on a local route is extractive).
+        &json!({"message": "When does the nightly backup run?", "stream": true,
+                "answer_mode": "generative"}),
     );
     assert_eq!(res.status(), 200);
     let events = sse_events(&res.text().expect("body"));

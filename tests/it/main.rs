@@ -16,6 +16,8 @@
 //! - `agents`: agents over HTTP, SSE and WebSocket — durable state, isolation, concurrent
 //!   patches, tasks and schedules across a crash, grounded chat with checked citations (fake
 //!   frontier model and the local SmolLM2), resumable streams, the chat UI in headless Chromium;
+//! - `grounding`: answers true to the documents — generated sentences verified (an invented
+//!   sentence unsupported, dropped under `strict`), extractive answers on the seeded guide;
 //! - `workflows`: durable ingest, crash recovery (SIGKILL at fail points), reindexing while
 //!   searching, a model of another dimension, folder sources on a schedule.
 
@@ -27,6 +29,7 @@ mod eval_cli;
 mod extraction;
 mod fake_llm;
 mod gateway;
+mod grounding;
 mod index;
 mod server;
 mod service_api;
