@@ -345,10 +345,13 @@ async fn verify_draft(
     let claims = verify::check(&sentences, sources, &ev.cands, |j, i| sims[j][i], threshold);
     let grounded_share = verify::grounded_share(&claims);
     let supported_text = verify::without_unsupported(&text, &claims);
-    // Citations are made only for supported sentences; markers on the others are dropped.
-    let (citations, mut dropped) = cite::verify(&supported_text, sources);
+    // Citations are made only for supported sentences. Each failed marker keeps its own
+    // reason; a marker that would hold but sits on an unsupported sentence is dropped too.
+    let (_, mut dropped) = cite::verify(&text, sources);
+    let (citations, _) = cite::verify(&supported_text, sources);
     for c in claims.iter().filter(|c| !c.supported) {
-        for n in cite::marker_numbers(&text[c.start..c.end]) {
+        let (held, _) = cite::verify(&text[c.start..c.end], sources);
+        for n in held.iter().filter(|h| !h.inferred).map(|h| h.n) {
             dropped.push(Dropped {
                 n,
                 reason: "claim_unsupported".into(),
