@@ -47,6 +47,9 @@ impl Default for AgentsConfig {
     }
 }
 
+/// Number of answerability features (named in `extract::FEATURES`).
+pub const ANSWERABILITY_FEATURES: usize = 9;
+
 /// `[agents.grounding]`: how extractive answers choose their units, how answerable a
 /// question is judged, and how similar a generated sentence must be to its support. The
 /// defaults were fitted on the tuning half of the squad-dev questions (`groundwork
@@ -97,7 +100,7 @@ impl Default for GroundingConfig {
 impl GroundingConfig {
     /// Checks the values.
     pub fn validate(&self) -> Result<()> {
-        let n = super::extract::FEATURES.len();
+        let n = ANSWERABILITY_FEATURES;
         if self.answerable_weights.len() != n {
             return Err(AgentError::Invalid(format!(
                 "grounding.answerable_weights needs {n} numbers"

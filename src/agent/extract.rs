@@ -17,7 +17,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::OnceLock;
 
 use super::cite::{Citation, Source};
-use super::config::GroundingConfig;
+use super::config::{GroundingConfig, ANSWERABILITY_FEATURES};
 use super::spans::{self, Unit, UnitKind};
 use crate::index::analyzer::Analyzer;
 
@@ -323,7 +323,7 @@ pub struct Picked {
 }
 
 /// Names of the answerability features, in order.
-pub const FEATURES: [&str; 9] = [
+pub const FEATURES: [&str; ANSWERABILITY_FEATURES] = [
     "dense",
     "lexical",
     "window_lexical",

@@ -23,7 +23,7 @@ fn start(dir: &Path, toml: &str, env: &[(&str, &str)]) -> TestServer {
     TestServer::start_with_config(dir, toml, env)
 }
 
-fn fake_config(base: &str) -> String {
+pub(crate) fn fake_config(base: &str) -> String {
     format!(
         r#"
 [gateway.providers.oai]
@@ -61,7 +61,7 @@ fn wait_until(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
 }
 
 /// Adds a text document to a knowledge base and waits until it is searchable.
-fn add_doc(server: &TestServer, kb: &str, name: &str, text: &str) {
+pub(crate) fn add_doc(server: &TestServer, kb: &str, name: &str, text: &str) {
     let res = server.post(
         &format!("/v1/kbs/{kb}/documents"),
         &json!({"name": name, "text": text}),
@@ -105,9 +105,10 @@ fn deltas(events: &[(u64, String, Value)]) -> String {
         .collect()
 }
 
-const BACKUP_DOC: &str = "# Backups\n\nThe nightly backup runs at 02:00 UTC. \
+pub(crate) const BACKUP_DOC: &str = "# Backups\n\nThe nightly backup runs at 02:00 UTC. \
 The backup copies are stored in the vault bucket gw-backups in Frankfurt and kept for 30 days.";
-const INVOICE_DOC: &str = "# Invoices\n\nInvoices are sent on the first working day of each month \
+pub(crate) const INVOICE_DOC: &str =
+    "# Invoices\n\nInvoices are sent on the first working day of each month \
 by the finance team.";
 
 #[test]

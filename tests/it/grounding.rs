@@ -4,44 +4,10 @@
 
 use serde_json::{json, Value};
 
+use crate::agents::{add_doc, fake_config, BACKUP_DOC, INVOICE_DOC};
 use crate::common::root;
 use crate::fake_llm::FakeLlm;
 use crate::server::{ok_json, TestServer};
-
-const BACKUP_DOC: &str = "# Backups\n\nThe nightly backup runs at 02:00 UTC. \
-The backup copies are stored in the vault bucket gw-backups in Frankfurt and kept for 30 days.";
-const INVOICE_DOC: &str = "# Invoices\n\nInvoices are sent on the first working day of each month \
-by the finance team.";
-
-fn fake_config(base: &str) -> String {
-    format!(
-        r#"
-[gateway.providers.oai]
-kind = "openai"
-base_url = "{base}"
-api_key = "sk-test-upstream"
-
-[gateway.routes.main]
-targets = ["oai/gpt-main"]
-retries = 0
-
-[gateway.routes.fast]
-targets = ["oai/gpt-fast"]
-retries = 0
-"#
-    )
-}
-
-fn add_doc(server: &TestServer, kb: &str, name: &str, text: &str) {
-    let res = server.post(
-        &format!("/v1/kbs/{kb}/documents"),
-        &json!({"name": name, "text": text}),
-    );
-    assert_eq!(res.status(), 202);
-    let receipt: Value = res.json().expect("json");
-    let job = server.wait_job(receipt["job_id"].as_str().expect("job"));
-    assert_eq!(job["ready"], 1, "{job}");
-}
 
 #[test]
 fn an_invented_sentence_is_unsupported_and_strict_drops_it() {
