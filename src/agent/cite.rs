@@ -384,24 +384,30 @@ pub fn verify(answer: &str, sources: &[Source]) -> (Vec<Citation>, Vec<Dropped>)
     (cited, dropped)
 }
 
+/// A retrieved passage for unit tests: number `n`, chunk `n`, document `d{n}.md`.
+#[cfg(test)]
+pub(crate) fn test_source(n: usize, text: &str, similarity: f32) -> Source {
+    Source {
+        n,
+        chunk_id: n as u64 * 10,
+        document_id: format!("doc{n}"),
+        document_name: format!("doc{n}.md"),
+        kb_id: "kb".into(),
+        page: Some(n as u32),
+        page_end: Some(n as u32),
+        heading_path: vec!["Ops".into()],
+        similarity: Some(similarity),
+        text: text.into(),
+        excerpt: text.into(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn source(n: usize, text: &str) -> Source {
-        Source {
-            n,
-            chunk_id: n as u64 * 10,
-            document_id: format!("doc{n}"),
-            document_name: format!("doc{n}.md"),
-            kb_id: "kb".into(),
-            page: Some(n as u32),
-            page_end: Some(n as u32),
-            heading_path: vec!["Ops".into()],
-            similarity: Some(0.5),
-            text: text.into(),
-            excerpt: text.into(),
-        }
+        test_source(n, text, 0.5)
     }
 
     #[test]

@@ -546,19 +546,7 @@ mod tests {
     use super::*;
 
     fn source(n: usize, text: &str, sim: f32) -> Source {
-        Source {
-            n,
-            chunk_id: n as u64,
-            document_id: format!("d{n}"),
-            document_name: format!("d{n}.md"),
-            kb_id: "kb".into(),
-            page: None,
-            page_end: None,
-            heading_path: vec![],
-            similarity: Some(sim),
-            text: text.into(),
-            excerpt: text.into(),
-        }
+        crate::agent::cite::test_source(n, text, sim)
     }
 
     #[test]

@@ -147,19 +147,7 @@ mod tests {
     use crate::agent::extract::candidates;
 
     fn source(n: usize, text: &str) -> Source {
-        Source {
-            n,
-            chunk_id: n as u64,
-            document_id: format!("d{n}"),
-            document_name: format!("d{n}.md"),
-            kb_id: "kb".into(),
-            page: None,
-            page_end: None,
-            heading_path: vec![],
-            similarity: Some(0.5),
-            text: text.into(),
-            excerpt: text.into(),
-        }
+        crate::agent::cite::test_source(n, text, 0.5)
     }
 
     #[test]
