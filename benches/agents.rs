@@ -4,7 +4,8 @@
 //! - chat: grounded chat turns with the embedded default (local SmolLM2-135M on `fast` and
 //!   `main`) over the seeded user guide — where a turn's time goes: rewriting the follow-up,
 //!   retrieval, time to the first answer token, decode tokens/s; first questions and
-//!   follow-ups separately, plus the very first turn (which loads the model).
+//!   follow-ups separately, plus the very first turn (which loads the model); once generated
+//!   (`answer_mode` generative) and once extractive (the default on a local model).
 //! - activation: latency of the first request to an agent that is in the store but not in
 //!   memory (after a restart), against the same request once it is live.
 //! - throughput: state writes (JSON Merge Patch, each committed before its answer) and reads
@@ -86,10 +87,12 @@ fn chat(quick: bool) -> Value {
     let (_server, url) = serve(&tmp.path().join("data"), "", true);
     let http = client();
     wait_seeded(&http, &url);
-    let ask = |agent: &str, message: &str, conversation: Option<&str>| -> Value {
+    let ask = |agent: &str, message: &str, conversation: Option<&str>, mode: &str| -> Value {
         let res = http
             .post(format!("{url}/v1/agents/{agent}/chat"))
-            .json(&json!({"message": message, "conversation_id": conversation}))
+            .json(
+                &json!({"message": message, "conversation_id": conversation, "answer_mode": mode}),
+            )
             .send()
             .expect("chat");
         assert!(res.status().is_success(), "{:?}", res.text());
@@ -97,7 +100,7 @@ fn chat(quick: bool) -> Value {
     };
     // A question asked nowhere else: answers are greedy and cached by the gateway, so a
     // repeated question would be a cache hit, not a model turn.
-    let cold = ask("bench-cold", "What is Groundwork?", None);
+    let cold = ask("bench-cold", "What is Groundwork?", None, "generative");
     let pairs: &[(&str, &str)] = &[
         ("How do I upload a PDF?", "How large may it be?"),
         ("How do I create an API key?", "Which scopes can it have?"),
@@ -115,18 +118,24 @@ fn chat(quick: bool) -> Value {
         ),
     ];
     let pairs = if quick { &pairs[..2] } else { pairs };
-    let mut first = Vec::new();
-    let mut follow = Vec::new();
-    for (i, (q1, q2)) in pairs.iter().enumerate() {
-        let agent = format!("bench-{i}");
-        let a = ask(&agent, q1, None);
-        let conv = a["conversation_id"]
-            .as_str()
-            .expect("conversation")
-            .to_owned();
-        first.push(a);
-        follow.push(ask(&agent, q2, Some(&conv)));
-    }
+    // Each conversation once per answer mode, on its own agent.
+    let run = |mode: &str| -> (Vec<Value>, Vec<Value>) {
+        let mut first = Vec::new();
+        let mut follow = Vec::new();
+        for (i, (q1, q2)) in pairs.iter().enumerate() {
+            let agent = format!("bench-{mode}-{i}");
+            let a = ask(&agent, q1, None, mode);
+            let conv = a["conversation_id"]
+                .as_str()
+                .expect("conversation")
+                .to_owned();
+            first.push(a);
+            follow.push(ask(&agent, q2, Some(&conv), mode));
+        }
+        (first, follow)
+    };
+    let (first, follow) = run("generative");
+    let (ext_first, ext_follow) = run("extractive");
     let breakdown = |answers: &[Value]| -> Value {
         let field = |f: &str| -> Vec<f64> {
             answers
@@ -140,6 +149,7 @@ fn chat(quick: bool) -> Value {
             "with_citations": answers.iter().filter(|a| !a["citations"].as_array().is_none_or(Vec::is_empty)).count(),
             "rewrite_ms": summary(field("rewrite_ms")),
             "retrieval_ms": summary(field("retrieval_ms")),
+            "grounding_ms": summary(field("grounding_ms")),
             "first_token_ms": summary(field("first_token_ms")),
             "model_ttft_ms": summary(field("model_ttft_ms")),
             "tokens_per_s": summary(field("tokens_per_s")),
@@ -154,6 +164,16 @@ fn chat(quick: bool) -> Value {
         "first_turn_with_model_load": cold["timings"],
         "first_questions": breakdown(&first),
         "follow_ups": breakdown(&follow),
+        "extractive": {
+            "note": "answer_mode extractive (the default on a local main route): no model call but the follow-up rewrite",
+            "first_questions": breakdown(&ext_first),
+            "follow_ups": breakdown(&ext_follow),
+            "sample": {
+                "question": pairs[0].0,
+                "answer": ext_first[0]["message"]["content"],
+                "citations": ext_first[0]["citations"],
+            },
+        },
         "sample": {
             "question": pairs[0].1,
             "rewritten": follow[0]["query"],

@@ -5,7 +5,7 @@ import json, math, sys
 names=["dense","lexical","window_lexical","passage_lexical","missing_key_tokens","type_evidence","passage_similarity","negation_mismatch","unseen_terms"]
 def load(f):
     rows=[json.loads(l) for l in open(f)]
-    return [r['features'] for r in rows],[1.0 if r['answerable'] else 0.0 for r in rows],rows
+    return [r['features'] or [0.0]*len(names) for r in rows],[1.0 if r['answerable'] else 0.0 for r in rows],rows
 Xt,yt,rt=load(sys.argv[1]); Xh,yh,rh=load(sys.argv[2])
 for i,n in enumerate(names):
     a=[x[i] for x,y in zip(Xt,yt) if y==1]; u=[x[i] for x,y in zip(Xt,yt) if y==0]

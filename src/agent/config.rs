@@ -197,7 +197,7 @@ impl Default for AgentConfig {
                     .to_owned(),
             fast_route: "fast".to_owned(),
             main_route: "main".to_owned(),
-            top_k: 3,
+            top_k: 5,
             mode: SearchMode::Hybrid,
             min_score: 0.15,
             context_tokens: 360,

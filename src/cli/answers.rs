@@ -113,12 +113,17 @@ pub fn run(mut config: Config, args: AnswerArgs) -> anyhow::Result<()> {
                     .iter()
                     .filter_map(|c| paragraph_of.get(&c.document_id).cloned())
                     .collect();
+                let retrieved: Vec<String> = a
+                    .sources
+                    .iter()
+                    .filter_map(|s| paragraph_of.get(&s.document_id).cloned())
+                    .collect();
                 let (abstained, contains, cited_gold, words) = answers::score(
                     q,
                     &Answer {
                         text: &a.message.content,
                         found: a.found,
-                        cited,
+                        cited: cited.clone(),
                     },
                 );
                 outcomes.push(Outcome {
@@ -134,6 +139,8 @@ pub fn run(mut config: Config, args: AnswerArgs) -> anyhow::Result<()> {
                     grounded_share: a.grounded_share,
                     support: a.support,
                     features: a.features.clone(),
+                    retrieved,
+                    cited,
                 });
                 bar.inc(1);
             }

@@ -182,6 +182,10 @@ pub struct Outcome {
     pub support: f32,
     /// The answerability features.
     pub features: Vec<f32>,
+    /// Paragraph ids of the retrieved passages, best first.
+    pub retrieved: Vec<String>,
+    /// Paragraph ids the answer cites, in answer order.
+    pub cited: Vec<String>,
 }
 
 /// What an answer needs for scoring.
@@ -345,6 +349,8 @@ mod tests {
             grounded_share: 1.0,
             support: 0.5,
             features: vec![],
+            retrieved: vec![],
+            cited: vec![],
         };
         let r = Report::of(&[
             o(true, false, true),
