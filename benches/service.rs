@@ -190,13 +190,7 @@ fn chunk_size_for(
 ) -> (u32, usize) {
     let mut last = (16, 0);
     for size in [96u32, 64, 48, 40, 32, 24, 16] {
-        let chunker = Chunker::new(
-            embedder.tokenizer(),
-            ChunkingOptions {
-                max_tokens: size as usize,
-                overlap_tokens: 0,
-            },
-        );
+        let chunker = Chunker::new(embedder.tokenizer(), ChunkingOptions::new(size as usize, 0));
         let n: usize = docs
             .iter()
             .map(|(name, text)| {

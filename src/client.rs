@@ -22,6 +22,8 @@ pub enum ClientError {
         detail: String,
         /// Seconds to wait (429/503).
         retry_after: Option<u64>,
+        /// The problem's other members (e.g. `refused` files of an upload).
+        extra: Box<serde_json::Map<String, serde_json::Value>>,
     },
     /// The server could not be reached or answered something unreadable.
     #[error("request failed: {0}")]
@@ -99,6 +101,7 @@ impl Client {
             code: body["code"].as_str().unwrap_or("unknown").to_owned(),
             detail: body["detail"].as_str().unwrap_or("").to_owned(),
             retry_after,
+            extra: Box::new(body.as_object().cloned().unwrap_or_default()),
         })
     }
 

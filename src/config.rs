@@ -153,6 +153,9 @@ pub struct IngestConfig {
     pub pdf_memory_mib: u64,
     /// Chunks per embedding step (each step's vectors are persisted before the next).
     pub embed_batch_chunks: usize,
+    /// Most characters of extracted text one document may hold; a longer one fails with
+    /// `too_long` before it is chunked.
+    pub max_extracted_chars: usize,
 }
 
 impl Default for IngestConfig {
@@ -164,6 +167,7 @@ impl Default for IngestConfig {
             pdf_timeout_secs: 60,
             pdf_memory_mib: 2048,
             embed_batch_chunks: 64,
+            max_extracted_chars: 10_000_000,
         }
     }
 }
@@ -239,6 +243,9 @@ impl Config {
         let bad = |m: &str| Err(ConfigError::Invalid(m.to_owned()));
         if self.ingest.max_file_bytes == 0 {
             return bad("ingest.max_file_bytes must be positive");
+        }
+        if self.ingest.max_extracted_chars == 0 {
+            return bad("ingest.max_extracted_chars must be positive");
         }
         if self.ingest.max_files_per_request == 0 {
             return bad("ingest.max_files_per_request must be positive");

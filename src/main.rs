@@ -353,13 +353,7 @@ fn main() -> anyhow::Result<()> {
                 password: None,
             };
             let doc = extract(&bytes, name.as_deref(), &options)?;
-            let chunker = Chunker::new(
-                &tokenizer,
-                ChunkingOptions {
-                    max_tokens,
-                    overlap_tokens: overlap,
-                },
-            );
+            let chunker = Chunker::new(&tokenizer, ChunkingOptions::new(max_tokens, overlap));
             for c in chunker.chunk(&file.display().to_string(), &doc) {
                 println!(
                     "#{} bytes {}..{} tokens {} pages {:?} path {:?}\n{}\n",

@@ -8,7 +8,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::kbs::ApiJson;
 use super::{blocking, ApiError, AppState, Caller};
-use crate::service::{Receipt, Upload};
+use crate::service::{Receipt, Refused, Upload};
 use crate::store::{ChunkRecord, Document, DocumentQuery, DocumentStatus};
 
 type JsonObject = serde_json::Map<String, serde_json::Value>;
@@ -73,17 +73,20 @@ pub struct ChunkList {
     pub items: Vec<ChunkRecord>,
 }
 
+/// The files of a multipart upload; a file over the size limit is read through (not kept) and
+/// refused on its own.
 async fn read_multipart(
     mut multipart: Multipart,
     max_file_bytes: u64,
     max_files: usize,
-) -> Result<Vec<Upload>, ApiError> {
+) -> Result<(Vec<Upload>, Vec<Refused>), ApiError> {
     let mut files = Vec::new();
+    let mut refused = Vec::new();
     let mut metadata = JsonObject::new();
     while let Some(mut field) = multipart.next_field().await? {
         match field.name() {
             Some("file") | Some("files") | Some("file[]") => {
-                if files.len() == max_files {
+                if files.len() + refused.len() == max_files {
                     while let Ok(Some(_)) = field.chunk().await {}
                     while let Ok(Some(mut f)) = multipart.next_field().await {
                         while let Ok(Some(_)) = f.chunk().await {}
@@ -95,25 +98,27 @@ async fn read_multipart(
                     ));
                 }
                 let name = field.file_name().unwrap_or("document").to_owned();
+                let index = files.len() + refused.len();
                 let mut buf = Vec::new();
+                let mut size = 0u64;
                 while let Some(chunk) = field.chunk().await? {
-                    if (buf.len() + chunk.len()) as u64 > max_file_bytes {
-                        // Read the rest (bounded by the request body limit) before answering,
-                        // so clients that send the whole body first still get the 413.
-                        drop(buf);
-                        while let Ok(Some(_)) = field.chunk().await {}
-                        while let Ok(Some(mut f)) = multipart.next_field().await {
-                            while let Ok(Some(_)) = f.chunk().await {}
-                        }
-                        return Err(ApiError::new(
-                            StatusCode::PAYLOAD_TOO_LARGE,
-                            "payload_too_large",
-                            format!(
-                                "`{name}` exceeds the limit of {max_file_bytes} bytes per file"
-                            ),
-                        ));
+                    size += chunk.len() as u64;
+                    if size > max_file_bytes {
+                        buf = Vec::new();
+                    } else {
+                        buf.extend_from_slice(&chunk);
                     }
-                    buf.extend_from_slice(&chunk);
+                }
+                if size > max_file_bytes {
+                    refused.push(Refused {
+                        index,
+                        name: crate::service::display_name(&name),
+                        code: "payload_too_large".into(),
+                        detail: format!(
+                            "`{name}` is {size} bytes; the limit is {max_file_bytes} bytes per file"
+                        ),
+                    });
+                    continue;
                 }
                 files.push(Upload {
                     name,
@@ -146,12 +151,14 @@ async fn read_multipart(
     for f in &mut files {
         f.metadata = metadata.clone();
     }
-    Ok(files)
+    Ok((files, refused))
 }
 
 /// Upload documents: `multipart/form-data` with `file` parts (and an optional `metadata` JSON
-/// part applied to every file), or JSON `{name, text, metadata}`. Answers 202 with the
-/// document ids and the job tracking them.
+/// part applied to every file), or JSON `{name, text, metadata}`. Each file is admitted or
+/// refused on its own: 202 when any was admitted, with the admitted documents and the job
+/// tracking them, and every refused file with its code and reason; 413, 415 or 422 (with the
+/// same `refused` list) only when none was.
 #[utoipa::path(post, path = "/v1/kbs/{kb}/documents", tag = "documents",
     params(("kb" = String, Path, description = "id or name")),
     request_body(content(
@@ -175,7 +182,7 @@ pub async fn upload(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_ascii_lowercase();
-    let uploads = if content_type.starts_with("multipart/form-data") {
+    let (uploads, refused) = if content_type.starts_with("multipart/form-data") {
         let multipart = Multipart::from_request(req, &s).await?;
         read_multipart(
             multipart,
@@ -185,11 +192,12 @@ pub async fn upload(
         .await?
     } else if content_type.starts_with("application/json") {
         let ApiJson(doc) = ApiJson::<TextDocument>::from_request(req, &s).await?;
-        vec![Upload {
+        let upload = Upload {
             name: doc.name,
             bytes: doc.text.into_bytes().into(),
             metadata: doc.metadata,
-        }]
+        };
+        (vec![upload], Vec::new())
     } else {
         return Err(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -198,7 +206,8 @@ pub async fn upload(
         ));
     };
     let service = s.service.clone();
-    let receipt = blocking(move || service.upload(&p, &kb, uploads, idempotency_key)).await?;
+    let receipt =
+        blocking(move || service.upload_some(&p, &kb, uploads, refused, idempotency_key)).await?;
     Ok((StatusCode::ACCEPTED, Json(receipt)))
 }
 

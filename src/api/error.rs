@@ -82,6 +82,11 @@ impl From<ServiceError> for ApiError {
             ServiceError::Invalid(_) => (StatusCode::UNPROCESSABLE_ENTITY, None),
             ServiceError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, None),
             ServiceError::UnsupportedMediaType(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, None),
+            ServiceError::AllRefused(_) => match code {
+                "payload_too_large" => (StatusCode::PAYLOAD_TOO_LARGE, None),
+                "unsupported_media_type" => (StatusCode::UNSUPPORTED_MEDIA_TYPE, None),
+                _ => (StatusCode::UNPROCESSABLE_ENTITY, None),
+            },
             ServiceError::Unauthenticated => (StatusCode::UNAUTHORIZED, None),
             ServiceError::Forbidden(_) => (StatusCode::FORBIDDEN, None),
             ServiceError::QueueFull { retry_after, .. } => {
@@ -99,12 +104,19 @@ impl From<ServiceError> for ApiError {
         } else {
             e.to_string()
         };
+        let mut extra = serde_json::Map::new();
+        if let ServiceError::AllRefused(refused) = &e {
+            extra.insert(
+                "refused".into(),
+                serde_json::to_value(refused).unwrap_or_default(),
+            );
+        }
         Self {
             status,
             code,
             detail,
             retry_after,
-            extra: serde_json::Map::new(),
+            extra,
         }
     }
 }

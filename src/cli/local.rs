@@ -134,7 +134,18 @@ fn submit(
         loop {
             match service.upload(p, kb, uploads.clone(), None) {
                 Ok(r) => {
+                    for f in &r.refused {
+                        tracing::warn!(file = %f.name, code = %f.code, error = %f.detail, "refused");
+                    }
+                    skipped += r.refused.len();
                     jobs.push(r.job_id);
+                    break;
+                }
+                Err(ServiceError::AllRefused(refused)) => {
+                    for f in &refused {
+                        tracing::warn!(file = %f.name, code = %f.code, error = %f.detail, "refused");
+                    }
+                    skipped += refused.len();
                     break;
                 }
                 Err(ServiceError::QueueFull { retry_after, .. }) => {

@@ -80,28 +80,21 @@ pub fn ingest(url: &str, key: Option<String>, kb: &str, files: &[PathBuf]) -> an
             group.push(part);
             let last = i + 1 == files.len();
             if group.len() == 16 || group_bytes >= 32 << 20 || last {
+                // Each file is admitted or refused on its own; the receipt lists the refused.
                 match client.upload(kb, &group, None).await {
-                    Ok(r) => jobs.push(r["job_id"].as_str().unwrap_or_default().to_owned()),
+                    Ok(r) => {
+                        jobs.push(r["job_id"].as_str().unwrap_or_default().to_owned());
+                        rejected.extend(refused_files(&r["refused"]));
+                    }
                     Err(ClientError::Problem {
                         status: 415 | 413 | 422,
+                        extra,
+                        detail,
                         ..
-                    }) if group.len() > 1 => {
-                        // One bad file refuses the whole request: send them one by one.
-                        for f in group.drain(..) {
-                            match client.upload(kb, std::slice::from_ref(&f), None).await {
-                                Ok(r) => {
-                                    jobs.push(r["job_id"].as_str().unwrap_or_default().to_owned())
-                                }
-                                Err(e) => rejected.push(format!("{}: {e}", f.name)),
-                            }
-                        }
-                    }
-                    Err(
-                        e @ ClientError::Problem {
-                            status: 415 | 413 | 422,
-                            ..
-                        },
-                    ) => rejected.push(format!("{}: {e}", group[0].name)),
+                    }) => match extra.get("refused") {
+                        Some(list) => rejected.extend(refused_files(list)),
+                        None => rejected.push(detail),
+                    },
                     Err(e) => return Err(e).context("uploading"),
                 }
                 group.clear();
@@ -199,4 +192,20 @@ pub fn reindex(
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
     })
+}
+
+/// `name: reason (code)` of each refused file of an upload answer.
+fn refused_files(list: &Value) -> Vec<String> {
+    list.as_array()
+        .into_iter()
+        .flatten()
+        .map(|r| {
+            format!(
+                "{}: {} ({})",
+                r["name"].as_str().unwrap_or_default(),
+                r["detail"].as_str().unwrap_or_default(),
+                r["code"].as_str().unwrap_or_default()
+            )
+        })
+        .collect()
 }

@@ -3,8 +3,11 @@
 //! A document is cut at headings first (a chunk never spans two sections), then packed from
 //! paragraphs; a paragraph too long for one chunk is split at sentence ends, and a sentence too
 //! long at word boundaries. Sizes are counted in the embedder's own tokens so that no chunk is
-//! silently truncated by the model. Every chunk records byte offsets that slice back to exactly
-//! its text, its page range and its heading path, for citations.
+//! silently truncated by the model. Every chunk is also bounded in bytes, whatever the input: a
+//! tokenizer may count a 300,000-character "word" (a base64 blob, minified code) as one unknown
+//! token, so such a token is cut into pieces of at most [`TOKEN_PIECE_BYTES`] and a chunk never
+//! exceeds [`ChunkingOptions::max_bytes`]. Every chunk records byte offsets that slice back to
+//! exactly its text, its page range and its heading path, for citations.
 
 use serde::{Deserialize, Serialize};
 use unicode_segmentation::UnicodeSegmentation;
@@ -40,7 +43,15 @@ impl TokenSpans for WhitespaceTokens {
     }
 }
 
-/// Chunk size settings, in tokens of the embedder.
+/// Longest byte span counted as one token: a longer tokenizer span (an unknown "word") counts
+/// as one token per piece of this size, so counts never undershoot and cuts stay possible.
+pub const TOKEN_PIECE_BYTES: usize = 64;
+
+/// Bytes a chunk may hold per token of its budget: generous for any real text (English runs
+/// at 4–6 bytes per token, CJK at 3), binding only on degenerate input.
+pub const BYTES_PER_TOKEN: usize = 16;
+
+/// Chunk size settings, in tokens of the embedder and in bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChunkingOptions {
     /// Most tokens in one chunk, special tokens excluded. Keep it at or below the embedder's
@@ -48,14 +59,24 @@ pub struct ChunkingOptions {
     pub max_tokens: usize,
     /// Tokens repeated from the end of a chunk at the start of the next one (within a section).
     pub overlap_tokens: usize,
+    /// Most bytes in one chunk (at least [`TOKEN_PIECE_BYTES`]).
+    pub max_bytes: usize,
+}
+
+impl ChunkingOptions {
+    /// Options for a token budget; the byte bound is [`BYTES_PER_TOKEN`] per token.
+    pub fn new(max_tokens: usize, overlap_tokens: usize) -> Self {
+        Self {
+            max_tokens,
+            overlap_tokens,
+            max_bytes: max_tokens * BYTES_PER_TOKEN,
+        }
+    }
 }
 
 impl Default for ChunkingOptions {
     fn default() -> Self {
-        Self {
-            max_tokens: 254,
-            overlap_tokens: 32,
-        }
+        Self::new(254, 32)
     }
 }
 
@@ -111,9 +132,38 @@ impl Atom {
 /// Token positions of one text, for counting tokens in any byte range.
 struct Counter {
     spans: Vec<(usize, usize)>,
+    max_bytes: usize,
+    max_tokens: usize,
 }
 
 impl Counter {
+    /// Counts `spans` of `text`, with spans over [`TOKEN_PIECE_BYTES`] cut into pieces (at
+    /// character boundaries) that count one token each.
+    fn new(text: &str, spans: Vec<(usize, usize)>, options: &ChunkingOptions) -> Self {
+        let mut out = Vec::with_capacity(spans.len());
+        for (mut s, e) in spans {
+            while e - s > TOKEN_PIECE_BYTES {
+                let mut cut = s + TOKEN_PIECE_BYTES;
+                while !text.is_char_boundary(cut) {
+                    cut -= 1;
+                }
+                out.push((s, cut));
+                s = cut;
+            }
+            out.push((s, e));
+        }
+        Self {
+            spans: out,
+            max_bytes: options.max_bytes,
+            max_tokens: options.max_tokens,
+        }
+    }
+
+    /// Whether `start..end` fits in one chunk (tokens and bytes).
+    fn fits(&self, start: usize, end: usize) -> bool {
+        end - start <= self.max_bytes && self.count(start, end) <= self.max_tokens
+    }
+
     /// Tokens overlapping `start..end` (a token cut by the range counts, so counts never
     /// undershoot what the model will see).
     fn count(&self, start: usize, end: usize) -> usize {
@@ -129,6 +179,7 @@ impl<'t, T: TokenSpans + ?Sized> Chunker<'t, T> {
         let options = ChunkingOptions {
             max_tokens: options.max_tokens.max(8),
             overlap_tokens: options.overlap_tokens.min(options.max_tokens / 2),
+            max_bytes: options.max_bytes.max(TOKEN_PIECE_BYTES),
         };
         Self { tokens, options }
     }
@@ -136,9 +187,7 @@ impl<'t, T: TokenSpans + ?Sized> Chunker<'t, T> {
     /// Cuts `doc` into chunks in document order.
     pub fn chunk(&self, document_id: &str, doc: &Extracted) -> Vec<Chunk> {
         let text = doc.text.as_str();
-        let counter = Counter {
-            spans: self.tokens.token_spans(text),
-        };
+        let counter = Counter::new(text, self.tokens.token_spans(text), &self.options);
         let mut bounds: Vec<usize> = doc.headings.iter().map(|h| h.offset).collect();
         bounds.insert(0, 0);
         bounds.push(text.len());
@@ -172,11 +221,10 @@ impl<'t, T: TokenSpans + ?Sized> Chunker<'t, T> {
 
     /// Splits `text[start..end]` into atoms that each fit in a chunk.
     fn atoms(&self, text: &str, start: usize, end: usize, counter: &Counter) -> Vec<Atom> {
-        let limit = self.options.max_tokens;
         let mut atoms = Vec::new();
         for (p_start, p_end) in paragraphs(text, start, end) {
             let before = atoms.len();
-            if counter.count(p_start, p_end) <= limit {
+            if counter.fits(p_start, p_end) {
                 atoms.push(Atom::new(p_start, p_end));
             } else {
                 for (s_off, sentence) in text[p_start..p_end].split_sentence_bound_indices() {
@@ -185,7 +233,7 @@ impl<'t, T: TokenSpans + ?Sized> Chunker<'t, T> {
                     else {
                         continue;
                     };
-                    if counter.count(s, e) <= limit {
+                    if counter.fits(s, e) {
                         atoms.push(Atom::new(s, e));
                     } else {
                         self.split_words(text, s, e, counter, &mut atoms);
@@ -202,7 +250,6 @@ impl<'t, T: TokenSpans + ?Sized> Chunker<'t, T> {
     /// Greedy word-boundary split of an over-long sentence; a single word longer than the limit
     /// is cut at token boundaries (the only place a cut inside a word is allowed).
     fn split_words(&self, text: &str, s: usize, e: usize, counter: &Counter, out: &mut Vec<Atom>) {
-        let limit = self.options.max_tokens;
         let mut piece_start: Option<usize> = None;
         let mut piece_end = s;
         for (w_off, word) in text[s..e].split_word_bound_indices() {
@@ -210,7 +257,7 @@ impl<'t, T: TokenSpans + ?Sized> Chunker<'t, T> {
             if word.trim().is_empty() {
                 continue;
             }
-            if counter.count(ws, we) > limit {
+            if !counter.fits(ws, we) {
                 if let Some(ps) = piece_start.take() {
                     out.push(Atom::new(ps, piece_end));
                 }
@@ -218,7 +265,7 @@ impl<'t, T: TokenSpans + ?Sized> Chunker<'t, T> {
                 continue;
             }
             match piece_start {
-                Some(ps) if counter.count(ps, we) > limit => {
+                Some(ps) if !counter.fits(ps, we) => {
                     out.push(Atom::new(ps, piece_end));
                     piece_start = Some(ws);
                 }
@@ -241,32 +288,47 @@ impl<'t, T: TokenSpans + ?Sized> Chunker<'t, T> {
             .iter()
             .map(|&(_, te)| te.min(e))
             .collect();
+        let up = |mut at: usize| {
+            while !text.is_char_boundary(at) {
+                at += 1;
+            }
+            at
+        };
         let mut piece_start = s;
-        let mut idx = 0;
         while piece_start < e {
-            // Take up to `limit` tokens, then shrink while the piece, tokenised alone, is over.
-            let mut take = limit.min(ends.len().saturating_sub(idx)).max(1);
-            let mut piece_end;
+            let ahead = &ends[ends.partition_point(|&x| x <= piece_start)..];
+            let end_of = |take: usize| ahead.get(take - 1).copied().unwrap_or(e);
+            // Take up to `limit` tokens within the byte bound, then shrink while the piece,
+            // tokenised alone, is over. A piece of an unknown "word" may tokenise alone into
+            // many more tokens than it counted for; the last resort halves it in bytes.
+            let mut take = limit.min(ahead.len()).max(1);
+            while take > 1 && end_of(take) - piece_start > self.options.max_bytes {
+                take -= 1;
+            }
+            let mut piece_end = up(end_of(take).max(piece_start + 1));
+            while piece_end - piece_start > self.options.max_bytes {
+                piece_end = up(piece_start + (piece_end - piece_start) / 2);
+            }
             loop {
-                piece_end = ends
-                    .get(idx + take - 1)
-                    .copied()
-                    .unwrap_or(e)
-                    .max(piece_start + 1);
-                while !text.is_char_boundary(piece_end) {
-                    piece_end += 1;
-                }
                 let alone = self.tokens.token_spans(&text[piece_start..piece_end]).len();
-                if alone <= limit || take == 1 {
+                if alone <= limit {
                     break;
                 }
-                take -= (alone - limit).min(take - 1);
+                if take > 1 {
+                    take -= (alone - limit).min(take - 1);
+                    piece_end = up(end_of(take).max(piece_start + 1));
+                } else {
+                    let half = up(piece_start + ((piece_end - piece_start) / 2).max(1));
+                    if half >= piece_end {
+                        break; // one character: it cannot be cut further
+                    }
+                    piece_end = half;
+                }
             }
             out.push(Atom {
                 forced: true,
                 ..Atom::new(piece_start, piece_end)
             });
-            idx += take;
             piece_start = piece_end;
         }
     }
@@ -278,7 +340,7 @@ impl<'t, T: TokenSpans + ?Sized> Chunker<'t, T> {
         let mut i = 0;
         while i < atoms.len() {
             let mut j = i + 1;
-            while j < atoms.len() && counter.count(atoms[i].start, atoms[j].end) <= limit {
+            while j < atoms.len() && counter.fits(atoms[i].start, atoms[j].end) {
                 j += 1;
             }
             // atoms[i..j] fit. Unless the section ends here, prefer to stop at a paragraph end
@@ -315,8 +377,9 @@ impl<'t, T: TokenSpans + ?Sized> Chunker<'t, T> {
             while next > i + 1 {
                 let candidate = next - 1;
                 let tail = counter.count(atoms[candidate].start, atoms[cut - 1].end);
-                let with_next = counter.count(atoms[candidate].start, atoms[cut].end);
-                if tail > self.options.overlap_tokens || with_next > limit {
+                if tail > self.options.overlap_tokens
+                    || !counter.fits(atoms[candidate].start, atoms[cut].end)
+                {
                     break;
                 }
                 next = candidate;
@@ -390,10 +453,7 @@ mod tests {
     }
 
     fn opts(max: usize, overlap: usize) -> ChunkingOptions {
-        ChunkingOptions {
-            max_tokens: max,
-            overlap_tokens: overlap,
-        }
+        ChunkingOptions::new(max, overlap)
     }
 
     #[test]
@@ -427,6 +487,19 @@ mod tests {
         assert_eq!(chunks.len(), 2);
         assert_eq!(chunks.first().and_then(|c| c.pages), Some((1, 1)));
         assert_eq!(chunks.last().and_then(|c| c.pages), Some((2, 2)));
+    }
+
+    /// Issue 14, "chunks have no size bound": one 300,000-byte word, counted as one token by a
+    /// whitespace tokenizer, still comes out as chunks within the byte bound, covering it all.
+    #[test]
+    fn chunks_have_no_size_bound_one_giant_word() {
+        let text = "a".repeat(300_000);
+        let options = opts(254, 32);
+        let chunks = Chunker::new(&WhitespaceTokens, options).chunk("d", &doc(&text, vec![]));
+        assert!(chunks.iter().all(|c| c.text.len() <= options.max_bytes));
+        assert_eq!(chunks.first().map(|c| c.start), Some(0));
+        assert_eq!(chunks.last().map(|c| c.end), Some(text.len()));
+        assert!(chunks.windows(2).all(|w| w[0].end >= w[1].start));
     }
 
     #[test]
@@ -472,6 +545,12 @@ mod tests {
                 t.token_spans(&c.text).len() <= limit,
                 "re-tokenised chunk over the limit"
             );
+            let max_bytes = (limit * BYTES_PER_TOKEN).max(TOKEN_PIECE_BYTES);
+            assert!(
+                c.text.len() <= max_bytes,
+                "chunk {i} has {} > {max_bytes} bytes",
+                c.text.len()
+            );
             assert!(
                 last_start.is_none_or(|s| c.start > s),
                 "chunks must advance"
@@ -501,6 +580,11 @@ mod tests {
             Just("café".to_owned()),
             Just("東京".to_owned()),
             "[a-z]{30,60}",
+            // Degenerate input: giant "words", base64 blobs, CJK without spaces, minified code.
+            "[a-z]{200,3000}",
+            "[A-Za-z0-9+/]{100,2000}={0,2}",
+            "[\u{4e00}-\u{9fff}]{50,600}",
+            "([a-z]{1,4}[;{}(),.=]){20,300}",
         ];
         prop::collection::vec(word, 0..300).prop_map(|w| w.join(" "))
     }

@@ -43,6 +43,9 @@ pub enum IngestError {
     /// Extraction worked but found no text at all (for example a scanned PDF without OCR).
     #[error("no text could be extracted")]
     NoText,
+    /// The extracted text is longer than the configured bound.
+    #[error("the document holds {chars} characters of text; the limit is {limit} (ingest.max_extracted_chars)")]
+    TooLong { chars: usize, limit: usize },
     /// The extractor process could not be started (a deployment problem, not the document's).
     #[error("could not run the extractor: {0}")]
     Worker(String),
@@ -59,6 +62,7 @@ impl IngestError {
             IngestError::MemoryLimit { .. } => "extraction_memory_limit",
             IngestError::Crashed(_) => "extractor_crashed",
             IngestError::NoText => "no_text",
+            IngestError::TooLong { .. } => "too_long",
             IngestError::Worker(_) => "extractor_unavailable",
         }
     }

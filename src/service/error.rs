@@ -33,6 +33,9 @@ pub enum ServiceError {
     /// An upload is of a type that cannot be ingested.
     #[error("{0}")]
     UnsupportedMediaType(String),
+    /// Every file of an upload was refused; each is listed with its reason.
+    #[error("no file of the upload was admitted: {}", refused_summary(.0))]
+    AllRefused(Vec<super::Refused>),
     /// Missing or unknown credentials.
     #[error("missing or invalid API key")]
     Unauthenticated,
@@ -76,6 +79,17 @@ impl ServiceError {
             ServiceError::Invalid(_) => "invalid_request",
             ServiceError::TooLarge(_) => "payload_too_large",
             ServiceError::UnsupportedMediaType(_) => "unsupported_media_type",
+            // One reason shared by every file is the request's; mixed reasons are invalid input.
+            ServiceError::AllRefused(r) => match r.first() {
+                Some(first) if r.iter().all(|x| x.code == first.code) => {
+                    match first.code.as_str() {
+                        "payload_too_large" => "payload_too_large",
+                        "unsupported_media_type" => "unsupported_media_type",
+                        _ => "invalid_request",
+                    }
+                }
+                _ => "invalid_request",
+            },
             ServiceError::Unauthenticated => "unauthenticated",
             ServiceError::Forbidden(_) => "forbidden",
             ServiceError::QueueFull { .. } => "queue_full",
@@ -111,3 +125,11 @@ impl From<StoreError> for ServiceError {
 
 /// Result alias for this module.
 pub type Result<T, E = ServiceError> = std::result::Result<T, E>;
+
+fn refused_summary(refused: &[super::Refused]) -> String {
+    refused
+        .iter()
+        .map(|r| r.detail.as_str())
+        .collect::<Vec<_>>()
+        .join("; ")
+}

@@ -190,18 +190,26 @@ pub fn process_document(
             isolation: core.isolation.clone(),
             password: None,
         };
-        extract(&bytes, Some(&doc.name), &options).map_err(|e| match e {
+        let extracted = extract(&bytes, Some(&doc.name), &options).map_err(|e| match e {
             IngestError::Worker(_) | IngestError::Crashed(_) => {
                 StepError::retryable(e.code(), e.to_string())
             }
             e => StepError::fatal(e.code(), e.to_string()),
-        })
+        })?;
+        // Checked before the text is persisted as the step's result.
+        let limit = core.config.ingest.max_extracted_chars;
+        let chars = extracted.text.chars().count();
+        if chars > limit {
+            let e = IngestError::TooLong { chars, limit };
+            return Err(StepError::fatal(e.code(), e.to_string()));
+        }
+        Ok(extracted)
     })?;
     let chunked: Chunked = ctx.step(&name("chunk"), &quick_options(), |_| {
-        let options = ChunkingOptions {
-            max_tokens: chunking.max_tokens as usize,
-            overlap_tokens: chunking.overlap_tokens as usize,
-        };
+        let options = ChunkingOptions::new(
+            chunking.max_tokens as usize,
+            chunking.overlap_tokens as usize,
+        );
         let chunks = Chunker::new(embedder.tokenizer(), options).chunk(&doc.id, &extracted);
         if chunks.is_empty() {
             return Err(StepError::fatal(

@@ -111,6 +111,8 @@ pub struct Upload {
 /// What happened to one uploaded file.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Accepted {
+    /// Position of the file in the request, from 0.
+    pub index: usize,
     /// The document (new, or the existing one with identical bytes).
     pub document_id: String,
     /// Its name.
@@ -123,13 +125,29 @@ pub struct Accepted {
     pub replaces: Option<String>,
 }
 
+/// A file of an upload refused on its own (its siblings are unaffected).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct Refused {
+    /// Position of the file in the request, from 0.
+    pub index: usize,
+    /// Its name.
+    pub name: String,
+    /// Why, as a stable code: `payload_too_large`, `unsupported_media_type` or
+    /// `invalid_request` (an empty file).
+    pub code: String,
+    /// Why, for people.
+    pub detail: String,
+}
+
 /// Answer to an upload.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Receipt {
     /// The job tracking the new documents.
     pub job_id: String,
-    /// One entry per file, in request order.
+    /// One entry per admitted file (queued, or `existing` for identical bytes), in request order.
     pub documents: Vec<Accepted>,
+    /// One entry per refused file, in request order.
+    pub refused: Vec<Refused>,
 }
 
 /// Settings of a new knowledge base.
@@ -617,7 +635,22 @@ impl Service {
         uploads: Vec<Upload>,
         idempotency_key: Option<String>,
     ) -> Result<Receipt> {
-        self.upload_as(p, kb, uploads, idempotency_key, false)
+        self.upload_as(p, kb, uploads, Vec::new(), idempotency_key, false)
+    }
+
+    /// [`Service::upload`] where some files of the request were already refused by the caller
+    /// (`refused` holds their positions; `uploads` are the others, in request order). Each file
+    /// is admitted or refused on its own; only when none is admitted is the whole request
+    /// refused ([`ServiceError::AllRefused`]).
+    pub fn upload_some(
+        &self,
+        p: &Principal,
+        kb: &str,
+        uploads: Vec<Upload>,
+        refused: Vec<Refused>,
+        idempotency_key: Option<String>,
+    ) -> Result<Receipt> {
+        self.upload_as(p, kb, uploads, refused, idempotency_key, false)
     }
 
     fn upload_as(
@@ -625,6 +658,7 @@ impl Service {
         p: &Principal,
         kb: &str,
         uploads: Vec<Upload>,
+        mut refused: Vec<Refused>,
         idempotency_key: Option<String>,
         keep_names: bool,
     ) -> Result<Receipt> {
@@ -639,41 +673,65 @@ impl Service {
             }
         }
         let limits = &self.core.config.ingest;
-        if uploads.is_empty() {
+        let total = uploads.len() + refused.len();
+        if total == 0 {
             return Err(ServiceError::Invalid("the request holds no file".into()));
         }
-        if uploads.len() > limits.max_files_per_request {
+        if total > limits.max_files_per_request {
             return Err(ServiceError::TooLarge(format!(
-                "{} files in one request; the limit is {}",
-                uploads.len(),
+                "{total} files in one request; the limit is {}",
                 limits.max_files_per_request
             )));
         }
         self.core.models.for_kb(&kb)?;
-        // Validate everything before anything is stored: a request is accepted whole or not.
+        // Each file is checked on its own; the refused ones are listed, the others go on.
+        let taken: std::collections::HashSet<usize> = refused.iter().map(|r| r.index).collect();
+        let mut positions = (0..).filter(|i| !taken.contains(i));
         let mut prepared = Vec::with_capacity(uploads.len());
         for u in uploads {
+            let index = positions.next().unwrap_or_default();
             let name = if keep_names {
                 u.name.clone()
             } else {
                 display_name(&u.name)
             };
+            let refuse = |e: ServiceError| Refused {
+                index,
+                name: name.clone(),
+                code: e.code().to_owned(),
+                detail: e.to_string(),
+            };
             if u.bytes.len() as u64 > limits.max_file_bytes {
-                return Err(ServiceError::TooLarge(format!(
+                refused.push(refuse(ServiceError::TooLarge(format!(
                     "`{name}` is {} bytes; the limit is {} bytes per file",
                     u.bytes.len(),
                     limits.max_file_bytes
-                )));
+                ))));
+                continue;
             }
             if u.bytes.is_empty() {
-                return Err(ServiceError::Invalid(format!("`{name}` is empty")));
+                refused.push(refuse(ServiceError::Invalid(format!("`{name}` is empty"))));
+                continue;
             }
-            let media = detect(&u.bytes, Some(&name))
-                .map_err(|e| ServiceError::UnsupportedMediaType(format!("`{name}`: {e}")))?;
-            let sha = sha256_hex(&u.bytes);
-            prepared.push((name, media, sha, u));
+            match detect(&u.bytes, Some(&name)) {
+                Ok(media) => {
+                    let sha = sha256_hex(&u.bytes);
+                    prepared.push((index, name, media, sha, u));
+                }
+                Err(e) => refused.push(refuse(ServiceError::UnsupportedMediaType(format!(
+                    "`{name}`: {e}"
+                )))),
+            }
         }
-        for (_, _, sha, u) in &prepared {
+        refused.sort_by_key(|r| r.index);
+        for r in &refused {
+            metrics::counter!("groundwork_uploads_refused_total", "code" => r.code.clone())
+                .increment(1);
+        }
+        if prepared.is_empty() {
+            return Err(ServiceError::AllRefused(refused));
+        }
+        for (_, _, _, sha, u) in &prepared {
             self.core
                 .blobs
                 .put(sha, &u.bytes)
@@ -691,7 +749,9 @@ impl Service {
                 retry_after: (queued as u64 / 4).clamp(1, 60),
             });
         }
-        self.register(&kb, prepared, idempotency_key)
+        let mut receipt = self.register(&kb, prepared, idempotency_key)?;
+        receipt.refused = refused;
+        Ok(receipt)
     }
 
     fn receipt_for_key(&self, p: &Principal, kb: &Kb, key: &str) -> Result<Option<Receipt>> {
@@ -715,9 +775,10 @@ impl Service {
         let input: ingest::IngestInput = serde_json::from_value(wf.input.clone())
             .map_err(|e| ServiceError::Internal(e.to_string()))?;
         let mut documents = Vec::new();
-        for id in input.documents {
+        for (index, id) in input.documents.into_iter().enumerate() {
             if let Ok(doc) = self.core.store.get_document(&kb.id, &id) {
                 documents.push(Accepted {
+                    index,
                     document_id: doc.id,
                     name: doc.name,
                     status: doc.status,
@@ -729,20 +790,21 @@ impl Service {
         Ok(Some(Receipt {
             job_id: wf.id,
             documents,
+            refused: Vec::new(),
         }))
     }
 
     fn register(
         &self,
         kb: &Kb,
-        prepared: Vec<(String, crate::ingest::MediaType, String, Upload)>,
+        prepared: Vec<(usize, String, crate::ingest::MediaType, String, Upload)>,
         idempotency_key: Option<String>,
     ) -> Result<Receipt> {
         let job_id = uuid::Uuid::now_v7().to_string();
         self.core.store.create_job(&job_id, &kb.tenant_id, &kb.id)?;
         let mut documents = Vec::with_capacity(prepared.len());
         let mut created = Vec::new();
-        for (name, media, sha, u) in prepared {
+        for (index, name, media, sha, u) in prepared {
             let inserted = {
                 let _g = self
                     .core
@@ -771,6 +833,7 @@ impl Service {
                 created.push(doc.id.clone());
             }
             documents.push(Accepted {
+                index,
                 document_id: doc.id,
                 name: doc.name,
                 status: doc.status,
@@ -780,7 +843,11 @@ impl Service {
         }
         // A crash before this line leaves documents without a workflow: adopted at start.
         self.start_ingest(&job_id, kb, created, idempotency_key)?;
-        Ok(Receipt { job_id, documents })
+        Ok(Receipt {
+            job_id,
+            documents,
+            refused: Vec::new(),
+        })
     }
 
     /// A page of a knowledge base's documents.

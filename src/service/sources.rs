@@ -257,14 +257,24 @@ fn apply(
         .enumerate()
     {
         // Keyed by run and group: a replayed `apply` finds the uploads it already made.
-        let receipt = service.upload_as(
+        let refused = match service.upload_as(
             &principal,
             &source.kb_id,
             group.to_vec(),
+            Vec::new(),
             Some(format!("sync:{wf_id}:{i}")),
             true,
-        )?;
-        applied.ingest_workflow.get_or_insert(receipt.job_id);
+        ) {
+            Ok(receipt) => {
+                applied.ingest_workflow.get_or_insert(receipt.job_id);
+                receipt.refused
+            }
+            Err(ServiceError::AllRefused(refused)) => refused,
+            Err(e) => return Err(e),
+        };
+        for r in refused {
+            applied.skipped.insert(r.name, r.detail);
+        }
     }
     Ok(applied)
 }

@@ -14,6 +14,12 @@ fn check(doc: &Extracted, chunks: &[Chunk], limit: usize) {
         assert_eq!(doc.text[c.start..c.end], c.text);
         let real = tokenizer.count(&c.text).expect("count");
         assert!(real <= limit, "chunk {i}: {real} tokens > {limit}");
+        let bytes = limit * groundwork::ingest::chunk::BYTES_PER_TOKEN;
+        assert!(
+            c.text.len() <= bytes,
+            "chunk {i}: {} bytes > {bytes}",
+            c.text.len()
+        );
         assert!(i == 0 || chunks[i - 1].start < c.start);
         assert!(!c.text.starts_with(char::is_whitespace) && !c.text.ends_with(char::is_whitespace));
         covered[c.start..c.end].iter_mut().for_each(|b| *b = true);
@@ -39,12 +45,15 @@ proptest! {
             "[a-zA-Z]{1,14}", "[0-9]{1,6}", Just("naïveté".to_owned()), Just("東京都庁".to_owned()),
             Just("\n\n".to_owned()), Just("\n## Section\n".to_owned()), Just("fn main() {}".to_owned()),
             "[a-z]{40,80}",
+            // Degenerate input: the tokenizer's unknown-word path, base64, CJK runs, minified code.
+            "[a-z]{150,4000}", "[A-Za-z0-9+/]{200,3000}", "[\\u{4e00}-\\u{9fff}]{100,800}",
+            "([a-z]{1,4}[;{}(),.=]){50,400}",
         ], 1..600),
         max in 16usize..254,
     ) {
         let text = format!("# Title\n\n{}", words.join(" "));
         let doc = markdown(&text);
-        let chunks = Chunker::new(common::embedder().tokenizer(), ChunkingOptions { max_tokens: max, overlap_tokens: max / 8 }).chunk("d", &doc);
+        let chunks = Chunker::new(common::embedder().tokenizer(), ChunkingOptions::new(max, max / 8)).chunk("d", &doc);
         check(&doc, &chunks, max);
     }
 }

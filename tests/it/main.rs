@@ -18,6 +18,7 @@
 //!   frontier model and the local SmolLM2), resumable streams, the chat UI in headless Chromium;
 //! - `grounding`: answers true to the documents — generated sentences verified (an invented
 //!   sentence unsupported, dropped under `strict`), extractive answers on the seeded guide;
+//! - `limits`: promises under pressure — bounded chunks and documents, per-file upload results;
 //! - `workflows`: durable ingest, crash recovery (SIGKILL at fail points), reindexing while
 //!   searching, a model of another dimension, folder sources on a schedule.
 
@@ -31,6 +32,7 @@ mod fake_llm;
 mod gateway;
 mod grounding;
 mod index;
+mod limits;
 mod server;
 mod service_api;
 mod workflows;

@@ -1,0 +1,178 @@
+//! Promises that hold under pressure (issue 14): each test is named after the broken promise
+//! it proves kept — bounded chunks and documents, per-file upload results, …
+
+use serde_json::{json, Value};
+
+use crate::server::{ok_json, problem, TestServer};
+
+fn tempdir() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("gw-limits-")
+        .tempdir()
+        .expect("tempdir")
+}
+
+/// "Chunks have no size bound": a 300,000-byte one-word document is chunked within the byte
+/// bound (a search answer stays small), and a document over `max_extracted_chars` fails alone
+/// with `too_long` and a reason.
+#[test]
+fn chunks_have_no_size_bound() {
+    let dir = tempdir();
+    let server = TestServer::start(
+        &dir.path().join("data"),
+        &[("GROUNDWORK__INGEST__MAX_EXTRACTED_CHARS", "1000000")],
+    );
+    server.create_kb("blobs");
+    let word = "a".repeat(300_000);
+    let base64: String = (0..60_000u32)
+        .map(|i| {
+            b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+                [(i * 7 % 64) as usize] as char
+        })
+        .collect();
+    let cjk: String = (0..10_000u32)
+        .map(|i| char::from_u32(0x4e00 + i % 2000).expect("cjk"))
+        .collect();
+    let receipt = ok_json(server.upload(
+        "blobs",
+        &[
+            ("word.txt", word.into_bytes()),
+            ("blob.txt", base64.into_bytes()),
+            ("cjk.txt", cjk.into_bytes()),
+            ("huge.txt", "b".repeat(1_500_000).into_bytes()),
+        ],
+        None,
+    ));
+    let job = server.wait_job(receipt["job_id"].as_str().expect("job"));
+    assert_eq!(job["ready"], 3, "{job}");
+    assert_eq!(job["failed"], 1, "{job}");
+    assert_eq!(job["errors"][0]["name"], "huge.txt");
+    assert_eq!(job["errors"][0]["code"], "too_long");
+    assert!(
+        job["errors"][0]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("1500000") && m.contains("max_extracted_chars")),
+        "{job}"
+    );
+    let bound = 254 * groundwork::ingest::chunk::BYTES_PER_TOKEN;
+    for doc in receipt["documents"]
+        .as_array()
+        .expect("docs")
+        .iter()
+        .take(3)
+    {
+        let id = doc["document_id"].as_str().expect("id");
+        let mut offset = 0;
+        let mut total = 0;
+        loop {
+            let page = ok_json(server.get(&format!(
+                "/v1/kbs/blobs/documents/{id}/chunks?offset={offset}&limit=1000"
+            )));
+            let items = page["items"].as_array().expect("items");
+            if items.is_empty() {
+                break;
+            }
+            for c in items {
+                let len = c["text"].as_str().expect("text").len();
+                assert!(len <= bound, "{} has a chunk of {len} bytes", doc["name"]);
+                total += len;
+            }
+            offset += items.len();
+        }
+        assert!(total >= 25_000, "{}: {total} bytes chunked", doc["name"]);
+    }
+    let res = server.post(
+        "/v1/kbs/blobs/search",
+        &json!({"query": "aaaa", "top_k": 100, "mode": "bm25"}),
+    );
+    let bytes = res.bytes().expect("body").len();
+    assert!(
+        bytes <= 100 * (bound + 2048),
+        "search answer of {bytes} bytes"
+    );
+    server.stop();
+}
+
+/// "One bad file rejects the whole multipart upload": 78 files, 36 of them bad (too large,
+/// unsupported, empty) — the 42 good ones are admitted and each bad one is listed with its
+/// reason; an upload of only bad files is refused whole, listing them all.
+#[test]
+fn one_bad_file_rejects_the_whole_multipart_upload() {
+    let dir = tempdir();
+    let server = TestServer::start(
+        &dir.path().join("data"),
+        &[
+            ("GROUNDWORK__INGEST__MAX_FILES_PER_REQUEST", "100"),
+            ("GROUNDWORK__INGEST__MAX_FILE_BYTES", "20000"),
+        ],
+    );
+    server.create_kb("mixed");
+    let mut files: Vec<(String, Vec<u8>)> = Vec::new();
+    let mut bad = Vec::new();
+    for i in 0..78 {
+        let (name, bytes, code) = match i % 13 {
+            1 | 5 | 9 => (
+                format!("big-{i}.txt"),
+                vec![b'x'; 30_000],
+                Some("payload_too_large"),
+            ),
+            3 | 7 => (
+                format!("photo-{i}.png"),
+                b"\x89PNG\r\n\x1a\nrest".to_vec(),
+                Some("unsupported_media_type"),
+            ),
+            11 => (
+                format!("empty-{i}.txt"),
+                Vec::new(),
+                Some("invalid_request"),
+            ),
+            _ => (
+                format!("note-{i}.txt"),
+                format!("Note number {i} is about topic {}.", i * 31 % 97).into_bytes(),
+                None,
+            ),
+        };
+        if let Some(code) = code {
+            bad.push((i, name.clone(), code));
+        }
+        files.push((name, bytes));
+    }
+    assert_eq!(bad.len(), 36);
+    let parts: Vec<(&str, Vec<u8>)> = files.iter().map(|(n, b)| (n.as_str(), b.clone())).collect();
+    let res = server.upload("mixed", &parts, None);
+    assert_eq!(res.status(), 202);
+    let receipt: Value = res.json().expect("receipt");
+    let admitted = receipt["documents"].as_array().expect("documents");
+    assert_eq!(admitted.len(), 42);
+    assert!(admitted
+        .iter()
+        .all(|d| d["name"].as_str().is_some_and(|n| n.starts_with("note-"))));
+    let refused = receipt["refused"].as_array().expect("refused");
+    assert_eq!(refused.len(), 36, "{receipt}");
+    for (r, (i, name, code)) in refused.iter().zip(&bad) {
+        assert_eq!(r["index"], *i);
+        assert_eq!(r["name"], name.as_str());
+        assert_eq!(r["code"], *code);
+        assert!(
+            r["detail"]
+                .as_str()
+                .is_some_and(|d| d.contains(name.as_str())),
+            "{r}"
+        );
+    }
+    let job = server.wait_job(receipt["job_id"].as_str().expect("job"));
+    assert_eq!(job["ready"], 42, "{job}");
+
+    let only_bad: Vec<(&str, Vec<u8>)> = vec![
+        ("a.png", b"\x89PNG\r\n\x1a\nrest".to_vec()),
+        ("b.txt", Vec::new()),
+    ];
+    let p = problem(
+        server.upload("mixed", &only_bad, None),
+        422,
+        "invalid_request",
+    );
+    assert_eq!(p["refused"].as_array().map(Vec::len), Some(2), "{p}");
+    assert_eq!(p["refused"][1]["code"], "invalid_request");
+    server.stop();
+}
