@@ -156,7 +156,7 @@ pub(super) async fn check_budget(agents: &Agents, key: &Key, config: &AgentConfi
 impl Agents {
     /// Answers a question (whole, or streamed as resumable events).
     pub async fn chat(&self, p: &Principal, id: &str, input: ChatInput) -> Result<ChatStart> {
-        p.require(Scope::Write)?;
+        p.require(Scope::Infer)?;
         let key = Self::key(p, id)?;
         let message = input.message.trim().to_owned();
         if message.is_empty() {

@@ -317,12 +317,45 @@ impl Agents {
             Scope::Write
         })?;
         let key = Self::key(p, id)?;
+        // A merge patch replaces an array whole: its `knowledge_bases` is the final list.
+        let kbs: Option<Vec<String>> = match &write {
+            Write::SetConfig(c) => Some(c.knowledge_bases.clone()),
+            Write::MergeConfig(patch) => patch
+                .get("knowledge_bases")
+                .and_then(|v| serde_json::from_value(v.clone()).ok()),
+            _ => None,
+        };
+        if let Some(kbs) = kbs.filter(|k| !k.is_empty()) {
+            self.check_kbs(p, kbs).await?;
+        }
         self.call(&key, |reply| Cmd::Write {
             write: write.clone(),
             expect,
             reply,
         })
         .await?
+    }
+
+    /// Fails naming every knowledge base (id or name) the tenant does not have.
+    async fn check_kbs(&self, p: &Principal, kbs: Vec<String>) -> Result<()> {
+        let service = self.inner.service.clone();
+        let p2 = p.clone();
+        let known = tokio::task::spawn_blocking(move || service.list_kbs(&p2))
+            .await
+            .map_err(|_| AgentError::Unavailable("stopping"))??;
+        let missing: Vec<String> = kbs
+            .into_iter()
+            .filter(|k| !known.iter().any(|v| &v.kb.id == k || &v.kb.name == k))
+            .map(|k| format!("`{k}`"))
+            .collect();
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(AgentError::Invalid(format!(
+                "knowledge_bases: no knowledge base {} for this tenant",
+                missing.join(", ")
+            )))
+        }
     }
 
     /// Deletes the agent with its history, tasks and schedules.

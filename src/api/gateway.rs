@@ -177,7 +177,7 @@ pub async fn chat_completions(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    caller.0.require(Scope::Read)?;
+    caller.0.require(Scope::Infer)?;
     let req: ChatRequest = serde_json::from_slice(&body).map_err(bad_json)?;
     let ctx = context(&caller, &headers, req.user.as_deref())?;
     let model = req.model.clone();
@@ -207,7 +207,7 @@ pub async fn embeddings(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    caller.0.require(Scope::Read)?;
+    caller.0.require(Scope::Infer)?;
     let req: EmbeddingRequest = serde_json::from_slice(&body).map_err(bad_json)?;
     let ctx = context(&caller, &headers, req.user.as_deref())?;
     let base64 = match req.encoding_format.as_deref() {

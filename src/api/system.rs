@@ -52,7 +52,7 @@ pub async fn readyz(State(s): State<AppState>) -> (StatusCode, Json<Health>) {
 #[utoipa::path(get, path = "/metrics", tag = "operations",
     responses((status = 200, content_type = "text/plain", body = String)))]
 pub async fn metrics(State(s): State<AppState>) -> impl IntoResponse {
-    let status = s.service.status();
+    let status = s.service.instance_status();
     metrics::gauge!("groundwork_ingest_queue_depth").set(status.queue_depth as f64);
     metrics::gauge!("groundwork_ingest_queue_capacity").set(status.queue_capacity as f64);
     metrics::gauge!("groundwork_index_chunks").set(status.indexed_chunks as f64);
@@ -60,14 +60,15 @@ pub async fn metrics(State(s): State<AppState>) -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
 }
 
-/// Process counters: queue depth, indexed chunks, embeddings computed since start.
+/// The caller's tenant: knowledge bases, documents, queue depth, indexed chunks, embeddings
+/// computed since start; instance-wide counters only for an admin key of the default tenant.
 #[utoipa::path(get, path = "/v1/status", tag = "operations", responses((status = 200, body = Status)))]
 pub async fn status(
     State(s): State<AppState>,
     Caller(p): Caller,
 ) -> Result<Json<Status>, ApiError> {
-    p.require(crate::store::Scope::Read)?;
-    Ok(Json(s.service.status()))
+    let service = s.service.clone();
+    Ok(Json(blocking(move || service.status(&p)).await?))
 }
 
 /// An ingest job's progress: documents done/total, chunks embedded, errors.

@@ -9,7 +9,6 @@
 //! reindexing, which ends them with `stage` (chunks of the next generation) instead.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::time::Instant;
 
@@ -280,9 +279,7 @@ pub fn embed_texts(
     let vectors = core
         .gateway
         .embed_internal(tenant_id, "ingest", embedder, texts)?;
-    core.stats
-        .chunks_embedded
-        .fetch_add(texts.len() as u64, Ordering::Relaxed);
+    core.stats.add_chunks(tenant_id, texts.len() as u64);
     metrics::counter!("groundwork_embedded_texts_total", "kind" => "chunk")
         .increment(texts.len() as u64);
     metrics::histogram!("groundwork_embed_batch_seconds").record(started.elapsed().as_secs_f64());

@@ -17,7 +17,7 @@ pub mod reindex;
 pub mod sources;
 mod workflows;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -46,13 +46,40 @@ use crate::workflow::{Engine, EngineOptions};
 use indexes::Indexes;
 use models::Models;
 
-/// Counters of work done by this process.
+/// Counters of work done by this process, in all and per tenant.
 #[derive(Debug, Default)]
 pub struct Stats {
     /// Chunks embedded by ingest and reindex workflows.
     pub chunks_embedded: AtomicU64,
     /// Search queries embedded.
     pub queries_embedded: AtomicU64,
+    /// Per tenant id: (chunks embedded, queries embedded).
+    per_tenant: Mutex<HashMap<String, (u64, u64)>>,
+}
+
+impl Stats {
+    /// Counts `n` chunks embedded for `tenant_id`.
+    pub fn add_chunks(&self, tenant_id: &str, n: u64) {
+        self.chunks_embedded.fetch_add(n, Ordering::Relaxed);
+        self.tenant(tenant_id, |c| c.0 += n);
+    }
+
+    /// Counts one query embedded for `tenant_id`.
+    pub fn add_query(&self, tenant_id: &str) {
+        self.queries_embedded.fetch_add(1, Ordering::Relaxed);
+        self.tenant(tenant_id, |c| c.1 += 1);
+    }
+
+    /// (chunks, queries) embedded for `tenant_id` since start.
+    pub fn of_tenant(&self, tenant_id: &str) -> (u64, u64) {
+        let map = self.per_tenant.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(tenant_id).copied().unwrap_or_default()
+    }
+
+    fn tenant(&self, tenant_id: &str, f: impl FnOnce(&mut (u64, u64))) {
+        let mut map = self.per_tenant.lock().unwrap_or_else(|p| p.into_inner());
+        f(map.entry(tenant_id.to_owned()).or_default());
+    }
 }
 
 /// State shared by the service and its workflow handlers.
@@ -201,10 +228,36 @@ pub struct SearchHit {
     pub chunk: ChunkRecord,
 }
 
-/// Health of the process.
+/// The caller's tenant as the service sees it (`GET /v1/status`).
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Status {
-    /// Documents accepted and not finished.
+    /// The tenant's knowledge bases.
+    pub knowledge_bases: usize,
+    /// The tenant's documents accepted and not finished.
+    pub queue_depth: u64,
+    /// The tenant's searchable documents.
+    pub documents_ready: u64,
+    /// The tenant's documents that failed.
+    pub documents_failed: u64,
+    /// The tenant's searchable chunks.
+    pub indexed_chunks: u64,
+    /// The tenant's chunks embedded by this process since it started.
+    pub chunks_embedded: u64,
+    /// The tenant's search queries embedded by this process since it started.
+    pub queries_embedded: u64,
+    /// The default embedding model.
+    pub embedding_model: String,
+    /// True when no API key exists (single tenant, loopback only).
+    pub demo_mode: bool,
+    /// Instance-wide counters: only for an `admin` key of the default tenant (and in demo
+    /// mode), `null` for everyone else; `/metrics` has them too.
+    pub instance: Option<InstanceStatus>,
+}
+
+/// Counters of the whole instance.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct InstanceStatus {
+    /// Documents accepted and not finished, all tenants.
     pub queue_depth: usize,
     /// Queue capacity.
     pub queue_capacity: usize,
@@ -214,10 +267,6 @@ pub struct Status {
     pub chunks_embedded: u64,
     /// Queries embedded by this process since it started.
     pub queries_embedded: u64,
-    /// The embedding model.
-    pub embedding_model: String,
-    /// True when no API key exists (single tenant, loopback only).
-    pub demo_mode: bool,
 }
 
 /// The knowledge-base service. Cheap to clone.
@@ -511,16 +560,43 @@ impl Service {
     }
 
     /// Process counters.
-    pub fn status(&self) -> Status {
-        Status {
+    pub fn instance_status(&self) -> InstanceStatus {
+        InstanceStatus {
             queue_depth: self.core.store.count_unfinished().unwrap_or(0) as usize,
             queue_capacity: self.core.config.ingest.queue_capacity,
             indexed_chunks: self.core.indexes.total_chunks(),
             chunks_embedded: self.core.stats.chunks_embedded.load(Ordering::Relaxed),
             queries_embedded: self.core.stats.queries_embedded.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The caller's tenant's figures; the instance's only for an admin of the default tenant.
+    pub fn status(&self, p: &Principal) -> Result<Status> {
+        p.require(Scope::Read)?;
+        let kbs = self.core.store.list_kbs(&p.tenant_id)?;
+        let mut total = KbStats::default();
+        for kb in &kbs {
+            let s = self.core.store.kb_stats(&kb.id)?;
+            total.queued += s.queued + s.processing;
+            total.ready += s.ready;
+            total.failed += s.failed;
+            total.chunks += s.chunks;
+        }
+        let (chunks_embedded, queries_embedded) = self.core.stats.of_tenant(&p.tenant_id);
+        let operator = p.require(Scope::Admin).is_ok()
+            && self.core.store.ensure_tenant(auth::DEMO_TENANT)?.id == p.tenant_id;
+        Ok(Status {
+            knowledge_bases: kbs.len(),
+            queue_depth: total.queued,
+            documents_ready: total.ready,
+            documents_failed: total.failed,
+            indexed_chunks: total.chunks,
+            chunks_embedded,
+            queries_embedded,
             embedding_model: self.core.models.default_model().model_id().to_owned(),
             demo_mode: self.core.demo.is_some(),
-        }
+            instance: operator.then(|| self.instance_status()),
+        })
     }
 
     fn kb(&self, p: &Principal, kb: &str) -> Result<Kb> {
@@ -1021,10 +1097,7 @@ impl Service {
             embedder.as_ref(),
             &[query],
         )?;
-        self.core
-            .stats
-            .queries_embedded
-            .fetch_add(1, Ordering::Relaxed);
+        self.core.stats.add_query(&kb.tenant_id);
         metrics::counter!("groundwork_embedded_texts_total", "kind" => "query").increment(1);
         metrics::histogram!("groundwork_query_embed_seconds")
             .record(started.elapsed().as_secs_f64());

@@ -34,7 +34,11 @@ pub struct Tenant {
 pub enum Scope {
     /// Read knowledge bases, documents, jobs; search.
     Read,
-    /// Create knowledge bases, upload and delete documents.
+    /// Everything `read` allows, plus model calls that spend: chat completions, embeddings,
+    /// agent chat (a key for a chat front end).
+    Infer,
+    /// Everything `infer` allows, plus creating knowledge bases, uploading and deleting
+    /// documents, configuring agents.
     Write,
     /// Delete knowledge bases.
     Admin,
@@ -45,6 +49,7 @@ impl Scope {
     pub fn as_str(self) -> &'static str {
         match self {
             Scope::Read => "read",
+            Scope::Infer => "infer",
             Scope::Write => "write",
             Scope::Admin => "admin",
         }
@@ -54,6 +59,7 @@ impl Scope {
     pub fn parse(s: &str) -> Option<Self> {
         match s.trim() {
             "read" => Some(Scope::Read),
+            "infer" => Some(Scope::Infer),
             "write" => Some(Scope::Write),
             "admin" => Some(Scope::Admin),
             _ => None,

@@ -176,3 +176,185 @@ fn one_bad_file_rejects_the_whole_multipart_upload() {
     assert_eq!(p["refused"][1]["code"], "invalid_request");
     server.stop();
 }
+
+/// Keys of four kinds for tenant `acme`, one admin key each for `globex` and the default
+/// tenant, and a server that requires keys.
+struct Tenants {
+    _dir: tempfile::TempDir,
+    server: TestServer,
+    reader: String,
+    infer: String,
+    writer: String,
+    admin: String,
+    globex: String,
+    operator: String,
+}
+
+fn tenants() -> Tenants {
+    let dir = tempdir();
+    let data = dir.path().join("data");
+    let key = |tenant: &str, scopes: &str| crate::service_api::create_key(&data, tenant, scopes);
+    let (reader, infer, writer, admin) = (
+        key("acme", "read"),
+        key("acme", "infer"),
+        key("acme", "write"),
+        key("acme", "admin"),
+    );
+    let globex = key("globex", "admin");
+    let operator = key("default", "admin");
+    let server = TestServer::start(&data, &[]);
+    Tenants {
+        _dir: dir,
+        server,
+        reader,
+        infer,
+        writer,
+        admin,
+        globex,
+        operator,
+    }
+}
+
+/// "A read-only key can spend model time and money": model calls need `infer` (which
+/// `write` and `admin` include); `infer` alone spends but changes no content.
+#[test]
+fn a_read_only_key_can_spend_model_time_and_money() {
+    let t = tenants();
+    let as_key = |k: &str| t.server.with_key(Some(k));
+    let (reader, infer, writer) = (as_key(&t.reader), as_key(&t.infer), as_key(&t.writer));
+    writer.create_kb("handbook");
+    let receipt = ok_json(writer.upload(
+        "handbook",
+        &[(
+            "keys.md",
+            b"# Keys\n\nKeys are created with `groundwork keys create`.".to_vec(),
+        )],
+        None,
+    ));
+    writer.wait_job(receipt["job_id"].as_str().expect("job"));
+    let embed = json!({"model": "embed", "input": ["a tower in Paris"]});
+    let chat =
+        json!({"model": "main", "max_tokens": 4, "messages": [{"role": "user", "content": "hi"}]});
+    let ask = json!({"message": "How are keys created?", "answer_mode": "extractive"});
+    for (path, body) in [
+        ("/v1/embeddings", &embed),
+        ("/v1/chat/completions", &chat),
+        ("/v1/agents/helper/chat", &ask),
+    ] {
+        let p = problem(reader.post(path, body), 403, "forbidden");
+        assert!(
+            p["detail"].as_str().is_some_and(|d| d.contains("infer")),
+            "{p}"
+        );
+    }
+    ok_json(infer.post("/v1/embeddings", &embed));
+    let answer = ok_json(infer.post("/v1/agents/helper/chat", &ask));
+    assert_eq!(answer["found"], true, "{answer}");
+    ok_json(writer.post("/v1/embeddings", &embed));
+    // `infer` reads but does not write.
+    assert_eq!(infer.search("handbook", "keys", 3, "bm25").len(), 1);
+    problem(
+        infer.upload("handbook", &[("x.txt", b"more".to_vec())], None),
+        403,
+        "forbidden",
+    );
+    problem(
+        infer.post("/v1/kbs", &json!({"name": "mine"})),
+        403,
+        "forbidden",
+    );
+}
+
+/// "Agent config accepts knowledge bases the tenant cannot see": a config naming another
+/// tenant's (or no) knowledge base is refused with 422 naming each, by PUT and by PATCH.
+#[test]
+fn agent_config_accepts_knowledge_bases_the_tenant_cannot_see() {
+    let t = tenants();
+    let admin = t.server.with_key(Some(&t.admin));
+    let globex = t.server.with_key(Some(&t.globex));
+    admin.create_kb("handbook");
+    let theirs = globex.create_kb("secrets");
+    let their_id = theirs["id"].as_str().expect("id").to_owned();
+    let config = json!({"knowledge_bases": ["handbook", their_id, "nowhere"]});
+    let p = problem(
+        admin.send("PUT", "/v1/agents/helper/config", Some(&config), &[]),
+        422,
+        "invalid_request",
+    );
+    let detail = p["detail"].as_str().expect("detail");
+    assert!(
+        detail.contains(&format!("`{their_id}`")) && detail.contains("`nowhere`"),
+        "{p}"
+    );
+    assert!(!detail.contains("`handbook`"), "{p}");
+    let patch = json!({"knowledge_bases": ["secrets"]});
+    problem(
+        admin.send("PATCH", "/v1/agents/helper/config", Some(&patch), &[]),
+        422,
+        "invalid_request",
+    );
+    let ok = admin.send(
+        "PUT",
+        "/v1/agents/helper/config",
+        Some(&json!({"knowledge_bases": ["handbook"]})),
+        &[],
+    );
+    assert_eq!(
+        ok_json(ok)["config"]["knowledge_bases"],
+        json!(["handbook"])
+    );
+    // The tenant's own knowledge base by id works as well as by name.
+    let globex_ok = globex.send(
+        "PUT",
+        "/v1/agents/helper/config",
+        Some(&json!({"knowledge_bases": [their_id]})),
+        &[],
+    );
+    assert!(globex_ok.status().is_success());
+}
+
+/// "`/v1/status` shows instance-wide counters to every tenant": each tenant sees its own
+/// figures; the instance's only an admin of the default tenant.
+#[test]
+fn status_shows_instance_wide_counters_to_every_tenant() {
+    let t = tenants();
+    let writer = t.server.with_key(Some(&t.writer));
+    writer.create_kb("handbook");
+    let receipt = ok_json(writer.upload(
+        "handbook",
+        &[("a.md", b"# A\n\nAlpha beta gamma.".to_vec())],
+        None,
+    ));
+    writer.wait_job(receipt["job_id"].as_str().expect("job"));
+    writer.search("handbook", "alpha", 3, "dense");
+    let acme = ok_json(writer.get("/v1/status"));
+    assert_eq!(acme["knowledge_bases"], 1, "{acme}");
+    assert_eq!(acme["documents_ready"], 1);
+    assert!(acme["indexed_chunks"].as_u64() >= Some(1));
+    assert!(acme["chunks_embedded"].as_u64() >= Some(1));
+    assert_eq!(acme["queries_embedded"], 1);
+    assert!(acme["instance"].is_null(), "{acme}");
+    let acme_admin = ok_json(t.server.with_key(Some(&t.admin)).get("/v1/status"));
+    assert!(
+        acme_admin["instance"].is_null(),
+        "another tenant's admin: {acme_admin}"
+    );
+    let globex = ok_json(t.server.with_key(Some(&t.globex)).get("/v1/status"));
+    assert_eq!(globex["knowledge_bases"], 0);
+    assert_eq!(globex["indexed_chunks"], 0);
+    assert_eq!(globex["chunks_embedded"], 0);
+    assert!(globex["instance"].is_null());
+    let operator = ok_json(t.server.with_key(Some(&t.operator)).get("/v1/status"));
+    assert_eq!(operator["knowledge_bases"], 0);
+    assert!(
+        operator["instance"]["indexed_chunks"].as_u64() >= Some(1),
+        "{operator}"
+    );
+    assert!(operator["instance"]["chunks_embedded"].as_u64() >= Some(1));
+    // Nobody without a key.
+    problem(
+        t.server.with_key(None).get("/v1/status"),
+        401,
+        "unauthenticated",
+    );
+}
