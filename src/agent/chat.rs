@@ -133,11 +133,17 @@ impl Sink {
 
 /// Refuses a turn once the agent's spend in the budget's window reached the limit. Checked
 /// under the turn lock (turns of an agent run one at a time, each sees the cost of the one
-/// before, so the limit is exceeded by at most one turn); `chat` also checks before it opens
-/// a stream, so that a spent agent answers HTTP 429 rather than an error event.
-pub(super) async fn check_budget(agents: &Agents, key: &Key, config: &AgentConfig) -> Result<()> {
+/// before); `chat` also checks before it opens a stream, so that a spent agent answers HTTP
+/// 429 rather than an error event.
+/// Answers what is left of the budget (USD), `None` without one; each model call of the turn
+/// is capped by it (its worst case must fit), so the limit is never exceeded.
+pub(super) async fn check_budget(
+    agents: &Agents,
+    key: &Key,
+    config: &AgentConfig,
+) -> Result<Option<f64>> {
     let Some(b) = config.budget else {
-        return Ok(());
+        return Ok(None);
     };
     let (start, resets_at) = b.window.bounds(Utc::now());
     let store = agents.inner.store.clone();
@@ -150,7 +156,7 @@ pub(super) async fn check_budget(agents: &Agents, key: &Key, config: &AgentConfi
             resets_at,
         });
     }
-    Ok(())
+    Ok(Some(b.limit_usd - spent))
 }
 
 impl Agents {

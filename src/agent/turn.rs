@@ -43,6 +43,9 @@ impl Ctx<'_> {
     pub fn spend(&mut self, u: Usage, cost: f64) {
         self.usage = generate::add(self.usage, u);
         self.cost += cost;
+        if let Some(cap) = &mut self.call.spend_cap_usd {
+            *cap -= cost;
+        }
     }
 
     /// Milliseconds since the turn started.
@@ -124,7 +127,7 @@ pub(super) async fn run(
     let handle = agents.handle(key)?;
     let _turn = handle.turn.clone().lock_owned().await;
     let config = agents.call(key, Cmd::Get).await?.config;
-    super::chat::check_budget(agents, key, &config).await?;
+    let spend_cap_usd = super::chat::check_budget(agents, key, &config).await?;
     let (conversation, history, question) =
         open(agents, key, &message, conversation, stream_id).await?;
     sink.emit(
@@ -143,6 +146,7 @@ pub(super) async fn run(
             key_id: p.key_id.clone().unwrap_or_else(|| "demo".into()),
             user: None,
             agent: Some(key.1.clone()),
+            spend_cap_usd,
             ..CallContext::default()
         },
         config,

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use utoipa::{IntoParams, ToSchema};
 
-use super::kbs::ApiJson;
+use super::body::ApiJson;
 use super::{ApiError, AppState, Caller};
 use crate::agent::chat::{ChatAnswer, ChatInput, ChatStart};
 use crate::agent::stream::{Event, Reader, TERMINAL};
@@ -163,7 +163,7 @@ fn if_match(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
         .map(Some)
         .map_err(|_| {
             ApiError::new(
-                StatusCode::BAD_REQUEST,
+                StatusCode::UNPROCESSABLE_ENTITY,
                 "invalid_request",
                 "If-Match must be the agent's version as an entity tag, e.g. \"7\"",
             )
@@ -432,7 +432,7 @@ pub async fn resume(
             .and_then(|v| v.trim().parse().ok())
             .ok_or_else(|| {
                 ApiError::new(
-                    StatusCode::BAD_REQUEST,
+                    StatusCode::UNPROCESSABLE_ENTITY,
                     "invalid_request",
                     "Last-Event-ID must be an event id of this stream",
                 )
@@ -636,11 +636,9 @@ async fn session(
 
 /// Handles one client message; returns the answer for this client, if any.
 async fn client_message(agents: &Agents, p: &Principal, id: &str, text: &str) -> Option<Value> {
-    let v: Value = match serde_json::from_str(text) {
+    let v: Value = match super::body::parse(text.as_bytes()) {
         Ok(v) => v,
-        Err(e) => {
-            return Some(json!({"type": "error", "code": "invalid_json", "message": e.to_string()}))
-        }
+        Err(e) => return Some(json!({"type": "error", "code": e.code(), "message": e.detail()})),
     };
     let reference = v.get("ref").cloned().unwrap_or(Value::Null);
     let err = |e: AgentError| json!({"type": "error", "ref": reference, "code": e.code(), "message": e.to_string()});

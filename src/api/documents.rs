@@ -6,7 +6,7 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::kbs::ApiJson;
+use super::body::ApiJson;
 use super::{blocking, ApiError, AppState, Caller};
 use crate::service::{Receipt, Refused, Upload};
 use crate::store::{ChunkRecord, Document, DocumentQuery, DocumentStatus};
@@ -128,11 +128,11 @@ async fn read_multipart(
             }
             Some("metadata") => {
                 let text = field.text().await?;
-                metadata = serde_json::from_str(&text).map_err(|e| {
+                metadata = super::body::parse(text.as_bytes()).map_err(|e| {
                     ApiError::new(
-                        StatusCode::UNPROCESSABLE_ENTITY,
-                        "invalid_request",
-                        format!("the `metadata` part must be a JSON object: {e}"),
+                        e.status(),
+                        e.code(),
+                        format!("the `metadata` part must be a JSON object: {}", e.detail()),
                     )
                 })?;
             }

@@ -50,7 +50,7 @@ fn context(
         Some("use") => CacheMode::Use,
         Some(other) => {
             return Err(ApiError::new(
-                StatusCode::BAD_REQUEST,
+                StatusCode::UNPROCESSABLE_ENTITY,
                 "invalid_request",
                 format!("X-Groundwork-Cache `{other}`: use bypass, refresh or use"),
             ))
@@ -71,15 +71,8 @@ fn context(
         agent: bounded(header(headers, "x-groundwork-agent")),
         cache,
         log_payloads,
+        spend_cap_usd: None,
     })
-}
-
-fn bad_json(e: serde_json::Error) -> ApiError {
-    ApiError::new(
-        StatusCode::BAD_REQUEST,
-        "invalid_request",
-        format!("invalid request body: {e}"),
-    )
 }
 
 fn with_meta(mut res: Response, meta: &ReplyMeta) -> Response {
@@ -178,7 +171,7 @@ pub async fn chat_completions(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     caller.0.require(Scope::Infer)?;
-    let req: ChatRequest = serde_json::from_slice(&body).map_err(bad_json)?;
+    let req: ChatRequest = super::body::parse(&body)?;
     let ctx = context(&caller, &headers, req.user.as_deref())?;
     let model = req.model.clone();
     let include_usage = req.stream_options.as_ref().is_some_and(|o| o.include_usage);
@@ -208,14 +201,14 @@ pub async fn embeddings(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     caller.0.require(Scope::Infer)?;
-    let req: EmbeddingRequest = serde_json::from_slice(&body).map_err(bad_json)?;
+    let req: EmbeddingRequest = super::body::parse(&body)?;
     let ctx = context(&caller, &headers, req.user.as_deref())?;
     let base64 = match req.encoding_format.as_deref() {
         None | Some("float") => false,
         Some("base64") => true,
         Some(other) => {
             return Err(ApiError::new(
-                StatusCode::BAD_REQUEST,
+                StatusCode::UNPROCESSABLE_ENTITY,
                 "invalid_request",
                 format!("encoding_format `{other}`: use float or base64"),
             ))
@@ -394,7 +387,8 @@ impl From<GatewayError> for ApiError {
     fn from(e: GatewayError) -> Self {
         let code = e.code();
         let status = match &e {
-            GatewayError::Invalid(_) | GatewayError::Blocked(_) => StatusCode::BAD_REQUEST,
+            GatewayError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            GatewayError::Blocked(_) => StatusCode::BAD_REQUEST,
             GatewayError::UnknownModel(_) => StatusCode::NOT_FOUND,
             GatewayError::BudgetExceeded(_) => StatusCode::TOO_MANY_REQUESTS,
             GatewayError::Upstream { kind, .. } => match kind {

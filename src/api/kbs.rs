@@ -8,15 +8,11 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use super::body::ApiJson;
 use super::{blocking, ApiError, AppState, Caller};
 use crate::index::SearchMode;
 use crate::service::{CreateKb, KbView, SearchHit, SearchParams};
 use crate::store::ChunkingStamp;
-
-/// JSON body extractor whose rejections are problem documents.
-#[derive(axum::extract::FromRequest)]
-#[from_request(via(axum::Json), rejection(ApiError))]
-pub struct ApiJson<T>(pub T);
 
 /// Body of `POST /v1/kbs`.
 #[derive(Debug, Deserialize, ToSchema)]

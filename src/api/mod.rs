@@ -5,6 +5,7 @@
 //! rules or touch storage directly. Service calls block, so they run on blocking threads.
 
 mod agents;
+mod body;
 mod documents;
 mod error;
 mod gateway;

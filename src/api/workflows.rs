@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 
-use super::kbs::ApiJson;
+use super::body::ApiJson;
 use super::{blocking, ApiError, AppState, Caller};
 use crate::service::{ReindexRequest, WorkflowView};
 use crate::store::{ChunkingStamp, Source, WorkflowRecord, WorkflowStatus};
@@ -53,14 +53,14 @@ pub(crate) fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Api
     };
     let key = v.to_str().map_err(|_| {
         ApiError::new(
-            StatusCode::BAD_REQUEST,
+            StatusCode::UNPROCESSABLE_ENTITY,
             "invalid_request",
             "Idempotency-Key must be visible ASCII",
         )
     })?;
     if key.is_empty() || key.len() > 255 {
         return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
+            StatusCode::UNPROCESSABLE_ENTITY,
             "invalid_request",
             "Idempotency-Key must be 1-255 characters",
         ));
@@ -147,13 +147,7 @@ pub async fn send_event(
     let payload: Value = if body.is_empty() {
         Value::Null
     } else {
-        serde_json::from_slice(&body).map_err(|e| {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "invalid_json",
-                format!("the event payload is not JSON: {e}"),
-            )
-        })?
+        super::body::parse(&body)?
     };
     let service = s.service.clone();
     blocking(move || service.send_workflow_event(&p, &id, &name, &payload)).await?;
@@ -249,17 +243,7 @@ pub async fn reindex(
     body: axum::body::Bytes,
 ) -> Result<(StatusCode, Json<WorkflowRecord>), ApiError> {
     let key = idempotency_key(&headers)?;
-    let req: ReindexBody = if body.is_empty() {
-        ReindexBody::default()
-    } else {
-        serde_json::from_slice(&body).map_err(|e| {
-            ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "invalid_request",
-                e.to_string(),
-            )
-        })?
-    };
+    let req: ReindexBody = super::body::parse_or_default(&body)?;
     let service = s.service.clone();
     let wf = blocking(move || {
         service.reindex(

@@ -17,7 +17,7 @@ use tracing::Instrument;
 use super::budget::Reservation;
 use super::cache;
 use super::guard::Decision;
-use super::providers::{estimate_prompt_tokens, estimate_tokens, Call, ProviderError};
+use super::providers::{completion_token_bound, prompt_token_bound, Call, ProviderError};
 use super::route::{FailureKind, Next, Route, Target};
 use super::types::{ChatOutput, ChatRequest, Delta, FinishReason, Usage};
 use super::{subjects, CacheMode, CallContext, Gateway, GatewayError, Result};
@@ -279,24 +279,57 @@ impl Gateway {
             self.count_cache(false);
         }
 
-        // The budget: the worst case over the route's targets, reserved before any call.
-        let prompt_tokens = estimate_prompt_tokens(&call.messages);
+        // The budget: a true worst case over the route's targets, reserved before any call —
+        // the local model's prompt counted exactly by its own tokenizer and template, a remote
+        // one's bounded by the prompt's bytes, the answer by `max_tokens`.
+        let prompt_tokens = prompt_token_bound(&call.messages);
+        let uses_local = route
+            .targets
+            .iter()
+            .chain(route.budget_fallback.iter())
+            .any(|t| t.provider == "local");
+        let local_tokens = if uses_local {
+            let (chat, messages) = (self.inner.local_chat.clone(), call.messages.clone());
+            match tokio::task::spawn_blocking(move || chat.prompt_tokens(&messages)).await {
+                Ok(Ok(n)) => Some(n),
+                // The call itself will fail the same way; the byte bound stands in.
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "local prompt not counted; using the byte bound");
+                    None
+                }
+                Err(_) => None,
+            }
+        } else {
+            None
+        };
+        let prompt_of = |t: &Target| match (t.provider.as_str(), local_tokens) {
+            ("local", Some(n)) => n,
+            _ => prompt_tokens,
+        };
         let estimate = |t: &Target| {
             let p = self.price(t);
-            (p.input * prompt_tokens as f64 + p.output * max_tokens as f64) / 1e6
+            (p.input * prompt_of(t) as f64 + p.output * max_tokens as f64) / 1e6
         };
         let who = subjects(&ctx, &route);
         let worst = route.targets.iter().map(estimate).fold(0.0, f64::max);
-        let (reservation, targets) = match self.inner.budgets.reserve(&who, worst) {
+        // The caller's own cap first (no shared state: its owner serialises its calls).
+        let reserve = |amount: f64| match ctx.spend_cap_usd {
+            Some(cap) if amount > 0.0 && amount > cap => Err(super::budget::Exceeded {
+                scope: super::budget::BudgetScope::Agent,
+                subject: ctx.agent.clone().unwrap_or_default(),
+                limit_usd: cap.max(0.0),
+                spent_usd: 0.0,
+                resets_at: None,
+            }),
+            _ => self.inner.budgets.reserve(&who, amount),
+        };
+        let (reservation, targets) = match reserve(worst) {
             Ok(r) => (r, route.targets.clone()),
             Err(exceeded) => {
-                let fallback = route.budget_fallback.clone().and_then(|fb| {
-                    self.inner
-                        .budgets
-                        .reserve(&who, estimate(&fb))
-                        .ok()
-                        .map(|r| (r, vec![fb]))
-                });
+                let fallback = route
+                    .budget_fallback
+                    .clone()
+                    .and_then(|fb| reserve(estimate(&fb)).ok().map(|r| (r, vec![fb])));
                 match fallback {
                     Some(f) => {
                         tracing::info!(route = %route.name, "budget exhausted; using the route's budget fallback");
@@ -616,7 +649,10 @@ impl Run {
                             reason
                         };
                         let usage = usage.unwrap_or_else(|| {
-                            Usage::new(self.prompt_tokens, estimate_tokens(&raw))
+                            Usage::new(
+                                self.prompt_tokens,
+                                completion_token_bound(&raw, self.call.max_tokens),
+                            )
                         });
                         let out = ChatOutput {
                             text: sent.clone(),
@@ -642,7 +678,10 @@ impl Run {
                     Err(e) if tx.is_closed() => {
                         attempts.push(attempt_json(&target, Some(&e), t0));
                         // The client left: charge what was generated, log, stop.
-                        let usage = Usage::new(self.prompt_tokens, estimate_tokens(&raw));
+                        let usage = Usage::new(
+                            self.prompt_tokens,
+                            completion_token_bound(&raw, self.call.max_tokens),
+                        );
                         let cost = self.gw.cost(&target, usage);
                         self.gw
                             .inner

@@ -86,6 +86,9 @@ pub struct CallContext {
     pub cache: CacheMode,
     /// Overrides payload logging for this call.
     pub log_payloads: Option<bool>,
+    /// Most USD this call may cost (what is left of a caller's own limit, e.g. an agent's
+    /// budget): a call whose worst case is above it is refused like an exhausted budget.
+    pub spend_cap_usd: Option<f64>,
 }
 
 /// A model as `GET /v1/models` lists it.

@@ -180,7 +180,31 @@ async fn openai_chat(
     let turn = next_turn(&shared, &body).await;
     let stream = body["stream"].as_bool().unwrap_or(false);
     let model = body["model"].as_str().unwrap_or_default().to_owned();
-    let prompt_tokens = 10;
+    // A `greedy` model bills the most a real one could: a token per byte of every message,
+    // 3 tokens of framing per message and 3 for the reply, and every allowed answer token.
+    let greedy = model.contains("greedy");
+    let prompt_tokens: u32 = if greedy {
+        body["messages"]
+            .as_array()
+            .map(|m| {
+                m.iter()
+                    .map(|m| m["content"].as_str().map_or(0, str::len) + 3)
+                    .sum::<usize>()
+                    + 3
+            })
+            .unwrap_or(0) as u32
+    } else {
+        10
+    };
+    let turn = if greedy {
+        let max = body["max_tokens"].as_u64().unwrap_or(16) as usize;
+        Turn {
+            text: vec!["word"; max].join(" "),
+            ..turn
+        }
+    } else {
+        turn
+    };
     match turn.behavior {
         Behavior::Status(code) => status_answer(code, false),
         Behavior::Malformed if !stream => (StatusCode::OK, "{\"choices\": [ {\"mess").into_response(),

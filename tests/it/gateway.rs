@@ -309,7 +309,7 @@ fn retries_fallback_timeouts_and_malformed_answers() {
             "application/json",
             b"{\"model\": 1}".to_vec(),
         ),
-        400,
+        422,
         "invalid_request",
     );
     problem(
@@ -317,7 +317,7 @@ fn retries_fallback_timeouts_and_malformed_answers() {
             "/v1/chat/completions",
             &json!({"model": "solo", "messages": []}),
         ),
-        400,
+        422,
         "invalid_request",
     );
 

@@ -358,3 +358,253 @@ fn status_shows_instance_wide_counters_to_every_tenant() {
         "unauthenticated",
     );
 }
+
+/// "Invalid JSON is 400 on some routes, 422 on others": on every route with a JSON body,
+/// malformed JSON and nesting 100,000 deep (array or object) are 400 `invalid_json`, and
+/// well-formed JSON of the wrong shape is 422 `invalid_request`.
+#[test]
+fn invalid_json_is_400_on_some_routes_and_422_on_others() {
+    let dir = tempdir();
+    let server = TestServer::start(&dir.path().join("data"), &[]);
+    server.create_kb("kb");
+    let routes = [
+        ("POST", "/v1/kbs", true),
+        ("POST", "/v1/kbs/kb/search", true),
+        ("POST", "/v1/kbs/kb/documents", true),
+        ("POST", "/v1/kbs/kb/reindex", true),
+        ("POST", "/v1/kbs/kb/sources", true),
+        ("POST", "/v1/chat/completions", true),
+        ("POST", "/v1/embeddings", true),
+        ("PUT", "/v1/agents/a/state", false),
+        ("PATCH", "/v1/agents/a/state", false),
+        ("PUT", "/v1/agents/a/config", true),
+        ("PATCH", "/v1/agents/a/config", false),
+        ("POST", "/v1/agents/a/chat", true),
+        ("POST", "/v1/agents/a/tasks", true),
+        ("POST", "/v1/agents/a/schedules", true),
+        ("POST", "/v1/workflows/none/events/go", false),
+    ];
+    let deep_array = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+    let deep_object = format!("{}1{}", r#"{"a":"#.repeat(100_000), "}".repeat(100_000));
+    for (method, path, typed) in routes {
+        for body in [
+            "{not json",
+            r#"{"name": "#,
+            deep_array.as_str(),
+            deep_object.as_str(),
+        ] {
+            let res = server.send_raw(method, path, "application/json", body.as_bytes().to_vec());
+            let p = problem(res, 400, "invalid_json");
+            assert!(p["detail"].as_str().is_some(), "{method} {path}: {p}");
+        }
+        if typed {
+            let res = server.send_raw(
+                method,
+                path,
+                "application/json",
+                br#"{"no_such_member": [1, 2]}"#.to_vec(),
+            );
+            problem(res, 422, "invalid_request");
+        }
+    }
+    assert_eq!(ok_json(server.get("/healthz"))["status"], "ok");
+    server.stop();
+}
+
+/// A server whose gateway has a priced fake remote model (`remote`, billing the most a real
+/// provider could) and the priced local SmolLM2 (`local`), with a per-user daily budget.
+fn priced_server(dir: &std::path::Path, fake: &str, limit_usd: f64) -> TestServer {
+    let toml = format!(
+        r#"
+[gateway.providers.oai]
+kind = "openai"
+base_url = "{fake}"
+api_key = "sk-test-upstream"
+
+[gateway.routes.remote]
+targets = ["oai/gpt-greedy"]
+cache_ttl_secs = 0
+
+[gateway.routes.local]
+targets = ["local/smollm2-135m-instruct"]
+cache_ttl_secs = 0
+
+[gateway.prices.gpt-greedy]
+input = 1000.0
+output = 1000.0
+
+[gateway.prices."local/smollm2-135m-instruct"]
+input = 10000.0
+output = 10000.0
+
+[[gateway.budgets]]
+scope = "user"
+window = "day"
+limit_usd = {limit_usd}
+"#
+    );
+    TestServer::start_with_config(dir, &toml, &[])
+}
+
+/// 200 concurrent calls for `user` on `route`: (money spent by the admitted ones, a refusal).
+fn race(server: &TestServer, route: &str, user: &str, price: f64) -> (f64, usize, Option<Value>) {
+    let body = json!({"model": route, "max_tokens": 8, "temperature": 0.7, "user": user,
+                      "messages": [{"role": "user", "content": "How tall is the tower?"}]});
+    let results: Vec<(u16, Value)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..200)
+            .map(|_| {
+                let body = &body;
+                s.spawn(move || {
+                    let res = server.post_with(
+                        "/v1/chat/completions",
+                        body,
+                        &[("x-groundwork-cache", "bypass")],
+                    );
+                    (
+                        res.status().as_u16(),
+                        res.json::<Value>().unwrap_or(Value::Null),
+                    )
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("thread"))
+            .collect()
+    });
+    let mut spent = 0.0;
+    let mut ok = 0;
+    let mut refusal = None;
+    for (status, v) in results {
+        match status {
+            200 => {
+                ok += 1;
+                let u = &v["usage"];
+                let tokens = u["prompt_tokens"].as_f64().expect("usage")
+                    + u["completion_tokens"].as_f64().expect("usage");
+                spent += tokens * price;
+            }
+            429 => refusal = Some(v),
+            503 => {} // the local model's queue is full: refused before any spend
+            other => panic!("{route}: status {other}: {v}"),
+        }
+    }
+    (spent, ok, refusal)
+}
+
+/// "Budget overspent by 71 %": 20 runs × 200 concurrent calls against a priced local model and
+/// a priced remote one that bills the most it could — spend never above the limit; refusals are
+/// 429 with the limit, the spend and when it resets; the spend survives a restart.
+#[test]
+fn budget_overspent_by_71_percent() {
+    let fake = crate::fake_llm::FakeLlm::start();
+    let dir = tempdir();
+    let limit = 1.0;
+    let server = priced_server(dir.path(), &fake.base, limit);
+    let mut worst: f64 = 0.0;
+    for (route, price) in [("local", 0.01), ("remote", 0.001)] {
+        for run in 0..20 {
+            let user = format!("{route}-{run}");
+            let (spent, ok, refusal) = race(&server, route, &user, price);
+            worst = worst.max(spent / limit);
+            assert!(
+                spent <= limit + 1e-9,
+                "{user}: spent {spent} with {ok} calls"
+            );
+            assert!(ok >= 1, "{user}: nothing admitted");
+            let p = refusal.unwrap_or_else(|| panic!("{user}: nothing refused"));
+            assert_eq!(p["code"], "budget_exceeded", "{p}");
+            assert_eq!(p["limit_usd"], limit);
+            assert!(p["spent_usd"].as_f64().is_some_and(|s| s <= limit), "{p}");
+            assert!(p["resets_at"].as_str().is_some(), "{p}");
+        }
+    }
+    eprintln!(
+        "budget race: highest spend over 40 runs = {:.3} of the limit",
+        worst
+    );
+    // Settled spend is read back from the call log after a restart.
+    server.stop();
+    let server = priced_server(dir.path(), &fake.base, limit);
+    let (spent_after, _, _) = race(&server, "remote", "remote-0", 0.001);
+    let usage = ok_json(server.get("/v1/gateway/usage?group_by=user"));
+    let total: f64 = usage["rows"]
+        .as_array()
+        .expect("rows")
+        .iter()
+        .filter(|r| r["group"]["user"] == "remote-0")
+        .map(|r| r["cost_usd"].as_f64().unwrap_or(0.0))
+        .sum();
+    assert!(
+        total <= limit + 1e-9,
+        "after a restart: {total} (this run {spent_after})"
+    );
+    server.stop();
+}
+
+/// The same for an agent's own budget: 40 concurrent chats with one agent on the priced
+/// remote model never spend more than the agent's limit.
+#[test]
+fn budget_overspent_by_71_percent_agent_budgets() {
+    let fake = crate::fake_llm::FakeLlm::start();
+    let dir = tempdir();
+    let server = priced_server(dir.path(), &fake.base, 1000.0);
+    server.create_kb("facts");
+    let receipt = ok_json(server.upload(
+        "facts",
+        &[(
+            "tower.md",
+            b"# Tower\n\nThe tower is 330 metres tall. It was finished in 1889.".to_vec(),
+        )],
+        None,
+    ));
+    server.wait_job(receipt["job_id"].as_str().expect("job"));
+    let limit = 3.0;
+    let config = json!({"knowledge_bases": ["facts"], "main_route": "remote", "fast_route": "remote",
+                        "answer_mode": "generative", "min_support": 0.0,
+                        "budget": {"limit_usd": limit, "window": "day"}});
+    ok_json(server.send("PUT", "/v1/agents/spender/config", Some(&config), &[]));
+    let results: Vec<(u16, Value)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..40)
+            .map(|i| {
+                let server = &server;
+                s.spawn(move || {
+                    let res = server.post(
+                        "/v1/agents/spender/chat",
+                        &json!({"message": format!("How tall is the tower? ({i})")}),
+                    );
+                    (
+                        res.status().as_u16(),
+                        res.json::<Value>().unwrap_or(Value::Null),
+                    )
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("thread"))
+            .collect()
+    });
+    let spent: f64 = results
+        .iter()
+        .filter(|(s, _)| *s == 200)
+        .map(|(_, v)| v["cost_usd"].as_f64().expect("cost"))
+        .sum();
+    let answered = results.iter().filter(|(s, _)| *s == 200).count();
+    eprintln!("agent budget race: {answered} turns spent {spent:.3} of {limit}");
+    assert!(answered >= 1, "{:?}", results.first());
+    assert!(spent <= limit + 1e-9, "spent {spent} over {answered} turns");
+    let refused: Vec<&Value> = results
+        .iter()
+        .filter(|(s, _)| *s == 429)
+        .map(|(_, v)| v)
+        .collect();
+    assert_eq!(
+        answered + refused.len(),
+        40,
+        "{:?}",
+        results.iter().find(|(s, _)| *s != 200 && *s != 429)
+    );
+    assert_eq!(refused[0]["code"], "budget_exceeded", "{}", refused[0]);
+    server.stop();
+}

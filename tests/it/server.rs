@@ -199,11 +199,23 @@ impl TestServer {
 
     /// `POST` raw bytes with a content type.
     pub fn post_raw(&self, path: &str, content_type: &str, body: Vec<u8>) -> Response {
-        self.auth(self.http.post(format!("{}{path}", self.url)))
+        self.send_raw("POST", path, content_type, body)
+    }
+
+    /// Any method with raw bytes and a content type.
+    pub fn send_raw(
+        &self,
+        method: &str,
+        path: &str,
+        content_type: &str,
+        body: Vec<u8>,
+    ) -> Response {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        self.auth(self.http.request(method, format!("{}{path}", self.url)))
             .header("content-type", content_type)
             .body(body)
             .send()
-            .expect("POST")
+            .expect("request")
     }
 
     /// `DELETE`.
@@ -295,15 +307,18 @@ pub fn ok_json(res: Response) -> Value {
 
 /// Asserts a problem+json answer with `status` and `code`; returns it.
 pub fn problem(res: Response, status: u16, code: &str) -> Value {
-    assert_eq!(res.status().as_u16(), status, "unexpected status");
+    let got = res.status().as_u16();
+    let url = res.url().path().to_owned();
     let ct = res
         .headers()
         .get("content-type")
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_owned();
+    let text = res.text().expect("body");
+    assert_eq!(got, status, "unexpected status from {url}: {text}");
     assert_eq!(ct, "application/problem+json");
-    let body: Value = res.json().expect("problem json");
+    let body: Value = serde_json::from_str(&text).expect("problem json");
     assert_eq!(body["code"], code, "problem: {body}");
     assert_eq!(body["status"], status);
     assert!(!body["detail"].as_str().unwrap_or_default().is_empty());

@@ -77,6 +77,8 @@ pub struct LocalChat {
     queue: Mutex<Option<SyncSender<Job>>>,
     path: PathBuf,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// Tokenizer and template read from the file's metadata (no weights), for counting.
+    counter: Mutex<Option<std::sync::Arc<ChatFormat>>>,
 }
 
 /// The GGUF file in `path` (a file, or the first `.gguf` in a folder).
@@ -218,7 +220,31 @@ impl LocalChat {
             queue: Mutex::new(Some(tx)),
             path: path.to_owned(),
             thread: Mutex::new(thread),
+            counter: Mutex::new(None),
         }
+    }
+
+    /// Exactly the prompt tokens a generation for `messages` will be billed (the rendered
+    /// chat template, tokenized by the model's own tokenizer). Blocking: the first call reads
+    /// the file's metadata.
+    pub fn prompt_tokens(&self, messages: &[Message]) -> Result<u32, LocalError> {
+        let format = {
+            let mut slot = self.counter.lock().unwrap_or_else(|p| p.into_inner());
+            match slot.as_ref() {
+                Some(f) => f.clone(),
+                None => {
+                    let file = find_gguf(&self.path)?;
+                    let mut f = std::fs::File::open(&file)
+                        .map_err(|e| LocalError::Model(format!("{}: {e}", file.display())))?;
+                    let content = gguf_file::Content::read(&mut f)
+                        .map_err(|e| LocalError::Model(format!("{}: {e}", file.display())))?;
+                    let format = std::sync::Arc::new(ChatFormat::from_gguf(&content)?);
+                    *slot = Some(format.clone());
+                    format
+                }
+            }
+        };
+        Ok(format.encode(&format.render(messages)?)?.len() as u32)
     }
 
     /// Where the model is read from.

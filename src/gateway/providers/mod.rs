@@ -208,10 +208,23 @@ pub fn estimate_tokens(text: &str) -> u32 {
     (text.len() as u32).div_ceil(4)
 }
 
-/// Rough prompt token count of a conversation: its text plus ~4 tokens of framing a message.
-pub fn estimate_prompt_tokens(messages: &[Message]) -> u32 {
-    messages
+/// Framing tokens a provider adds per message (role, separators) at most, and once for the
+/// start of the reply. OpenAI documents 3 and 3; 8 leaves room for other chat formats.
+const FRAMING_TOKENS: u32 = 8;
+
+/// A prompt token count no provider's bill can exceed: a token of a byte-level (or
+/// byte-fallback) tokenizer covers at least one byte of text, so the bytes of the contents and
+/// roles plus the framing bound it. For budgets: a reservation made with it is a true worst case.
+pub fn prompt_token_bound(messages: &[Message]) -> u32 {
+    let bytes: usize = messages
         .iter()
-        .map(|m| estimate_tokens(&m.content) + 4)
-        .sum()
+        .map(|m| m.content.len() + m.role.as_str().len())
+        .sum();
+    (bytes as u32).saturating_add(FRAMING_TOKENS * (messages.len() as u32 + 1))
+}
+
+/// Completion tokens of `text` at most, when a provider reports none: one per byte, and never
+/// more than were allowed.
+pub fn completion_token_bound(text: &str, max_tokens: u32) -> u32 {
+    (text.len() as u32).min(max_tokens)
 }

@@ -7,8 +7,8 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::{
-    estimate_prompt_tokens, estimate_tokens, json_body, send_within, Call, DeltaStream,
-    ProviderError, Result,
+    completion_token_bound, estimate_tokens, json_body, prompt_token_bound, send_within, Call,
+    DeltaStream, ProviderError, Result,
 };
 use crate::gateway::route::FailureKind;
 use crate::gateway::types::{ChatOutput, Delta, EmbeddingOutput, FinishReason, Usage};
@@ -144,8 +144,8 @@ impl OpenAi {
         let text = choice.message.and_then(|m| m.content).unwrap_or_default();
         let usage = c.usage.unwrap_or_else(|| {
             Usage::new(
-                estimate_prompt_tokens(&call.messages),
-                estimate_tokens(&text),
+                prompt_token_bound(&call.messages),
+                completion_token_bound(&text, call.max_tokens),
             )
         });
         Ok(ChatOutput {
