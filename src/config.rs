@@ -43,6 +43,8 @@ pub struct Config {
     pub gateway: crate::gateway::GatewayConfig,
     /// Agents.
     pub agents: crate::agent::AgentsConfig,
+    /// Requests and model tokens per minute, per key and per tenant.
+    pub rate_limits: RateLimitConfig,
 }
 
 impl Default for Config {
@@ -58,6 +60,7 @@ impl Default for Config {
             sources: SourcesConfig::default(),
             gateway: crate::gateway::GatewayConfig::default(),
             agents: crate::agent::AgentsConfig::default(),
+            rate_limits: RateLimitConfig::default(),
         }
     }
 }
@@ -353,4 +356,19 @@ mod tests {
         c.search.default_top_k = 1000;
         assert!(c.validate().is_err());
     }
+}
+
+/// `[rate_limits]` (enforced by `service::ratelimit`): 0 turns a limit off (the default: a self-hosted service starts open).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimitConfig {
+    /// Requests per minute per API key.
+    pub key_rpm: u64,
+    /// Requests per minute per tenant (all its keys together).
+    pub tenant_rpm: u64,
+    /// Model tokens per minute per API key (prompt bound + `max_tokens`, refunded to what was
+    /// billed when the call ends).
+    pub key_tpm: u64,
+    /// Model tokens per minute per tenant.
+    pub tenant_tpm: u64,
 }

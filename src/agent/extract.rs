@@ -429,10 +429,12 @@ pub fn compose(
         .filter(|&j| cands.units[j].0 == *bsrc)
         .flat_map(|j| unit_terms[j].iter())
         .collect();
-    let passage_terms: HashSet<String> =
-        analyzer().terms(&sources[*bsrc].text).into_iter().collect();
-    let passage_lower = sources[*bsrc].text.to_lowercase();
-    let passage_words = word_set(&sources[*bsrc].text);
+    // A passage is read with its section's headings: they say what its sentences are about.
+    let in_context = |src: &Source| format!("{}\n{}", src.heading_path.join("\n"), src.text);
+    let passage = in_context(&sources[*bsrc]);
+    let passage_terms: HashSet<String> = analyzer().terms(&passage).into_iter().collect();
+    let passage_lower = passage.to_lowercase();
+    let passage_words = word_set(&passage);
     let missing = key_tokens(question)
         .iter()
         .filter(|t| !token_in(t, &passage_words, &passage_lower))
@@ -446,7 +448,7 @@ pub fn compose(
     let negation_mismatch = (negated(question) != negated(&window_text)) as u8 as f32;
     let all_terms: HashSet<String> = sources
         .iter()
-        .flat_map(|s| analyzer().terms(&s.text))
+        .flat_map(|s| analyzer().terms(&in_context(s)))
         .collect();
     let unseen = qterms
         .iter()

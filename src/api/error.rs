@@ -17,6 +17,8 @@ pub struct ApiError {
     detail: String,
     retry_after: Option<u64>,
     extra: serde_json::Map<String, serde_json::Value>,
+    /// `RateLimit-Limit`, `RateLimit-Remaining`, `RateLimit-Reset` of a refused request.
+    rate: Option<(u64, u64, u64)>,
 }
 
 /// The problem document.
@@ -52,6 +54,7 @@ impl ApiError {
             detail: detail.into(),
             retry_after: None,
             extra: serde_json::Map::new(),
+            rate: None,
         }
     }
 
@@ -102,6 +105,9 @@ impl From<ServiceError> for ApiError {
             ServiceError::QueueFull { retry_after, .. } => {
                 (StatusCode::TOO_MANY_REQUESTS, Some(*retry_after))
             }
+            ServiceError::RateLimited(l) => {
+                (StatusCode::TOO_MANY_REQUESTS, Some(l.retry_after_secs))
+            }
             ServiceError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, Some(5)),
             ServiceError::Store(s) if s.is_retryable() => {
                 (StatusCode::SERVICE_UNAVAILABLE, Some(1))
@@ -115,11 +121,20 @@ impl From<ServiceError> for ApiError {
             e.to_string()
         };
         let mut extra = serde_json::Map::new();
-        if let ServiceError::AllRefused(refused) = &e {
-            extra.insert(
-                "refused".into(),
-                serde_json::to_value(refused).unwrap_or_default(),
-            );
+        let mut rate = None;
+        match &e {
+            ServiceError::AllRefused(refused) => {
+                extra.insert(
+                    "refused".into(),
+                    serde_json::to_value(refused).unwrap_or_default(),
+                );
+            }
+            ServiceError::RateLimited(l) => {
+                extra.insert("limit".into(), l.limit.into());
+                extra.insert("scope".into(), l.scope.into());
+                rate = Some((l.limit, 0, l.retry_after_secs));
+            }
+            _ => {}
         }
         Self {
             status,
@@ -127,6 +142,7 @@ impl From<ServiceError> for ApiError {
             detail,
             retry_after,
             extra,
+            rate,
         }
     }
 }
@@ -180,9 +196,22 @@ impl IntoResponse for ApiError {
         if let Some(s) = self.retry_after {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(s));
         }
+        if let Some(q) = self.rate {
+            rate_headers(headers, q);
+        }
         if self.status == StatusCode::UNAUTHORIZED {
             headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         res
     }
+}
+
+/// Sets `RateLimit-Limit`, `RateLimit-Remaining` and `RateLimit-Reset` (seconds).
+pub(crate) fn rate_headers(
+    headers: &mut axum::http::HeaderMap,
+    (limit, remaining, reset): (u64, u64, u64),
+) {
+    headers.insert("ratelimit-limit", HeaderValue::from(limit));
+    headers.insert("ratelimit-remaining", HeaderValue::from(remaining));
+    headers.insert("ratelimit-reset", HeaderValue::from(reset));
 }

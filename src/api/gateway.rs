@@ -22,11 +22,12 @@ use serde_json::json;
 use utoipa::{IntoParams, ToSchema};
 
 use super::{blocking, ApiError, AppState, Caller};
-use crate::gateway::types::{ChatOutput, ChatRequest, EmbeddingRequest, Usage};
+use crate::gateway::types::{ChatOutput, ChatRequest, EmbeddingInput, EmbeddingRequest, Usage};
 use crate::gateway::{
     CacheMode, CallContext, ChatReply, GatewayError, ModelInfo, ReplyMeta, StreamEvent,
     StreamEvents,
 };
+use crate::service::ratelimit::Unit;
 use crate::service::ServiceError;
 use crate::store::gateway::{CallLog, LogQuery, UsageGroup, UsageRow};
 use crate::store::{Page, Scope};
@@ -175,7 +176,20 @@ pub async fn chat_completions(
     let ctx = context(&caller, &headers, req.user.as_deref())?;
     let model = req.model.clone();
     let include_usage = req.stream_options.as_ref().is_some_and(|o| o.include_usage);
-    match s.service.gateway().chat(ctx, req).await? {
+    // Tokens per minute: the request's bound is taken now, what it did not use given back.
+    let bound = u64::from(s.service.gateway().token_bound(&req));
+    s.service.admit(&caller.0, Unit::Tokens, bound)?;
+    let reply = s.service.gateway().chat(ctx, req).await;
+    let used = match &reply {
+        Ok(ChatReply::Complete { output, .. }) => {
+            u64::from(output.usage.prompt_tokens + output.usage.completion_tokens)
+        }
+        Ok(ChatReply::Stream { .. }) => bound,
+        Err(_) => 0,
+    };
+    s.service
+        .refund_tokens(&caller.0, bound.saturating_sub(used));
+    match reply? {
         ChatReply::Complete { output, meta } => Ok(with_meta(
             Json(completion_json(&output, &meta)).into_response(),
             &meta,
@@ -215,7 +229,16 @@ pub async fn embeddings(
         }
     };
     let request_id = ctx.request_id.clone();
-    let out = s.service.gateway().embeddings(ctx, req).await?;
+    let bound = match &req.input {
+        EmbeddingInput::One(t) => t.len() as u64 + 2,
+        EmbeddingInput::Many(v) => v.iter().map(|t| t.len() as u64 + 2).sum(),
+    };
+    s.service.admit(&caller.0, Unit::Tokens, bound)?;
+    let out = s.service.gateway().embeddings(ctx, req).await;
+    let used = out.as_ref().map_or(0, |o| u64::from(o.prompt_tokens));
+    s.service
+        .refund_tokens(&caller.0, bound.saturating_sub(used));
+    let out = out?;
     let data: Vec<_> = out
         .vectors
         .iter()

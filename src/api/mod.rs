@@ -75,14 +75,41 @@ impl FromRequestParts<AppState> for Caller {
                     .or_else(|| v.strip_prefix("bearer "))
             })
             .map(|t| t.trim().to_owned());
-        if state.service.demo_mode() {
+        let principal = if state.service.demo_mode() {
             // No key store to consult: answer without a trip to a blocking thread.
-            return Ok(Caller(state.service.authenticate(None)?));
+            state.service.authenticate(None)?
+        } else {
+            let service = state.service.clone();
+            blocking(move || service.authenticate(bearer.as_deref())).await?
+        };
+        // Every authenticated request counts against its key's and tenant's rate limits.
+        let quota =
+            state
+                .service
+                .admit(&principal, crate::service::ratelimit::Unit::Requests, 1)?;
+        if let (Some(q), Some(slot)) = (quota, parts.extensions.get::<RateSlot>()) {
+            *slot.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(q);
         }
-        let service = state.service.clone();
-        let principal = blocking(move || service.authenticate(bearer.as_deref())).await?;
         Ok(Caller(principal))
     }
+}
+
+/// Where the caller's extractor leaves the rate-limit quota for [`rate_limit_headers`].
+#[derive(Clone, Default)]
+struct RateSlot(Arc<std::sync::Mutex<Option<crate::service::ratelimit::Quota>>>);
+
+/// Adds `RateLimit-*` headers to answers of requests that counted against a limit.
+async fn rate_limit_headers(mut req: Request, next: Next) -> Response {
+    let slot = RateSlot::default();
+    req.extensions_mut().insert(slot.clone());
+    let mut res = next.run(req).await;
+    let quota = *slot.0.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(q) = quota {
+        if !res.headers().contains_key("ratelimit-limit") {
+            error::rate_headers(res.headers_mut(), (q.limit, q.remaining, q.reset_secs));
+        }
+    }
+    res
 }
 
 /// Records request counts and latencies per route.
@@ -209,6 +236,7 @@ pub fn router(
         .route("/", get(ui::index))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(2 << 20))
+        .layer(axum::middleware::from_fn(rate_limit_headers))
         .layer(axum::middleware::from_fn(track))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(
             |_: Box<dyn std::any::Any + Send>| {

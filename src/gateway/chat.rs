@@ -188,6 +188,17 @@ struct Failed {
 }
 
 impl Gateway {
+    /// Most tokens a chat request can use: its prompt's byte bound plus its `max_tokens` (the
+    /// route's default when absent). For per-minute token limits, taken before the call.
+    pub fn token_bound(&self, req: &ChatRequest) -> u32 {
+        let max = req.max_tokens().unwrap_or_else(|| {
+            self.route(&req.model)
+                .map(|r| r.policy.default_max_tokens)
+                .unwrap_or(super::config::RouteConfig::default().default_max_tokens)
+        });
+        prompt_token_bound(&req.messages).saturating_add(max)
+    }
+
     /// Answers a chat request, whole or streamed.
     pub async fn chat(&self, ctx: CallContext, req: ChatRequest) -> Result<ChatReply> {
         let started = Instant::now();

@@ -50,6 +50,9 @@ pub enum ServiceError {
         /// Suggested wait, seconds.
         retry_after: u64,
     },
+    /// A rate limit of the key or tenant is reached.
+    #[error("the {}'s limit of {} {} a minute is reached; retry in {} s", .0.scope, .0.limit, match .0.unit { super::ratelimit::Unit::Requests => "requests", super::ratelimit::Unit::Tokens => "model tokens" }, .0.retry_after_secs)]
+    RateLimited(super::ratelimit::Limited),
     /// The service is starting or stopping.
     #[error("the service is {0}")]
     Unavailable(&'static str),
@@ -93,6 +96,7 @@ impl ServiceError {
             ServiceError::Unauthenticated => "unauthenticated",
             ServiceError::Forbidden(_) => "forbidden",
             ServiceError::QueueFull { .. } => "queue_full",
+            ServiceError::RateLimited(_) => "rate_limited",
             ServiceError::Unavailable(_) => "unavailable",
             ServiceError::Locked(_) => "data_dir_locked",
             ServiceError::Store(e) if e.is_retryable() => "store_busy",
@@ -106,7 +110,9 @@ impl ServiceError {
     /// Whether the same request may succeed later.
     pub fn is_retryable(&self) -> bool {
         match self {
-            ServiceError::QueueFull { .. } | ServiceError::Unavailable(_) => true,
+            ServiceError::QueueFull { .. }
+            | ServiceError::RateLimited(_)
+            | ServiceError::Unavailable(_) => true,
             ServiceError::Store(e) => e.is_retryable(),
             _ => false,
         }

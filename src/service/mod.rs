@@ -13,6 +13,7 @@ mod error;
 pub mod indexes;
 pub mod ingest;
 pub mod models;
+pub mod ratelimit;
 pub mod reindex;
 pub mod sources;
 mod workflows;
@@ -97,6 +98,8 @@ pub struct Core {
     /// document + drop bytes nobody references".
     blob_lock: Mutex<()>,
     stats: Stats,
+    /// Requests and model tokens per minute, per key and tenant.
+    limiter: ratelimit::RateLimiter,
     /// Every model call (chat, embeddings) passes through it.
     gateway: Gateway,
     /// The demo tenant's id when no API key exists (every caller acts as it).
@@ -381,6 +384,7 @@ impl Service {
             &root,
         )
         .map_err(|e| ServiceError::Invalid(format!("gateway: {e}")))?;
+        let limiter = ratelimit::RateLimiter::new(config.rate_limits);
         let core = Arc::new(Core {
             gateway,
             config,
@@ -393,6 +397,7 @@ impl Service {
             isolation,
             blob_lock: Mutex::new(()),
             stats: Stats::default(),
+            limiter,
             demo,
             stopping: AtomicBool::new(false),
             _lock: lock,
@@ -568,6 +573,37 @@ impl Service {
             chunks_embedded: self.core.stats.chunks_embedded.load(Ordering::Relaxed),
             queries_embedded: self.core.stats.queries_embedded.load(Ordering::Relaxed),
         }
+    }
+
+    /// Counts one request (or `amount` model tokens) against the caller's key and tenant
+    /// limits; refused with [`ServiceError::RateLimited`] when either is reached.
+    pub fn admit(
+        &self,
+        p: &Principal,
+        unit: ratelimit::Unit,
+        amount: u64,
+    ) -> Result<Option<ratelimit::Quota>> {
+        let key = p.key_id.as_deref().unwrap_or("demo");
+        self.core
+            .limiter
+            .admit(key, &p.tenant_id, unit, amount, Instant::now())
+            .map_err(|l| {
+                let unit = match l.unit {
+                    ratelimit::Unit::Requests => "requests",
+                    ratelimit::Unit::Tokens => "tokens",
+                };
+                metrics::counter!("groundwork_rate_limited_total", "scope" => l.scope, "unit" => unit)
+                    .increment(1);
+                ServiceError::RateLimited(l)
+            })
+    }
+
+    /// Gives back model tokens admitted but not used.
+    pub fn refund_tokens(&self, p: &Principal, amount: u64) {
+        let key = p.key_id.as_deref().unwrap_or("demo");
+        self.core
+            .limiter
+            .refund(key, &p.tenant_id, ratelimit::Unit::Tokens, amount);
     }
 
     /// The caller's tenant's figures; the instance's only for an admin of the default tenant.

@@ -197,7 +197,10 @@ async fn openai_chat(
         10
     };
     let turn = if greedy {
-        let max = body["max_tokens"].as_u64().unwrap_or(16) as usize;
+        let max = body["max_tokens"]
+            .as_u64()
+            .or(body["max_completion_tokens"].as_u64())
+            .unwrap_or(16) as usize;
         Turn {
             text: vec!["word"; max].join(" "),
             ..turn

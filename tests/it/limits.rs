@@ -608,3 +608,128 @@ fn budget_overspent_by_71_percent_agent_budgets() {
     assert_eq!(refused[0]["code"], "budget_exceeded", "{}", refused[0]);
     server.stop();
 }
+
+/// "No rate limits at all": with 25 requests a minute per key and 40 per tenant, 60
+/// concurrent requests of one key admit exactly 25, then another key of the same tenant
+/// exactly the 15 left of the tenant's; refusals are 429 with `Retry-After` and `RateLimit-*`;
+/// model tokens a minute hold per key; health checks are never limited.
+#[test]
+fn no_rate_limits_at_all() {
+    let fake = crate::fake_llm::FakeLlm::start();
+    let dir = tempdir();
+    let data = dir.path().join("data");
+    let a = crate::service_api::create_key(&data, "acme", "write");
+    let b = crate::service_api::create_key(&data, "acme", "write");
+    let g = crate::service_api::create_key(&data, "globex", "write");
+    let toml = format!(
+        r#"
+[rate_limits]
+key_rpm = 25
+tenant_rpm = 40
+key_tpm = 1000
+
+[gateway.providers.oai]
+kind = "openai"
+base_url = "{}"
+api_key = "sk-test-upstream"
+
+[gateway.routes.remote]
+targets = ["oai/gpt-greedy"]
+cache_ttl_secs = 0
+"#,
+        fake.base
+    );
+    let server = TestServer::start_with_config(dir.path(), &toml, &[]);
+    let burst = |key: &str| -> Vec<reqwest::blocking::Response> {
+        let client = server.with_key(Some(key));
+        std::thread::scope(|s| {
+            let handles: Vec<_> = (0..60)
+                .map(|_| {
+                    let client = &client;
+                    s.spawn(move || client.get("/v1/kbs"))
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("thread"))
+                .collect()
+        })
+    };
+    let first = burst(&a);
+    let ok: Vec<_> = first.iter().filter(|r| r.status() == 200).collect();
+    assert_eq!(ok.len(), 25);
+    let remaining: Vec<u64> = ok
+        .iter()
+        .map(|r| {
+            r.headers()["ratelimit-remaining"]
+                .to_str()
+                .expect("h")
+                .parse()
+                .expect("n")
+        })
+        .collect();
+    assert_eq!(remaining.iter().min(), Some(&0));
+    assert_eq!(ok[0].headers()["ratelimit-limit"], "25");
+    let refused: Vec<_> = first.into_iter().filter(|r| r.status() == 429).collect();
+    assert_eq!(refused.len(), 35);
+    let retry: u64 = refused[0].headers()["retry-after"]
+        .to_str()
+        .expect("h")
+        .parse()
+        .expect("n");
+    assert!((1..=3).contains(&retry), "{retry}");
+    assert_eq!(refused[0].headers()["ratelimit-remaining"], "0");
+    let p = problem(
+        refused.into_iter().next().expect("one"),
+        429,
+        "rate_limited",
+    );
+    assert_eq!(
+        (p["scope"].as_str(), p["limit"].as_u64()),
+        (Some("key"), Some(25))
+    );
+
+    let second = burst(&b);
+    assert_eq!(second.iter().filter(|r| r.status() == 200).count(), 15);
+    let p = problem(
+        second
+            .into_iter()
+            .find(|r| r.status() == 429)
+            .expect("refused"),
+        429,
+        "rate_limited",
+    );
+    assert_eq!(p["scope"], "tenant");
+    for _ in 0..50 {
+        assert_eq!(server.with_key(None).get("/healthz").status(), 200);
+    }
+
+    // Tokens: each call takes its bound (prompt bytes + framing + max_tokens = 242) and gives
+    // back what it did not use (the upstream bills 228); after four, the key's 1,000 a minute
+    // cannot hold a fifth.
+    let g = server.with_key(Some(&g));
+    let body = json!({"model": "remote", "max_tokens": 200,
+                      "messages": [{"role": "user", "content": "How tall is the tower?"}]});
+    let call = || {
+        g.post_with(
+            "/v1/chat/completions",
+            &body,
+            &[("x-groundwork-cache", "bypass")],
+        )
+    };
+    for _ in 0..4 {
+        ok_json(call());
+    }
+    let p = problem(call(), 429, "rate_limited");
+    assert_eq!(
+        (p["scope"].as_str(), p["limit"].as_u64()),
+        (Some("key"), Some(1000))
+    );
+    assert!(
+        p["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("model tokens")),
+        "{p}"
+    );
+    server.stop();
+}
