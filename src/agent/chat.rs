@@ -24,7 +24,8 @@ pub const NOT_FOUND: &str =
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ChatInput {
-    /// The question.
+    /// The question (not blank).
+    #[schema(pattern = r"\S")]
     pub message: String,
     /// Continue this conversation (a new one when absent).
     #[serde(default)]

@@ -138,9 +138,10 @@ pub enum AnswerMode {
 #[serde(deny_unknown_fields)]
 pub struct AgentBudget {
     /// USD per window.
+    #[schema(minimum = 0.0)]
     pub limit_usd: f64,
     /// `day`, `month` or `total` (UTC).
-    #[schema(value_type = String)]
+    #[schema(value_type = String, pattern = "^(day|month|total)$")]
     pub window: Window,
 }
 
@@ -153,26 +154,35 @@ pub struct AgentConfig {
     /// Knowledge bases (ids or names) it searches; empty: every knowledge base of its tenant.
     pub knowledge_bases: Vec<String>,
     /// Instructions put before the sources.
+    #[schema(max_length = 16384)]
     pub system_prompt: String,
     /// Gateway route for quick calls (rewriting follow-ups, summaries).
+    #[schema(pattern = r"\S")]
     pub fast_route: String,
     /// Gateway route for answers.
+    #[schema(pattern = r"\S")]
     pub main_route: String,
     /// Passages put in the prompt.
+    #[schema(minimum = 1, maximum = 20)]
     pub top_k: usize,
     /// Retrieval mode.
-    #[schema(value_type = String)]
+    #[schema(value_type = String, pattern = "^(dense|bm25|hybrid)$")]
     pub mode: SearchMode,
     /// Least cosine similarity of a passage to the question; below it the passage is ignored,
     /// and with none left the agent says it found nothing.
+    #[schema(minimum = -1.0, maximum = 1.0)]
     pub min_score: f32,
     /// Token budget of the sources in the prompt (passages are trimmed to their best sentences).
+    #[schema(minimum = 32)]
     pub context_tokens: usize,
     /// Token budget of the conversation history in the prompt; older turns are summarised.
+    #[schema(maximum = 100000)]
     pub history_tokens: usize,
     /// Longest answer, tokens.
+    #[schema(minimum = 1, maximum = 8192)]
     pub max_answer_tokens: u32,
     /// Sampling temperature of answers (0: greedy, cacheable).
+    #[schema(minimum = 0.0, maximum = 2.0)]
     pub temperature: f32,
     /// Spending limit.
     pub budget: Option<AgentBudget>,
@@ -181,9 +191,11 @@ pub struct AgentConfig {
     /// Remove generated sentences that no passage supports (else they are marked).
     pub strict: bool,
     /// Word budget of an extractive answer (its best unit is kept whole even if longer).
+    #[schema(minimum = 5, maximum = 2000)]
     pub answer_words: usize,
     /// Least calibrated answerability (0..1) of the best passage unit; below it the agent
     /// answers that it could not find the answer.
+    #[schema(minimum = 0.0, maximum = 1.0)]
     pub min_support: f32,
 }
 

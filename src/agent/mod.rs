@@ -346,15 +346,15 @@ impl Agents {
         let missing: Vec<String> = kbs
             .into_iter()
             .filter(|k| !known.iter().any(|v| &v.kb.id == k || &v.kb.name == k))
-            .map(|k| format!("`{k}`"))
             .collect();
         if missing.is_empty() {
             Ok(())
         } else {
-            Err(AgentError::Invalid(format!(
-                "knowledge_bases: no knowledge base {} for this tenant",
-                missing.join(", ")
-            )))
+            // A reference to nothing, answered like every missing reference: 404.
+            Err(AgentError::NotFound {
+                kind: "knowledge base (in knowledge_bases)",
+                id: missing.join("`, `"),
+            })
         }
     }
 
@@ -659,9 +659,18 @@ async fn apply(
                 // Nothing was acknowledged: roll the memory back and fail every write.
                 (rec.state, *config, rec.version) = before;
                 let msg = e.to_string();
+                // Deleted meanwhile (a concurrent DELETE): the agent is gone, not the store.
+                let gone = matches!(e, AgentError::NotFound { .. });
                 for r in &mut replies {
                     if r.1.is_ok() {
-                        r.1 = Err(AgentError::Unavailable("failing to store the change"));
+                        r.1 = Err(if gone {
+                            AgentError::NotFound {
+                                kind: "agent",
+                                id: key.1.clone(),
+                            }
+                        } else {
+                            AgentError::Unavailable("failing to store the change")
+                        });
                     }
                 }
                 tracing::warn!(agent = %key.1, error = %msg, "agent write failed");
@@ -716,6 +725,11 @@ impl Agents {
         p.require(tasks::scope(&req.task))?;
         let key = Self::key(p, id)?;
         tasks::validate(&req.task)?;
+        if req.delay_ms.is_some_and(|d| d > 31_536_000_000) {
+            return Err(AgentError::Invalid(
+                "delay_ms must be at most a year".into(),
+            ));
+        }
         // Make sure the agent exists (the queue belongs to it).
         self.call(&key, Cmd::Get).await?;
         let task = crate::store::agents::NewTask {

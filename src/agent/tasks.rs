@@ -26,6 +26,7 @@ use crate::workflow::Backoff;
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 pub struct TaskSpec {
     /// `state.patch`, `chat`, `http` or `summarize`.
+    #[schema(pattern = r"^(state\.patch|chat|http|summarize)$")]
     pub kind: String,
     /// Its input.
     #[serde(default)]
@@ -39,8 +40,9 @@ pub struct TaskRequest {
     /// The task.
     #[serde(flatten)]
     pub task: TaskSpec,
-    /// Run no earlier than this many milliseconds from now.
+    /// Run no earlier than this many milliseconds from now (at most a year).
     #[serde(default)]
+    #[schema(maximum = 31_536_000_000_u64)]
     pub delay_ms: Option<u64>,
     /// Attempts before it fails for good (default `agents.task_max_attempts`).
     #[serde(default)]
@@ -86,6 +88,12 @@ pub(super) fn validate(t: &TaskSpec) -> Result<()> {
                 .map_err(|e| AgentError::Invalid(format!("task `state.patch`: {e}"))),
             _ => bad("payload.patch must be a merge patch (object) or a JSON Patch (array)"),
         },
+        "chat"
+            if p.get("conversation_id")
+                .is_some_and(|c| !c.is_string() && !c.is_null()) =>
+        {
+            bad("payload.conversation_id must be a string")
+        }
         "chat" => match p.get("message").and_then(Value::as_str) {
             Some(m) if !m.trim().is_empty() => Ok(()),
             _ => bad("payload.message must be a non-empty string"),
@@ -100,8 +108,13 @@ pub(super) fn validate(t: &TaskSpec) -> Result<()> {
                 Ok(u) if matches!(u.scheme(), "http" | "https") => {}
                 _ => return bad("payload.url must be an http(s) URL"),
             }
-            match p.get("method").and_then(Value::as_str).unwrap_or("POST") {
-                "GET" | "POST" | "PUT" | "PATCH" | "DELETE" => Ok(()),
+            match p.get("method") {
+                None | Some(Value::Null) => Ok(()),
+                Some(Value::String(m))
+                    if ["GET", "POST", "PUT", "PATCH", "DELETE"].contains(&m.as_str()) =>
+                {
+                    Ok(())
+                }
                 _ => bad("payload.method must be GET, POST, PUT, PATCH or DELETE"),
             }
         }

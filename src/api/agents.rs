@@ -5,7 +5,7 @@
 use std::convert::Infallible;
 
 use axum::extract::ws::{Message as WsMessage, WebSocket, WebSocketUpgrade};
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -16,6 +16,7 @@ use serde_json::{json, Value};
 use utoipa::{IntoParams, ToSchema};
 
 use super::body::ApiJson;
+use super::params::{ApiPath, ApiQuery};
 use super::{ApiError, AppState, Caller};
 use crate::agent::chat::{ChatAnswer, ChatInput, ChatStart};
 use crate::agent::stream::{Event, Reader, TERMINAL};
@@ -198,7 +199,7 @@ fn is_json_patch(headers: &HeaderMap) -> bool {
 pub async fn list(
     State(s): State<AppState>,
     Caller(p): Caller,
-    Query(q): Query<Paging>,
+    ApiQuery(q): ApiQuery<Paging>,
 ) -> Result<Json<AgentList>, ApiError> {
     let page = s.agents.list(&p, q.offset, q.limit.unwrap_or(100)).await?;
     Ok(Json(AgentList {
@@ -214,7 +215,7 @@ pub async fn list(
 pub async fn get(
     State(s): State<AppState>,
     Caller(p): Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Response, ApiError> {
     Ok(view(s.agents.get(&p, &id).await?))
 }
@@ -225,7 +226,7 @@ pub async fn get(
 pub async fn delete(
     State(s): State<AppState>,
     Caller(p): Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
     s.agents.delete(&p, &id).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -237,7 +238,7 @@ pub async fn delete(
 pub async fn get_state(
     State(s): State<AppState>,
     Caller(p): Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Response, ApiError> {
     let v = s.agents.get(&p, &id).await?;
     Ok(with_etag(v.state, v.version))
@@ -251,7 +252,7 @@ pub async fn get_state(
 pub async fn put_state(
     State(s): State<AppState>,
     Caller(p): Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     headers: HeaderMap,
     ApiJson(body): ApiJson<Value>,
 ) -> Result<Response, ApiError> {
@@ -273,7 +274,7 @@ pub async fn put_state(
 pub async fn patch_state(
     State(s): State<AppState>,
     Caller(p): Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     headers: HeaderMap,
     ApiJson(body): ApiJson<Value>,
 ) -> Result<Response, ApiError> {
@@ -298,7 +299,7 @@ pub async fn patch_state(
 pub async fn get_config(
     State(s): State<AppState>,
     Caller(p): Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<AgentConfig>, ApiError> {
     Ok(Json(s.agents.get(&p, &id).await?.config))
 }
@@ -311,7 +312,7 @@ pub async fn get_config(
 pub async fn put_config(
     State(s): State<AppState>,
     Caller(p): Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     headers: HeaderMap,
     ApiJson(body): ApiJson<AgentConfig>,
 ) -> Result<Response, ApiError> {
@@ -330,11 +331,18 @@ pub async fn put_config(
 pub async fn patch_config(
     State(s): State<AppState>,
     Caller(p): Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     headers: HeaderMap,
     ApiJson(body): ApiJson<Value>,
 ) -> Result<Response, ApiError> {
     let expect = if_match(&headers)?;
+    if !body.is_object() {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_request",
+            "a config merge patch is a JSON object",
+        ));
+    }
     Ok(view(
         s.agents
             .write(&p, &id, Write::MergeConfig(body), expect)
@@ -404,7 +412,7 @@ fn sse_response(agent: &str, stream_id: &str, reader: Reader) -> Response {
 pub async fn chat(
     State(s): State<AppState>,
     Caller(p): Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(body): ApiJson<ChatInput>,
 ) -> Result<Response, ApiError> {
     match s.agents.chat(&p, &id, body).await? {
@@ -421,8 +429,8 @@ pub async fn chat(
 pub async fn resume(
     State(s): State<AppState>,
     Caller(p): Caller,
-    Path((id, stream_id)): Path<(String, String)>,
-    Query(q): Query<ResumeQuery>,
+    ApiPath((id, stream_id)): ApiPath<(String, String)>,
+    ApiQuery(q): ApiQuery<ResumeQuery>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let after = match headers.get("last-event-id") {
@@ -449,7 +457,7 @@ pub async fn resume(
 pub async fn conversations(
     State(s): State<AppState>,
     Caller(p): Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<ConversationList>, ApiError> {
     Ok(Json(ConversationList {
         items: s.agents.conversations(&p, &id).await?,
@@ -463,8 +471,8 @@ pub async fn conversations(
 pub async fn messages(
     State(s): State<AppState>,
     Caller(p): Caller,
-    Path((id, conversation)): Path<(String, String)>,
-    Query(q): Query<MessageQuery>,
+    ApiPath((id, conversation)): ApiPath<(String, String)>,
+    ApiQuery(q): ApiQuery<MessageQuery>,
 ) -> Result<Json<MessageList>, ApiError> {
     let (conversation, items) = s
         .agents
@@ -485,7 +493,7 @@ pub async fn messages(
 pub async fn enqueue(
     State(s): State<AppState>,
     Caller(p): Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(body): ApiJson<TaskRequest>,
 ) -> Result<(StatusCode, Json<TaskRecord>), ApiError> {
     Ok((
@@ -500,7 +508,7 @@ pub async fn enqueue(
 pub async fn tasks(
     State(s): State<AppState>,
     Caller(p): Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<TaskList>, ApiError> {
     Ok(Json(TaskList {
         items: s.agents.tasks(&p, &id, 200).await?,
@@ -514,7 +522,7 @@ pub async fn tasks(
 pub async fn task(
     State(s): State<AppState>,
     Caller(p): Caller,
-    Path((id, task)): Path<(String, i64)>,
+    ApiPath((id, task)): ApiPath<(String, i64)>,
 ) -> Result<Json<TaskRecord>, ApiError> {
     Ok(Json(s.agents.task(&p, &id, task).await?))
 }
@@ -527,7 +535,7 @@ pub async fn task(
 pub async fn schedule(
     State(s): State<AppState>,
     Caller(p): Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(body): ApiJson<ScheduleRequest>,
 ) -> Result<(StatusCode, Json<ScheduleRecord>), ApiError> {
     Ok((
@@ -542,7 +550,7 @@ pub async fn schedule(
 pub async fn schedules(
     State(s): State<AppState>,
     Caller(p): Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<ScheduleList>, ApiError> {
     Ok(Json(ScheduleList {
         items: s.agents.schedules(&p, &id).await?,
@@ -556,7 +564,7 @@ pub async fn schedules(
 pub async fn delete_schedule(
     State(s): State<AppState>,
     Caller(p): Caller,
-    Path((id, schedule)): Path<(String, String)>,
+    ApiPath((id, schedule)): ApiPath<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     s.agents.delete_schedule(&p, &id, &schedule).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -568,11 +576,12 @@ pub async fn delete_schedule(
 /// `{"type":"state.patch","patch":…,"version"?}` or `{"type":"ping"}`; writes are answered
 /// with `{"type":"ack","ref":…,"version":…}` or `{"type":"error",…}`.
 #[utoipa::path(get, path = "/v1/agents/{id}/ws", tag = "agents", params(("id" = String, Path)),
-    responses((status = 101, description = "WebSocket")))]
+    responses((status = 101, description = "WebSocket"),
+              (status = 400, body = super::Problem, description = "not a WebSocket upgrade")))]
 pub async fn ws(
     State(s): State<AppState>,
     Caller(p): Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     upgrade: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
     let (view, rx) = s.agents.subscribe(&p, &id).await?;

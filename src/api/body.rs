@@ -44,7 +44,7 @@ fn depth_over(bytes: &[u8], limit: usize) -> bool {
 }
 
 /// Parses a JSON body into `T` with the API's error vocabulary.
-pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+pub fn parse<T: DeserializeOwned + 'static>(bytes: &[u8]) -> Result<T, ApiError> {
     if depth_over(bytes, MAX_DEPTH) {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -52,33 +52,52 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             format!("the JSON body nests deeper than {MAX_DEPTH} levels"),
         ));
     }
-    let malformed = |e: serde_json::Error| {
+    let mut value: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
             "invalid_json",
             format!("the body is not valid JSON: {e}"),
         )
-    };
-    serde_json::from_slice(bytes).map_err(|e| {
-        use serde_json::error::Category;
-        match e.classify() {
-            // A shape error can come before a syntax error later in the body: malformed JSON
-            // is reported as such whatever its shape (checked without building anything).
-            Category::Data => match serde_json::from_slice::<serde::de::IgnoredAny>(bytes) {
-                Err(syntax) => malformed(syntax),
-                Ok(_) => ApiError::new(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    "invalid_request",
-                    format!("invalid request body: {e}"),
-                ),
-            },
-            Category::Syntax | Category::Eof | Category::Io => malformed(e),
-        }
+    })?;
+    integral_floats_as_integers(&mut value);
+    // serde reads a struct from an array of its fields too; a typed body is an object.
+    let any_json = std::any::TypeId::of::<T>() == std::any::TypeId::of::<serde_json::Value>();
+    if !any_json && !value.is_object() {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_request",
+            "the body must be a JSON object",
+        ));
+    }
+    T::deserialize(value).map_err(|e| {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_request",
+            format!("invalid request body: {e}"),
+        )
     })
 }
 
+/// JSON has one number type: `3.0` is the integer 3 to JSON Schema (and to most clients), so
+/// it is read as one.
+fn integral_floats_as_integers(v: &mut serde_json::Value) {
+    use serde_json::Value;
+    match v {
+        Value::Number(n) if !(n.is_i64() || n.is_u64()) => {
+            if let Some(f) = n.as_f64().filter(|f| f.fract() == 0.0 && f.abs() < 9.0e15) {
+                *v = Value::from(f as i64);
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(integral_floats_as_integers),
+        Value::Object(map) => map.values_mut().for_each(integral_floats_as_integers),
+        _ => {}
+    }
+}
+
 /// Parses an optional JSON body: empty means `T::default()`.
-pub fn parse_or_default<T: DeserializeOwned + Default>(bytes: &[u8]) -> Result<T, ApiError> {
+pub fn parse_or_default<T: DeserializeOwned + Default + 'static>(
+    bytes: &[u8],
+) -> Result<T, ApiError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         Ok(T::default())
     } else {
@@ -89,7 +108,7 @@ pub fn parse_or_default<T: DeserializeOwned + Default>(bytes: &[u8]) -> Result<T
 /// JSON body extractor: `Content-Type: application/json` (or `+json`), then [`parse`].
 pub struct ApiJson<T>(pub T);
 
-impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
+impl<S: Send + Sync, T: DeserializeOwned + 'static> FromRequest<S> for ApiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
@@ -156,6 +175,12 @@ mod tests {
         assert_eq!(code(parse(br#"{"nom": "a"}"#)), (422, "invalid_request"));
         assert_eq!(code(parse(br#"{"name": 3}"#)), (422, "invalid_request"));
         assert_eq!(code(parse(b"[]")), (422, "invalid_request"));
+        #[derive(Debug, Deserialize)]
+        struct Count {
+            n: u32,
+        }
+        assert_eq!(parse::<Count>(br#"{"n": 3.0}"#).map(|c| c.n).ok(), Some(3));
+        assert!(parse::<Count>(br#"{"n": 3.5}"#).is_err());
         for deep in [
             format!("{}{}", "[".repeat(100_000), "]".repeat(100_000)),
             format!("{}1{}", r#"{"a":"#.repeat(100_000), "}".repeat(100_000)),

@@ -1,12 +1,13 @@
 //! Document routes: upload (multipart files or JSON text), list, get, chunks, delete.
 
-use axum::extract::{FromRequest, Multipart, Path, Query, Request, State};
+use axum::extract::{FromRequest, Multipart, Query, Request, State};
 use axum::http::{header, StatusCode};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::body::ApiJson;
+use super::params::ApiPath;
 use super::{blocking, ApiError, AppState, Caller};
 use crate::service::{Receipt, Refused, Upload};
 use crate::store::{ChunkRecord, Document, DocumentQuery, DocumentStatus};
@@ -19,7 +20,9 @@ type JsonObject = serde_json::Map<String, serde_json::Value>;
 pub struct TextDocument {
     /// Name (display only; `.md` makes it Markdown, `.html` HTML).
     pub name: String,
-    /// The document's text.
+    /// The document's text (not empty; control characters other than tab and line breaks
+    /// are read as spaces).
+    #[schema(min_length = 1)]
     pub text: String,
     /// Free metadata, filterable in search.
     #[serde(default)]
@@ -29,6 +32,7 @@ pub struct TextDocument {
 
 /// Paging and filtering of document listings.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     /// Only this status.
@@ -57,6 +61,7 @@ pub struct DocumentList {
 
 /// Paging of chunk listings.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ChunkQuery {
     /// Skip this many (default 0).
@@ -171,7 +176,7 @@ async fn read_multipart(
 pub async fn upload(
     State(s): State<AppState>,
     Caller(p): Caller,
-    Path(kb): Path<String>,
+    ApiPath(kb): ApiPath<String>,
     req: Request,
 ) -> Result<(StatusCode, Json<Receipt>), ApiError> {
     let limits = s.service.config().ingest.clone();
@@ -192,9 +197,22 @@ pub async fn upload(
         .await?
     } else if content_type.starts_with("application/json") {
         let ApiJson(doc) = ApiJson::<TextDocument>::from_request(req, &s).await?;
+        // Sent as text, read as text: control characters (other than tab and line breaks),
+        // which would make the bytes look binary, become spaces.
+        let text: String = doc
+            .text
+            .chars()
+            .map(|c| {
+                if c.is_control() && !matches!(c, '\t' | '\n' | '\r') {
+                    ' '
+                } else {
+                    c
+                }
+            })
+            .collect();
         let upload = Upload {
             name: doc.name,
-            bytes: doc.text.into_bytes().into(),
+            bytes: text.into_bytes().into(),
             metadata: doc.metadata,
         };
         (vec![upload], Vec::new())
@@ -218,7 +236,7 @@ pub async fn upload(
 pub async fn list(
     State(s): State<AppState>,
     Caller(p): Caller,
-    Path(kb): Path<String>,
+    ApiPath(kb): ApiPath<String>,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<DocumentList>, ApiError> {
     let Query(q) = query?;
@@ -245,7 +263,7 @@ pub async fn list(
 pub async fn get(
     State(s): State<AppState>,
     Caller(p): Caller,
-    Path((kb, id)): Path<(String, String)>,
+    ApiPath((kb, id)): ApiPath<(String, String)>,
 ) -> Result<Json<Document>, ApiError> {
     let service = s.service.clone();
     Ok(Json(
@@ -260,7 +278,7 @@ pub async fn get(
 pub async fn chunks(
     State(s): State<AppState>,
     Caller(p): Caller,
-    Path((kb, id)): Path<(String, String)>,
+    ApiPath((kb, id)): ApiPath<(String, String)>,
     query: Result<Query<ChunkQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<ChunkList>, ApiError> {
     let Query(q) = query?;
@@ -277,7 +295,7 @@ pub async fn chunks(
 pub async fn delete(
     State(s): State<AppState>,
     Caller(p): Caller,
-    Path((kb, id)): Path<(String, String)>,
+    ApiPath((kb, id)): ApiPath<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     let service = s.service.clone();
     blocking(move || service.delete_document(&p, &kb, &id)).await?;

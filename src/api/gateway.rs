@@ -9,7 +9,7 @@ use std::convert::Infallible;
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use utoipa::{IntoParams, ToSchema};
 
+use super::params::ApiQuery;
 use super::{blocking, ApiError, AppState, Caller};
 use crate::gateway::types::{ChatOutput, ChatRequest, EmbeddingInput, EmbeddingRequest, Usage};
 use crate::gateway::{
@@ -291,6 +292,7 @@ pub async fn models(
 
 /// Filters of the call log.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct LogParams {
     /// API key id (`demo` without keys).
@@ -332,7 +334,7 @@ pub struct CallPage {
 pub async fn logs(
     State(s): State<AppState>,
     caller: Caller,
-    Query(p): Query<LogParams>,
+    ApiQuery(p): ApiQuery<LogParams>,
 ) -> Result<Json<CallPage>, ApiError> {
     caller.0.require(Scope::Admin)?;
     let q = LogQuery {
@@ -358,6 +360,7 @@ pub async fn logs(
 
 /// Usage query.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct UsageParams {
     /// RFC 3339 lower bound.
@@ -381,7 +384,7 @@ pub struct UsageReport {
 pub async fn usage(
     State(s): State<AppState>,
     caller: Caller,
-    Query(p): Query<UsageParams>,
+    ApiQuery(p): ApiQuery<UsageParams>,
 ) -> Result<Json<UsageReport>, ApiError> {
     caller.0.require(Scope::Admin)?;
     let spec = p.group_by.unwrap_or_else(|| "day,model,key".into());

@@ -2,13 +2,14 @@
 
 use std::collections::BTreeMap;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::body::ApiJson;
+use super::params::ApiPath;
 use super::{blocking, ApiError, AppState, Caller};
 use crate::index::SearchMode;
 use crate::service::{CreateKb, KbView, SearchHit, SearchParams};
@@ -18,7 +19,8 @@ use crate::store::ChunkingStamp;
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateKbRequest {
-    /// Unique within the tenant: 1-64 letters, digits, `-`, `_`, `.`.
+    /// Unique within the tenant: 1-64 letters, digits, `-`, `_`, `.` (not a UUID).
+    #[schema(pattern = r"^[A-Za-z0-9._-]{1,64}$")]
     pub name: String,
     /// Free text.
     #[serde(default)]
@@ -42,14 +44,16 @@ pub struct KbList {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SearchRequestBody {
-    /// The question.
+    /// The question (not blank; at most `search.max_query_bytes`, 8 KiB by default).
+    #[schema(pattern = r"\S", max_length = 8192)]
     pub query: String,
-    /// Results wanted (default 10).
+    /// Results wanted (default 10; at most `search.max_top_k`, 100 by default).
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 100)]
     pub top_k: Option<usize>,
     /// `dense`, `bm25` or `hybrid` (default).
     #[serde(default)]
-    #[schema(value_type = String, example = "hybrid")]
+    #[schema(value_type = String, example = "hybrid", pattern = "^(dense|bm25|hybrid)$")]
     pub mode: SearchMode,
     /// Restrictions.
     #[serde(default)]
@@ -122,7 +126,7 @@ pub async fn list(State(s): State<AppState>, Caller(p): Caller) -> Result<Json<K
 pub async fn get(
     State(s): State<AppState>,
     Caller(p): Caller,
-    Path(kb): Path<String>,
+    ApiPath(kb): ApiPath<String>,
 ) -> Result<Json<KbView>, ApiError> {
     let service = s.service.clone();
     Ok(Json(blocking(move || service.get_kb(&p, &kb)).await?))
@@ -135,7 +139,7 @@ pub async fn get(
 pub async fn delete(
     State(s): State<AppState>,
     Caller(p): Caller,
-    Path(kb): Path<String>,
+    ApiPath(kb): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
     let service = s.service.clone();
     blocking(move || service.delete_kb(&p, &kb)).await?;
@@ -150,7 +154,7 @@ pub async fn delete(
 pub async fn search(
     State(s): State<AppState>,
     Caller(p): Caller,
-    Path(kb): Path<String>,
+    ApiPath(kb): ApiPath<String>,
     ApiJson(body): ApiJson<SearchRequestBody>,
 ) -> Result<Json<SearchResponse>, ApiError> {
     let started = std::time::Instant::now();

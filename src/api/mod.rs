@@ -11,6 +11,7 @@ mod error;
 mod gateway;
 mod kbs;
 pub mod openapi;
+mod params;
 mod server;
 mod system;
 mod ui;

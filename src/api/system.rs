@@ -1,12 +1,13 @@
 //! Operational routes: liveness, readiness, Prometheus metrics, status, jobs.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::Json;
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use super::params::ApiPath;
 use super::{blocking, ApiError, AppState, Caller};
 use crate::service::Status;
 use crate::store::Job;
@@ -78,7 +79,7 @@ pub async fn status(
 pub async fn job(
     State(s): State<AppState>,
     Caller(p): Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<JobView>, ApiError> {
     let service = s.service.clone();
     let job = blocking(move || service.job(&p, &id)).await?;

@@ -4,7 +4,7 @@
 use std::convert::Infallible;
 use std::time::Duration;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::Json;
@@ -14,6 +14,7 @@ use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 
 use super::body::ApiJson;
+use super::params::ApiPath;
 use super::{blocking, ApiError, AppState, Caller};
 use crate::service::{ReindexRequest, WorkflowView};
 use crate::store::{ChunkingStamp, Source, WorkflowRecord, WorkflowStatus};
@@ -70,7 +71,8 @@ pub(crate) fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Api
 
 /// List the caller's workflow runs, newest first.
 #[utoipa::path(get, path = "/v1/workflows", tag = "workflows", params(WorkflowFilter),
-    responses((status = 200, body = WorkflowList)))]
+    responses((status = 200, body = WorkflowList),
+              (status = 404, body = super::Problem, description = "no such knowledge base `kb`")))]
 pub async fn list(
     State(s): State<AppState>,
     Caller(p): Caller,
@@ -97,7 +99,7 @@ pub async fn list(
 pub async fn get(
     State(s): State<AppState>,
     Caller(p): Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<WorkflowView>, ApiError> {
     let service = s.service.clone();
     Ok(Json(blocking(move || service.workflow(&p, &id)).await?))
@@ -110,7 +112,7 @@ pub async fn get(
 pub async fn cancel(
     State(s): State<AppState>,
     Caller(p): Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<(StatusCode, Json<WorkflowRecord>), ApiError> {
     let service = s.service.clone();
     let wf = blocking(move || service.cancel_workflow(&p, &id)).await?;
@@ -125,7 +127,7 @@ pub async fn cancel(
 pub async fn retry(
     State(s): State<AppState>,
     Caller(p): Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<(StatusCode, Json<WorkflowRecord>), ApiError> {
     let service = s.service.clone();
     let wf = blocking(move || service.retry_workflow(&p, &id)).await?;
@@ -141,7 +143,7 @@ pub async fn retry(
 pub async fn send_event(
     State(s): State<AppState>,
     Caller(p): Caller,
-    Path((id, name)): Path<(String, String)>,
+    ApiPath((id, name)): ApiPath<(String, String)>,
     body: axum::body::Bytes,
 ) -> Result<StatusCode, ApiError> {
     let payload: Value = if body.is_empty() {
@@ -162,7 +164,7 @@ pub async fn send_event(
 pub async fn events(
     State(s): State<AppState>,
     Caller(p): Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
     // Subscribe before reading the snapshot, so that no change falls in between.
     let mut rx = s.service.subscribe_workflows();
@@ -238,7 +240,7 @@ pub struct ReindexBody {
 pub async fn reindex(
     State(s): State<AppState>,
     Caller(p): Caller,
-    Path(kb): Path<String>,
+    ApiPath(kb): ApiPath<String>,
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Result<(StatusCode, Json<WorkflowRecord>), ApiError> {
@@ -266,6 +268,7 @@ pub async fn reindex(
 #[serde(deny_unknown_fields)]
 pub struct NewSource {
     /// Absolute directory on the server.
+    #[schema(pattern = "^/")]
     pub path: String,
     /// `every <duration>` (e.g. `every 15m`) or a cron expression (UTC); none: on demand.
     pub schedule: Option<String>,
@@ -290,7 +293,7 @@ pub struct SourceCreated {
 pub async fn add_source(
     State(s): State<AppState>,
     Caller(p): Caller,
-    Path(kb): Path<String>,
+    ApiPath(kb): ApiPath<String>,
     ApiJson(body): ApiJson<NewSource>,
 ) -> Result<(StatusCode, Json<SourceCreated>), ApiError> {
     let service = s.service.clone();
@@ -312,7 +315,7 @@ pub async fn add_source(
 pub async fn list_sources(
     State(s): State<AppState>,
     Caller(p): Caller,
-    Path(kb): Path<String>,
+    ApiPath(kb): ApiPath<String>,
 ) -> Result<Json<Vec<Source>>, ApiError> {
     let service = s.service.clone();
     Ok(Json(blocking(move || service.list_sources(&p, &kb)).await?))
@@ -325,7 +328,7 @@ pub async fn list_sources(
 pub async fn delete_source(
     State(s): State<AppState>,
     Caller(p): Caller,
-    Path((kb, id)): Path<(String, String)>,
+    ApiPath((kb, id)): ApiPath<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     let service = s.service.clone();
     blocking(move || service.delete_source(&p, &kb, &id)).await?;
@@ -346,7 +349,7 @@ pub struct SyncStarted {
 pub async fn sync_source(
     State(s): State<AppState>,
     Caller(p): Caller,
-    Path((kb, id)): Path<(String, String)>,
+    ApiPath((kb, id)): ApiPath<(String, String)>,
 ) -> Result<(StatusCode, Json<SyncStarted>), ApiError> {
     let service = s.service.clone();
     let workflow_id = blocking(move || service.sync_source(&p, &kb, &id)).await?;

@@ -148,8 +148,9 @@ fn validate(req: &ChatRequest) -> Result<()> {
     if req.temperature.is_some_and(|t| !(0.0..=2.0).contains(&t)) {
         return bad("temperature must be between 0 and 2");
     }
-    if req.top_p.is_some_and(|p| !(p > 0.0 && p <= 1.0)) {
-        return bad("top_p must be in (0, 1]");
+    // (0, 1]; the smallest mass kept is 1e-30, above what f32 rounds to zero.
+    if req.top_p.is_some_and(|p| !((1.0e-30..=1.0).contains(&p))) {
+        return bad("top_p must be within 1e-30..=1");
     }
     if req.max_tokens() == Some(0) {
         return bad("max_tokens must be positive");

@@ -117,15 +117,19 @@ pub struct ChatRequest {
     pub messages: Vec<Message>,
     /// Sampling temperature (0 = greedy, deterministic, cacheable).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0.0, maximum = 2.0)]
     pub temperature: Option<f32>,
     /// Nucleus sampling mass.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1.0e-30, maximum = 1.0)]
     pub top_p: Option<f32>,
     /// Most completion tokens.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1)]
     pub max_tokens: Option<u32>,
     /// Newer name of `max_tokens`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1)]
     pub max_completion_tokens: Option<u32>,
     /// Stop sequences (up to 4).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -146,6 +150,7 @@ pub struct ChatRequest {
     pub user: Option<String>,
     /// Number of choices; only 1 is supported.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 1)]
     pub n: Option<u32>,
 }
 
@@ -238,6 +243,7 @@ pub struct EmbeddingRequest {
     pub input: EmbeddingInput,
     /// `float` (default) or `base64`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = "^(float|base64)$")]
     pub encoding_format: Option<String>,
     /// End-user id.
     #[serde(default, skip_serializing_if = "Option::is_none")]

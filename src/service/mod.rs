@@ -660,7 +660,7 @@ impl Service {
             max_tokens: defaults.max_tokens as u32,
             overlap_tokens: defaults.overlap_tokens as u32,
         });
-        workflows::validate_chunking(chunking, embedder.as_ref())?;
+        let chunking = workflows::validate_chunking(chunking, embedder.as_ref())?;
         let kb = self.core.store.create_kb(&NewKb {
             tenant_id: p.tenant_id.clone(),
             name: req.name,

@@ -108,12 +108,14 @@ impl Models {
             None if Path::new(spec).is_absolute() && Path::new(spec).is_dir() => {
                 PathBuf::from(spec)
             }
+            // Like an unknown gateway model: a name that refers to nothing is 404.
             None => {
-                return Err(ServiceError::Invalid(format!(
-                    "unknown embedding model `{spec}`: use `{short}`, a name from [embed.models] \
-                     ({}) or an absolute model folder",
-                    self.named.keys().cloned().collect::<Vec<_>>().join(", ")
-                )))
+                tracing::debug!(%spec, default = %short, named = ?self.named.keys().collect::<Vec<_>>(),
+                    "unknown embedding model");
+                return Err(ServiceError::NotFound {
+                    kind: "embedding model (the default, a name from [embed.models] or an absolute model folder)",
+                    id: spec.to_owned(),
+                });
             }
         };
         let dir = dir.canonicalize().unwrap_or(dir);

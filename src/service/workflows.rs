@@ -171,12 +171,13 @@ impl Service {
     pub fn reindex(&self, p: &Principal, kb: &str, req: ReindexRequest) -> Result<WorkflowRecord> {
         p.require(Scope::Admin)?;
         let kb = self.kb(p, kb)?;
+        let mut req = req;
         if let Some(c) = req.chunking {
             let embedder = match &req.embedding_model {
                 Some(spec) => self.core.models.resolve(spec)?.embedder,
                 None => self.core.models.for_kb(&kb)?,
             };
-            validate_chunking(c, embedder.as_ref())?;
+            req.chunking = Some(validate_chunking(c, embedder.as_ref())?);
         } else if let Some(spec) = &req.embedding_model {
             self.core.models.resolve(spec)?;
         }
@@ -233,24 +234,27 @@ impl Service {
                 "a source path must be absolute".into(),
             ));
         }
-        let dir = dir
-            .canonicalize()
-            .map_err(|e| ServiceError::Invalid(format!("{path}: {e}")))?;
+        let roots = &self.core.config.sources.allowed_roots;
+        // Refused before the path is looked at: a caller learns nothing about the disk.
+        if roots.is_empty() && self.core.demo.is_none() {
+            return Err(ServiceError::Forbidden(
+                "sources (set sources.allowed_roots to enable folder sources)",
+            ));
+        }
+        let dir = dir.canonicalize().map_err(|_| ServiceError::NotFound {
+            kind: "folder",
+            id: path.to_owned(),
+        })?;
         if !dir.is_dir() {
             return Err(ServiceError::Invalid(format!("{path} is not a directory")));
         }
-        let roots = &self.core.config.sources.allowed_roots;
-        if roots.is_empty() {
-            if self.core.demo.is_none() {
-                return Err(ServiceError::Forbidden(
-                    "sources (set sources.allowed_roots to enable folder sources)",
-                ));
-            }
-        } else if !roots.iter().any(|r| {
-            r.canonicalize()
-                .map(|r| dir.starts_with(r))
-                .unwrap_or(false)
-        }) {
+        if !roots.is_empty()
+            && !roots.iter().any(|r| {
+                r.canonicalize()
+                    .map(|r| dir.starts_with(r))
+                    .unwrap_or(false)
+            })
+        {
             return Err(ServiceError::Invalid(format!(
                 "{} is outside sources.allowed_roots",
                 dir.display()
@@ -301,16 +305,20 @@ impl Service {
     }
 }
 
-/// Checks a chunking against a model's limits.
+/// Checks a chunking against a model's limits; the overlap is at most half a chunk (a larger
+/// one is cut to that, and the stored chunking says so).
 pub(super) fn validate_chunking(
     c: ChunkingStamp,
     embedder: &dyn crate::embed::Embedder,
-) -> Result<()> {
+) -> Result<ChunkingStamp> {
     let limit = embedder.max_tokens() - embedder.tokenizer().special_tokens();
-    if c.max_tokens < 8 || c.max_tokens as usize > limit || c.overlap_tokens * 2 > c.max_tokens {
+    if c.max_tokens < 8 || c.max_tokens as usize > limit {
         return Err(ServiceError::Invalid(format!(
-            "chunking.max_tokens must be within 8..={limit} and at least twice overlap_tokens"
+            "chunking.max_tokens must be within 8..={limit}"
         )));
     }
-    Ok(())
+    Ok(ChunkingStamp {
+        max_tokens: c.max_tokens,
+        overlap_tokens: c.overlap_tokens.min(c.max_tokens / 2),
+    })
 }

@@ -80,6 +80,15 @@ impl From<rusqlite::Error> for StoreError {
             {
                 StoreError::Busy(e.to_string())
             }
+            // A write referring to a row deleted meanwhile (a chat racing its agent's DELETE).
+            rusqlite::Error::SqliteFailure(f, _)
+                if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_FOREIGNKEY =>
+            {
+                StoreError::NotFound {
+                    kind: "record this change refers to",
+                    id: "deleted meanwhile".into(),
+                }
+            }
             _ => StoreError::Database(e.to_string()),
         }
     }

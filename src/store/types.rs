@@ -107,9 +107,10 @@ pub struct ApiKeyRecord {
 /// Chunk size settings stored with a knowledge base.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ChunkingStamp {
-    /// Most tokens per chunk.
+    /// Most tokens per chunk (8 up to the model's limit: 254 for the default).
+    #[schema(minimum = 8, maximum = 254)]
     pub max_tokens: u32,
-    /// Tokens repeated between neighbouring chunks.
+    /// Tokens repeated between neighbouring chunks (at most half a chunk; more is cut to that).
     pub overlap_tokens: u32,
 }
 
