@@ -413,6 +413,31 @@ fn invalid_json_is_400_on_some_routes_and_422_on_others() {
     server.stop();
 }
 
+/// Sends `n` requests at once (`send(i)` on its own thread each); status and JSON body of each.
+fn at_once(
+    n: usize,
+    send: impl Fn(usize) -> reqwest::blocking::Response + Sync,
+) -> Vec<(u16, Value)> {
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..n)
+            .map(|i| {
+                let send = &send;
+                s.spawn(move || {
+                    let res = send(i);
+                    (
+                        res.status().as_u16(),
+                        res.json::<Value>().unwrap_or(Value::Null),
+                    )
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("thread"))
+            .collect()
+    })
+}
+
 /// A server whose gateway has a priced fake remote model (`remote`, billing the most a real
 /// provider could) and the priced local SmolLM2 (`local`), with a per-user daily budget.
 fn priced_server(dir: &std::path::Path, fake: &str, limit_usd: f64) -> TestServer {
@@ -452,27 +477,12 @@ limit_usd = {limit_usd}
 fn race(server: &TestServer, route: &str, user: &str, price: f64) -> (f64, usize, Option<Value>) {
     let body = json!({"model": route, "max_tokens": 8, "temperature": 0.7, "user": user,
                       "messages": [{"role": "user", "content": "How tall is the tower?"}]});
-    let results: Vec<(u16, Value)> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..200)
-            .map(|_| {
-                let body = &body;
-                s.spawn(move || {
-                    let res = server.post_with(
-                        "/v1/chat/completions",
-                        body,
-                        &[("x-groundwork-cache", "bypass")],
-                    );
-                    (
-                        res.status().as_u16(),
-                        res.json::<Value>().unwrap_or(Value::Null),
-                    )
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("thread"))
-            .collect()
+    let results = at_once(200, |_| {
+        server.post_with(
+            "/v1/chat/completions",
+            &body,
+            &[("x-groundwork-cache", "bypass")],
+        )
     });
     let mut spent = 0.0;
     let mut ok = 0;
@@ -566,26 +576,11 @@ fn budget_overspent_by_71_percent_agent_budgets() {
                         "answer_mode": "generative", "min_support": 0.0,
                         "budget": {"limit_usd": limit, "window": "day"}});
     ok_json(server.send("PUT", "/v1/agents/spender/config", Some(&config), &[]));
-    let results: Vec<(u16, Value)> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..40)
-            .map(|i| {
-                let server = &server;
-                s.spawn(move || {
-                    let res = server.post(
-                        "/v1/agents/spender/chat",
-                        &json!({"message": format!("How tall is the tower? ({i})")}),
-                    );
-                    (
-                        res.status().as_u16(),
-                        res.json::<Value>().unwrap_or(Value::Null),
-                    )
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("thread"))
-            .collect()
+    let results = at_once(40, |i| {
+        server.post(
+            "/v1/agents/spender/chat",
+            &json!({"message": format!("How tall is the tower? ({i})")}),
+        )
     });
     let spent: f64 = results
         .iter()

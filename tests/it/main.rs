@@ -18,7 +18,10 @@
 //!   frontier model and the local SmolLM2), resumable streams, the chat UI in headless Chromium;
 //! - `grounding`: answers true to the documents — generated sentences verified (an invented
 //!   sentence unsupported, dropped under `strict`), extractive answers on the seeded guide;
-//! - `limits`: promises under pressure — bounded chunks and documents, per-file upload results;
+//! - `limits`: promises under pressure (issue 14), a test per broken promise — budgets under
+//!   200 concurrent calls, bounded chunks and documents, per-file upload results, the `infer`
+//!   scope, agent configs and tenants' status, one error vocabulary, rate limits, and the
+//!   OpenAPI document against schemathesis;
 //! - `workflows`: durable ingest, crash recovery (SIGKILL at fail points), reindexing while
 //!   searching, a model of another dimension, folder sources on a schedule.
 
