@@ -162,7 +162,7 @@ fn shapes_as_parsed(doc: &mut Value) {
     }
     // agent::tasks::validate: each kind has its payload.
     // RFC 6902 operations: a JSON Pointer is empty or starts with `/`.
-    let pointer = json!({"type": "string", "pattern": "^(/.*)?$"});
+    let pointer = json!({"type": "string", "pattern": "^(/([^~]|~[01])*)*$"});
     let op = json!({"oneOf": [
         {"type": "object", "required": ["op", "path", "value"], "properties": {
             "op": {"enum": ["add", "replace", "test"]}, "path": pointer, "value": {}}},
@@ -187,7 +187,7 @@ fn shapes_as_parsed(doc: &mut Value) {
                 "properties": {"conversation_id": {"type": "string"}}})),
             kind("http", json!({"type": "object", "required": ["url"], "properties": {
                 "url": {"type": "string",
-                        "pattern": "^https?://[a-z0-9]+(\\.[a-z0-9]+)*(:[1-9][0-9]{0,3})?(/[a-z0-9]*)*$"},
+                        "pattern": "^https?://[a-z][a-z0-9]*(\\.[a-z][a-z0-9]*)*(:[1-9][0-9]{0,3})?(/[a-z0-9]*)*$"},
                 "method": {"enum": ["GET", "POST", "PUT", "PATCH", "DELETE", null]},
                 "body": {}}})),
         ]}),
@@ -218,7 +218,7 @@ fn shapes_as_parsed(doc: &mut Value) {
                "properties": {
                    // A schema can only describe the text files; a PDF's bytes are binary.
                    "file": {"type": "string", "minLength": 1,
-                       "pattern": "^[^\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f\\u007f-\\u009f]+$",
+                       "pattern": "^[^\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f]+$",
                        "description":
                        "A document: Markdown, HTML or plain text (UTF-8 or Latin-1) without \
                         control characters, or a PDF (binary, `application/pdf`). Images and \
@@ -234,6 +234,12 @@ fn shapes_as_parsed(doc: &mut Value) {
     set(
         doc,
         "/paths/~1v1~1kbs~1{kb}~1reindex/post/requestBody/required",
+        json!(false),
+    );
+    // api::workflows::send_event: an empty body is a `null` payload.
+    set(
+        doc,
+        "/paths/~1v1~1workflows~1{id}~1events~1{name}/post/requestBody/required",
         json!(false),
     );
     // api::gateway::usage: `group_by` is a comma list of these.
