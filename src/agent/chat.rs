@@ -9,6 +9,7 @@ use serde_json::{json, Value};
 use super::cite::{Citation, Dropped, Source};
 use super::config::AnswerMode;
 use super::stream::{Emitter, Reader};
+use super::turn::Asked;
 use super::verify::Claim;
 use super::{blocking, AgentConfig, AgentError, Agents, Cmd, Key, Result};
 use crate::gateway::types::Usage;
@@ -180,9 +181,13 @@ impl Agents {
         check_budget(self, &key, &config).await?;
         let conversation = conversation(self, &key, input.conversation_id).await?;
         let stream_id = uuid::Uuid::now_v7().to_string();
+        let asked = Asked {
+            message,
+            mode: input.answer_mode,
+            conversation,
+        };
         if !input.stream {
-            let mode = input.answer_mode;
-            let answer = turn(self, &key, p, message, mode, conversation, &stream_id, None).await?;
+            let answer = turn(self, &key, p, asked, &stream_id, None).await?;
             return Ok(ChatStart::Complete(Box::new(answer)));
         }
         let emitter = self
@@ -194,25 +199,10 @@ impl Agents {
             .hub
             .follow(&stream_id, (&key.0, &key.1), 0)
             .ok_or(AgentError::Unavailable("unable to open the stream"))?;
-        let (agents, p, sid, mode) = (
-            self.clone(),
-            p.clone(),
-            stream_id.clone(),
-            input.answer_mode,
-        );
+        let (agents, p, sid) = (self.clone(), p.clone(), stream_id.clone());
         // The turn runs on its own: a client that goes away can resume it.
         tokio::spawn(async move {
-            let _ = turn(
-                &agents,
-                &key,
-                &p,
-                message,
-                mode,
-                conversation,
-                &sid,
-                Some(emitter),
-            )
-            .await;
+            let _ = turn(&agents, &key, &p, asked, &sid, Some(emitter)).await;
         });
         Ok(ChatStart::Stream { stream_id, reader })
     }
@@ -242,7 +232,12 @@ pub(super) async fn run_task(
     let conversation = conversation(agents, key, conversation_id).await?;
     let sid = uuid::Uuid::now_v7().to_string();
     let p = system_principal(key);
-    let a = turn(agents, key, &p, message, None, conversation, &sid, None).await?;
+    let asked = Asked {
+        message,
+        mode: None,
+        conversation,
+    };
+    let a = turn(agents, key, &p, asked, &sid, None).await?;
     Ok(json!({
         "conversation_id": a.conversation_id,
         "message_id": a.message.id,
@@ -252,29 +247,16 @@ pub(super) async fn run_task(
 }
 
 /// One turn, its errors reported on the stream too.
-#[allow(clippy::too_many_arguments)]
 async fn turn(
     agents: &Agents,
     key: &Key,
     p: &Principal,
-    message: String,
-    mode: Option<AnswerMode>,
-    conversation: Option<Conversation>,
+    asked: Asked,
     stream_id: &str,
     emitter: Option<Emitter>,
 ) -> Result<ChatAnswer> {
     let mut sink = Sink { emitter };
-    let r = super::turn::run(
-        agents,
-        key,
-        p,
-        message,
-        mode,
-        conversation,
-        stream_id,
-        &mut sink,
-    )
-    .await;
+    let r = super::turn::run(agents, key, p, asked, stream_id, &mut sink).await;
     match &r {
         Ok(a) => {
             metrics::counter!("groundwork_agent_turns_total", "status" => "ok").increment(1);

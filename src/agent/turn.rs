@@ -111,18 +111,28 @@ fn resolve(mode: AnswerMode, agents: &Agents, config: &AgentConfig) -> AnswerMod
     }
 }
 
+/// What a turn is asked: the question, an answer mode overriding the agent's, and the
+/// conversation it continues (`None`: a new one).
+pub(super) struct Asked {
+    pub message: String,
+    pub mode: Option<AnswerMode>,
+    pub conversation: Option<Conversation>,
+}
+
 /// Runs one turn under the agent's turn lock.
-#[allow(clippy::too_many_arguments)]
 pub(super) async fn run(
     agents: &Agents,
     key: &Key,
     p: &Principal,
-    message: String,
-    mode: Option<AnswerMode>,
-    conversation: Option<Conversation>,
+    asked: Asked,
     stream_id: &str,
     sink: &mut Sink,
 ) -> Result<ChatAnswer> {
+    let Asked {
+        message,
+        mode,
+        conversation,
+    } = asked;
     let started = Instant::now();
     let handle = agents.handle(key)?;
     let _turn = handle.turn.clone().lock_owned().await;

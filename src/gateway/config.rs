@@ -8,7 +8,6 @@ use serde::{Deserialize, Serialize};
 
 use super::budget::BudgetConfig;
 use super::guard::GuardrailsConfig;
-use super::route::FailureKind;
 
 /// `[gateway]`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -285,5 +284,53 @@ mod tests {
             .contains("unknown provider"));
         let secret = super::Secret("sk-live-123".into());
         assert_eq!(format!("{secret:?}"), "\"***\"");
+    }
+}
+
+/// Why an attempt failed, as routes name it in `retry_on` / `fallback_on`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureKind {
+    /// No first byte, or no end, within the route's timeouts.
+    Timeout,
+    /// The connection could not be made or broke.
+    Connection,
+    /// 429 from the provider.
+    RateLimited,
+    /// 5xx from the provider.
+    Server,
+    /// The provider's answer could not be read (malformed JSON, a cut stream).
+    Malformed,
+    /// The provider refused the request (4xx other than 429): retrying will not help.
+    BadRequest,
+    /// The provider refused the credentials.
+    Auth,
+    /// The local model's queue is full.
+    Overloaded,
+}
+
+impl FailureKind {
+    /// The failures worth another attempt by default.
+    pub const TRANSIENT: [FailureKind; 6] = [
+        FailureKind::Timeout,
+        FailureKind::Connection,
+        FailureKind::RateLimited,
+        FailureKind::Server,
+        FailureKind::Malformed,
+        FailureKind::Overloaded,
+    ];
+
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureKind::Timeout => "timeout",
+            FailureKind::Connection => "connection",
+            FailureKind::RateLimited => "rate_limited",
+            FailureKind::Server => "server",
+            FailureKind::Malformed => "malformed",
+            FailureKind::BadRequest => "bad_request",
+            FailureKind::Auth => "auth",
+            FailureKind::Overloaded => "overloaded",
+        }
     }
 }

@@ -1,60 +1,12 @@
 //! Routes: what a request's `model` resolves to (an alias's ordered targets, or one
-//! `provider/model`), and the failure kinds that decide between retrying and falling back.
+//! `provider/model`), and the attempt policy (retries, backoff) of its config. The failure
+//! kinds routes name live with the configuration (`config::FailureKind`).
 
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
-
+pub use super::config::FailureKind;
 use super::config::RouteConfig;
 use crate::workflow::Backoff;
-
-/// Why an attempt failed, as routes name it in `retry_on` / `fallback_on`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum FailureKind {
-    /// No first byte, or no end, within the route's timeouts.
-    Timeout,
-    /// The connection could not be made or broke.
-    Connection,
-    /// 429 from the provider.
-    RateLimited,
-    /// 5xx from the provider.
-    Server,
-    /// The provider's answer could not be read (malformed JSON, a cut stream).
-    Malformed,
-    /// The provider refused the request (4xx other than 429): retrying will not help.
-    BadRequest,
-    /// The provider refused the credentials.
-    Auth,
-    /// The local model's queue is full.
-    Overloaded,
-}
-
-impl FailureKind {
-    /// The failures worth another attempt by default.
-    pub const TRANSIENT: [FailureKind; 6] = [
-        FailureKind::Timeout,
-        FailureKind::Connection,
-        FailureKind::RateLimited,
-        FailureKind::Server,
-        FailureKind::Malformed,
-        FailureKind::Overloaded,
-    ];
-
-    /// The wire name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            FailureKind::Timeout => "timeout",
-            FailureKind::Connection => "connection",
-            FailureKind::RateLimited => "rate_limited",
-            FailureKind::Server => "server",
-            FailureKind::Malformed => "malformed",
-            FailureKind::BadRequest => "bad_request",
-            FailureKind::Auth => "auth",
-            FailureKind::Overloaded => "overloaded",
-        }
-    }
-}
 
 /// One `provider/model`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
