@@ -3,19 +3,9 @@
 use serde::{Deserialize, Serialize};
 
 use super::detect::{detect, MediaType};
+pub use super::heading::Heading;
 use super::isolate::{self, Isolation};
 use super::{html, markdown, text, IngestError};
-
-/// A heading found in a document, located by byte offset in the extracted text.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Heading {
-    /// 1 for a top-level heading, up to 6.
-    pub level: u8,
-    /// The heading's text.
-    pub title: String,
-    /// Byte offset of the heading in [`Extracted::text`].
-    pub offset: usize,
-}
 
 /// A document's text with the structure chunks need for citations.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -3,7 +3,7 @@
 
 use scraper::{ElementRef, Html, Node};
 
-use super::extract::Heading;
+use super::heading::Heading;
 
 const SKIP: &[&str] = &[
     "script", "style", "noscript", "template", "head", "svg", "iframe", "object", "canvas",

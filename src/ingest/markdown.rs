@@ -3,7 +3,7 @@
 
 use pulldown_cmark::{Event, Options, Parser, Tag, TagEnd};
 
-use super::extract::Heading;
+use super::heading::Heading;
 
 /// Headings of `text` with their levels, titles and byte offsets, in document order.
 pub fn headings(text: &str) -> Vec<Heading> {

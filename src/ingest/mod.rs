@@ -9,6 +9,7 @@
 pub mod chunk;
 pub mod detect;
 pub mod extract;
+mod heading;
 mod html;
 pub mod isolate;
 mod markdown;
