@@ -173,7 +173,7 @@ pub struct AgentConfig {
     #[schema(minimum = -1.0, maximum = 1.0)]
     pub min_score: f32,
     /// Token budget of the sources in the prompt (passages are trimmed to their best sentences).
-    #[schema(minimum = 32)]
+    #[schema(minimum = 32, maximum = 100000)]
     pub context_tokens: usize,
     /// Token budget of the conversation history in the prompt; older turns are summarised.
     #[schema(maximum = 100000)]
@@ -226,6 +226,20 @@ impl Default for AgentConfig {
 }
 
 impl AgentConfig {
+    /// This config with a JSON Merge Patch (RFC 7396) applied. A member the config does not
+    /// have is refused even when its value is `null` (which would otherwise remove nothing).
+    pub fn merged(&self, patch: &serde_json::Value) -> Result<AgentConfig> {
+        let mut v =
+            serde_json::to_value(self).map_err(|e| AgentError::Invalid(format!("config: {e}")))?;
+        if let Some(path) = unknown_member(patch, &v, "") {
+            return Err(AgentError::Invalid(format!(
+                "config has no member `{path}`"
+            )));
+        }
+        json_patch::merge(&mut v, patch);
+        serde_json::from_value(v).map_err(|e| AgentError::Invalid(format!("config: {e}")))
+    }
+
     /// Checks the values.
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(AgentError::Invalid(m));
@@ -241,9 +255,10 @@ impl AgentConfig {
         if self.max_answer_tokens == 0 || self.max_answer_tokens > 8192 {
             return bad("max_answer_tokens must be within 1..=8192".into());
         }
-        if self.context_tokens < 32 || self.history_tokens > 100_000 {
+        if !(32..=100_000).contains(&self.context_tokens) || self.history_tokens > 100_000 {
             return bad(
-                "context_tokens must be at least 32 and history_tokens at most 100000".into(),
+                "context_tokens must be within 32..=100000 and history_tokens at most 100000"
+                    .into(),
             );
         }
         if self.fast_route.trim().is_empty() || self.main_route.trim().is_empty() {
@@ -272,9 +287,49 @@ impl AgentConfig {
     }
 }
 
+/// The first member of `patch` that `current` (an object) has no place for, as a path.
+/// Where `current` is not an object (an absent budget) the types decide when it is read.
+fn unknown_member(
+    patch: &serde_json::Value,
+    current: &serde_json::Value,
+    at: &str,
+) -> Option<String> {
+    let (patch, current) = (patch.as_object()?, current.as_object()?);
+    patch.iter().find_map(|(k, v)| {
+        let path = format!("{at}/{k}");
+        match current.get(k) {
+            None => Some(path),
+            Some(c) => unknown_member(v, c, &path),
+        }
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A merge patch naming a member the config lacks is refused, even as `null` (which
+    /// would otherwise remove nothing and pass unnoticed), at any depth.
+    #[test]
+    fn merge_patches_refuse_members_the_config_lacks() {
+        let mut config = AgentConfig::default();
+        let err = config
+            .merged(&serde_json::json!({"": null, "answer_words": 5}))
+            .expect_err("unknown member");
+        assert!(err.to_string().contains("`/`"), "{err}");
+        config.budget = Some(AgentBudget {
+            limit_usd: 1.0,
+            window: Window::Day,
+        });
+        let err = config
+            .merged(&serde_json::json!({"budget": {"cap": null}}))
+            .expect_err("unknown nested member");
+        assert!(err.to_string().contains("/budget/cap"), "{err}");
+        let merged = config
+            .merged(&serde_json::json!({"top_k": 7, "budget": null}))
+            .expect("known members");
+        assert_eq!((merged.top_k, merged.budget), (7, None));
+    }
 
     /// Every TOML block of the agents guide parses and validates.
     #[test]

@@ -702,12 +702,7 @@ fn apply_write(
         Write::PatchState(p) => json_patch::patch(&mut state, &p)
             .map_err(|e| AgentError::Invalid(format!("the JSON Patch does not apply: {e}")))?,
         Write::SetConfig(c) => config = *c,
-        Write::MergeConfig(p) => {
-            let mut v = serde_json::to_value(&config).unwrap_or_default();
-            json_patch::merge(&mut v, &p);
-            config = serde_json::from_value(v)
-                .map_err(|e| AgentError::Invalid(format!("config: {e}")))?;
-        }
+        Write::MergeConfig(p) => config = config.merged(&p)?,
     }
     config.validate()?;
     let size = serde_json::to_vec(&state).map(|v| v.len()).unwrap_or(0);

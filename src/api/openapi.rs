@@ -218,10 +218,11 @@ fn shapes_as_parsed(doc: &mut Value) {
                "properties": {
                    // A schema can only describe the text files; a PDF's bytes are binary.
                    "file": {"type": "string", "minLength": 1,
-                       "pattern": "^[^\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f]+$",
+                       "pattern": "^[^\\u0000-\\u0008\\u000e-\\u0019\\u001c-\\u001f]+$",
                        "description":
-                       "A document: Markdown, HTML or plain text (UTF-8 or Latin-1) without \
-                        control characters, or a PDF (binary, `application/pdf`). Images and \
+                       "A document: Markdown, HTML or plain text (UTF-8 or Latin-1) with no \
+                        control characters but tab, line breaks, form feed, SUB and ESC \
+                        (ingest::detect), or a PDF (binary, `application/pdf`). Images and \
                         other binaries are refused (415) on their own."},
                    "metadata": {"type": "object", "description": "Applied to every file."}}}),
     );
@@ -236,12 +237,22 @@ fn shapes_as_parsed(doc: &mut Value) {
         "/paths/~1v1~1kbs~1{kb}~1reindex/post/requestBody/required",
         json!(false),
     );
-    // api::workflows::send_event: an empty body is a `null` payload.
+    // api::workflows::send_event: the payload is any JSON value; an empty body is `null`.
     set(
         doc,
-        "/paths/~1v1~1workflows~1{id}~1events~1{name}/post/requestBody/required",
-        json!(false),
+        "/paths/~1v1~1workflows~1{id}~1events~1{name}/post/requestBody",
+        json!({"required": false, "description": "The payload the run receives: any JSON value.",
+               "content": {"application/json": {"schema": {}}}}),
     );
+    // service::workflows::send_workflow_event: event names are 1-64 characters.
+    if let Some(params) = doc
+        .pointer_mut("/paths/~1v1~1workflows~1{id}~1events~1{name}/post/parameters")
+        .and_then(Value::as_array_mut)
+    {
+        for p in params.iter_mut().filter(|p| p["name"] == "name") {
+            p["schema"] = json!({"type": "string", "minLength": 1, "maxLength": 64});
+        }
+    }
     // api::gateway::usage: `group_by` is a comma list of these.
     if let Some(params) = doc
         .pointer_mut("/paths/~1v1~1gateway~1usage/get/parameters")
@@ -298,7 +309,10 @@ fn unsigned_bounds(v: &mut Value) {
                 t == "integer"
                     || t.as_array()
                         .is_some_and(|a| a.iter().any(|x| x == "integer"))
-            }) && o.get("minimum").and_then(Value::as_f64) == Some(0.0);
+            }) && o
+                .get("minimum")
+                .and_then(Value::as_f64)
+                .is_some_and(|m| m >= 0.0);
             if unsigned {
                 let max = match o.get("format").and_then(Value::as_str) {
                     Some("int32") => Some(json!(u32::MAX)),

@@ -148,8 +148,10 @@ impl Service {
     ) -> Result<()> {
         p.require(Scope::Write)?;
         self.own_workflow(p, id)?;
-        if name.is_empty() || name.len() > 64 {
-            return Err(ServiceError::Invalid("event names are 1-64 bytes".into()));
+        if name.is_empty() || name.chars().count() > 64 {
+            return Err(ServiceError::Invalid(
+                "event names are 1-64 characters".into(),
+            ));
         }
         self.core
             .engine

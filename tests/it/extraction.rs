@@ -129,7 +129,7 @@ fn invalid_utf8_text_is_read_with_a_warning() {
     assert!(doc.text.starts_with("caf"));
     assert_eq!(doc.warnings.len(), 1);
     let err = extract(
-        b"\x89PNG\r\n\x1a\nxxxx",
+        b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR",
         Some("photo.pdf"),
         &options(Duration::from_secs(5)),
     )

@@ -118,7 +118,7 @@ fn one_bad_file_rejects_the_whole_multipart_upload() {
             ),
             3 | 7 => (
                 format!("photo-{i}.png"),
-                b"\x89PNG\r\n\x1a\nrest".to_vec(),
+                b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR".to_vec(),
                 Some("unsupported_media_type"),
             ),
             11 => (
@@ -164,7 +164,7 @@ fn one_bad_file_rejects_the_whole_multipart_upload() {
     assert_eq!(job["ready"], 42, "{job}");
 
     let only_bad: Vec<(&str, Vec<u8>)> = vec![
-        ("a.png", b"\x89PNG\r\n\x1a\nrest".to_vec()),
+        ("a.png", b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR".to_vec()),
         ("b.txt", Vec::new()),
     ];
     let p = problem(
@@ -736,7 +736,6 @@ cache_ttl_secs = 0
 /// the server still up and no panic in its log. The WebSocket route is left out: its handshake
 /// is not a request/response schemathesis can exercise (the agents tests drive it).
 #[test]
-#[ignore = "schemathesis still finds 1-2 failed checks (down from 121): issue 14 stays open"]
 fn the_openapi_document_does_not_describe_the_api() {
     let dir = tempdir();
     let data = dir.path().join("data");
@@ -752,8 +751,11 @@ fn the_openapi_document_does_not_describe_the_api() {
             "30",
             "--seed",
             "1",
+            // One worker: with two, Hypothesis parses lambdas' source from two threads at once,
+            // which CPython 3.11's parser does not survive ("AST constructor recursion depth
+            // mismatch"), now and then failing a run on schemathesis's side.
             "--workers",
-            "2",
+            "1",
         ])
         .args(["--exclude-path", "/v1/agents/{id}/ws"])
         .env("NO_COLOR", "1")

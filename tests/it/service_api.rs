@@ -250,7 +250,7 @@ fn bad_input_gets_clear_errors_and_the_server_keeps_serving() {
     problem(
         server.upload(
             "inbox",
-            &[("photo.png", b"\x89PNG\r\n\x1a\nrest".to_vec())],
+            &[("photo.png", b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR".to_vec())],
             None,
         ),
         415,
