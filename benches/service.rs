@@ -54,7 +54,8 @@ async fn start(service: Service) -> Running {
     let url = format!("http://{}", listener.local_addr().expect("addr"));
     let (stop, rx) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(async move {
-        let _ = groundwork::api::serve(service, listener, async move {
+        let agents = groundwork::app::agents(&service);
+        let _ = groundwork::api::serve(service, agents, listener, async move {
             let _ = rx.await;
         })
         .await;

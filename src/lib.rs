@@ -11,6 +11,8 @@
 //!   api (axum) / CLI ──► agent ──► service, gateway ──► ingest, embed, index ──► store
 //! ```
 //!
+//! - [`app`]: the composition root — wires the agent runtime to the knowledge-base service
+//!   through the agent's ports.
 //! - [`agent`]: addressable agents (one actor per id with a mailbox, evicted when idle) with
 //!   durable state, conversations, task queues and schedules, and the grounded chat turn:
 //!   follow-up rewriting, hybrid retrieval, numbered sources, streamed answers through the
@@ -35,6 +37,8 @@
 //!   process) and text into token-bounded chunks that keep pages and headings ([`ingest::chunk`]).
 //! - [`index`]: the dense vector index (hnsw_rs graph plus an exact scan), BM25, hybrid fusion,
 //!   metadata filters, tombstones and on-disk generations.
+//! - [`error`]: the error kinds every module's error reports, read once by `api` for HTTP.
+//! - [`principal`]: the verified caller (tenant, key, scopes) and the scope check.
 //! - [`config`]: the typed configuration (defaults → TOML → `GROUNDWORK__*` environment).
 //! - [`client`]: a typed client of the HTTP API (CLI `--server` mode, tests, benchmarks).
 //! - [`eval`]: BEIR-format retrieval evaluation (nDCG@10, recall@k, MRR@10).
@@ -48,13 +52,16 @@
 
 pub mod agent;
 pub mod api;
+pub mod app;
 pub mod client;
 pub mod config;
 pub mod embed;
+pub mod error;
 pub mod eval;
 pub mod gateway;
 pub mod index;
 pub mod ingest;
+pub mod principal;
 pub mod runtime;
 pub mod service;
 pub mod store;

@@ -1,9 +1,12 @@
-//! The agent runtime's errors. The HTTP mapping lives in `api`.
+//! The agent runtime's errors, classified in the crate's one vocabulary
+//! ([`crate::error::Classify`]); the HTTP mapping lives in `api`.
 
 use chrono::{DateTime, Utc};
+use serde_json::{json, Map, Value};
 
+use crate::error::{Classify, ErrorKind, Foreign};
 use crate::gateway::GatewayError;
-use crate::service::ServiceError;
+use crate::principal::Forbidden;
 use crate::store::StoreError;
 
 /// Errors of agents.
@@ -41,9 +44,12 @@ pub enum AgentError {
     /// The runtime is stopping.
     #[error("the agent runtime is {0}")]
     Unavailable(&'static str),
-    /// The knowledge-base service failed (search, scopes).
+    /// The caller lacks a scope.
     #[error(transparent)]
-    Service(#[from] ServiceError),
+    Forbidden(#[from] Forbidden),
+    /// The knowledge bases failed (listing, search, embeddings): their own error, as is.
+    #[error(transparent)]
+    Knowledge(Foreign),
     /// A model call failed.
     #[error(transparent)]
     Gateway(#[from] GatewayError),
@@ -61,20 +67,72 @@ impl From<StoreError> for AgentError {
     }
 }
 
-impl AgentError {
-    /// Stable machine-readable code.
-    pub fn code(&self) -> &'static str {
+impl Classify for AgentError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            AgentError::NotFound { .. } => ErrorKind::NotFound,
+            AgentError::Invalid(_) => ErrorKind::Invalid,
+            AgentError::VersionMismatch { .. } => ErrorKind::PreconditionFailed,
+            AgentError::BudgetExceeded { .. } => ErrorKind::RateLimited,
+            AgentError::Unavailable(_) => ErrorKind::Unavailable,
+            AgentError::Forbidden(_) => ErrorKind::Forbidden,
+            AgentError::Knowledge(e) => e.kind(),
+            AgentError::Gateway(e) => e.kind(),
+            AgentError::Store(e) if e.is_retryable() => ErrorKind::Unavailable,
+            AgentError::Store(_) => ErrorKind::Internal,
+        }
+    }
+
+    fn code(&self) -> &'static str {
         match self {
             AgentError::NotFound { .. } => "not_found",
             AgentError::Invalid(_) => "invalid_request",
             AgentError::VersionMismatch { .. } => "version_mismatch",
             AgentError::BudgetExceeded { .. } => "budget_exceeded",
             AgentError::Unavailable(_) => "unavailable",
-            AgentError::Service(e) => e.code(),
+            AgentError::Forbidden(_) => "forbidden",
+            AgentError::Knowledge(e) => e.code(),
             AgentError::Gateway(e) => e.code(),
             AgentError::Store(e) if e.is_retryable() => "store_busy",
             AgentError::Store(_) => "store_error",
         }
+    }
+
+    fn retry_after(&self) -> Option<u64> {
+        match self {
+            AgentError::BudgetExceeded { resets_at, .. } => Some(
+                resets_at
+                    .map(|t| (t - Utc::now()).num_seconds().max(1) as u64)
+                    .unwrap_or(3600),
+            ),
+            AgentError::Unavailable(_) => Some(1),
+            AgentError::Store(e) if e.is_retryable() => Some(1),
+            AgentError::Knowledge(e) => e.retry_after(),
+            AgentError::Gateway(e) => e.retry_after(),
+            _ => None,
+        }
+    }
+
+    fn details(&self) -> Map<String, Value> {
+        let mut extra = Map::new();
+        match self {
+            AgentError::VersionMismatch { current, .. } => {
+                extra.insert("current_version".into(), json!(current));
+            }
+            AgentError::BudgetExceeded {
+                limit_usd,
+                spent_usd,
+                resets_at,
+            } => {
+                extra.insert("limit_usd".into(), json!(limit_usd));
+                extra.insert("spent_usd".into(), json!(spent_usd));
+                extra.insert("resets_at".into(), json!(resets_at));
+            }
+            AgentError::Knowledge(e) => extra = e.details(),
+            AgentError::Gateway(e) => extra = e.details(),
+            _ => {}
+        }
+        extra
     }
 }
 

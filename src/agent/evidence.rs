@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use super::cite::Source;
 use super::extract::{candidates, Candidates};
 use super::{AgentError, Agents, Result};
-use crate::service::Principal;
+use crate::principal::Principal;
 
 /// Units of the passages with their vectors and the question's.
 pub(super) struct Evidence {
@@ -34,14 +34,13 @@ async fn embed(
     kb: &str,
     texts: Vec<String>,
 ) -> Result<Vec<Vec<f32>>> {
-    let (service, p, kb) = (agents.inner.service.clone(), p.clone(), kb.to_owned());
+    let (knowledge, p, kb) = (agents.inner.knowledge.clone(), p.clone(), kb.to_owned());
     tokio::task::spawn_blocking(move || {
         let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-        service.embed_for_kb(&p, &kb, "agent", &refs)
+        knowledge.embed(&p, &kb, &refs)
     })
     .await
     .map_err(|_| AgentError::Unavailable("stopping"))?
-    .map_err(AgentError::from)
 }
 
 impl Evidence {

@@ -7,7 +7,7 @@ use std::time::Instant;
 use serde_json::json;
 
 use super::cite::{self, Source};
-use super::turn::{Ctx, Draft};
+use super::context::{Ctx, Draft};
 use super::{AgentConfig, AgentError, Agents, Result};
 use crate::gateway::types::{ChatRequest, Message, Role, Stop, Usage};
 use crate::gateway::{CallContext, ChatReply, StreamEvent};
@@ -50,8 +50,7 @@ pub(super) async fn run(
     let (mut events, _) = ctx
         .agents
         .inner
-        .service
-        .gateway()
+        .gateway
         .chat(ctx.call.clone(), req)
         .await?
         .into_events();
@@ -87,13 +86,6 @@ pub(super) async fn run(
     Ok(draft)
 }
 
-pub(super) fn add(a: Usage, b: Usage) -> Usage {
-    Usage::new(
-        a.prompt_tokens + b.prompt_tokens,
-        a.completion_tokens + b.completion_tokens,
-    )
-}
-
 /// One short call on a route; returns the text, usage and cost.
 pub(super) async fn quick_call(
     agents: &Agents,
@@ -119,7 +111,7 @@ pub(super) async fn quick_call(
     };
     let mut ctx = ctx.clone();
     ctx.request_id = uuid::Uuid::now_v7().to_string();
-    match agents.inner.service.gateway().chat(ctx, req).await? {
+    match agents.inner.gateway.chat(ctx, req).await? {
         ChatReply::Complete { output, .. } => Ok((output.text, output.usage, output.cost_usd)),
         ChatReply::Stream { .. } => Err(AgentError::Unavailable("unexpected streamed answer")),
     }

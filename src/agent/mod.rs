@@ -12,16 +12,21 @@
 //! in FIFO order, one at a time, retried with backoff; schedules queue tasks when due.
 //!
 //! This module owns the runtime and the chat pipeline. It must never speak HTTP (the `api`
-//! module does) nor reach storage other than through [`AgentStore`], the knowledge-base
-//! service and the gateway.
+//! module does), nor name the knowledge-base service: it reaches the world through its ports
+//! only — [`Knowledge`] (the knowledge bases), the [`Gateway`] (model calls) and
+//! [`AgentStore`] — which the composition root (`crate::app`) hands it.
 
+pub mod answer;
+mod budget;
 pub mod chat;
 pub mod cite;
 pub mod config;
+mod context;
 mod error;
 mod evidence;
 pub mod extract;
 mod generate;
+pub mod knowledge;
 mod retrieve;
 mod rewrite;
 pub mod spans;
@@ -42,9 +47,11 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 
 pub use config::{AgentBudget, AgentConfig, AgentsConfig, AnswerMode, GroundingConfig};
 pub use error::{AgentError, Result};
+pub use knowledge::{Knowledge, KnowledgeBase, Passage};
 pub use tasks::{ScheduleRequest, TaskRequest, TaskSpec};
 
-use crate::service::{Principal, Service};
+use crate::gateway::Gateway;
+use crate::principal::Principal;
 use crate::store::agents::{
     AgentRecord, AgentSummary, Conversation, MessageRecord, NewMessage, ScheduleRecord, TaskRecord,
 };
@@ -155,7 +162,8 @@ struct Handle {
 }
 
 struct Inner {
-    service: Service,
+    knowledge: Arc<dyn Knowledge>,
+    gateway: Gateway,
     store: Arc<dyn AgentStore>,
     config: AgentsConfig,
     live: Mutex<HashMap<Key, Handle>>,
@@ -209,11 +217,18 @@ fn view(rec: &AgentRecord, config: &AgentConfig) -> AgentView {
 }
 
 impl Agents {
-    /// The runtime over the service's store; call [`Agents::start`] inside a tokio runtime.
-    pub fn new(service: Service, store: Arc<dyn AgentStore>, config: AgentsConfig) -> Self {
+    /// The runtime over its ports: the knowledge bases it searches, the gateway its model
+    /// calls go through, and its store. Call [`Agents::start`] inside a tokio runtime.
+    pub fn new(
+        knowledge: Arc<dyn Knowledge>,
+        gateway: Gateway,
+        store: Arc<dyn AgentStore>,
+        config: AgentsConfig,
+    ) -> Self {
         Self {
             inner: Arc::new(Inner {
-                service,
+                knowledge,
+                gateway,
                 store,
                 config,
                 live: Mutex::new(HashMap::new()),
@@ -338,14 +353,14 @@ impl Agents {
 
     /// Fails naming every knowledge base (id or name) the tenant does not have.
     async fn check_kbs(&self, p: &Principal, kbs: Vec<String>) -> Result<()> {
-        let service = self.inner.service.clone();
+        let knowledge = self.inner.knowledge.clone();
         let p2 = p.clone();
-        let known = tokio::task::spawn_blocking(move || service.list_kbs(&p2))
+        let known = tokio::task::spawn_blocking(move || knowledge.knowledge_bases(&p2))
             .await
             .map_err(|_| AgentError::Unavailable("stopping"))??;
         let missing: Vec<String> = kbs
             .into_iter()
-            .filter(|k| !known.iter().any(|v| &v.kb.id == k || &v.kb.name == k))
+            .filter(|k| !known.iter().any(|v| &v.id == k || &v.name == k))
             .collect();
         if missing.is_empty() {
             Ok(())

@@ -2,8 +2,9 @@
 //! best passages, numbered as the answer will cite them.
 
 use super::cite::{self, Source};
+use super::knowledge::Passage;
 use super::{AgentConfig, AgentError, Agents, Result};
-use crate::service::{Principal, SearchParams};
+use crate::principal::Principal;
 
 /// Searches every knowledge base of the agent with each query, keeps passages at or above
 /// `min_score` (best similarity over the queries), best first, trims them to the context
@@ -14,15 +15,14 @@ pub(super) async fn retrieve(
     config: &AgentConfig,
     queries: &[String],
 ) -> Result<Vec<Source>> {
-    use crate::service::SearchHit;
-    let service = agents.inner.service.clone();
+    let knowledge = agents.inner.knowledge.clone();
     let (p2, cfg, qs) = (p.clone(), config.clone(), queries.to_vec());
-    let hits = tokio::task::spawn_blocking(move || -> Result<Vec<(String, SearchHit)>> {
+    let hits = tokio::task::spawn_blocking(move || -> Result<Vec<Passage>> {
         let kbs: Vec<String> = if cfg.knowledge_bases.is_empty() {
-            service
-                .list_kbs(&p2)?
+            knowledge
+                .knowledge_bases(&p2)?
                 .into_iter()
-                .map(|k| k.kb.id)
+                .map(|k| k.id)
                 .collect()
         } else {
             cfg.knowledge_bases.clone()
@@ -30,44 +30,36 @@ pub(super) async fn retrieve(
         let mut all = Vec::new();
         for kb in &kbs {
             for q in &qs {
-                let params = SearchParams {
-                    query: q.clone(),
-                    top_k: Some(cfg.top_k * 2),
-                    mode: cfg.mode,
-                    ..SearchParams::default()
-                };
-                let (kb_id, hits) = service.search(&p2, kb, &params)?;
-                all.extend(hits.into_iter().map(|h| (kb_id.clone(), h)));
+                all.extend(knowledge.search(&p2, kb, q, cfg.top_k * 2, cfg.mode)?);
             }
         }
         Ok(all)
     })
     .await
     .map_err(|_| AgentError::Unavailable("stopping"))??;
-    let rank = |h: &SearchHit| h.similarity.unwrap_or(h.score);
+    let rank = |h: &Passage| h.similarity.unwrap_or(h.score);
     // One entry per chunk, with its best similarity over the queries.
-    let mut best: std::collections::HashMap<u64, (String, SearchHit)> =
-        std::collections::HashMap::new();
-    for (kb_id, h) in hits {
+    let mut best: std::collections::HashMap<u64, Passage> = std::collections::HashMap::new();
+    for h in hits {
         if h.similarity.is_some_and(|s| s < config.min_score) {
             continue;
         }
         match best.get(&h.chunk.id) {
-            Some((_, b)) if rank(b) >= rank(&h) => {}
+            Some(b) if rank(b) >= rank(&h) => {}
             _ => {
-                best.insert(h.chunk.id, (kb_id, h));
+                best.insert(h.chunk.id, h);
             }
         }
     }
-    let mut hits: Vec<(String, SearchHit)> = best.into_values().collect();
+    let mut hits: Vec<Passage> = best.into_values().collect();
     hits.sort_by(|a, b| {
-        rank(&b.1)
-            .total_cmp(&rank(&a.1))
-            .then(a.1.chunk.id.cmp(&b.1.chunk.id))
+        rank(b)
+            .total_cmp(&rank(a))
+            .then(a.chunk.id.cmp(&b.chunk.id))
     });
-    let guard = agents.inner.service.gateway().guardrails();
+    let guard = agents.inner.gateway.guardrails();
     let mut picked = Vec::new();
-    for (kb_id, h) in hits {
+    for h in hits {
         let injected = guard.injection_phrases(&h.chunk.text);
         if !injected.is_empty() {
             tracing::warn!(chunk = h.chunk.id, document = %h.chunk.document_name, phrases = ?injected,
@@ -76,7 +68,7 @@ pub(super) async fn retrieve(
                 .increment(1);
             continue;
         }
-        picked.push((kb_id, h));
+        picked.push(h);
         if picked.len() == config.top_k {
             break;
         }
@@ -86,12 +78,12 @@ pub(super) async fn retrieve(
     Ok(picked
         .into_iter()
         .enumerate()
-        .map(|(i, (kb_id, h))| Source {
+        .map(|(i, h)| Source {
             n: i + 1,
             chunk_id: h.chunk.id,
             document_id: h.chunk.document_id.clone(),
             document_name: h.chunk.document_name.clone(),
-            kb_id,
+            kb_id: h.kb_id,
             page: h.chunk.page_start,
             page_end: h.chunk.page_end,
             heading_path: h.chunk.heading_path.clone(),

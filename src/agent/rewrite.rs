@@ -4,9 +4,9 @@
 
 use serde_json::json;
 
+use super::context::{Ctx, Query};
 use super::generate::{msg, quick_call};
 use super::summary::clip;
-use super::turn::{Ctx, Query};
 use crate::gateway::types::{Role, Stop, Usage};
 use crate::store::agents::MessageRecord;
 

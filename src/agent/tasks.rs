@@ -18,8 +18,9 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::{blocking, AgentError, Agents, Cmd, Key, Result, Write};
-use crate::service::sources::Schedule;
+use crate::error::Classify;
 use crate::store::agents::{NewSchedule, TaskOutcome, TaskRecord};
+use crate::workflow::schedule::Schedule;
 use crate::workflow::Backoff;
 
 /// A task: its kind and input (in `POST /v1/agents/{id}/tasks` and in a schedule).
@@ -179,7 +180,7 @@ impl From<AgentError> for Failure {
     fn from(e: AgentError) -> Self {
         let retryable = match &e {
             AgentError::Invalid(_) | AgentError::NotFound { .. } => false,
-            AgentError::Service(s) => s.is_retryable(),
+            AgentError::Knowledge(k) => k.is_retryable(),
             _ => true,
         };
         Failure {

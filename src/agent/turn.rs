@@ -9,83 +9,19 @@ use std::time::Instant;
 
 use serde_json::{json, Value};
 
-use super::chat::{ChatAnswer, Sink, Timings, NOT_FOUND};
+use super::answer::{ChatAnswer, Sink, Timings, NOT_FOUND};
 use super::cite::{self, Citation, Dropped, Source};
 use super::config::AnswerMode;
+use super::context::{Asked, Ctx, Draft, Query};
 use super::evidence::Evidence;
 use super::extract::{self, Composition};
 use super::verify::{self, Claim};
 use super::{blocking, generate, retrieve, rewrite, summary};
-use super::{AgentConfig, AgentEvent, Agents, Cmd, Key, Result};
+use super::{AgentConfig, Agents, Cmd, Key, Result};
 use crate::gateway::types::Usage;
 use crate::gateway::CallContext;
-use crate::service::Principal;
+use crate::principal::Principal;
 use crate::store::agents::{Conversation, MessageRecord, NewMessage};
-
-/// What every stage of a turn may read, and the spend and stream it adds to.
-pub(super) struct Ctx<'a> {
-    pub agents: &'a Agents,
-    pub key: &'a Key,
-    pub p: &'a Principal,
-    pub config: AgentConfig,
-    pub conversation: Conversation,
-    /// Identity of the turn's model calls (per-agent budgets and logs).
-    pub call: CallContext,
-    pub sink: &'a mut Sink,
-    pub stream_id: &'a str,
-    started: Instant,
-    usage: Usage,
-    cost: f64,
-}
-
-impl Ctx<'_> {
-    /// Adds a model call's tokens and cost to the turn's.
-    pub fn spend(&mut self, u: Usage, cost: f64) {
-        self.usage = generate::add(self.usage, u);
-        self.cost += cost;
-        if let Some(cap) = &mut self.call.spend_cap_usd {
-            *cap -= cost;
-        }
-    }
-
-    /// Milliseconds since the turn started.
-    pub fn elapsed_ms(&self) -> f64 {
-        self.started.elapsed().as_secs_f64() * 1e3
-    }
-
-    /// Sends a piece of the answer to the stream and to the agent's subscribers.
-    pub fn delta(&mut self, text: String) {
-        self.sink.emit("delta", json!({"text": text}));
-        self.agents.publish(
-            self.key,
-            AgentEvent::Delta {
-                stream_id: self.stream_id.to_owned(),
-                conversation_id: self.conversation.id.clone(),
-                text,
-            },
-        );
-    }
-}
-
-/// Stage 1's output: what is searched.
-pub(super) struct Query {
-    /// The question as searched and answered (the rewrite of a follow-up).
-    pub text: String,
-    /// Every query searched (the rewrite and the joined question for a follow-up).
-    pub queries: Vec<String>,
-    pub rewrite_ms: f64,
-}
-
-/// Stage 3's output: an answer before its check.
-#[derive(Default)]
-pub(super) struct Draft {
-    pub text: String,
-    /// Citations made while composing (extractive answers cite every unit exactly).
-    pub citations: Option<Vec<Citation>>,
-    pub first_token_ms: f64,
-    pub model_ttft_ms: f64,
-    pub tokens_per_s: Option<f64>,
-}
 
 /// Stage 4's output: the answer as stored, with what holds it up.
 struct Checked {
@@ -100,8 +36,7 @@ struct Checked {
 fn resolve(mode: AnswerMode, agents: &Agents, config: &AgentConfig) -> AnswerMode {
     match mode {
         AnswerMode::Auto => {
-            let gateway = agents.inner.service.gateway();
-            if gateway.route_is_local(&config.main_route) {
+            if agents.inner.gateway.route_is_local(&config.main_route) {
                 AnswerMode::Extractive
             } else {
                 AnswerMode::Generative
@@ -109,14 +44,6 @@ fn resolve(mode: AnswerMode, agents: &Agents, config: &AgentConfig) -> AnswerMod
         }
         m => m,
     }
-}
-
-/// What a turn is asked: the question, an answer mode overriding the agent's, and the
-/// conversation it continues (`None`: a new one).
-pub(super) struct Asked {
-    pub message: String,
-    pub mode: Option<AnswerMode>,
-    pub conversation: Option<Conversation>,
 }
 
 /// Runs one turn under the agent's turn lock.
@@ -137,7 +64,7 @@ pub(super) async fn run(
     let handle = agents.handle(key)?;
     let _turn = handle.turn.clone().lock_owned().await;
     let config = agents.call(key, Cmd::Get).await?.config;
-    let spend_cap_usd = super::chat::check_budget(agents, key, &config).await?;
+    let spend_cap_usd = super::budget::check_budget(agents, key, &config).await?;
     let (conversation, history, question) =
         open(agents, key, &message, conversation, stream_id).await?;
     sink.emit(

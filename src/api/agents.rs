@@ -18,11 +18,12 @@ use utoipa::{IntoParams, ToSchema};
 use super::body::ApiJson;
 use super::params::{ApiPath, ApiQuery};
 use super::{ApiError, AppState, Caller};
-use crate::agent::chat::{ChatAnswer, ChatInput, ChatStart};
+use crate::agent::answer::{ChatAnswer, ChatInput, ChatStart};
 use crate::agent::stream::{Event, Reader, TERMINAL};
 use crate::agent::{
     AgentConfig, AgentError, AgentEvent, AgentView, Agents, ScheduleRequest, TaskRequest, Write,
 };
+use crate::error::Classify;
 use crate::service::Principal;
 use crate::store::agents::{AgentSummary, Conversation, MessageRecord, ScheduleRecord, TaskRecord};
 
@@ -93,60 +94,6 @@ pub struct MessageQuery {
 pub struct ResumeQuery {
     /// Events after this id (the `Last-Event-ID` header wins when both are given).
     pub after: Option<u64>,
-}
-
-impl From<AgentError> for ApiError {
-    fn from(e: AgentError) -> Self {
-        let code = e.code();
-        match e {
-            AgentError::Service(s) => s.into(),
-            AgentError::Gateway(g) => g.into(),
-            AgentError::NotFound { .. } => {
-                ApiError::new(StatusCode::NOT_FOUND, code, e.to_string())
-            }
-            AgentError::Invalid(_) => {
-                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, e.to_string())
-            }
-            AgentError::VersionMismatch { current, .. } => {
-                let mut extra = serde_json::Map::new();
-                extra.insert("current_version".into(), json!(current));
-                ApiError::new(StatusCode::PRECONDITION_FAILED, code, e.to_string())
-                    .with_extra(extra)
-            }
-            AgentError::BudgetExceeded {
-                limit_usd,
-                spent_usd,
-                resets_at,
-            } => {
-                let mut extra = serde_json::Map::new();
-                extra.insert("limit_usd".into(), json!(limit_usd));
-                extra.insert("spent_usd".into(), json!(spent_usd));
-                extra.insert("resets_at".into(), json!(resets_at));
-                let wait = resets_at
-                    .map(|t| (t - chrono::Utc::now()).num_seconds().max(1) as u64)
-                    .unwrap_or(3600);
-                ApiError::new(StatusCode::TOO_MANY_REQUESTS, code, e.to_string())
-                    .with_extra(extra)
-                    .with_retry_after(wait)
-            }
-            AgentError::Unavailable(_) => {
-                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, code, e.to_string())
-                    .with_retry_after(1)
-            }
-            AgentError::Store(ref s) if s.is_retryable() => {
-                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, code, e.to_string())
-                    .with_retry_after(1)
-            }
-            AgentError::Store(_) => {
-                tracing::error!(error = %e, code, "agent request failed");
-                ApiError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    code,
-                    "the server failed to process the request; the cause is in its log",
-                )
-            }
-        }
-    }
 }
 
 /// The version named by `If-Match` (`"7"`, `W/"7"` or `7`); `*` or none: any.

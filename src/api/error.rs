@@ -7,7 +7,7 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
-use crate::service::ServiceError;
+use crate::error::{Classify, ErrorKind, INTERNAL_DETAIL};
 
 /// An error answer.
 #[derive(Debug)]
@@ -86,56 +86,48 @@ impl ApiError {
     }
 }
 
-impl From<ServiceError> for ApiError {
-    fn from(e: ServiceError) -> Self {
-        let code = e.code();
-        let (status, retry_after) = match &e {
-            ServiceError::NotFound { .. } => (StatusCode::NOT_FOUND, None),
-            ServiceError::Conflict { .. } => (StatusCode::CONFLICT, None),
-            ServiceError::Invalid(_) => (StatusCode::UNPROCESSABLE_ENTITY, None),
-            ServiceError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, None),
-            ServiceError::UnsupportedMediaType(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, None),
-            ServiceError::AllRefused(_) => match code {
-                "payload_too_large" => (StatusCode::PAYLOAD_TOO_LARGE, None),
-                "unsupported_media_type" => (StatusCode::UNSUPPORTED_MEDIA_TYPE, None),
-                _ => (StatusCode::UNPROCESSABLE_ENTITY, None),
-            },
-            ServiceError::Unauthenticated => (StatusCode::UNAUTHORIZED, None),
-            ServiceError::Forbidden(_) => (StatusCode::FORBIDDEN, None),
-            ServiceError::QueueFull { retry_after, .. } => {
-                (StatusCode::TOO_MANY_REQUESTS, Some(*retry_after))
-            }
-            ServiceError::RateLimited(l) => {
-                (StatusCode::TOO_MANY_REQUESTS, Some(l.retry_after_secs))
-            }
-            ServiceError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, Some(5)),
-            ServiceError::Store(s) if s.is_retryable() => {
-                (StatusCode::SERVICE_UNAVAILABLE, Some(1))
-            }
-            _ => (StatusCode::INTERNAL_SERVER_ERROR, None),
-        };
-        let detail = if status.is_server_error() && retry_after.is_none() {
+/// The HTTP status of each kind of failure: the only such table.
+fn status_of(kind: ErrorKind) -> StatusCode {
+    match kind {
+        ErrorKind::NotFound => StatusCode::NOT_FOUND,
+        ErrorKind::Conflict => StatusCode::CONFLICT,
+        ErrorKind::PreconditionFailed => StatusCode::PRECONDITION_FAILED,
+        ErrorKind::Invalid => StatusCode::UNPROCESSABLE_ENTITY,
+        ErrorKind::Refused => StatusCode::BAD_REQUEST,
+        ErrorKind::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        ErrorKind::UnsupportedMedia => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        ErrorKind::Unauthenticated => StatusCode::UNAUTHORIZED,
+        ErrorKind::Forbidden => StatusCode::FORBIDDEN,
+        ErrorKind::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+        ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorKind::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+        ErrorKind::Upstream => StatusCode::BAD_GATEWAY,
+        ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+/// Every module's error becomes an answer here: the status from its kind, its code, a safe
+/// message (an internal failure's cause goes to the log only), `Retry-After`, its details, and
+/// `RateLimit-*` headers when a request limit (a `limit` member) refused it.
+impl<E: Classify> From<E> for ApiError {
+    fn from(e: E) -> Self {
+        let (kind, code) = (e.kind(), e.code());
+        let status = status_of(kind);
+        let detail = if kind == ErrorKind::Internal {
             tracing::error!(error = %e, code, "request failed");
-            "the server failed to process the request; the cause is in its log".to_owned()
+            INTERNAL_DETAIL.to_owned()
         } else {
+            if status.is_server_error() {
+                tracing::warn!(error = %e, code, "request failed");
+            }
             e.to_string()
         };
-        let mut extra = serde_json::Map::new();
-        let mut rate = None;
-        match &e {
-            ServiceError::AllRefused(refused) => {
-                extra.insert(
-                    "refused".into(),
-                    serde_json::to_value(refused).unwrap_or_default(),
-                );
-            }
-            ServiceError::RateLimited(l) => {
-                extra.insert("limit".into(), l.limit.into());
-                extra.insert("scope".into(), l.scope.into());
-                rate = Some((l.limit, 0, l.retry_after_secs));
-            }
-            _ => {}
-        }
+        let retry_after = e.retry_after();
+        let extra = e.details();
+        let rate = match (kind, extra.get("limit").and_then(serde_json::Value::as_u64)) {
+            (ErrorKind::RateLimited, Some(limit)) => Some((limit, 0, retry_after.unwrap_or(60))),
+            _ => None,
+        };
         Self {
             status,
             code,

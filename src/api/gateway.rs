@@ -23,13 +23,12 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::params::ApiQuery;
 use super::{blocking, ApiError, AppState, Caller};
+use crate::error::Classify;
 use crate::gateway::types::{ChatOutput, ChatRequest, EmbeddingInput, EmbeddingRequest, Usage};
 use crate::gateway::{
-    CacheMode, CallContext, ChatReply, GatewayError, ModelInfo, ReplyMeta, StreamEvent,
-    StreamEvents,
+    CacheMode, CallContext, ChatReply, ModelInfo, ReplyMeta, StreamEvent, StreamEvents,
 };
 use crate::service::ratelimit::Unit;
-use crate::service::ServiceError;
 use crate::store::gateway::{CallLog, LogQuery, UsageGroup, UsageRow};
 use crate::store::{Page, Scope};
 
@@ -351,7 +350,7 @@ pub async fn logs(
         limit: p.limit.unwrap_or(50).clamp(1, 500),
     };
     let gw = s.service.gateway().clone();
-    let page: Page<CallLog> = blocking(move || gw.calls(&q).map_err(ServiceError::from)).await?;
+    let page: Page<CallLog> = blocking(move || gw.calls(&q)).await?;
     Ok(Json(CallPage {
         items: page.items,
         total: page.total,
@@ -401,71 +400,6 @@ pub async fn usage(
     }
     let gw = s.service.gateway().clone();
     let tenant = caller.0.tenant_id.clone();
-    let rows = blocking(move || {
-        gw.usage(&tenant, p.since, p.until, &group)
-            .map_err(ServiceError::from)
-    })
-    .await?;
+    let rows = blocking(move || gw.usage(&tenant, p.since, p.until, &group)).await?;
     Ok(Json(UsageReport { rows }))
-}
-
-impl From<GatewayError> for ApiError {
-    fn from(e: GatewayError) -> Self {
-        let code = e.code();
-        let status = match &e {
-            GatewayError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            GatewayError::Blocked(_) => StatusCode::BAD_REQUEST,
-            GatewayError::UnknownModel(_) => StatusCode::NOT_FOUND,
-            GatewayError::BudgetExceeded(_) => StatusCode::TOO_MANY_REQUESTS,
-            GatewayError::Upstream { kind, .. } => match kind {
-                crate::gateway::route::FailureKind::Timeout => StatusCode::GATEWAY_TIMEOUT,
-                crate::gateway::route::FailureKind::RateLimited => StatusCode::TOO_MANY_REQUESTS,
-                crate::gateway::route::FailureKind::BadRequest => StatusCode::BAD_REQUEST,
-                crate::gateway::route::FailureKind::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
-                _ => StatusCode::BAD_GATEWAY,
-            },
-            GatewayError::Interrupted(_) => StatusCode::BAD_GATEWAY,
-            GatewayError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
-        };
-        if status.is_server_error() {
-            tracing::warn!(error = %e, code, "gateway call failed");
-        }
-        let detail = match &e {
-            GatewayError::Store(_) => {
-                "the server failed to process the request; the cause is in its log".to_owned()
-            }
-            other => other.to_string(),
-        };
-        let mut extra = serde_json::Map::new();
-        // OpenAI clients read `error.message` / `error.code`.
-        extra.insert(
-            "error".into(),
-            json!({"message": detail, "type": code, "code": code}),
-        );
-        let mut retry_after = None;
-        if let GatewayError::BudgetExceeded(x) = &e {
-            extra.insert("limit_usd".into(), json!(x.limit_usd));
-            extra.insert("spent_usd".into(), json!(x.spent_usd));
-            extra.insert("budget_scope".into(), json!(x.scope));
-            extra.insert("budget_subject".into(), json!(x.subject));
-            extra.insert("resets_at".into(), json!(x.resets_at));
-            retry_after = x
-                .resets_at
-                .map(|r| (r - Utc::now()).num_seconds().max(1) as u64);
-        }
-        let mut err = ApiError::new(status, code, detail).with_extra(extra);
-        if let Some(r) = retry_after {
-            err = err.with_retry_after(r);
-        }
-        err
-    }
-}
-
-impl From<GatewayError> for ServiceError {
-    fn from(e: GatewayError) -> Self {
-        match e {
-            GatewayError::Store(s) => ServiceError::Store(s),
-            other => ServiceError::Internal(other.to_string()),
-        }
-    }
 }

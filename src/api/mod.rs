@@ -34,7 +34,8 @@ use metrics_exporter_prometheus::PrometheusHandle;
 pub use error::{ApiError, Problem};
 pub use server::{install_metrics, serve};
 
-use crate::service::{Principal, Service, ServiceError};
+use crate::error::Classify;
+use crate::service::{Principal, Service};
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -49,14 +50,19 @@ pub struct AppState {
 }
 
 /// Runs a blocking service call off the async workers.
-pub(crate) async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, ServiceError> + Send + 'static,
+pub(crate) async fn blocking<T: Send + 'static, E: Classify>(
+    f: impl FnOnce() -> Result<T, E> + Send + 'static,
 ) -> Result<T, ApiError> {
     match tokio::task::spawn_blocking(f).await {
         Ok(r) => r.map_err(ApiError::from),
-        Err(e) => Err(ApiError::from(ServiceError::Internal(format!(
-            "a blocking task failed: {e}"
-        )))),
+        Err(e) => {
+            tracing::error!(error = %e, "a blocking task failed");
+            Err(ApiError::new(
+                axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                crate::error::INTERNAL_DETAIL,
+            ))
+        }
     }
 }
 

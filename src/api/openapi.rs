@@ -55,7 +55,7 @@ pub fn document() -> Value {
     doc
 }
 
-/// Schedules `service::sources::Schedule::parse` reads: `every <n><unit>` or five cron fields
+/// Schedules `workflow::schedule::Schedule::parse` reads: `every <n><unit>` or five cron fields
 /// (minute, hour, day of month, month, day of week), each `*` or a number in its range.
 const SCHEDULE: &str =
     "^(every [1-9][0-9]{0,3}(s|m|h|d)|(\\*|[0-5]?[0-9]) (\\*|[01]?[0-9]|2[0-3]) \

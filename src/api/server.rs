@@ -8,6 +8,7 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
 
 use super::router;
+use crate::agent::Agents;
 use crate::service::Service;
 
 static METRICS: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
@@ -38,15 +39,11 @@ pub fn install_metrics() -> Option<PrometheusHandle> {
 /// configured grace period, then the service stops its pipeline and saves its indexes.
 pub async fn serve(
     service: Service,
+    agents: Agents,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let grace = Duration::from_secs(service.config().server.shutdown_grace_secs);
-    let agents = crate::agent::Agents::new(
-        service.clone(),
-        service.agent_store(),
-        service.config().agents.clone(),
-    );
     agents
         .start()
         .await

@@ -8,8 +8,8 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use groundwork::agent::chat::{ChatInput, ChatStart};
-use groundwork::agent::{AgentConfig, Agents, AnswerMode, Write};
+use groundwork::agent::answer::{ChatInput, ChatStart};
+use groundwork::agent::{AgentConfig, AnswerMode, Write};
 use groundwork::config::Config;
 use groundwork::eval::answers::{self, Answer, AnswerSet, Outcome, Report, Split};
 use groundwork::service::{CreateKb, ServiceError, Upload};
@@ -78,11 +78,7 @@ pub fn run(mut config: Config, args: AnswerArgs) -> anyhow::Result<()> {
             .enable_all()
             .build()?;
         let outcomes = rt.block_on(async {
-            let agents = Agents::new(
-                service.clone(),
-                service.agent_store(),
-                service.config().agents.clone(),
-            );
+            let agents = groundwork::app::agents(&service);
             agents.start().await?;
             // The configured defaults every run (a kept data directory holds the last run's).
             let mut agent = service.config().agents.defaults.clone();

@@ -212,7 +212,8 @@ pub fn serve(config: Config, args: LocalArgs) -> anyhow::Result<()> {
         let addr = listener.local_addr()?;
         tracing::info!(%addr, "listening");
         println!("listening on http://{addr}");
-        groundwork::api::serve(service, listener, shutdown_signal()).await?;
+        let agents = groundwork::app::agents(&service);
+        groundwork::api::serve(service, agents, listener, shutdown_signal()).await?;
         anyhow::Ok(())
     })
 }

@@ -21,6 +21,7 @@ use super::providers::{completion_token_bound, prompt_token_bound, Call, Provide
 use super::route::{FailureKind, Next, Route, Target};
 use super::types::{ChatOutput, ChatRequest, Delta, FinishReason, Usage};
 use super::{subjects, CacheMode, CallContext, Gateway, GatewayError, Result};
+use crate::error::Classify;
 use crate::store::gateway::{CacheEntry, CallLog};
 
 /// What the client gets back.

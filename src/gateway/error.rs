@@ -1,8 +1,11 @@
 //! Errors of the gateway, sorted the way callers need them: bad input, refusals (guardrail,
 //! budget), upstream failures after retries and fallback, and our own faults.
 
+use serde_json::{json, Map, Value};
+
 use super::budget::Exceeded;
 use super::route::FailureKind;
+use crate::error::{Classify, ErrorKind, INTERNAL_DETAIL};
 use crate::store::StoreError;
 
 /// Why a gateway call did not produce an answer.
@@ -38,9 +41,26 @@ pub enum GatewayError {
     Store(#[from] StoreError),
 }
 
-impl GatewayError {
-    /// Stable code for clients and logs.
-    pub fn code(&self) -> &'static str {
+impl Classify for GatewayError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            GatewayError::Invalid(_) => ErrorKind::Invalid,
+            GatewayError::UnknownModel(_) => ErrorKind::NotFound,
+            GatewayError::Blocked(_) => ErrorKind::Refused,
+            GatewayError::BudgetExceeded(_) => ErrorKind::RateLimited,
+            GatewayError::Upstream { kind, .. } => match kind {
+                FailureKind::Timeout => ErrorKind::UpstreamTimeout,
+                FailureKind::RateLimited => ErrorKind::RateLimited,
+                FailureKind::BadRequest => ErrorKind::Refused,
+                FailureKind::Overloaded => ErrorKind::Unavailable,
+                _ => ErrorKind::Upstream,
+            },
+            GatewayError::Interrupted(_) => ErrorKind::Upstream,
+            GatewayError::Store(_) => ErrorKind::Internal,
+        }
+    }
+
+    fn code(&self) -> &'static str {
         match self {
             GatewayError::Invalid(_) => "invalid_request",
             GatewayError::UnknownModel(_) => "model_not_found",
@@ -56,6 +76,37 @@ impl GatewayError {
             GatewayError::Interrupted(_) => "stream_interrupted",
             GatewayError::Store(_) => "internal",
         }
+    }
+
+    fn retry_after(&self) -> Option<u64> {
+        match self {
+            GatewayError::BudgetExceeded(x) => x
+                .resets_at
+                .map(|r| (r - chrono::Utc::now()).num_seconds().max(1) as u64),
+            _ => None,
+        }
+    }
+
+    /// An OpenAI-style `error` object (what OpenAI clients read), and a budget's figures.
+    fn details(&self) -> Map<String, Value> {
+        let code = self.code();
+        let message = match self.kind() {
+            ErrorKind::Internal => INTERNAL_DETAIL.to_owned(),
+            _ => self.to_string(),
+        };
+        let mut extra = Map::new();
+        extra.insert(
+            "error".into(),
+            json!({"message": message, "type": code, "code": code}),
+        );
+        if let GatewayError::BudgetExceeded(x) = self {
+            extra.insert("limit_usd".into(), json!(x.limit_usd));
+            extra.insert("spent_usd".into(), json!(x.spent_usd));
+            extra.insert("budget_scope".into(), json!(x.scope));
+            extra.insert("budget_subject".into(), json!(x.subject));
+            extra.insert("resets_at".into(), json!(x.resets_at));
+        }
+        extra
     }
 }
 

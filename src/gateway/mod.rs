@@ -47,6 +47,7 @@ use route::{Route, Target};
 use types::{EmbeddingOutput, EmbeddingRequest};
 
 use crate::embed::Embedder;
+use crate::error::Classify;
 use crate::store::gateway::{CallLog, GatewayStore, LogQuery, UsageGroup, UsageRow};
 use crate::store::Page;
 

@@ -203,6 +203,18 @@ impl Usage {
     }
 }
 
+impl std::ops::Add for Usage {
+    type Output = Usage;
+
+    /// The tokens of two calls together.
+    fn add(self, other: Usage) -> Usage {
+        Usage::new(
+            self.prompt_tokens + other.prompt_tokens,
+            self.completion_tokens + other.completion_tokens,
+        )
+    }
+}
+
 /// A finished answer, as a provider or the cache gives it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ChatOutput {

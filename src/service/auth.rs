@@ -8,33 +8,12 @@
 use rand::RngCore;
 
 use super::{Result, ServiceError};
+pub use crate::principal::Principal;
 use crate::store::{NewApiKey, Scope, TenantStore};
 use crate::util::sha256_hex;
 
 /// Name of the tenant used when the server runs without keys.
 pub const DEMO_TENANT: &str = "default";
-
-/// A verified caller.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Principal {
-    /// The tenant everything is scoped to.
-    pub tenant_id: String,
-    /// The key used (`None` in demo mode).
-    pub key_id: Option<String>,
-    /// What the caller may do.
-    pub scopes: Vec<Scope>,
-}
-
-impl Principal {
-    /// Fails unless the caller holds `scope` (admin implies write, write implies read).
-    pub fn require(&self, scope: Scope) -> Result<()> {
-        if self.scopes.iter().any(|s| *s >= scope) {
-            Ok(())
-        } else {
-            Err(ServiceError::Forbidden(scope.as_str()))
-        }
-    }
-}
 
 /// A newly created key; the secret is shown once and never stored.
 #[derive(Debug, Clone)]
@@ -124,7 +103,7 @@ mod tests {
         assert!(who.require(Scope::Write).is_ok());
         assert!(matches!(
             who.require(Scope::Admin),
-            Err(ServiceError::Forbidden("admin"))
+            Err(crate::principal::Forbidden("admin"))
         ));
         let mut forged = key.secret.clone();
         forged.pop();

@@ -1,7 +1,10 @@
 //! The service layer's error: every failure a caller can see, sorted into client mistakes and
 //! service trouble. The HTTP mapping lives in `api` and nowhere else.
 
+use serde_json::{Map, Value};
+
 use crate::embed::EmbedError;
+use crate::error::{Classify, ErrorKind};
 use crate::index::IndexError;
 use crate::store::StoreError;
 
@@ -73,9 +76,33 @@ pub enum ServiceError {
     Internal(String),
 }
 
-impl ServiceError {
-    /// Stable machine-readable code.
-    pub fn code(&self) -> &'static str {
+impl Classify for ServiceError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            ServiceError::NotFound { .. } => ErrorKind::NotFound,
+            ServiceError::Conflict { .. } => ErrorKind::Conflict,
+            ServiceError::Invalid(_) => ErrorKind::Invalid,
+            ServiceError::TooLarge(_) => ErrorKind::TooLarge,
+            ServiceError::UnsupportedMediaType(_) => ErrorKind::UnsupportedMedia,
+            ServiceError::AllRefused(_) => match self.code() {
+                "payload_too_large" => ErrorKind::TooLarge,
+                "unsupported_media_type" => ErrorKind::UnsupportedMedia,
+                _ => ErrorKind::Invalid,
+            },
+            ServiceError::Unauthenticated => ErrorKind::Unauthenticated,
+            ServiceError::Forbidden(_) => ErrorKind::Forbidden,
+            ServiceError::QueueFull { .. } | ServiceError::RateLimited(_) => ErrorKind::RateLimited,
+            ServiceError::Unavailable(_) => ErrorKind::Unavailable,
+            ServiceError::Store(e) if e.is_retryable() => ErrorKind::Unavailable,
+            ServiceError::Locked(_)
+            | ServiceError::Store(_)
+            | ServiceError::Index(_)
+            | ServiceError::Embed(_)
+            | ServiceError::Internal(_) => ErrorKind::Internal,
+        }
+    }
+
+    fn code(&self) -> &'static str {
         match self {
             ServiceError::NotFound { .. } => "not_found",
             ServiceError::Conflict { .. } => "conflict",
@@ -107,15 +134,44 @@ impl ServiceError {
         }
     }
 
-    /// Whether the same request may succeed later.
-    pub fn is_retryable(&self) -> bool {
+    fn retry_after(&self) -> Option<u64> {
         match self {
-            ServiceError::QueueFull { .. }
-            | ServiceError::RateLimited(_)
-            | ServiceError::Unavailable(_) => true,
-            ServiceError::Store(e) => e.is_retryable(),
-            _ => false,
+            ServiceError::QueueFull { retry_after, .. } => Some(*retry_after),
+            ServiceError::RateLimited(l) => Some(l.retry_after_secs),
+            ServiceError::Unavailable(_) => Some(5),
+            ServiceError::Store(e) if e.is_retryable() => Some(1),
+            _ => None,
         }
+    }
+
+    fn details(&self) -> Map<String, Value> {
+        let mut extra = Map::new();
+        match self {
+            ServiceError::AllRefused(refused) => {
+                extra.insert(
+                    "refused".into(),
+                    serde_json::to_value(refused).unwrap_or_default(),
+                );
+            }
+            ServiceError::RateLimited(l) => {
+                extra.insert("limit".into(), l.limit.into());
+                extra.insert("scope".into(), l.scope.into());
+            }
+            _ => {}
+        }
+        extra
+    }
+}
+
+impl From<crate::workflow::schedule::InvalidSchedule> for ServiceError {
+    fn from(e: crate::workflow::schedule::InvalidSchedule) -> Self {
+        ServiceError::Invalid(e.0)
+    }
+}
+
+impl From<crate::principal::Forbidden> for ServiceError {
+    fn from(e: crate::principal::Forbidden) -> Self {
+        ServiceError::Forbidden(e.0)
     }
 }
 

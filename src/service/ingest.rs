@@ -18,6 +18,7 @@ use serde_json::{json, Value};
 
 use super::{Core, ServiceError};
 use crate::embed::Embedder;
+use crate::error::Classify;
 use crate::index::{NewPoint, PointMeta};
 use crate::ingest::{
     extract, Chunk, Chunker, ChunkingOptions, ExtractOptions, Extracted, IngestError,

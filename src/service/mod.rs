@@ -33,6 +33,7 @@ pub use workflows::{ReindexRequest, WorkflowView};
 
 use crate::config::Config;
 use crate::embed::Embedder;
+use crate::error::Classify;
 use crate::gateway::Gateway;
 use crate::index::{CollectionOptions, Filter, SearchMode, SearchRequest};
 use crate::ingest::detect::detect;

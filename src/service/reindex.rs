@@ -15,6 +15,7 @@ use serde_json::{json, Value};
 
 use super::ingest::{process_document, upgrade, Finish, Finished};
 use super::{Core, ServiceError};
+use crate::error::Classify;
 use crate::index::IndexStamp;
 use crate::store::{ChunkingStamp, GenerationSwitch, StoreError, WorkflowRecord};
 use crate::workflow::{Backoff, Ctx, Handler, Interrupt, StepError, StepOptions};

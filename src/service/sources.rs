@@ -7,61 +7,17 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 use std::sync::Weak;
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::ingest::{step_error, upgrade};
 use super::{Core, Result, ServiceError, Upload};
 use crate::store::{DocumentStatus, Source, StoreError};
+use crate::workflow::schedule::Schedule;
 use crate::workflow::{Ctx, Handler, Interrupt, StepError, StepOptions};
-
-/// A parsed schedule.
-#[derive(Debug, Clone)]
-pub enum Schedule {
-    /// A cron expression (UTC).
-    Cron(Box<croner::Cron>),
-    /// A fixed interval.
-    Every(std::time::Duration),
-}
-
-impl Schedule {
-    /// Parses `every 15m` / `@every 1h` or a cron expression (`*/5 * * * *`).
-    pub fn parse(s: &str) -> Result<Self> {
-        let s = s.trim();
-        if let Some(rest) = s
-            .strip_prefix("@every ")
-            .or_else(|| s.strip_prefix("every "))
-        {
-            let d = humantime::parse_duration(rest.trim())
-                .map_err(|e| ServiceError::Invalid(format!("schedule `{s}`: {e}")))?;
-            if d < std::time::Duration::from_secs(1) {
-                return Err(ServiceError::Invalid(format!(
-                    "schedule `{s}`: the interval must be at least one second"
-                )));
-            }
-            return Ok(Schedule::Every(d));
-        }
-        croner::Cron::from_str(s)
-            .map(|c| Schedule::Cron(Box::new(c)))
-            .map_err(|e| {
-                ServiceError::Invalid(format!(
-                    "schedule `{s}` is neither `every <duration>` nor a cron expression: {e}"
-                ))
-            })
-    }
-
-    /// The first time strictly after `after`.
-    pub fn next_after(&self, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
-        match self {
-            Schedule::Every(d) => chrono::Duration::from_std(*d).ok().map(|d| after + d),
-            Schedule::Cron(c) => c.find_next_occurrence(&after, false).ok(),
-        }
-    }
-}
 
 /// Input of a `sync` run.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -331,25 +287,4 @@ pub fn start_sync(core: &Core, source: &Source, key: Option<String>) -> Result<S
         })
         .map_err(|e| ServiceError::Internal(e.to_string()))?;
     Ok(wf.id)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn schedules_parse_intervals_and_cron() {
-        let t = DateTime::parse_from_rfc3339("2026-01-01T10:07:30Z")
-            .expect("time")
-            .with_timezone(&Utc);
-        let every = Schedule::parse("every 15m").expect("every");
-        assert_eq!(every.next_after(t), Some(t + chrono::Duration::minutes(15)));
-        let cron = Schedule::parse("*/10 * * * *").expect("cron");
-        assert_eq!(
-            cron.next_after(t).map(|d| d.to_rfc3339()),
-            Some("2026-01-01T10:10:00+00:00".into())
-        );
-        assert!(Schedule::parse("every 0s").is_err());
-        assert!(Schedule::parse("sometimes").is_err());
-    }
 }

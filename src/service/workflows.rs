@@ -7,12 +7,13 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::reindex::ReindexInput;
-use super::sources::{start_sync, Schedule};
+use super::sources::start_sync;
 use super::{Principal, Result, Service, ServiceError};
 use crate::store::{
     ChunkingStamp, NewWorkflow, Page, Scope, Source, StepRecord, WorkflowQuery, WorkflowRecord,
     WorkflowStatus,
 };
+use crate::workflow::schedule::Schedule;
 
 /// A run with its steps.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]

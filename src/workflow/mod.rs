@@ -35,6 +35,7 @@ use crate::store::{
     WorkflowStore,
 };
 
+pub mod schedule;
 #[cfg(test)]
 mod tests;
 

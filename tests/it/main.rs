@@ -2,6 +2,7 @@
 //! `groundwork` executable, on the real default models (`python3 models/fetch.py`).
 //!
 //! Modules:
+//! - `architecture`: house rules read from the source (no import cycle between files);
 //! - `common`: paths to the models, the shared data sets and the built binary;
 //! - `embedder`: the candle embedder against sentence-transformers' reference vectors;
 //! - `extraction`: isolated PDF extraction on generated, hostile and shared PDFs;
@@ -26,6 +27,7 @@
 //!   searching, a model of another dimension, folder sources on a schedule.
 
 mod agents;
+mod architecture;
 mod chunking;
 mod common;
 mod embedder;
