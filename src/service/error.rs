@@ -7,6 +7,7 @@ use crate::embed::EmbedError;
 use crate::error::{Classify, ErrorKind};
 use crate::index::IndexError;
 use crate::store::StoreError;
+use crate::workflow::WorkflowError;
 
 /// Errors of the knowledge-base service.
 #[derive(Debug, thiserror::Error)]
@@ -71,7 +72,22 @@ pub enum ServiceError {
     /// The embedder failed.
     #[error(transparent)]
     Embed(#[from] EmbedError),
-    /// Anything else that is the service's fault.
+    /// A file or thread could not be made or written (`what` names it).
+    #[error("{what}: {source}")]
+    Io {
+        /// The path or thing concerned.
+        what: String,
+        /// The system's error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A stored JSON document (a workflow's input) does not read back.
+    #[error("stored JSON: {0}")]
+    Json(#[from] serde_json::Error),
+    /// The workflow engine failed (other than its storage).
+    #[error(transparent)]
+    Workflow(WorkflowError),
+    /// An invariant of the service broke (a bug); the message says which.
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -98,6 +114,9 @@ impl Classify for ServiceError {
             | ServiceError::Store(_)
             | ServiceError::Index(_)
             | ServiceError::Embed(_)
+            | ServiceError::Io { .. }
+            | ServiceError::Json(_)
+            | ServiceError::Workflow(_)
             | ServiceError::Internal(_) => ErrorKind::Internal,
         }
     }
@@ -130,6 +149,9 @@ impl Classify for ServiceError {
             ServiceError::Store(_) => "store_error",
             ServiceError::Index(_) => "index_error",
             ServiceError::Embed(_) => "embedding_error",
+            ServiceError::Io { .. } => "io_error",
+            ServiceError::Json(_) => "stored_json_error",
+            ServiceError::Workflow(_) => "workflow_error",
             ServiceError::Internal(_) => "internal",
         }
     }
@@ -160,6 +182,25 @@ impl Classify for ServiceError {
             _ => {}
         }
         extra
+    }
+}
+
+impl ServiceError {
+    /// A constructor for `map_err`: an I/O failure concerning `what` (a path, a thread).
+    pub fn io(what: impl std::fmt::Display) -> impl FnOnce(std::io::Error) -> ServiceError {
+        move |source| ServiceError::Io {
+            what: what.to_string(),
+            source,
+        }
+    }
+}
+
+impl From<WorkflowError> for ServiceError {
+    fn from(e: WorkflowError) -> Self {
+        match e {
+            WorkflowError::Store(s) => s.into(),
+            other => ServiceError::Workflow(other),
+        }
     }
 }
 

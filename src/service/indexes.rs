@@ -95,7 +95,7 @@ impl KbIndex {
         // Written after the generation: a crash in between leaves a stale SEQ, which only
         // forces a rebuild at the next start.
         write_atomic(&self.dir.join(SEQ_FILE), seq.to_string().as_bytes())
-            .map_err(|e| ServiceError::Internal(format!("{}: {e}", self.dir.display())))?;
+            .map_err(ServiceError::io(self.dir.display()))?;
         self.saved_seq.store(seq, Ordering::SeqCst);
         Ok(true)
     }

@@ -297,13 +297,11 @@ fn lock_data_dir(dir: &Path) -> Result<std::fs::File> {
         .truncate(false)
         .write(true)
         .open(&path)
-        .map_err(|e| ServiceError::Internal(format!("{}: {e}", path.display())))?;
+        .map_err(ServiceError::io(path.display()))?;
     match file.try_lock() {
         Ok(()) => Ok(file),
         Err(std::fs::TryLockError::WouldBlock) => Err(ServiceError::Locked(dir.to_owned())),
-        Err(std::fs::TryLockError::Error(e)) => {
-            Err(ServiceError::Internal(format!("{}: {e}", path.display())))
-        }
+        Err(std::fs::TryLockError::Error(e)) => Err(ServiceError::io(path.display())(e)),
     }
 }
 
@@ -337,7 +335,7 @@ impl Service {
     /// (which resumes every unfinished workflow) and the housekeeping thread.
     pub fn open(config: Config, embedder: Arc<dyn Embedder>, isolation: Isolation) -> Result<Self> {
         let data_dir = config.data_dir.clone();
-        fs_err::create_dir_all(&data_dir).map_err(|e| ServiceError::Internal(e.to_string()))?;
+        fs_err::create_dir_all(&data_dir).map_err(ServiceError::io("the data directory"))?;
         let lock = lock_data_dir(&data_dir)?;
         let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&database_path(&data_dir))?);
         let blobs: Arc<dyn BlobStore> = Arc::new(FsBlobStore::new(&data_dir.join("blobs")));
@@ -377,7 +375,7 @@ impl Service {
             },
         );
         let gateway_store: Arc<dyn GatewayStore> = store.clone();
-        let root = std::env::current_dir().map_err(|e| ServiceError::Internal(e.to_string()))?;
+        let root = std::env::current_dir().map_err(ServiceError::io("the working directory"))?;
         let gateway = Gateway::new(
             config.gateway.clone(),
             gateway_store,
@@ -414,9 +412,7 @@ impl Service {
             background: Arc::new(Mutex::new(None)),
         };
         service.adopt_orphans()?;
-        core.engine
-            .start()
-            .map_err(|e| ServiceError::Internal(format!("cannot start workflows: {e}")))?;
+        core.engine.start()?;
         let housekeeping = {
             let core = core.clone();
             std::thread::Builder::new()
@@ -436,7 +432,7 @@ impl Service {
                         }
                     }
                 })
-                .map_err(|e| ServiceError::Internal(format!("cannot start housekeeping: {e}")))?
+                .map_err(ServiceError::io("the housekeeping thread"))?
         };
         *service.background.lock().unwrap_or_else(|p| p.into_inner()) =
             Some(Background { housekeeping });
@@ -478,22 +474,17 @@ impl Service {
         documents: Vec<String>,
         key: Option<String>,
     ) -> Result<crate::store::WorkflowRecord> {
-        let (wf, _) = self
-            .core
-            .engine
-            .create(NewWorkflow {
-                id: id.to_owned(),
-                tenant_id: kb.tenant_id.clone(),
-                kind: "ingest".into(),
-                subject: Some(kb.id.clone()),
-                idempotency_key: key,
-                input: serde_json::to_value(ingest::IngestInput {
-                    kb_id: kb.id.clone(),
-                    documents,
-                })
-                .map_err(|e| ServiceError::Internal(e.to_string()))?,
-            })
-            .map_err(|e| ServiceError::Internal(e.to_string()))?;
+        let (wf, _) = self.core.engine.create(NewWorkflow {
+            id: id.to_owned(),
+            tenant_id: kb.tenant_id.clone(),
+            kind: "ingest".into(),
+            subject: Some(kb.id.clone()),
+            idempotency_key: key,
+            input: serde_json::to_value(ingest::IngestInput {
+                kb_id: kb.id.clone(),
+                documents,
+            })?,
+        })?;
         Ok(wf)
     }
 
@@ -848,7 +839,7 @@ impl Service {
             self.core
                 .blobs
                 .put(sha, &u.bytes)
-                .map_err(|e| ServiceError::Internal(format!("storing upload: {e}")))?;
+                .map_err(ServiceError::io("storing an upload"))?;
         }
         let _admission = self
             .core
@@ -885,8 +876,7 @@ impl Service {
         else {
             return Ok(None);
         };
-        let input: ingest::IngestInput = serde_json::from_value(wf.input.clone())
-            .map_err(|e| ServiceError::Internal(e.to_string()))?;
+        let input: ingest::IngestInput = serde_json::from_value(wf.input.clone())?;
         let mut documents = Vec::new();
         for (index, id) in input.documents.into_iter().enumerate() {
             if let Ok(doc) = self.core.store.get_document(&kb.id, &id) {
@@ -928,7 +918,7 @@ impl Service {
                     self.core
                         .blobs
                         .put(&sha, &u.bytes)
-                        .map_err(|e| ServiceError::Internal(format!("storing upload: {e}")))?;
+                        .map_err(ServiceError::io("storing an upload"))?;
                 }
                 self.core.store.insert_document(&NewDocument {
                     kb_id: kb.id.clone(),

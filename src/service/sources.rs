@@ -271,20 +271,17 @@ pub fn start_due(core: &Core) {
 
 /// Starts a sync run of `source`; returns its id.
 pub fn start_sync(core: &Core, source: &Source, key: Option<String>) -> Result<String> {
-    let (wf, _) = core
-        .engine
-        .create(crate::store::NewWorkflow {
-            id: uuid::Uuid::now_v7().to_string(),
-            tenant_id: source.tenant_id.clone(),
-            kind: "sync".into(),
-            subject: Some(source.kb_id.clone()),
-            idempotency_key: key,
-            input: serde_json::to_value(SyncInput {
-                kb_id: source.kb_id.clone(),
-                source_id: source.id.clone(),
-            })
-            .unwrap_or(Value::Null),
+    let (wf, _) = core.engine.create(crate::store::NewWorkflow {
+        id: uuid::Uuid::now_v7().to_string(),
+        tenant_id: source.tenant_id.clone(),
+        kind: "sync".into(),
+        subject: Some(source.kb_id.clone()),
+        idempotency_key: key,
+        input: serde_json::to_value(SyncInput {
+            kb_id: source.kb_id.clone(),
+            source_id: source.id.clone(),
         })
-        .map_err(|e| ServiceError::Internal(e.to_string()))?;
+        .unwrap_or(Value::Null),
+    })?;
     Ok(wf.id)
 }

@@ -103,10 +103,7 @@ impl Service {
                 name: id.to_owned(),
             });
         }
-        self.core
-            .engine
-            .cancel(id)
-            .map_err(|e| ServiceError::Internal(e.to_string()))
+        Ok(self.core.engine.cancel(id)?)
     }
 
     /// Runs a finished run again from its failed steps.
@@ -127,16 +124,12 @@ impl Service {
         }
         if wf.kind == "ingest" {
             // Failed documents go back to the queue; their failed steps start over.
-            let input: super::ingest::IngestInput = serde_json::from_value(wf.input.clone())
-                .map_err(|e| ServiceError::Internal(e.to_string()))?;
+            let input: super::ingest::IngestInput = serde_json::from_value(wf.input.clone())?;
             for doc in input.documents {
                 self.core.store.requeue_failed(&doc)?;
             }
         }
-        self.core.engine.retry(id).map_err(|e| match e {
-            crate::workflow::WorkflowError::Store(s) => s.into(),
-            other => ServiceError::Internal(other.to_string()),
-        })
+        Ok(self.core.engine.retry(id)?)
     }
 
     /// Sends an event (an approval...) to a run.
@@ -154,13 +147,7 @@ impl Service {
                 "event names are 1-64 characters".into(),
             ));
         }
-        self.core
-            .engine
-            .send_event(id, name, payload)
-            .map_err(|e| match e {
-                crate::workflow::WorkflowError::Store(s) => s.into(),
-                other => ServiceError::Internal(other.to_string()),
-            })
+        Ok(self.core.engine.send_event(id, name, payload)?)
     }
 
     /// Changes of every run from now on (filter by id); check access with
@@ -205,19 +192,14 @@ impl Service {
             chunking: req.chunking,
             approve_swap: req.approve_swap,
         };
-        let (wf, _) = self
-            .core
-            .engine
-            .create(NewWorkflow {
-                id: uuid::Uuid::now_v7().to_string(),
-                tenant_id: p.tenant_id.clone(),
-                kind: "reindex".into(),
-                subject: Some(kb.id.clone()),
-                idempotency_key: req.idempotency_key,
-                input: serde_json::to_value(input)
-                    .map_err(|e| ServiceError::Internal(e.to_string()))?,
-            })
-            .map_err(|e| ServiceError::Internal(e.to_string()))?;
+        let (wf, _) = self.core.engine.create(NewWorkflow {
+            id: uuid::Uuid::now_v7().to_string(),
+            tenant_id: p.tenant_id.clone(),
+            kind: "reindex".into(),
+            subject: Some(kb.id.clone()),
+            idempotency_key: req.idempotency_key,
+            input: serde_json::to_value(input)?,
+        })?;
         Ok(wf)
     }
 
