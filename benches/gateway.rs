@@ -282,7 +282,13 @@ fn overhead(quick: bool, with_litellm: bool) -> Value {
 
 fn local(quick: bool) -> Value {
     let dir = root().join("models/SmolLM2-135M-Instruct");
-    let chat = LocalChat::start(&dir, 4, 4096, GatewayConfig::default().local_repeat_penalty);
+    let chat = LocalChat::start(
+        &dir,
+        4,
+        4096,
+        GatewayConfig::default().local_repeat_penalty,
+        &groundwork::supervisor::Supervisor::new(),
+    );
     let messages = vec![
         Message { role: Role::System, content: "Answer the question using only the context.".into(), name: None },
         Message {

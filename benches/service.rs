@@ -74,7 +74,7 @@ fn open(data_dir: &Path, embedder: Arc<dyn Embedder>) -> Service {
         ..Config::default()
     };
     let isolation = Isolation::with_program(PathBuf::from(env!("CARGO_BIN_EXE_groundwork")));
-    Service::open(config, embedder, isolation).expect("open service")
+    groundwork::app::open(config, embedder, isolation).expect("open service")
 }
 
 async fn wait_jobs(client: &Client, jobs: &[String]) -> u64 {

@@ -8,10 +8,14 @@
 use std::sync::Arc;
 
 use crate::agent::{AgentError, Agents, Knowledge, KnowledgeBase, Passage};
+use crate::config::Config;
+use crate::embed::Embedder;
 use crate::error::Foreign;
 use crate::index::SearchMode;
+use crate::ingest::isolate::Isolation;
 use crate::principal::Principal;
 use crate::service::{SearchParams, Service, ServiceError};
+use crate::supervisor::Supervisor;
 
 /// The agent runtime over `service`: its knowledge bases, its gateway, its store and the
 /// `[agents]` configuration. Start it with [`Agents::start`] inside a tokio runtime.
@@ -21,7 +25,18 @@ pub fn agents(service: &Service) -> Agents {
         service.gateway().clone(),
         service.agent_store(),
         service.config().agents.clone(),
+        service.supervisor().clone(),
     )
+}
+
+/// Opens the knowledge-base service on `config` with a new [`Supervisor`] owning its
+/// background work (stopped by [`Service::shutdown`] and the supervisor's own shutdown).
+pub fn open(
+    config: Config,
+    embedder: Arc<dyn Embedder>,
+    isolation: Isolation,
+) -> Result<Service, ServiceError> {
+    Service::open(config, embedder, isolation, Supervisor::new())
 }
 
 /// The knowledge-base service seen through the agent's port. Its errors pass through whole

@@ -42,6 +42,7 @@
 //! - [`config`]: the typed configuration (defaults → TOML → `GROUNDWORK__*` environment).
 //! - [`client`]: a typed client of the HTTP API (CLI `--server` mode, tests, benchmarks).
 //! - [`eval`]: BEIR-format retrieval evaluation (nDCG@10, recall@k, MRR@10).
+//! - [`supervisor`]: owns every background task and thread; shutdown awaits and joins them.
 //! - [`runtime`]: process-wide tuning that the binaries apply at start-up.
 //!
 //! A request's path: `api` authenticates the caller and decodes the body, then calls one
@@ -65,5 +66,6 @@ pub mod principal;
 pub mod runtime;
 pub mod service;
 pub mod store;
+pub mod supervisor;
 pub mod util;
 pub mod workflow;

@@ -62,7 +62,7 @@ impl Agents {
             .ok_or(AgentError::Unavailable("unable to open the stream"))?;
         let (agents, p, sid) = (self.clone(), p.clone(), stream_id.clone());
         // The turn runs on its own: a client that goes away can resume it.
-        tokio::spawn(async move {
+        self.inner.supervisor.spawn(async move {
             let _ = turn(&agents, &key, &p, asked, &sid, Some(emitter)).await;
         });
         Ok(ChatStart::Stream { stream_id, reader })

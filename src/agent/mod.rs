@@ -56,6 +56,7 @@ use crate::store::agents::{
     AgentRecord, AgentSummary, Conversation, MessageRecord, NewMessage, ScheduleRecord, TaskRecord,
 };
 use crate::store::{AgentStore, Page, Scope};
+use crate::supervisor::Supervisor;
 
 /// An agent as the API shows it.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -168,6 +169,8 @@ struct Inner {
     config: AgentsConfig,
     live: Mutex<HashMap<Key, Handle>>,
     hub: stream::Hub,
+    /// Runs actors, turns, tasks and the scheduler; shutdown awaits them.
+    supervisor: Supervisor,
     stopping: AtomicBool,
     http: reqwest::Client,
 }
@@ -224,6 +227,7 @@ impl Agents {
         gateway: Gateway,
         store: Arc<dyn AgentStore>,
         config: AgentsConfig,
+        supervisor: Supervisor,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
@@ -232,7 +236,8 @@ impl Agents {
                 store,
                 config,
                 live: Mutex::new(HashMap::new()),
-                hub: stream::Hub::default(),
+                hub: stream::Hub::new(supervisor.clone()),
+                supervisor,
                 stopping: AtomicBool::new(false),
                 http: reqwest::Client::builder()
                     .timeout(Duration::from_secs(30))
@@ -252,13 +257,19 @@ impl Agents {
                 "agent tasks interrupted by the last exit requeued"
             );
         }
-        tokio::spawn(tasks::scheduler(self.clone()));
+        self.inner.supervisor.spawn(tasks::scheduler(self.clone()));
         Ok(())
     }
 
     /// Stops scheduling; agents finish the command at hand.
     pub fn shutdown(&self) {
         self.inner.stopping.store(true, Ordering::SeqCst);
+    }
+
+    /// The owner of the runtime's tasks (for work started on an agent's behalf elsewhere,
+    /// such as a WebSocket's messages).
+    pub fn supervisor(&self) -> &Supervisor {
+        &self.inner.supervisor
     }
 
     fn key(p: &Principal, id: &str) -> Result<Key> {
@@ -270,16 +281,18 @@ impl Agents {
         Ok((p.tenant_id.clone(), id.to_owned()))
     }
 
-    /// The live handle of an agent, activating it if needed.
+    /// The live handle of an agent, activating it if needed. While stopping, no agent is
+    /// activated, but a live one takes commands until its actor closes its mailbox (the
+    /// turns under way store their answers through it).
     fn handle(&self, key: &Key) -> Result<Handle> {
-        if self.inner.stopping.load(Ordering::SeqCst) {
-            return Err(AgentError::Unavailable("stopping"));
-        }
         let mut live = lock(&self.inner.live);
         if let Some(h) = live.get(key) {
             if !h.tx.is_closed() {
                 return Ok(h.clone());
             }
+        }
+        if self.inner.stopping.load(Ordering::SeqCst) {
+            return Err(AgentError::Unavailable("stopping"));
         }
         let (tx, rx) = mpsc::channel(self.inner.config.mailbox.max(1));
         let (events, _) = broadcast::channel(1024);
@@ -291,7 +304,9 @@ impl Agents {
         live.insert(key.clone(), handle.clone());
         metrics::gauge!("groundwork_agents_live").set(live.len() as f64);
         metrics::counter!("groundwork_agent_activations_total").increment(1);
-        tokio::spawn(actor(self.clone(), key.clone(), rx, handle.clone()));
+        self.inner
+            .supervisor
+            .spawn(actor(self.clone(), key.clone(), rx, handle.clone()));
         Ok(handle)
     }
 
@@ -516,10 +531,22 @@ async fn actor(agents: Agents, key: Key, mut rx: mpsc::Receiver<Cmd>, handle: Ha
     let mut runner = tasks::Runner::new(agents.clone(), key.clone());
     runner.refresh().await;
     let mut batch = Vec::with_capacity(64);
+    // At shutdown no new task starts; once no turn or task of the agent is under way (their
+    // last writes come through the mailbox), the mailbox closes, what is in it is applied,
+    // and the actor ends.
+    let stop = inner.supervisor.stopping();
+    let (mut closing, mut closed) = (false, false);
     loop {
+        if closing && !closed && Arc::strong_count(&handle.turn) <= 2 && !runner.is_running() {
+            rx.close();
+            closed = true;
+        }
         let idle_at = tokio::time::Instant::from_std(last_activity + idle);
         let task_at = runner.due_instant();
         tokio::select! {
+            _ = stop.cancelled(), if !closing => closing = true,
+            // Looks again for the end of the turns while closing.
+            _ = tokio::time::sleep(Duration::from_millis(50)), if closing && !closed => {}
             n = rx.recv_many(&mut batch, 64) => {
                 if n == 0 {
                     break;
@@ -532,10 +559,10 @@ async fn actor(agents: Agents, key: Key, mut rx: mpsc::Receiver<Cmd>, handle: Ha
                 runner.record().await;
                 last_activity = Instant::now();
             }
-            _ = tokio::time::sleep_until(task_at.unwrap_or(idle_at)), if task_at.is_some() && !runner.is_running() => {
+            _ = tokio::time::sleep_until(task_at.unwrap_or(idle_at)), if task_at.is_some() && !runner.is_running() && !closing => {
                 runner.start_next().await;
             }
-            _ = tokio::time::sleep_until(idle_at), if !runner.is_running() => {
+            _ = tokio::time::sleep_until(idle_at), if !runner.is_running() && !closing => {
                 if evict(&inner, &key, &handle, &mut rx) {
                     break;
                 }

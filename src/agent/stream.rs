@@ -10,10 +10,11 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
 use crate::store::agents::StoredEvent;
 use crate::store::AgentStore;
+use crate::supervisor::Supervisor;
 
 /// One event.
 #[derive(Debug, Clone, PartialEq)]
@@ -41,16 +42,15 @@ struct Live {
 #[derive(Clone, Default)]
 pub struct Hub {
     live: Arc<Mutex<HashMap<String, Arc<Live>>>>,
+    /// Runs each stream's event writer.
+    supervisor: Supervisor,
 }
 
 /// The writing end of one stream.
 pub struct Emitter {
     id: String,
-    tenant_id: String,
-    agent_id: String,
     live: Arc<Live>,
     next: u64,
-    persist: mpsc::UnboundedSender<StoredEvent>,
     hub: Hub,
 }
 
@@ -75,6 +75,14 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Hub {
+    /// No stream yet; writers run under `supervisor`.
+    pub fn new(supervisor: Supervisor) -> Self {
+        Self {
+            live: Arc::default(),
+            supervisor,
+        }
+    }
+
     /// Starts a stream; its events are persisted through `store`.
     pub fn open(
         &self,
@@ -90,28 +98,53 @@ impl Hub {
             seq,
         });
         lock(&self.live).insert(id.to_owned(), live.clone());
-        let (tx, mut rx) = mpsc::unbounded_channel::<StoredEvent>();
-        tokio::spawn(async move {
-            let mut batch = Vec::new();
-            while rx.recv_many(&mut batch, 256).await > 0 {
-                let events = std::mem::take(&mut batch);
-                let store = store.clone();
-                match tokio::task::spawn_blocking(move || store.append_events(&events)).await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => tracing::warn!(error = %e, "could not buffer stream events"),
-                    Err(e) => tracing::warn!(error = %e, "stream event writer failed"),
+        // The writer persists what the live buffer holds beyond what it wrote, a batch at a
+        // time (a token every ~30 ms: waiting 100 ms between writes lets a few gather), until
+        // the stream has ended and everything is written. No queue: the buffer is the queue.
+        let (writer_live, mut seq_rx) = (live.clone(), live.seq.subscribe());
+        let (sid, tid, aid) = (id.to_owned(), tenant_id.to_owned(), agent_id.to_owned());
+        self.supervisor.spawn(async move {
+            let mut written = 0u64;
+            loop {
+                let ended = *seq_rx.borrow_and_update() == u64::MAX;
+                let batch: Vec<StoredEvent> = {
+                    let events = lock(&writer_live.events);
+                    let start = events.partition_point(|e| e.seq <= written);
+                    events[start..]
+                        .iter()
+                        .map(|e| StoredEvent {
+                            stream_id: sid.clone(),
+                            seq: e.seq,
+                            tenant_id: tid.clone(),
+                            agent_id: aid.clone(),
+                            event: e.name.clone(),
+                            data: e.data.clone(),
+                        })
+                        .collect()
+                };
+                if let Some(last) = batch.last() {
+                    written = last.seq;
+                    let store = store.clone();
+                    match tokio::task::spawn_blocking(move || store.append_events(&batch)).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => tracing::warn!(error = %e, "could not buffer stream events"),
+                        Err(e) => tracing::warn!(error = %e, "stream event writer failed"),
+                    }
+                } else if ended {
+                    return;
                 }
-                // Let a few more events gather (a token every ~30 ms) before the next write.
-                tokio::time::sleep(Duration::from_millis(100)).await;
+                if !ended {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    if seq_rx.changed().await.is_err() {
+                        return;
+                    }
+                }
             }
         });
         Emitter {
             id: id.to_owned(),
-            tenant_id: tenant_id.to_owned(),
-            agent_id: agent_id.to_owned(),
             live,
             next: 1,
-            persist: tx,
             hub: self.clone(),
         }
     }
@@ -141,14 +174,6 @@ impl Emitter {
         let seq = self.next;
         self.next += 1;
         let data = data.to_string();
-        let _ = self.persist.send(StoredEvent {
-            stream_id: self.id.clone(),
-            seq,
-            tenant_id: self.tenant_id.clone(),
-            agent_id: self.agent_id.clone(),
-            event: name.to_owned(),
-            data: data.clone(),
-        });
         lock(&self.live.events).push(Event {
             seq,
             name: name.to_owned(),
@@ -173,9 +198,13 @@ impl Drop for Emitter {
         }
         // Live readers may reconnect for a minute; after that the store answers.
         let (hub, id) = (self.hub.clone(), self.id.clone());
-        if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            rt.spawn(async move {
-                tokio::time::sleep(Duration::from_secs(60)).await;
+        let stop = hub.supervisor.stopping();
+        if tokio::runtime::Handle::try_current().is_ok() {
+            hub.supervisor.clone().spawn(async move {
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(60)) => {}
+                    _ = stop.cancelled() => {}
+                }
                 lock(&hub.live).remove(&id);
             });
         }

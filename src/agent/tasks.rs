@@ -262,7 +262,11 @@ impl Runner {
                 self.agents
                     .publish(&self.key, super::AgentEvent::Task { task: task.clone() });
                 let (agents, key, t) = (self.agents.clone(), self.key.clone(), task.clone());
-                let handle = tokio::spawn(async move { execute(&agents, &key, &t).await });
+                let handle = self
+                    .agents
+                    .inner
+                    .supervisor
+                    .spawn(async move { execute(&agents, &key, &t).await });
                 self.running = Some((task, handle));
             }
             Ok(None) => self.refresh().await,
@@ -404,8 +408,12 @@ pub(super) async fn scheduler(agents: Agents) {
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut sweeps = 0u64;
+    let stop = inner.supervisor.stopping();
     loop {
-        tick.tick().await;
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.cancelled() => break,
+        }
         if inner.stopping.load(std::sync::atomic::Ordering::SeqCst) {
             break;
         }

@@ -563,7 +563,7 @@ async fn session(
                     Some(Ok(WsMessage::Text(text))) => {
                         let (agents, p, id, tx) = (agents.clone(), p.clone(), id.clone(), reply_tx.clone());
                         let text = text.to_string();
-                        tokio::spawn(async move {
+                        agents.supervisor().clone().spawn(async move {
                             if let Some(v) = client_message(&agents, &p, &id, &text).await {
                                 let _ = tx.send(v).await;
                             }

@@ -73,8 +73,15 @@ pub async fn serve(
         }
     };
     drop(stop_rx);
+    // No new turn or task; those running finish (or are requeued at the next start) within
+    // the grace period, their streams flushed; then the engine, the gateway and the indexes
+    // stop and save, and their threads are joined.
     agents.shutdown();
+    let supervisor = service.supervisor().clone();
+    let left = supervisor.stop_tasks(grace).await;
     let svc = service.clone();
     let _ = tokio::task::spawn_blocking(move || svc.shutdown()).await;
+    let threads = supervisor.join_threads(grace).await;
+    tracing::info!(tasks_left = left, threads, "stopped");
     outcome
 }

@@ -53,7 +53,7 @@ fn load_embedder(config: &Config) -> anyhow::Result<Arc<dyn Embedder>> {
 pub(super) fn open(config: Config) -> anyhow::Result<Service> {
     let embedder = load_embedder(&config)?;
     let dir = config.data_dir.clone();
-    Service::open(config, embedder, Isolation::current_exe()?)
+    groundwork::app::open(config, embedder, Isolation::current_exe()?)
         .with_context(|| format!("opening the data directory {}", dir.display()))
 }
 

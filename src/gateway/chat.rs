@@ -376,7 +376,7 @@ impl Gateway {
         let meta = meta(cache_label);
         if req.stream {
             let (tx, mut rx) = mpsc::channel(64);
-            tokio::spawn(run.stream(tx).instrument(span));
+            self.inner.supervisor.spawn(run.stream(tx).instrument(span));
             match rx.recv().await {
                 Some(StreamEvent::Error(e)) => Err(e),
                 Some(first) => Ok(ChatReply::Stream {
@@ -388,7 +388,12 @@ impl Gateway {
                 )),
             }
         } else {
-            match tokio::spawn(run.complete().instrument(span)).await {
+            match self
+                .inner
+                .supervisor
+                .spawn(run.complete().instrument(span))
+                .await
+            {
                 Ok(Ok(output)) => Ok(ChatReply::Complete { output, meta }),
                 Ok(Err(e)) => Err(e),
                 Err(e) => Err(GatewayError::Interrupted(format!(

@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::store::gateway::{CallLog, GatewayStore};
+use crate::supervisor::{Supervisor, Thread};
 
 /// Most records per transaction.
 const BATCH: usize = 256;
@@ -13,7 +14,7 @@ const BATCH: usize = 256;
 /// Handle to the writer thread.
 pub struct LogWriter {
     tx: Mutex<Option<SyncSender<CallLog>>>,
-    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    thread: Option<Thread>,
 }
 
 fn run(store: Arc<dyn GatewayStore>, rx: Receiver<CallLog>) {
@@ -44,15 +45,14 @@ fn run(store: Arc<dyn GatewayStore>, rx: Receiver<CallLog>) {
 
 impl LogWriter {
     /// Starts the writer.
-    pub fn start(store: Arc<dyn GatewayStore>, capacity: usize) -> Self {
+    pub fn start(store: Arc<dyn GatewayStore>, capacity: usize, supervisor: &Supervisor) -> Self {
         let (tx, rx) = sync_channel(capacity);
-        let thread = std::thread::Builder::new()
-            .name("groundwork-gateway-log".into())
-            .spawn(move || run(store, rx))
+        let thread = supervisor
+            .thread("groundwork-gateway-log", move || run(store, rx))
             .ok();
         Self {
             tx: Mutex::new(Some(tx)),
-            thread: Mutex::new(thread),
+            thread,
         }
     }
 
@@ -87,8 +87,8 @@ impl LogWriter {
     /// Writes what is queued and stops the thread.
     pub fn shutdown(&self) {
         self.tx.lock().unwrap_or_else(|p| p.into_inner()).take();
-        if let Some(t) = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take() {
-            let _ = t.join();
+        if let Some(t) = &self.thread {
+            t.join();
         }
     }
 }

@@ -50,6 +50,7 @@ use crate::embed::Embedder;
 use crate::error::Classify;
 use crate::store::gateway::{CallLog, GatewayStore, LogQuery, UsageGroup, UsageRow};
 use crate::store::Page;
+use crate::supervisor::Supervisor;
 
 /// Name of the local chat model in routes (`local/smollm2-135m-instruct`).
 pub const LOCAL_CHAT_MODEL: &str = "smollm2-135m-instruct";
@@ -106,6 +107,8 @@ pub struct ModelInfo {
 }
 
 struct Inner {
+    /// Starts the calls detached from their callers (a stream's producer, a completion).
+    supervisor: Supervisor,
     config: GatewayConfig,
     providers: HashMap<String, Arc<Provider>>,
     routes: BTreeMap<String, Route>,
@@ -149,6 +152,7 @@ impl Gateway {
         store: Arc<dyn GatewayStore>,
         embedder: Arc<dyn Embedder>,
         root: &Path,
+        supervisor: Supervisor,
     ) -> Result<Self> {
         config.validate().map_err(GatewayError::Invalid)?;
         let guard = config.guardrails.compile().map_err(GatewayError::Invalid)?;
@@ -161,6 +165,7 @@ impl Gateway {
             config.local_queue,
             config.local_context_tokens,
             config.local_repeat_penalty,
+            &supervisor,
         ));
         let mut providers = HashMap::new();
         providers.insert(
@@ -217,7 +222,7 @@ impl Gateway {
                     })
             }),
         );
-        let log = LogWriter::start(store.clone(), 8192);
+        let log = LogWriter::start(store.clone(), 8192, &supervisor);
         Ok(Self {
             inner: Arc::new(Inner {
                 config,
@@ -230,6 +235,7 @@ impl Gateway {
                 local_chat,
                 started: Utc::now().timestamp(),
                 cache_stats: (AtomicU64::new(0), AtomicU64::new(0)),
+                supervisor,
             }),
         })
     }

@@ -43,6 +43,7 @@ use crate::store::{
     BlobStore, ChunkRecord, ChunkingStamp, Document, DocumentQuery, FsBlobStore, Job, Kb, KbStats,
     NewDocument, NewKb, NewWorkflow, Page, Scope, SqliteStore, Store,
 };
+use crate::supervisor::{Supervisor, Thread};
 use crate::util::sha256_hex;
 use crate::workflow::{Engine, EngineOptions};
 use indexes::Indexes;
@@ -106,6 +107,8 @@ pub struct Core {
     /// The demo tenant's id when no API key exists (every caller acts as it).
     demo: Option<String>,
     stopping: AtomicBool,
+    /// Owns the service's threads (housekeeping, the workflow engine's, the gateway's).
+    supervisor: Supervisor,
     /// Held for the service's life: one process per data directory.
     _lock: std::fs::File,
 }
@@ -281,7 +284,7 @@ pub struct Service {
 }
 
 struct Background {
-    housekeeping: std::thread::JoinHandle<()>,
+    housekeeping: Thread,
 }
 
 /// Paths inside the data directory.
@@ -333,7 +336,12 @@ pub fn display_name(raw: &str) -> String {
 impl Service {
     /// Opens the data directory, loads or rebuilds every index, starts the workflow engine
     /// (which resumes every unfinished workflow) and the housekeeping thread.
-    pub fn open(config: Config, embedder: Arc<dyn Embedder>, isolation: Isolation) -> Result<Self> {
+    pub fn open(
+        config: Config,
+        embedder: Arc<dyn Embedder>,
+        isolation: Isolation,
+        supervisor: Supervisor,
+    ) -> Result<Self> {
         let data_dir = config.data_dir.clone();
         fs_err::create_dir_all(&data_dir).map_err(ServiceError::io("the data directory"))?;
         let lock = lock_data_dir(&data_dir)?;
@@ -373,6 +381,7 @@ impl Service {
                 .collect(),
                 poll: Duration::from_millis(500),
             },
+            supervisor.clone(),
         );
         let gateway_store: Arc<dyn GatewayStore> = store.clone();
         let root = std::env::current_dir().map_err(ServiceError::io("the working directory"))?;
@@ -381,6 +390,7 @@ impl Service {
             gateway_store,
             models.default_model().clone(),
             &root,
+            supervisor.clone(),
         )
         .map_err(|e| ServiceError::Invalid(format!("gateway: {e}")))?;
         let limiter = ratelimit::RateLimiter::new(config.rate_limits);
@@ -399,6 +409,7 @@ impl Service {
             limiter,
             demo,
             stopping: AtomicBool::new(false),
+            supervisor: supervisor.clone(),
             _lock: lock,
         });
         let weak = Arc::downgrade(&core);
@@ -415,9 +426,8 @@ impl Service {
         core.engine.start()?;
         let housekeeping = {
             let core = core.clone();
-            std::thread::Builder::new()
-                .name("gw-housekeeping".into())
-                .spawn(move || {
+            supervisor
+                .thread("gw-housekeeping", move || {
                     let mut saved = Instant::now();
                     let mut scheduled = Instant::now() - Duration::from_secs(60);
                     while !core.stopping() {
@@ -499,7 +509,7 @@ impl Service {
             .take();
         if let Some(bg) = background {
             self.core.engine.shutdown();
-            let _ = bg.housekeeping.join();
+            bg.housekeeping.join();
         }
         self.core.gateway.shutdown();
         let saved = self.core.indexes.save_dirty();
@@ -509,6 +519,11 @@ impl Service {
     /// The model gateway.
     pub fn gateway(&self) -> &Gateway {
         &self.core.gateway
+    }
+
+    /// The owner of the process's background work this service was opened with.
+    pub fn supervisor(&self) -> &Supervisor {
+        &self.core.supervisor
     }
 
     /// Agents' storage (the agent runtime keeps its own records there).

@@ -21,7 +21,6 @@ use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex, RwLock};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -34,6 +33,7 @@ use crate::store::{
     AttemptError, NewWorkflow, StepRecord, StepStatus, StoreError, WorkflowRecord, WorkflowStatus,
     WorkflowStore,
 };
+use crate::supervisor::{Supervisor, Thread};
 
 pub mod schedule;
 #[cfg(test)]
@@ -295,7 +295,8 @@ struct Inner {
 #[derive(Clone)]
 pub struct Engine {
     inner: Arc<Inner>,
-    threads: Arc<Mutex<Vec<JoinHandle<()>>>>,
+    threads: Arc<Mutex<Vec<Thread>>>,
+    supervisor: Supervisor,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -304,7 +305,11 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl Engine {
     /// An engine over `store`; register handlers, then [`Engine::start`].
-    pub fn new(store: Arc<dyn WorkflowStore>, options: EngineOptions) -> Self {
+    pub fn new(
+        store: Arc<dyn WorkflowStore>,
+        options: EngineOptions,
+        supervisor: Supervisor,
+    ) -> Self {
         let (events, _) = tokio::sync::broadcast::channel(4096);
         Self {
             inner: Arc::new(Inner {
@@ -323,6 +328,7 @@ impl Engine {
                 events,
             }),
             threads: Arc::new(Mutex::new(Vec::new())),
+            supervisor,
         }
     }
 
@@ -348,9 +354,8 @@ impl Engine {
             let inner = self.inner.clone();
             let rx = rx.clone();
             threads.push(
-                std::thread::Builder::new()
-                    .name(format!("gw-workflow-{i}"))
-                    .spawn(move || loop {
+                self.supervisor
+                    .thread(format!("gw-workflow-{i}"), move || loop {
                         let next = lock(&rx).recv();
                         match next {
                             Ok(wf) => inner.execute(wf),
@@ -362,9 +367,8 @@ impl Engine {
         }
         let inner = self.inner.clone();
         threads.push(
-            std::thread::Builder::new()
-                .name("gw-workflow-dispatch".into())
-                .spawn(move || inner.dispatch(tx))
+            self.supervisor
+                .thread("gw-workflow-dispatch", move || inner.dispatch(tx))
                 .map_err(|e| StoreError::Database(format!("cannot start dispatcher: {e}")))?,
         );
         Ok(())
@@ -377,9 +381,7 @@ impl Engine {
         self.inner.kick();
         let threads = std::mem::take(&mut *lock(&self.threads));
         for t in threads {
-            if t.join().is_err() {
-                tracing::error!("a workflow thread panicked");
-            }
+            t.join();
         }
     }
 

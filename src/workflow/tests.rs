@@ -158,6 +158,7 @@ impl Harness {
                 concurrency: HashMap::from([("busy".to_owned(), 2), ("steps".to_owned(), 4)]),
                 poll: Duration::from_millis(20),
             },
+            crate::supervisor::Supervisor::new(),
         );
         engine.register(Arc::new(Steps(self.probe.clone())));
         engine.register(Arc::new(Waits));

@@ -1050,3 +1050,98 @@ fn chat_ui_uploads_a_pdf_and_shows_a_cited_streamed_answer() {
     assert!(std::fs::metadata(&shot).expect("screenshot").len() > 10_000);
     server.stop();
 }
+
+/// "`Agents::shutdown` only sets a flag" (issue 15): SIGTERM while an answer is being generated
+/// for a client that went away, and while documents are being ingested. The process exits
+/// well within the grace period; the turn's answer is stored whole and its stream ends with
+/// `done` (before, the turn died with the process and the question stayed unanswered); the
+/// ingest finishes, now or at the restart.
+#[test]
+fn agents_shutdown_only_sets_a_flag() {
+    let llm = FakeLlm::start();
+    llm.answer("gpt-main", "The nightly backup runs at 02:00 UTC [1].");
+    let dir = tempfile::tempdir().expect("tmp");
+    let server = start(dir.path(), &fake_config(&llm.base), &[]);
+    server.create_kb("ops");
+    add_doc(&server, "ops", "backup.md", BACKUP_DOC);
+    llm.script("gpt-main", &[Behavior::Stall(Duration::from_millis(1500))]);
+    let res = server.send(
+        "POST",
+        "/v1/agents/bot/chat",
+        Some(&json!({"message": "When does the nightly backup run?", "stream": true})),
+        &[],
+    );
+    assert_eq!(res.status(), 200);
+    drop(res); // the client goes away; the turn goes on
+    let receipt: Value = ok_json(server.post(
+        "/v1/kbs/ops/documents",
+        &json!({"name": "invoices.md", "text": INVOICE_DOC}),
+    ));
+    let job = receipt["job_id"].as_str().expect("job").to_owned();
+    wait_until(10, "the turn to call the model", || {
+        !llm.requests("gpt-main").is_empty()
+    });
+    let stopping = Instant::now();
+    let data_dir = server.data_dir.clone();
+    server.stop();
+    let took = stopping.elapsed();
+    assert!(took < Duration::from_secs(20), "stopped in {took:?}");
+    let log = std::fs::read_to_string(data_dir.with_extension("log")).unwrap_or_default();
+    let plain = strip_ansi(&log);
+    assert!(
+        plain.contains("tasks_left=0"),
+        "every task finished: {plain}"
+    );
+    assert!(!plain.contains("chat turn failed"), "{plain}");
+
+    let server = start(dir.path(), &fake_config(&llm.base), &[]);
+    let conversations = ok_json(server.get("/v1/agents/bot/conversations"));
+    let conversation = conversations["items"][0]["id"]
+        .as_str()
+        .expect("stored")
+        .to_owned();
+    let messages = ok_json(server.get(&format!(
+        "/v1/agents/bot/conversations/{conversation}/messages"
+    )));
+    let answer = messages["items"]
+        .as_array()
+        .expect("messages")
+        .iter()
+        .find(|m| m["role"] == "assistant")
+        .unwrap_or_else(|| panic!("the answer was stored: {messages}"))
+        .clone();
+    assert!(
+        answer["content"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("02:00 UTC"),
+        "{answer}"
+    );
+    let stream_id = answer["meta"]["stream_id"].as_str().expect("stream id");
+    let body = server
+        .get(&format!("/v1/agents/bot/streams/{stream_id}"))
+        .text()
+        .expect("stream");
+    let events = sse_events(&body);
+    assert_eq!(events.last().map(|e| e.1.as_str()), Some("done"), "{body}");
+    assert_eq!(server.wait_job(&job)["ready"], 1);
+    server.stop();
+}
+
+/// `text` without terminal colour codes (`ESC [ … m`).
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for d in chars.by_ref() {
+                if d == 'm' {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}

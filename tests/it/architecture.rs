@@ -377,3 +377,33 @@ fn an_import_loop() {
         described.join("\n\n")
     );
 }
+
+/// "8 bare `tokio::spawn`s and an unbounded channel": every task and thread is started by
+/// the supervisor (which shutdown awaits and joins), and no queue is unbounded.
+#[test]
+fn bare_spawns_and_an_unbounded_channel() {
+    const STARTS: [&str; 6] = [
+        "tokio::spawn(",
+        "task::spawn(",
+        "thread::spawn(",
+        "thread::Builder::new(",
+        "spawn_local(",
+        "unbounded_channel",
+    ];
+    let mut found = Vec::new();
+    for (path, file) in library_files() {
+        if path == Path::new("supervisor.rs") || path.ends_with("tests.rs") {
+            continue;
+        }
+        for line in file.text.lines() {
+            if let Some(s) = STARTS.iter().find(|s| line.contains(**s)) {
+                found.push(format!("  {}: `{s}` in: {}", path.display(), line.trim()));
+            }
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "started outside the supervisor:\n{}",
+        found.join("\n")
+    );
+}

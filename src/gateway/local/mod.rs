@@ -23,6 +23,7 @@ use tokio::sync::mpsc;
 pub use gguf::ChatFormat;
 
 use super::types::{Delta, FinishReason, Message, Usage};
+use crate::supervisor::{Supervisor, Thread};
 
 /// Errors of the local chat model.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -76,7 +77,7 @@ struct Job {
 pub struct LocalChat {
     queue: Mutex<Option<SyncSender<Job>>>,
     path: PathBuf,
-    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    thread: Option<Thread>,
     /// Tokenizer and template read from the file's metadata (no weights), for counting.
     counter: Mutex<Option<std::sync::Arc<ChatFormat>>>,
 }
@@ -185,12 +186,17 @@ impl LocalChat {
     /// is reported to each request).
     /// `repeat_penalty` (1: none) divides the logits of tokens among the last 64 generated
     /// ones: small models otherwise loop on a sentence.
-    pub fn start(path: &Path, queue: usize, context: usize, repeat_penalty: f32) -> Self {
+    pub fn start(
+        path: &Path,
+        queue: usize,
+        context: usize,
+        repeat_penalty: f32,
+        supervisor: &Supervisor,
+    ) -> Self {
         let (tx, rx) = sync_channel::<Job>(queue);
         let file = path.to_owned();
-        let thread = std::thread::Builder::new()
-            .name("groundwork-llm".into())
-            .spawn(move || {
+        let thread = supervisor
+            .thread("groundwork-llm", move || {
                 // Loaded at the first request, so a server that never chats locally never
                 // spends the memory or the start-up time.
                 let mut loaded: Option<Result<Loaded, LocalError>> = None;
@@ -219,7 +225,7 @@ impl LocalChat {
         Self {
             queue: Mutex::new(Some(tx)),
             path: path.to_owned(),
-            thread: Mutex::new(thread),
+            thread,
             counter: Mutex::new(None),
         }
     }
@@ -271,8 +277,8 @@ impl LocalChat {
     /// Stops the thread after its current generation.
     pub fn shutdown(&self) {
         self.queue.lock().unwrap_or_else(|p| p.into_inner()).take();
-        if let Some(t) = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take() {
-            let _ = t.join();
+        if let Some(t) = &self.thread {
+            t.join();
         }
     }
 }
