@@ -42,6 +42,7 @@
 //! - [`config`]: the typed configuration (defaults → TOML → `GROUNDWORK__*` environment).
 //! - [`client`]: a typed client of the HTTP API (CLI `--server` mode, tests, benchmarks).
 //! - [`eval`]: BEIR-format retrieval evaluation (nDCG@10, recall@k, MRR@10).
+//! - [`backoff`]: the one retry delay policy (constant, linear, exponential; jittered).
 //! - [`supervisor`]: owns every background task and thread; shutdown awaits and joins them.
 //! - [`runtime`]: process-wide tuning that the binaries apply at start-up.
 //!
@@ -54,6 +55,7 @@
 pub mod agent;
 pub mod api;
 pub mod app;
+pub mod backoff;
 pub mod client;
 pub mod config;
 pub mod embed;

@@ -18,10 +18,10 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::{blocking, AgentError, Agents, Cmd, Key, Result, Write};
+use crate::backoff::Backoff;
 use crate::error::Classify;
 use crate::store::agents::{NewSchedule, TaskOutcome, TaskRecord};
 use crate::workflow::schedule::Schedule;
-use crate::workflow::Backoff;
 
 /// A task: its kind and input (in `POST /v1/agents/{id}/tasks` and in a schedule).
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 pub use super::config::FailureKind;
 use super::config::RouteConfig;
-use crate::workflow::Backoff;
+use crate::backoff::Backoff;
 
 /// One `provider/model`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::{Core, ServiceError};
+use crate::backoff::Backoff;
 use crate::embed::Embedder;
 use crate::error::Classify;
 use crate::index::{NewPoint, PointMeta};
@@ -24,7 +25,7 @@ use crate::ingest::{
     extract, Chunk, Chunker, ChunkingOptions, ExtractOptions, Extracted, IngestError,
 };
 use crate::store::{ChunkRow, ChunkingStamp, Document, Kb, Publish, StoreError};
-use crate::workflow::{Backoff, Ctx, Handler, Interrupt, StepError, StepOptions};
+use crate::workflow::{Ctx, Handler, Interrupt, StepError, StepOptions};
 
 /// Input of an `ingest` run.
 #[derive(Debug, Clone, Serialize, Deserialize)]

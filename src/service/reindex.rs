@@ -15,10 +15,11 @@ use serde_json::{json, Value};
 
 use super::ingest::{process_document, upgrade, Finish, Finished};
 use super::{Core, ServiceError};
+use crate::backoff::Backoff;
 use crate::error::Classify;
 use crate::index::IndexStamp;
 use crate::store::{ChunkingStamp, GenerationSwitch, StoreError, WorkflowRecord};
-use crate::workflow::{Backoff, Ctx, Handler, Interrupt, StepError, StepOptions};
+use crate::workflow::{Ctx, Handler, Interrupt, StepError, StepOptions};
 
 /// Input of a `reindex` run.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -24,11 +24,11 @@ use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use rand::Rng;
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::Value;
 
+use crate::backoff::Backoff;
 use crate::store::{
     AttemptError, NewWorkflow, StepRecord, StepStatus, StoreError, WorkflowRecord, WorkflowStatus,
     WorkflowStore,
@@ -48,51 +48,6 @@ pub enum WorkflowError {
     /// No handler for this workflow type.
     #[error("unknown workflow type `{0}`")]
     UnknownKind(String),
-}
-
-/// How long to wait before the next attempt.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "lowercase")]
-pub enum Backoff {
-    /// The same delay every time.
-    Constant {
-        /// Delay.
-        delay_ms: u64,
-    },
-    /// `delay × attempt`.
-    Linear {
-        /// Delay per failed attempt.
-        delay_ms: u64,
-    },
-    /// `base × 2^(attempt-1)`, at most `max`.
-    Exponential {
-        /// First delay.
-        base_ms: u64,
-        /// Ceiling.
-        max_ms: u64,
-    },
-}
-
-impl Backoff {
-    /// Delay after failed attempt `attempt` (1-based), with "equal jitter": half fixed, half
-    /// random, so that retries of many runs do not fall on the same instant.
-    pub fn delay(&self, attempt: u32) -> Duration {
-        let n = attempt.max(1);
-        let ms = match *self {
-            Backoff::Constant { delay_ms } => delay_ms,
-            Backoff::Linear { delay_ms } => delay_ms.saturating_mul(n as u64),
-            Backoff::Exponential { base_ms, max_ms } => {
-                base_ms.saturating_mul(1u64 << (n - 1).min(30)).min(max_ms)
-            }
-        };
-        let half = ms / 2;
-        let jitter = if half > 0 {
-            rand::rng().random_range(0..=half)
-        } else {
-            0
-        };
-        Duration::from_millis(ms - half + jitter)
-    }
 }
 
 /// Retry policy of a step.
