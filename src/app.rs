@@ -1,21 +1,28 @@
 //! The composition root: the one place that puts the parts together.
 //!
-//! Owns the wiring between modules that must not know each other — today the agent runtime
-//! and the knowledge-base service, joined here through the agent's [`Knowledge`] port. It must
+//! Owns the construction of every part from the configuration — the data directory's lock,
+//! the store, the workflow engine, the gateway, the service, the agents, and the
+//! [`Supervisor`] that owns their background work — and the wiring between modules that must
+//! not know each other (the agent runtime reaches the knowledge-base service through its
+//! [`Knowledge`] port). It must
 //! never hold logic of its own beyond translating between ports: a use case belongs to its
 //! service, a rule to its engine.
 
+use std::path::Path;
 use std::sync::Arc;
 
 use crate::agent::{AgentError, Agents, Knowledge, KnowledgeBase, Passage};
 use crate::config::Config;
 use crate::embed::Embedder;
 use crate::error::Foreign;
+use crate::gateway::Gateway;
 use crate::index::SearchMode;
 use crate::ingest::isolate::Isolation;
 use crate::principal::Principal;
-use crate::service::{SearchParams, Service, ServiceError};
+use crate::service::{self, Parts, SearchParams, Service, ServiceError};
+use crate::store::{BlobStore, FsBlobStore, SqliteStore, Store};
 use crate::supervisor::Supervisor;
+use crate::workflow::Engine;
 
 /// The agent runtime over `service`: its knowledge bases, its gateway, its store and the
 /// `[agents]` configuration. Start it with [`Agents::start`] inside a tokio runtime.
@@ -29,14 +36,66 @@ pub fn agents(service: &Service) -> Agents {
     )
 }
 
-/// Opens the knowledge-base service on `config` with a new [`Supervisor`] owning its
-/// background work (stopped by [`Service::shutdown`] and the supervisor's own shutdown).
+/// Opens the knowledge-base service on `config`: takes the data directory's lock, opens its
+/// store and blob store, builds the workflow engine and the gateway with a new [`Supervisor`]
+/// owning their background work, and hands them to the service (stopped by
+/// [`Service::shutdown`] and the supervisor's own shutdown).
 pub fn open(
     config: Config,
     embedder: Arc<dyn Embedder>,
     isolation: Isolation,
 ) -> Result<Service, ServiceError> {
-    Service::open(config, embedder, isolation, Supervisor::new())
+    let supervisor = Supervisor::new();
+    let data_dir = config.data_dir.clone();
+    fs_err::create_dir_all(&data_dir).map_err(ServiceError::io("the data directory"))?;
+    let lock = lock_data_dir(&data_dir)?;
+    let store: Arc<dyn Store> = Arc::new(open_store(&data_dir)?);
+    let blobs: Arc<dyn BlobStore> = Arc::new(FsBlobStore::new(&data_dir.join("blobs")));
+    let engine = Engine::new(
+        store.clone(),
+        service::engine_options(&config.workflow),
+        supervisor.clone(),
+    );
+    let root = std::env::current_dir().map_err(ServiceError::io("the working directory"))?;
+    let gateway = Gateway::new(
+        config.gateway.clone(),
+        store.clone(),
+        embedder.clone(),
+        &root,
+        supervisor.clone(),
+    )
+    .map_err(|e| ServiceError::Invalid(format!("gateway: {e}")))?;
+    let parts = Parts {
+        store,
+        blobs,
+        engine,
+        gateway,
+        supervisor,
+        lock,
+    };
+    Service::open(config, parts, embedder, isolation)
+}
+
+/// The store of a data directory, without its lock: for what may run beside a server (API
+/// keys).
+pub fn open_store(data_dir: &Path) -> Result<SqliteStore, ServiceError> {
+    Ok(SqliteStore::open(&data_dir.join("groundwork.sqlite3"))?)
+}
+
+/// Takes the data directory's lock, so that two processes never write the same indexes.
+fn lock_data_dir(dir: &Path) -> Result<std::fs::File, ServiceError> {
+    let path = dir.join("LOCK");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(ServiceError::io(path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(ServiceError::Locked(dir.to_owned())),
+        Err(std::fs::TryLockError::Error(e)) => Err(ServiceError::io(path.display())(e)),
+    }
 }
 
 /// The knowledge-base service seen through the agent's port. Its errors pass through whole

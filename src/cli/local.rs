@@ -10,7 +10,7 @@ use groundwork::embed::{BertEmbedder, EmbedOptions, Embedder};
 use groundwork::index::SearchMode;
 use groundwork::ingest::isolate::Isolation;
 use groundwork::service::{self, CreateKb, Principal, SearchParams, Service, ServiceError, Upload};
-use groundwork::store::{ChunkingStamp, Scope, SqliteStore, TenantStore};
+use groundwork::store::{ChunkingStamp, Scope, TenantStore};
 
 use super::{show, KbCommand, KeysCommand, Progress};
 
@@ -335,7 +335,7 @@ pub fn search(
 
 /// `groundwork keys` (the store only; allowed beside a running server).
 pub fn keys(config: Config, cmd: KeysCommand) -> anyhow::Result<()> {
-    let store = SqliteStore::open(&service::database_path(&config.data_dir))?;
+    let store = groundwork::app::open_store(&config.data_dir)?;
     match cmd {
         KeysCommand::Create {
             tenant,

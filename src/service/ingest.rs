@@ -387,7 +387,7 @@ pub fn upgrade(core: &Weak<Core>) -> Result<Arc<Core>, Interrupt> {
 
 impl Handler for IngestFlow {
     fn kind(&self) -> &'static str {
-        "ingest"
+        super::WorkflowKind::Ingest.as_str()
     }
 
     fn run(&self, ctx: &mut Ctx<'_>) -> Result<Value, Interrupt> {

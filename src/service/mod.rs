@@ -19,7 +19,6 @@ pub mod sources;
 mod workflows;
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -38,10 +37,9 @@ use crate::gateway::Gateway;
 use crate::index::{CollectionOptions, Filter, SearchMode, SearchRequest};
 use crate::ingest::detect::detect;
 use crate::ingest::isolate::Isolation;
-use crate::store::GatewayStore;
 use crate::store::{
-    BlobStore, ChunkRecord, ChunkingStamp, Document, DocumentQuery, FsBlobStore, Job, Kb, KbStats,
-    NewDocument, NewKb, NewWorkflow, Page, Scope, SqliteStore, Store,
+    BlobStore, ChunkRecord, ChunkingStamp, Document, DocumentQuery, Job, Kb, KbStats, NewDocument,
+    NewKb, NewWorkflow, Page, Scope, Store,
 };
 use crate::supervisor::{Supervisor, Thread};
 use crate::util::sha256_hex;
@@ -287,24 +285,58 @@ struct Background {
     housekeeping: Thread,
 }
 
-/// Paths inside the data directory.
-pub fn database_path(data_dir: &Path) -> PathBuf {
-    data_dir.join("groundwork.sqlite3")
+/// What the service runs on, built by the composition root (`crate::app`) from the
+/// configuration: storage, the workflow engine, the gateway, and the owner of background work.
+pub struct Parts {
+    /// The source of truth.
+    pub store: Arc<dyn Store>,
+    /// Uploaded bytes by content hash.
+    pub blobs: Arc<dyn BlobStore>,
+    /// Runs ingest, reindex and sync workflows (handlers registered by the service).
+    pub engine: Engine,
+    /// Every model call.
+    pub gateway: Gateway,
+    /// Owns the service's threads.
+    pub supervisor: Supervisor,
+    /// The data directory's lock, held for the service's life (one process per directory).
+    pub lock: std::fs::File,
 }
 
-/// Takes the data directory's lock, so that two processes never write the same indexes.
-fn lock_data_dir(dir: &Path) -> Result<std::fs::File> {
-    let path = dir.join("LOCK");
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(ServiceError::io(path.display()))?;
-    match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(std::fs::TryLockError::WouldBlock) => Err(ServiceError::Locked(dir.to_owned())),
-        Err(std::fs::TryLockError::Error(e)) => Err(ServiceError::io(path.display())(e)),
+/// The kinds of workflow the service runs (the engine itself stores any kind as text).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkflowKind {
+    /// Extract, chunk, embed and publish uploaded documents.
+    Ingest,
+    /// Re-embed a knowledge base into a new generation and switch to it.
+    Reindex,
+    /// Bring a knowledge base in step with a folder.
+    Sync,
+}
+
+impl WorkflowKind {
+    /// The name the engine and the API use.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            WorkflowKind::Ingest => "ingest",
+            WorkflowKind::Reindex => "reindex",
+            WorkflowKind::Sync => "sync",
+        }
+    }
+}
+
+/// The workflow engine's settings for the service's workflow kinds.
+pub fn engine_options(w: &crate::config::WorkflowConfig) -> EngineOptions {
+    EngineOptions {
+        workers: w.workers,
+        concurrency: [
+            (WorkflowKind::Ingest, w.ingest_concurrency),
+            (WorkflowKind::Reindex, w.reindex_concurrency),
+            (WorkflowKind::Sync, w.sync_concurrency),
+        ]
+        .into_iter()
+        .map(|(k, n)| (k.as_str().to_owned(), n))
+        .collect(),
+        poll: Duration::from_millis(500),
     }
 }
 
@@ -334,19 +366,22 @@ pub fn display_name(raw: &str) -> String {
 }
 
 impl Service {
-    /// Opens the data directory, loads or rebuilds every index, starts the workflow engine
-    /// (which resumes every unfinished workflow) and the housekeeping thread.
+    /// Opens the service on its parts: loads or rebuilds every index, starts the workflow
+    /// engine (which resumes every unfinished workflow) and the housekeeping thread.
     pub fn open(
         config: Config,
+        parts: Parts,
         embedder: Arc<dyn Embedder>,
         isolation: Isolation,
-        supervisor: Supervisor,
     ) -> Result<Self> {
-        let data_dir = config.data_dir.clone();
-        fs_err::create_dir_all(&data_dir).map_err(ServiceError::io("the data directory"))?;
-        let lock = lock_data_dir(&data_dir)?;
-        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&database_path(&data_dir))?);
-        let blobs: Arc<dyn BlobStore> = Arc::new(FsBlobStore::new(&data_dir.join("blobs")));
+        let Parts {
+            store,
+            blobs,
+            engine,
+            gateway,
+            supervisor,
+            lock,
+        } = parts;
         let demo = if store.has_keys()? {
             None
         } else {
@@ -357,7 +392,10 @@ impl Service {
             config.embed.models.clone(),
             config.embed.batch_size,
         );
-        let indexes = Indexes::new(&data_dir.join("indexes"), CollectionOptions::default());
+        let indexes = Indexes::new(
+            &config.data_dir.join("indexes"),
+            CollectionOptions::default(),
+        );
         for kb in &store.all_kbs()? {
             if let Err(e) = models.for_kb(kb) {
                 tracing::warn!(kb = %kb.name, error = %e, "knowledge base model unavailable");
@@ -367,32 +405,6 @@ impl Service {
         let mut isolation = isolation;
         isolation.timeout = Duration::from_secs(config.ingest.pdf_timeout_secs);
         isolation.memory_limit = config.ingest.pdf_memory_mib * 1024 * 1024;
-        let w = &config.workflow;
-        let engine = Engine::new(
-            store.clone(),
-            EngineOptions {
-                workers: w.workers,
-                concurrency: [
-                    ("ingest".to_owned(), w.ingest_concurrency),
-                    ("reindex".to_owned(), w.reindex_concurrency),
-                    ("sync".to_owned(), w.sync_concurrency),
-                ]
-                .into_iter()
-                .collect(),
-                poll: Duration::from_millis(500),
-            },
-            supervisor.clone(),
-        );
-        let gateway_store: Arc<dyn GatewayStore> = store.clone();
-        let root = std::env::current_dir().map_err(ServiceError::io("the working directory"))?;
-        let gateway = Gateway::new(
-            config.gateway.clone(),
-            gateway_store,
-            models.default_model().clone(),
-            &root,
-            supervisor.clone(),
-        )
-        .map_err(|e| ServiceError::Invalid(format!("gateway: {e}")))?;
         let limiter = ratelimit::RateLimiter::new(config.rate_limits);
         let core = Arc::new(Core {
             gateway,
@@ -487,7 +499,7 @@ impl Service {
         let (wf, _) = self.core.engine.create(NewWorkflow {
             id: id.to_owned(),
             tenant_id: kb.tenant_id.clone(),
-            kind: "ingest".into(),
+            kind: WorkflowKind::Ingest.as_str().into(),
             subject: Some(kb.id.clone()),
             idempotency_key: key,
             input: serde_json::to_value(ingest::IngestInput {
@@ -879,7 +891,7 @@ impl Service {
             .store
             .list_workflows(&crate::store::WorkflowQuery {
                 tenant_id: p.tenant_id.clone(),
-                kind: Some("ingest".into()),
+                kind: Some(WorkflowKind::Ingest.as_str().into()),
                 subject: Some(kb.id.clone()),
                 limit: 1_000,
                 ..Default::default()

@@ -59,7 +59,7 @@ pub struct ReindexFlow(pub Weak<Core>);
 
 impl Handler for ReindexFlow {
     fn kind(&self) -> &'static str {
-        "reindex"
+        super::WorkflowKind::Reindex.as_str()
     }
 
     fn run(&self, ctx: &mut Ctx<'_>) -> Result<Value, Interrupt> {

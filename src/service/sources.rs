@@ -87,7 +87,7 @@ pub struct SyncFlow(pub Weak<Core>);
 
 impl Handler for SyncFlow {
     fn kind(&self) -> &'static str {
-        "sync"
+        super::WorkflowKind::Sync.as_str()
     }
 
     fn run(&self, ctx: &mut Ctx<'_>) -> std::result::Result<Value, Interrupt> {
@@ -274,7 +274,7 @@ pub fn start_sync(core: &Core, source: &Source, key: Option<String>) -> Result<S
     let (wf, _) = core.engine.create(crate::store::NewWorkflow {
         id: uuid::Uuid::now_v7().to_string(),
         tenant_id: source.tenant_id.clone(),
-        kind: "sync".into(),
+        kind: super::WorkflowKind::Sync.as_str().into(),
         subject: Some(source.kb_id.clone()),
         idempotency_key: key,
         input: serde_json::to_value(SyncInput {

@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use super::reindex::ReindexInput;
 use super::sources::start_sync;
-use super::{Principal, Result, Service, ServiceError};
+use super::{Principal, Result, Service, ServiceError, WorkflowKind};
 use crate::store::{
     ChunkingStamp, NewWorkflow, Page, Scope, Source, StepRecord, WorkflowQuery, WorkflowRecord,
     WorkflowStatus,
@@ -113,7 +113,7 @@ impl Service {
         let retryable = match wf.status {
             WorkflowStatus::Failed | WorkflowStatus::Cancelled => true,
             // A completed ingest may hold failed documents worth another try.
-            WorkflowStatus::Completed => wf.kind == "ingest",
+            WorkflowStatus::Completed => wf.kind == WorkflowKind::Ingest.as_str(),
             _ => false,
         };
         if !retryable {
@@ -122,7 +122,7 @@ impl Service {
                 name: id.to_owned(),
             });
         }
-        if wf.kind == "ingest" {
+        if wf.kind == WorkflowKind::Ingest.as_str() {
             // Failed documents go back to the queue; their failed steps start over.
             let input: super::ingest::IngestInput = serde_json::from_value(wf.input.clone())?;
             for doc in input.documents {
@@ -173,7 +173,7 @@ impl Service {
         }
         let active = self.core.store.list_workflows(&WorkflowQuery {
             tenant_id: p.tenant_id.clone(),
-            kind: Some("reindex".into()),
+            kind: Some(WorkflowKind::Reindex.as_str().into()),
             subject: Some(kb.id.clone()),
             limit: 100,
             ..Default::default()
@@ -195,7 +195,7 @@ impl Service {
         let (wf, _) = self.core.engine.create(NewWorkflow {
             id: uuid::Uuid::now_v7().to_string(),
             tenant_id: p.tenant_id.clone(),
-            kind: "reindex".into(),
+            kind: WorkflowKind::Reindex.as_str().into(),
             subject: Some(kb.id.clone()),
             idempotency_key: req.idempotency_key,
             input: serde_json::to_value(input)?,
