@@ -11,7 +11,7 @@ use super::context::{Ctx, Draft};
 use super::{AgentConfig, AgentError, Agents, Result};
 use crate::gateway::types::{ChatRequest, Message, Role, Stop, Usage};
 use crate::gateway::{CallContext, ChatReply, StreamEvent};
-use crate::store::agents::{Conversation, MessageRecord};
+use crate::store::agents::{Conversation, MessageRecord, MessageRole};
 
 const RULES: &str = "Answer the question using only the numbered sources below. \
 Cite the source of each statement with its number in brackets, like [1]. \
@@ -151,7 +151,7 @@ fn prompt(
             break;
         }
         budget -= tokens;
-        let role = if m.role == "user" {
+        let role = if m.role == MessageRole::User {
             Role::User
         } else {
             Role::Assistant
@@ -195,7 +195,7 @@ mod tests {
         let m = |id: i64, role: &str, text: &str| MessageRecord {
             id,
             conversation_id: "c".into(),
-            role: role.into(),
+            role: MessageRole::parse(role).expect("a role"),
             content: text.into(),
             citations: Value::Null,
             tokens_in: 0,

@@ -8,12 +8,12 @@ use super::context::{Ctx, Query};
 use super::generate::{msg, quick_call};
 use super::summary::clip;
 use crate::gateway::types::{Role, Stop, Usage};
-use crate::store::agents::MessageRecord;
+use crate::store::agents::{MessageRecord, MessageRole};
 
 /// The queries of this turn: the rewrite (when usable) first, then the joined question.
 pub(super) async fn run(ctx: &mut Ctx<'_>, history: &[MessageRecord], message: &str) -> Query {
     let started = std::time::Instant::now();
-    let Some(last) = history.iter().rev().find(|m| m.role == "user") else {
+    let Some(last) = history.iter().rev().find(|m| m.role == MessageRole::User) else {
         return Query {
             text: message.to_owned(),
             queries: vec![message.to_owned()],
@@ -56,7 +56,7 @@ async fn rewrite(
     }
     // The last exchange is what a follow-up refers to; a short prompt keeps a local model fast.
     for m in history.iter().rev().take(2).rev() {
-        let who = if m.role == "user" {
+        let who = if m.role == MessageRole::User {
             "User"
         } else {
             "Assistant"

@@ -9,7 +9,7 @@ use super::generate::{msg, quick_call};
 use super::{blocking, AgentConfig, Agents, Cmd, Key, Result};
 use crate::gateway::types::Role;
 use crate::gateway::CallContext;
-use crate::store::agents::{Conversation, MessageRecord, NewTask};
+use crate::store::agents::{Conversation, MessageRecord, MessageRole, NewTask};
 
 pub(super) fn clip(s: &str, max: usize) -> String {
     if s.len() <= max {
@@ -76,7 +76,7 @@ pub(super) async fn summarize(agents: &Agents, key: &Key, conversation_id: &str)
         text.push_str(&format!("Summary so far: {}\n", conv.summary));
     }
     for m in fold {
-        let who = if m.role == "user" {
+        let who = if m.role == MessageRole::User {
             "User"
         } else {
             "Assistant"

@@ -21,7 +21,7 @@ use super::{AgentConfig, Agents, Cmd, Key, Result};
 use crate::gateway::types::Usage;
 use crate::gateway::CallContext;
 use crate::principal::Principal;
-use crate::store::agents::{Conversation, MessageRecord, NewMessage};
+use crate::store::agents::{Conversation, MessageRecord, MessageRole, NewMessage};
 
 /// Stage 4's output: the answer as stored, with what holds it up.
 struct Checked {
@@ -194,7 +194,7 @@ async fn open(
             key,
             NewMessage {
                 conversation_id: conversation.id.clone(),
-                role: "user".into(),
+                role: MessageRole::User,
                 content: message.to_owned(),
                 meta: json!({"stream_id": stream_id}),
                 ..NewMessage::default()
@@ -359,7 +359,7 @@ async fn store(
             ctx.key,
             NewMessage {
                 conversation_id: ctx.conversation.id.clone(),
-                role: "assistant".into(),
+                role: MessageRole::Assistant,
                 content: c.text.trim().to_owned(),
                 citations: serde_json::to_value(&c.citations).unwrap_or_default(),
                 tokens_in: ctx.usage.prompt_tokens,

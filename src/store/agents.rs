@@ -45,13 +45,43 @@ pub struct Conversation {
     pub updated_at: DateTime<Utc>,
 }
 
+/// Who wrote a message of a conversation.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum MessageRole {
+    /// The person asking.
+    #[default]
+    User,
+    /// The agent answering.
+    Assistant,
+}
+
+impl MessageRole {
+    /// As stored and sent.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            MessageRole::User => "user",
+            MessageRole::Assistant => "assistant",
+        }
+    }
+
+    /// From its stored name.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "user" => Some(MessageRole::User),
+            "assistant" => Some(MessageRole::Assistant),
+            _ => None,
+        }
+    }
+}
+
 /// A message about to be stored.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct NewMessage {
     /// Its conversation.
     pub conversation_id: String,
-    /// `user` or `assistant`.
-    pub role: String,
+    /// Who wrote it.
+    pub role: MessageRole,
     /// The text.
     pub content: String,
     /// Verified citations (assistant).
@@ -73,8 +103,8 @@ pub struct MessageRecord {
     pub id: i64,
     /// Its conversation.
     pub conversation_id: String,
-    /// `user` or `assistant`.
-    pub role: String,
+    /// Who wrote it.
+    pub role: MessageRole,
     /// The text.
     pub content: String,
     /// Verified citations.

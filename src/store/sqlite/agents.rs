@@ -47,7 +47,16 @@ fn msg_row(r: &Row<'_>) -> rusqlite::Result<MessageRecord> {
     Ok(MessageRecord {
         id: r.get(0)?,
         conversation_id: r.get(1)?,
-        role: r.get(2)?,
+        role: {
+            let stored: String = r.get(2)?;
+            MessageRole::parse(&stored).ok_or_else(|| {
+                rusqlite::Error::FromSqlConversionFailure(
+                    2,
+                    rusqlite::types::Type::Text,
+                    format!("unknown message role `{stored}`").into(),
+                )
+            })?
+        },
         content: r.get(3)?,
         citations: json(r, 4)?,
         tokens_in: r.get(5)?,
@@ -323,7 +332,7 @@ impl AgentStore for SqliteStore {
                  tokens_out, cost_usd, meta, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
                 params![
                     m.conversation_id,
-                    m.role,
+                    m.role.as_str(),
                     m.content,
                     citations,
                     m.tokens_in,
