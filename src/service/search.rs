@@ -1,0 +1,160 @@
+//! Search: a query embedded with the knowledge base's model and matched dense, BM25 or hybrid,
+//! with metadata and document filters; embeddings for callers that rank passages themselves.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::index::{Filter, SearchMode, SearchRequest};
+use crate::store::{ChunkRecord, Kb, Scope};
+
+use super::{Principal, Result, Service, ServiceError};
+
+/// One search.
+#[derive(Debug, Clone, Default)]
+pub struct SearchParams {
+    /// The question.
+    pub query: String,
+    /// Results wanted (configured default when absent).
+    pub top_k: Option<usize>,
+    /// Matching mode.
+    pub mode: SearchMode,
+    /// Only these documents.
+    pub document_ids: Option<Vec<String>>,
+    /// Only documents whose metadata has these values.
+    pub metadata: BTreeMap<String, String>,
+}
+
+/// One search result.
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
+pub struct SearchHit {
+    /// Score of the mode (cosine for dense, BM25, or fused RRF).
+    pub score: f32,
+    /// Cosine similarity of the chunk to the query (dense and hybrid searches).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub similarity: Option<f32>,
+    /// The chunk.
+    #[serde(flatten)]
+    pub chunk: ChunkRecord,
+}
+
+impl Service {
+    /// Searches a knowledge base; returns its id and the results, best first.
+    pub fn search(
+        &self,
+        p: &Principal,
+        kb: &str,
+        params: &SearchParams,
+    ) -> Result<(String, Vec<SearchHit>)> {
+        p.require(Scope::Read)?;
+        let limits = self.core.config.search;
+        let query = params.query.trim();
+        if query.is_empty() {
+            return Err(ServiceError::Invalid("query must not be empty".into()));
+        }
+        if query.len() > limits.max_query_bytes {
+            return Err(ServiceError::Invalid(format!(
+                "query is {} bytes; the limit is {}",
+                query.len(),
+                limits.max_query_bytes
+            )));
+        }
+        let top_k = params.top_k.unwrap_or(limits.default_top_k);
+        if top_k == 0 || top_k > limits.max_top_k {
+            return Err(ServiceError::Invalid(format!(
+                "top_k must be within 1..={}",
+                limits.max_top_k
+            )));
+        }
+        let mut kb = self.kb(p, kb)?;
+        let filter = Filter {
+            kb: None,
+            document_ids: params.document_ids.clone(),
+            metadata: params.metadata.clone(),
+        };
+        // A reindex may switch the model between embedding the query and reading the index:
+        // then the query is embedded again with the new one (once is enough; switches are rare).
+        let mut attempts = 0;
+        let (hits, mut chunks) = loop {
+            attempts += 1;
+            let vector = if params.mode == SearchMode::Bm25 {
+                None
+            } else {
+                Some(self.embed_query(&kb, query)?)
+            };
+            let index = self.core.indexes.get(&kb.id)?;
+            // The index guard is held until the chunks are read, so a reindex switching
+            // generations (which takes the index's write lock around its store commit) can
+            // never delete the rows behind ids this search got from the old generation.
+            let guard = index.collection.read().unwrap_or_else(|p| p.into_inner());
+            if guard.stamp().model_id != kb.embedding_model && vector.is_some() && attempts < 3 {
+                drop(guard);
+                kb = self.core.store.kb_by_id(&kb.id)?;
+                continue;
+            }
+            let hits = guard.search(&SearchRequest {
+                vector: vector.as_deref(),
+                text: query,
+                k: top_k,
+                mode: params.mode,
+                filter: &filter,
+            })?;
+            let ids: Vec<u64> = hits.iter().map(|h| h.chunk_id).collect();
+            let chunks: BTreeMap<u64, ChunkRecord> = self
+                .core
+                .store
+                .chunks_by_id(&ids)?
+                .into_iter()
+                .map(|c| (c.id, c))
+                .collect();
+            break (hits, chunks);
+        };
+        let hits = hits
+            .into_iter()
+            .filter_map(|h| {
+                chunks.remove(&h.chunk_id).map(|chunk| SearchHit {
+                    score: h.score,
+                    similarity: h.similarity,
+                    chunk,
+                })
+            })
+            .collect();
+        Ok((kb.id, hits))
+    }
+
+    /// Embeds `texts` with the model of knowledge base `kb` (an id or name of the caller's
+    /// tenant), so they compare with its passages and queries: L2-normalised vectors, in order.
+    pub fn embed_for_kb(
+        &self,
+        p: &Principal,
+        kb: &str,
+        purpose: &'static str,
+        texts: &[&str],
+    ) -> Result<Vec<Vec<f32>>> {
+        p.require(Scope::Read)?;
+        let kb = self.kb(p, kb)?;
+        let embedder = self.core.models.for_kb(&kb)?;
+        Ok(self
+            .core
+            .gateway
+            .embed_internal(&kb.tenant_id, purpose, embedder.as_ref(), texts)?)
+    }
+
+    pub(super) fn embed_query(&self, kb: &Kb, query: &str) -> Result<Vec<f32>> {
+        let embedder = self.core.models.for_kb(kb)?;
+        let started = Instant::now();
+        let mut v = self.core.gateway.embed_internal(
+            &kb.tenant_id,
+            "search",
+            embedder.as_ref(),
+            &[query],
+        )?;
+        self.core.stats.add_query(&kb.tenant_id);
+        metrics::counter!("groundwork_embedded_texts_total", "kind" => "query").increment(1);
+        metrics::histogram!("groundwork_query_embed_seconds")
+            .record(started.elapsed().as_secs_f64());
+        v.pop()
+            .ok_or_else(|| ServiceError::Internal("the embedder returned no vector".into()))
+    }
+}
