@@ -1,20 +1,14 @@
 //! The `groundwork` binary: argument parsing, logging set-up and the command dispatch.
 //! All behaviour lives in the library; `anyhow` is used here only.
 
-use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{bail, Context};
 use clap::{Parser, Subcommand, ValueEnum};
-use groundwork::embed::{BertEmbedder, EmbedOptions, Embedder, ModelDir};
-use groundwork::eval::{self, EvalConfig};
-use groundwork::index::dense::HnswParams;
+use groundwork::embed::ModelDir;
 use groundwork::index::hybrid::HybridParams;
-use groundwork::index::{CollectionOptions, SearchMode};
-use groundwork::ingest::isolate::{self, Isolation};
-use groundwork::ingest::{extract, Chunker, ChunkingOptions, ExtractOptions};
-use indicatif::{ProgressBar, ProgressStyle};
+use groundwork::index::SearchMode;
+use groundwork::ingest::isolate;
 
 mod cli;
 
@@ -241,47 +235,27 @@ fn main() -> anyhow::Result<()> {
             dense_weight,
             bm25_weight,
         } => {
-            let embedder = BertEmbedder::load(&model_dir()?, EmbedOptions::default())?;
             let modes = match mode {
                 ModeArg::Dense => vec![SearchMode::Dense],
                 ModeArg::Bm25 => vec![SearchMode::Bm25],
                 ModeArg::Hybrid => vec![SearchMode::Hybrid],
                 ModeArg::All => vec![SearchMode::Bm25, SearchMode::Dense, SearchMode::Hybrid],
             };
-            let bar = ProgressBar::new(0).with_style(
-                ProgressStyle::with_template(
-                    "embedding corpus {bar:40} {pos}/{len} passages · {per_sec} · ETA {eta}",
-                )
-                .context("progress template")?,
-            );
-            let progress_bar = bar.clone();
-            let config = EvalConfig {
+            let fusion = HybridParams {
+                rrf_k,
+                dense_weight,
+                bm25_weight,
+                ..HybridParams::default()
+            };
+            cli::tools::eval(
+                &model_dir()?,
                 dataset,
                 split,
                 modes,
                 cache_dir,
-                options: CollectionOptions {
-                    hnsw: HnswParams::default(),
-                    hybrid: HybridParams {
-                        rrf_k,
-                        dense_weight,
-                        bm25_weight,
-                        ..HybridParams::default()
-                    },
-                    ..CollectionOptions::default()
-                },
-                progress: Some(Box::new(move |done, total| {
-                    progress_bar.set_length(total as u64);
-                    progress_bar.set_position(done as u64);
-                })),
-            };
-            let report = eval::run(&config, &embedder)?;
-            bar.finish_and_clear();
-            if json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
-            } else {
-                print!("{}", eval::render_table(&report));
-            }
+                fusion,
+                json,
+            )?
         }
         Command::Extract {
             files,
@@ -289,90 +263,13 @@ fn main() -> anyhow::Result<()> {
             timeout,
             json,
             text,
-        } => {
-            let mut isolation = Isolation::current_exe()?;
-            isolation.timeout = Duration::from_secs(timeout);
-            let options = ExtractOptions {
-                isolation,
-                password,
-            };
-            let mut out = std::io::stdout().lock();
-            for file in files {
-                let bytes = fs_err::read(&file)?;
-                let name = file.file_name().map(|n| n.to_string_lossy().into_owned());
-                let result = extract(&bytes, name.as_deref(), &options);
-                let line = match &result {
-                    Ok(e) => serde_json::json!({
-                        "file": file, "status": "ok", "media_type": e.media_type,
-                        "pages": e.page_count(), "chars": e.text.chars().count(),
-                        "non_whitespace_chars": e.text.chars().filter(|c| !c.is_whitespace()).count(),
-                        "warnings": e.warnings.len(),
-                    }),
-                    Err(err) => serde_json::json!({
-                        "file": file, "status": "error", "code": err.code(), "error": err.to_string(),
-                    }),
-                };
-                if json {
-                    writeln!(out, "{line}")?;
-                } else {
-                    match &result {
-                        Ok(e) => writeln!(
-                            out,
-                            "{}\t{:?}\t{} pages\t{} chars",
-                            file.display(),
-                            e.media_type,
-                            e.page_count(),
-                            e.text.chars().count()
-                        )?,
-                        Err(err) => {
-                            writeln!(out, "{}\terror\t{}\t{err}", file.display(), err.code())?
-                        }
-                    }
-                }
-                if text {
-                    if let Ok(e) = &result {
-                        writeln!(out, "{}", e.text)?;
-                    }
-                }
-            }
-        }
+        } => cli::tools::extract_files(&files, password, Duration::from_secs(timeout), json, text)?,
         Command::Chunk {
             file,
             max_tokens,
             overlap,
-        } => {
-            let dir = ModelDir::open(model_dir()?)?;
-            let tokenizer = groundwork::embed::TextTokenizer::from_file(
-                &dir.path.join("tokenizer.json"),
-                dir.max_seq_length,
-            )?;
-            let bytes = fs_err::read(&file)?;
-            let name = file.file_name().map(|n| n.to_string_lossy().into_owned());
-            let options = ExtractOptions {
-                isolation: Isolation::current_exe()?,
-                password: None,
-            };
-            let doc = extract(&bytes, name.as_deref(), &options)?;
-            let chunker = Chunker::new(&tokenizer, ChunkingOptions::new(max_tokens, overlap));
-            for c in chunker.chunk(&file.display().to_string(), &doc) {
-                println!(
-                    "#{} bytes {}..{} tokens {} pages {:?} path {:?}\n{}\n",
-                    c.ordinal, c.start, c.end, c.tokens, c.pages, c.heading_path, c.text
-                );
-            }
-        }
-        Command::Embed { texts } => {
-            if texts.is_empty() {
-                bail!("give at least one text to embed");
-            }
-            let embedder = BertEmbedder::load(&model_dir()?, EmbedOptions::default())?;
-            let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-            let vectors = embedder.embed(&refs)?;
-            println!(
-                "{}",
-                serde_json::json!({"model": embedder.model_id(), "vectors": vectors})
-            );
-        }
+        } => cli::tools::chunk_file(&model_dir()?, &file, max_tokens, overlap)?,
+        Command::Embed { texts } => cli::tools::embed_texts(&model_dir()?, &texts)?,
         Command::ExtractWorker => unreachable!("handled above"),
     }
     Ok(())

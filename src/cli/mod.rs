@@ -1,5 +1,6 @@
-//! The binary's service commands: `serve`, `ingest`, `search`, `kb`, `keys`. Part of the
-//! binary, not the library: argument handling, progress bars and output formatting only.
+//! The binary's commands: `serve`, `ingest`, `search`, `kb`, `keys`, `eval-answers`, and the
+//! offline tools in `tools`. Part of the binary, not the library: argument handling, progress
+//! bars and output formatting only.
 //!
 //! Commands work either on a data directory directly (taking its lock, so never beside a
 //! running server) or against a running server (`--server URL`).
@@ -7,6 +8,7 @@
 mod answers;
 mod local;
 mod remote;
+pub mod tools;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
