@@ -48,7 +48,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 pub use config::{AgentBudget, AgentConfig, AgentsConfig, AnswerMode, GroundingConfig};
 pub use error::{AgentError, Result};
 pub use knowledge::{Knowledge, KnowledgeBase, Passage};
-pub use tasks::{ScheduleRequest, TaskRequest, TaskSpec};
+pub use tasks::{ScheduleRequest, TaskKind, TaskRequest, TaskSpec};
 
 use crate::gateway::Gateway;
 use crate::principal::Principal;
@@ -772,7 +772,7 @@ impl Agents {
         let task = crate::store::agents::NewTask {
             tenant_id: key.0.clone(),
             agent_id: key.1.clone(),
-            kind: req.task.kind.clone(),
+            kind: req.task.kind.as_str().into(),
             payload: req.task.payload.clone(),
             max_attempts: req
                 .max_attempts

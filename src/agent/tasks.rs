@@ -14,7 +14,7 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::{blocking, AgentError, Agents, Cmd, Key, Result, Write};
@@ -23,12 +23,53 @@ use crate::error::Classify;
 use crate::store::agents::{NewSchedule, TaskOutcome, TaskRecord};
 use crate::workflow::schedule::Schedule;
 
+/// What a task does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub enum TaskKind {
+    /// Changes the agent's state (a merge patch or a JSON Patch).
+    #[serde(rename = "state.patch")]
+    StatePatch,
+    /// Asks the agent a question (a chat turn).
+    #[serde(rename = "chat")]
+    Chat,
+    /// Calls a webhook.
+    #[serde(rename = "http")]
+    Http,
+    /// Summarises a conversation.
+    #[serde(rename = "summarize")]
+    Summarize,
+}
+
+impl TaskKind {
+    /// Every kind.
+    pub const ALL: [TaskKind; 4] = [
+        TaskKind::StatePatch,
+        TaskKind::Chat,
+        TaskKind::Http,
+        TaskKind::Summarize,
+    ];
+
+    /// As stored and sent.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            TaskKind::StatePatch => "state.patch",
+            TaskKind::Chat => "chat",
+            TaskKind::Http => "http",
+            TaskKind::Summarize => "summarize",
+        }
+    }
+
+    /// From its stored name.
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+}
+
 /// A task: its kind and input (in `POST /v1/agents/{id}/tasks` and in a schedule).
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 pub struct TaskSpec {
     /// `state.patch`, `chat`, `http` or `summarize`.
-    #[schema(pattern = r"^(state\.patch|chat|http|summarize)$")]
-    pub kind: String,
+    pub kind: TaskKind,
     /// Its input.
     #[serde(default)]
     #[schema(value_type = Object)]
@@ -70,7 +111,7 @@ pub struct ScheduleRequest {
 /// The scope needed to queue a task: webhooks reach any address the server can, so they
 /// need `admin`; the rest `write`.
 pub(super) fn scope(t: &TaskSpec) -> crate::store::Scope {
-    if t.kind == "http" {
+    if t.kind == TaskKind::Http {
         crate::store::Scope::Admin
     } else {
         crate::store::Scope::Write
@@ -79,31 +120,36 @@ pub(super) fn scope(t: &TaskSpec) -> crate::store::Scope {
 
 /// Checks a task's kind and payload before it is queued.
 pub(super) fn validate(t: &TaskSpec) -> Result<()> {
-    let bad = |m: &str| Err(AgentError::Invalid(format!("task `{}`: {m}", t.kind)));
+    let bad = |m: &str| {
+        Err(AgentError::Invalid(format!(
+            "task `{}`: {m}",
+            t.kind.as_str()
+        )))
+    };
     let p = &t.payload;
-    match t.kind.as_str() {
-        "state.patch" => match p.get("patch") {
+    match t.kind {
+        TaskKind::StatePatch => match p.get("patch") {
             Some(Value::Object(_)) => Ok(()),
             Some(v @ Value::Array(_)) => serde_json::from_value::<json_patch::Patch>(v.clone())
                 .map(|_| ())
                 .map_err(|e| AgentError::Invalid(format!("task `state.patch`: {e}"))),
             _ => bad("payload.patch must be a merge patch (object) or a JSON Patch (array)"),
         },
-        "chat"
+        TaskKind::Chat
             if p.get("conversation_id")
                 .is_some_and(|c| !c.is_string() && !c.is_null()) =>
         {
             bad("payload.conversation_id must be a string")
         }
-        "chat" => match p.get("message").and_then(Value::as_str) {
+        TaskKind::Chat => match p.get("message").and_then(Value::as_str) {
             Some(m) if !m.trim().is_empty() => Ok(()),
             _ => bad("payload.message must be a non-empty string"),
         },
-        "summarize" => match p.get("conversation_id").and_then(Value::as_str) {
+        TaskKind::Summarize => match p.get("conversation_id").and_then(Value::as_str) {
             Some(_) => Ok(()),
             None => bad("payload.conversation_id is required"),
         },
-        "http" => {
+        TaskKind::Http => {
             let url = p.get("url").and_then(Value::as_str).unwrap_or_default();
             match reqwest::Url::parse(url) {
                 Ok(u) if matches!(u.scheme(), "http" | "https") => {}
@@ -119,9 +165,6 @@ pub(super) fn validate(t: &TaskSpec) -> Result<()> {
                 _ => bad("payload.method must be GET, POST, PUT, PATCH or DELETE"),
             }
         }
-        other => Err(AgentError::Invalid(format!(
-            "unknown task kind `{other}` (state.patch, chat, http, summarize)"
-        ))),
     }
 }
 
@@ -164,7 +207,7 @@ pub(super) fn new_schedule(
         agent_id: key.1.clone(),
         kind: kind.into(),
         spec,
-        task_kind: req.task.kind.clone(),
+        task_kind: req.task.kind.as_str().into(),
         payload: req.task.payload.clone(),
         next_run,
     })
@@ -329,8 +372,14 @@ impl Runner {
 /// Runs one attempt of a task.
 async fn execute(agents: &Agents, key: &Key, task: &TaskRecord) -> Result<Value, Failure> {
     let p = &task.payload;
-    match task.kind.as_str() {
-        "state.patch" => {
+    let Some(kind) = TaskKind::parse(&task.kind) else {
+        return Err(Failure {
+            message: format!("unknown task kind `{}`", task.kind),
+            retryable: false,
+        });
+    };
+    match kind {
+        TaskKind::StatePatch => {
             let write = match p.get("patch") {
                 Some(v @ Value::Array(_)) => {
                     Write::PatchState(serde_json::from_value(v.clone()).map_err(|e| Failure {
@@ -350,17 +399,17 @@ async fn execute(agents: &Agents, key: &Key, task: &TaskRecord) -> Result<Value,
                 .await??;
             Ok(json!({"version": v.version}))
         }
-        "chat" => {
+        TaskKind::Chat => {
             let message = p["message"].as_str().unwrap_or_default().to_owned();
             let conversation = p["conversation_id"].as_str().map(str::to_owned);
             let out = super::chat::run_task(agents, key, message, conversation).await?;
             Ok(out)
         }
-        "summarize" => {
+        TaskKind::Summarize => {
             let conversation = p["conversation_id"].as_str().unwrap_or_default().to_owned();
             Ok(super::summary::summarize(agents, key, &conversation).await?)
         }
-        "http" => {
+        TaskKind::Http => {
             let url = p["url"].as_str().unwrap_or_default();
             let method = p["method"].as_str().unwrap_or("POST");
             let method = reqwest::Method::from_bytes(method.as_bytes()).map_err(|e| Failure {
@@ -395,10 +444,6 @@ async fn execute(agents: &Agents, key: &Key, task: &TaskRecord) -> Result<Value,
                 })
             }
         }
-        other => Err(Failure {
-            message: format!("unknown task kind `{other}`"),
-            retryable: false,
-        }),
     }
 }
 
@@ -479,7 +524,7 @@ mod tests {
 
     fn spec(kind: &str, payload: Value) -> TaskSpec {
         TaskSpec {
-            kind: kind.into(),
+            kind: TaskKind::parse(kind).expect("a task kind"),
             payload,
         }
     }
@@ -500,7 +545,12 @@ mod tests {
             json!({"url": "http://127.0.0.1:9/x", "method": "GET"})
         ))
         .is_ok());
-        assert!(validate(&spec("reboot", json!({}))).is_err());
+        // An unknown kind is not a task at all: the body is refused as it is read.
+        assert!(serde_json::from_value::<TaskSpec>(json!({"kind": "reboot"})).is_err());
+        for k in TaskKind::ALL {
+            let read: TaskKind = serde_json::from_value(json!(k.as_str())).expect("a kind");
+            assert_eq!((read, TaskKind::parse(k.as_str())), (k, Some(k)));
+        }
     }
 
     #[test]
