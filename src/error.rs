@@ -70,6 +70,10 @@ pub trait Classify: std::error::Error + Send + Sync + 'static {
     fn details(&self) -> Map<String, Value> {
         Map::new()
     }
+    /// The request limit that refused it: (limit, remaining, seconds to reset).
+    fn rate_limit(&self) -> Option<(u64, u64, u64)> {
+        None
+    }
     /// Whether the same request may succeed later.
     fn is_retryable(&self) -> bool {
         self.kind().is_retryable()
@@ -83,7 +87,7 @@ pub struct Foreign(pub Box<dyn Classify>);
 
 impl std::fmt::Display for Foreign {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.0.fmt(f)
+        std::fmt::Display::fmt(&*self.0, f)
     }
 }
 
@@ -105,5 +109,34 @@ impl Classify for Foreign {
     }
     fn details(&self) -> Map<String, Value> {
         self.0.details()
+    }
+    fn rate_limit(&self) -> Option<(u64, u64, u64)> {
+        self.0.rate_limit()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("the inner message")]
+    struct Inner;
+
+    impl Classify for Inner {
+        fn kind(&self) -> ErrorKind {
+            ErrorKind::Conflict
+        }
+        fn code(&self) -> &'static str {
+            "inner"
+        }
+    }
+
+    /// A carried error reads exactly as the original: message, kind and code.
+    #[test]
+    fn a_foreign_error_passes_through_whole() {
+        let e = Foreign(Box::new(Inner));
+        assert_eq!(e.to_string(), "the inner message");
+        assert_eq!((e.kind(), e.code()), (ErrorKind::Conflict, "inner"));
     }
 }

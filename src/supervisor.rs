@@ -4,8 +4,9 @@
 //! the background (the gateway's model and log threads and its detached calls, the workflow
 //! engine's workers, the service's housekeeping, the agents' actors, turns and scheduler).
 //! Nothing else starts a task or a thread — a test reads the source to hold that. At shutdown
-//! the root first has each part stop taking work, then [`Supervisor::shutdown`] cancels what
-//! still waits, awaits every task within the grace period and joins every thread.
+//! the root first has each part stop taking work, then [`Supervisor::stop_tasks`] cancels what
+//! still waits and awaits every task within the grace period, and, once the parts have
+//! stopped their threads, [`Supervisor::join_threads`] joins them.
 //!
 //! It owns no work of its own and must never decide what runs: it only starts, tracks and
 //! stops what the parts give it.
@@ -50,15 +51,6 @@ impl Thread {
             _ => true,
         }
     }
-}
-
-/// What a shutdown left behind.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Stopped {
-    /// Tasks still running when the grace period ended (they are dropped with the runtime).
-    pub tasks_left: usize,
-    /// Threads joined.
-    pub threads: usize,
 }
 
 impl Supervisor {
@@ -140,16 +132,6 @@ impl Supervisor {
         }
         n
     }
-
-    /// [`Self::stop_tasks`] then [`Self::join_threads`].
-    pub async fn shutdown(&self, grace: Duration) -> Stopped {
-        let tasks_left = self.stop_tasks(grace).await;
-        let threads = self.join_threads(grace).await;
-        Stopped {
-            tasks_left,
-            threads,
-        }
-    }
 }
 
 #[cfg(test)]
@@ -174,14 +156,8 @@ mod tests {
         })
         .expect("thread");
         drop(tx);
-        let stopped = s.shutdown(Duration::from_secs(5)).await;
-        assert_eq!(
-            stopped,
-            Stopped {
-                tasks_left: 0,
-                threads: 1
-            }
-        );
+        assert_eq!(s.stop_tasks(Duration::from_secs(5)).await, 0);
+        assert_eq!(s.join_threads(Duration::from_secs(5)).await, 1);
         assert_eq!(done.load(std::sync::atomic::Ordering::SeqCst), 2);
     }
 
@@ -189,7 +165,6 @@ mod tests {
     async fn a_task_past_the_grace_period_is_reported() {
         let s = Supervisor::new();
         s.spawn(std::future::pending::<()>());
-        let stopped = s.shutdown(Duration::from_millis(50)).await;
-        assert_eq!(stopped.tasks_left, 1);
+        assert_eq!(s.stop_tasks(Duration::from_millis(50)).await, 1);
     }
 }

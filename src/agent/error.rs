@@ -113,6 +113,14 @@ impl Classify for AgentError {
         }
     }
 
+    fn rate_limit(&self) -> Option<(u64, u64, u64)> {
+        match self {
+            AgentError::Knowledge(e) => e.rate_limit(),
+            AgentError::Gateway(e) => e.rate_limit(),
+            _ => None,
+        }
+    }
+
     fn details(&self) -> Map<String, Value> {
         let mut extra = Map::new();
         match self {

@@ -108,7 +108,7 @@ fn status_of(kind: ErrorKind) -> StatusCode {
 
 /// Every module's error becomes an answer here: the status from its kind, its code, a safe
 /// message (an internal failure's cause goes to the log only), `Retry-After`, its details, and
-/// `RateLimit-*` headers when a request limit (a `limit` member) refused it.
+/// `RateLimit-*` headers when a request limit refused it.
 impl<E: Classify> From<E> for ApiError {
     fn from(e: E) -> Self {
         let (kind, code) = (e.kind(), e.code());
@@ -124,10 +124,7 @@ impl<E: Classify> From<E> for ApiError {
         };
         let retry_after = e.retry_after();
         let extra = e.details();
-        let rate = match (kind, extra.get("limit").and_then(serde_json::Value::as_u64)) {
-            (ErrorKind::RateLimited, Some(limit)) => Some((limit, 0, retry_after.unwrap_or(60))),
-            _ => None,
-        };
+        let rate = e.rate_limit();
         Self {
             status,
             code,

@@ -166,6 +166,13 @@ impl Classify for ServiceError {
         }
     }
 
+    fn rate_limit(&self) -> Option<(u64, u64, u64)> {
+        match self {
+            ServiceError::RateLimited(l) => Some((l.limit, 0, l.retry_after_secs)),
+            _ => None,
+        }
+    }
+
     fn details(&self) -> Map<String, Value> {
         let mut extra = Map::new();
         match self {
