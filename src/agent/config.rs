@@ -171,7 +171,7 @@ pub struct AgentConfig {
     /// Least cosine similarity of a passage to the question; below it the passage is ignored,
     /// and with none left the agent says it found nothing.
     #[schema(minimum = -1.0, maximum = 1.0)]
-    pub min_score: f32,
+    pub min_score: f64,
     /// Token budget of the sources in the prompt (passages are trimmed to their best sentences).
     #[schema(minimum = 32, maximum = 100000)]
     pub context_tokens: usize,
@@ -183,7 +183,7 @@ pub struct AgentConfig {
     pub max_answer_tokens: u32,
     /// Sampling temperature of answers (0: greedy, cacheable).
     #[schema(minimum = 0.0, maximum = 2.0)]
-    pub temperature: f32,
+    pub temperature: f64,
     /// Spending limit.
     pub budget: Option<AgentBudget>,
     /// `extractive`, `generative` or `auto`.
@@ -196,7 +196,7 @@ pub struct AgentConfig {
     /// Least calibrated answerability (0..1) of the best passage unit; below it the agent
     /// answers that it could not find the answer.
     #[schema(minimum = 0.0, maximum = 1.0)]
-    pub min_support: f32,
+    pub min_support: f64,
 }
 
 impl Default for AgentConfig {
@@ -329,6 +329,12 @@ mod tests {
             .merged(&serde_json::json!({"top_k": 7, "budget": null}))
             .expect("known members");
         assert_eq!((merged.top_k, merged.budget), (7, None));
+        // Bounds hold on the value sent: just above 1 is refused (as f32 it read as 1.0).
+        let err = config
+            .merged(&serde_json::json!({"min_support": 1.0000000000000002}))
+            .and_then(|c| c.validate().map(|_| c))
+            .expect_err("above 1");
+        assert!(err.to_string().contains("min_support"), "{err}");
     }
 
     /// Every TOML block of the agents guide parses and validates.

@@ -31,7 +31,7 @@ pub(super) async fn run(
     let req = ChatRequest {
         model: ctx.config.main_route.clone(),
         messages,
-        temperature: Some(ctx.config.temperature),
+        temperature: Some(ctx.config.temperature as f32),
         top_p: None,
         max_tokens: Some(ctx.config.max_answer_tokens),
         max_completion_tokens: None,

@@ -41,7 +41,9 @@ pub(super) async fn retrieve(
     // One entry per chunk, with its best similarity over the queries.
     let mut best: std::collections::HashMap<u64, Passage> = std::collections::HashMap::new();
     for h in hits {
-        if h.similarity.is_some_and(|s| s < config.min_score) {
+        if h.similarity
+            .is_some_and(|s| f64::from(s) < config.min_score)
+        {
             continue;
         }
         match best.get(&h.chunk.id) {

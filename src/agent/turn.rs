@@ -108,7 +108,7 @@ pub(super) async fn run(
 
     let t_ground = Instant::now();
     let (evidence, composition) = ground(&ctx, &sources, &query.text).await?;
-    let found = !sources.is_empty() && composition.support >= ctx.config.min_support;
+    let found = !sources.is_empty() && f64::from(composition.support) >= ctx.config.min_support;
     let mut grounding_ms = ms(t_ground);
 
     let draft = if !found {

@@ -35,7 +35,7 @@ pub struct AnswerArgs {
     pub mode: Option<String>,
     /// The agent's `min_support` (answerability threshold) for this run.
     #[arg(long)]
-    pub min_support: Option<f32>,
+    pub min_support: Option<f64>,
     /// Keep the knowledge base in this data directory (reused when run again).
     #[arg(long)]
     pub keep_data: Option<PathBuf>,
