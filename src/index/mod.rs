@@ -7,12 +7,16 @@
 //! - [`snapshot`]: a flat copy of the graph's links, searched by our own loop;
 //! - [`hybrid`]: reciprocal rank fusion;
 //! - [`collection`]: the three kept in step under one slot space, stamped with the embedding
-//!   model, saved and loaded as atomic generations.
+//!   model, saved and loaded as atomic generations;
+//! - [`catalog`]: every KB's collection, kept in commit order with the store, saved in the
+//!   background, rebuilt from stored vectors.
 //!
-//! Must never compute embeddings or read documents: vectors and texts come in from callers.
+//! Must never compute embeddings or read documents: vectors and texts come in from callers
+//! (or, for a rebuild, from the vectors the store holds).
 
 pub mod analyzer;
 pub mod bm25;
+pub mod catalog;
 pub mod collection;
 pub mod dense;
 pub mod distance;
@@ -20,6 +24,7 @@ pub mod hybrid;
 pub mod points;
 pub mod snapshot;
 
+pub use catalog::{Catalog, KbIndex, WriteOrder};
 pub use collection::{
     Collection, CollectionOptions, IndexStamp, NewPoint, SearchMode, SearchRequest,
 };
@@ -44,6 +49,12 @@ pub enum IndexError {
     /// The files on disk are inconsistent or damaged.
     #[error("index data is corrupt: {0}")]
     Corrupt(String),
+    /// The knowledge base's index is not loaded (yet: it is opened at start-up).
+    #[error("this knowledge base's index is still loading")]
+    NotLoaded,
+    /// Reading the stored vectors for a rebuild failed.
+    #[error(transparent)]
+    Store(crate::store::StoreError),
 }
 
 /// Result alias for this module.

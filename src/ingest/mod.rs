@@ -14,6 +14,7 @@ mod html;
 pub mod isolate;
 mod markdown;
 pub mod pdf;
+pub mod pipeline;
 mod text;
 
 pub use chunk::{Chunk, Chunker, ChunkingOptions};

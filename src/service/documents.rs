@@ -233,7 +233,7 @@ impl Service {
         else {
             return Ok(None);
         };
-        let input: super::ingest::IngestInput = serde_json::from_value(wf.input.clone())?;
+        let input: crate::ingest::pipeline::IngestInput = serde_json::from_value(wf.input.clone())?;
         let mut documents = Vec::new();
         for (index, id) in input.documents.into_iter().enumerate() {
             if let Ok(doc) = self.core.store.get_document(&kb.id, &id) {
@@ -349,7 +349,7 @@ impl Service {
         p.require(Scope::Write)?;
         let kb = self.kb(p, kb)?;
         let index = self.core.indexes.get(&kb.id)?;
-        let _order = index.write_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let order = index.write_order();
         let deleted = {
             let _g = self
                 .core
@@ -363,6 +363,7 @@ impl Service {
             deleted
         };
         index.apply(
+            &order,
             &kb.embedding_model,
             &deleted.chunk_ids,
             Vec::new(),

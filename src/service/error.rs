@@ -68,7 +68,7 @@ pub enum ServiceError {
     Store(StoreError),
     /// An index failed.
     #[error(transparent)]
-    Index(#[from] IndexError),
+    Index(IndexError),
     /// The embedder failed.
     #[error(transparent)]
     Embed(#[from] EmbedError),
@@ -207,6 +207,16 @@ impl From<WorkflowError> for ServiceError {
         match e {
             WorkflowError::Store(s) => s.into(),
             other => ServiceError::Workflow(other),
+        }
+    }
+}
+
+impl From<IndexError> for ServiceError {
+    fn from(e: IndexError) -> Self {
+        match e {
+            IndexError::NotLoaded => ServiceError::Unavailable("still loading this knowledge base"),
+            IndexError::Store(s) => s.into(),
+            other => ServiceError::Index(other),
         }
     }
 }

@@ -121,9 +121,7 @@ impl Service {
         p.require(Scope::Admin)?;
         let kb = self.kb(p, kb)?;
         let index = self.core.indexes.get(&kb.id).ok();
-        let _order = index
-            .as_ref()
-            .map(|i| i.write_lock.lock().unwrap_or_else(|p| p.into_inner()));
+        let _order = index.as_ref().map(|i| i.write_order());
         let orphaned = {
             let _g = self
                 .core

@@ -16,7 +16,6 @@
 pub mod auth;
 mod documents;
 mod error;
-pub mod indexes;
 pub mod ingest;
 mod kbs;
 pub mod models;
@@ -49,7 +48,6 @@ use crate::ingest::isolate::Isolation;
 use crate::store::{BlobStore, Document, Kb, KbStats, NewWorkflow, Scope, Store};
 use crate::supervisor::{Supervisor, Thread};
 use crate::workflow::{Engine, EngineOptions};
-use indexes::Indexes;
 use models::Models;
 
 /// Counters of work done by this process, in all and per tenant.
@@ -94,7 +92,7 @@ pub struct Core {
     store: Arc<dyn Store>,
     blobs: Arc<dyn BlobStore>,
     models: Models,
-    indexes: Indexes,
+    indexes: crate::index::Catalog,
     engine: Engine,
     /// Serialises upload admission (count unfinished documents, then register).
     admission: Mutex<()>,
@@ -268,7 +266,7 @@ impl Service {
             config.embed.models.clone(),
             config.embed.batch_size,
         );
-        let indexes = Indexes::new(
+        let indexes = crate::index::Catalog::new(
             &config.data_dir.join("indexes"),
             CollectionOptions::default(),
         );
@@ -378,7 +376,7 @@ impl Service {
             kind: WorkflowKind::Ingest.as_str().into(),
             subject: Some(kb.id.clone()),
             idempotency_key: key,
-            input: serde_json::to_value(ingest::IngestInput {
+            input: serde_json::to_value(crate::ingest::pipeline::IngestInput {
                 kb_id: kb.id.clone(),
                 documents,
             })?,

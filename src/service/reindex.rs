@@ -13,11 +13,12 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use super::ingest::{process_document, upgrade, Finish, Finished};
+use super::ingest::upgrade;
 use super::{Core, ServiceError};
 use crate::backoff::Backoff;
 use crate::error::Classify;
 use crate::index::IndexStamp;
+use crate::ingest::pipeline::{process_document, Finish, Finished};
 use crate::store::{ChunkingStamp, GenerationSwitch, StoreError, WorkflowRecord};
 use crate::workflow::{Ctx, Handler, Interrupt, StepError, StepOptions};
 
@@ -124,7 +125,7 @@ impl Handler for ReindexFlow {
             for doc in &missing {
                 let f: Finished = process_document(
                     ctx,
-                    &core,
+                    core.as_ref(),
                     &kb,
                     doc,
                     Finish::Stage {
@@ -224,7 +225,7 @@ fn swap(
     collection: &mut crate::index::Collection,
 ) -> Result<Option<u64>, ServiceError> {
     let index = core.indexes.get(kb_id)?;
-    let _order = index.write_lock.lock().unwrap_or_else(|p| p.into_inner());
+    let order = index.write_order();
     let kb = core.store.kb_by_id(kb_id)?;
     if kb.generation >= plan.generation {
         // Switched by an attempt whose completion was not recorded.
@@ -260,7 +261,7 @@ fn swap(
         dimension: plan.dimension,
         chunking: plan.chunking,
     };
-    let seq = index.swap_in(built, || {
+    let seq = index.swap_in(&order, built, || {
         let seq = core.store.switch_generation(kb_id, &switch);
         fail::fail_point!("reindex::swap");
         seq

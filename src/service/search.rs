@@ -87,7 +87,7 @@ impl Service {
             // The index guard is held until the chunks are read, so a reindex switching
             // generations (which takes the index's write lock around its store commit) can
             // never delete the rows behind ids this search got from the old generation.
-            let guard = index.collection.read().unwrap_or_else(|p| p.into_inner());
+            let guard = index.reader();
             if guard.stamp().model_id != kb.embedding_model && vector.is_some() && attempts < 3 {
                 drop(guard);
                 kb = self.core.store.kb_by_id(&kb.id)?;

@@ -124,7 +124,8 @@ impl Service {
         }
         if wf.kind == WorkflowKind::Ingest.as_str() {
             // Failed documents go back to the queue; their failed steps start over.
-            let input: super::ingest::IngestInput = serde_json::from_value(wf.input.clone())?;
+            let input: crate::ingest::pipeline::IngestInput =
+                serde_json::from_value(wf.input.clone())?;
             for doc in input.documents {
                 self.core.store.requeue_failed(&doc)?;
             }

@@ -1,18 +1,25 @@
-//! The in-memory search index of every knowledge base, kept in step with the store.
+//! The catalog: the in-memory search index of every knowledge base, kept in step with the
+//! store, saved to disk and rebuilt from the stored vectors.
 //!
-//! Each index records the store's `index_seq` it reflects. Changes are applied under a per-KB
-//! write lock right after the store commits them, so they land in the store's order. Indexes
-//! are saved in the background; at start-up a saved index is used only when its sequence
-//! equals the store's, otherwise it is rebuilt from the stored vectors (never re-embedded).
+//! Each index records the store's `index_seq` it reflects. A writer takes the KB's
+//! [`WriteOrder`] around "store commit + index apply", so changes land in the store's order;
+//! [`KbIndex::apply`] and [`KbIndex::swap_in`] ask for that guard, so the order cannot be
+//! skipped. Indexes are saved in the background; at start-up a saved index is used only when
+//! its sequence equals the store's, otherwise it is rebuilt from the stored vectors (never
+//! re-embedded).
+//!
+//! Owns the per-KB locks: callers get guards, never the lock fields. Must never commit to the
+//! store: it only reads stored vectors to rebuild.
 
 use std::collections::HashMap;
+use std::ops::Deref;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard};
 
-use super::{Result, ServiceError};
-use crate::index::{Collection, CollectionOptions, IndexStamp, NewPoint, PointMeta};
-use crate::store::{DocumentStore, Kb};
+use super::Result;
+use super::{io_err, Collection, CollectionOptions, IndexError, IndexStamp, NewPoint, PointMeta};
+use crate::store::{DocumentStore, Kb, StoreError, StoredPoint};
 use crate::util::write_atomic;
 
 const SEQ_FILE: &str = "SEQ";
@@ -21,11 +28,28 @@ const SEQ_FILE: &str = "SEQ";
 pub struct KbIndex {
     dir: PathBuf,
     /// The searchable collection (many readers, one writer).
-    pub collection: RwLock<Collection>,
+    collection: RwLock<Collection>,
     /// Held across "store commit + index apply" so changes apply in commit order.
-    pub write_lock: Mutex<()>,
+    order: Mutex<()>,
     applied_seq: AtomicU64,
     saved_seq: AtomicU64,
+}
+
+/// Proof that the holder is the KB's only writer: taken before a store commit whose change the
+/// index must then apply, released after.
+pub struct WriteOrder<'a> {
+    _guard: MutexGuard<'a, ()>,
+    of: &'a KbIndex,
+}
+
+/// A read view of a KB's collection; a reindex cannot switch it while this is held.
+pub struct Reader<'a>(RwLockReadGuard<'a, Collection>);
+
+impl Deref for Reader<'_> {
+    type Target = Collection;
+    fn deref(&self) -> &Collection {
+        &self.0
+    }
 }
 
 fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
@@ -37,14 +61,36 @@ fn write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
 }
 
 impl KbIndex {
+    /// Becomes the KB's only writer until the guard drops.
+    pub fn write_order(&self) -> WriteOrder<'_> {
+        WriteOrder {
+            _guard: self.order.lock().unwrap_or_else(|p| p.into_inner()),
+            of: self,
+        }
+    }
+
+    /// Reads the collection (searches hold this until they have read their chunks).
+    pub fn reader(&self) -> Reader<'_> {
+        Reader(read(&self.collection))
+    }
+
+    fn check(&self, order: &WriteOrder<'_>) {
+        assert!(
+            std::ptr::eq(order.of, self),
+            "a write order of another knowledge base's index"
+        );
+    }
+
     /// Applies a committed change: removes `removed`, adds `added`, records `seq`.
     pub fn apply(
         &self,
+        order: &WriteOrder<'_>,
         model_id: &str,
         removed: &[u64],
         added: Vec<NewPoint<'_>>,
         seq: u64,
     ) -> Result<()> {
+        self.check(order);
         let mut c = write(&self.collection);
         if !removed.is_empty() {
             c.delete_chunks(removed);
@@ -58,12 +104,14 @@ impl KbIndex {
 
     /// Replaces the whole collection (a reindex switching generation): `commit` (the store's
     /// switch) runs while the collection is write-locked, so no search sees the new store
-    /// with the old index or the reverse. Call with the KB's write lock held.
+    /// with the old index or the reverse.
     pub fn swap_in<E>(
         &self,
+        order: &WriteOrder<'_>,
         collection: Collection,
         commit: impl FnOnce() -> std::result::Result<Option<u64>, E>,
     ) -> std::result::Result<Option<u64>, E> {
+        self.check(order);
         let mut c = write(&self.collection);
         let seq = commit()?;
         if let Some(seq) = seq {
@@ -94,21 +142,21 @@ impl KbIndex {
         c.save(&self.dir)?;
         // Written after the generation: a crash in between leaves a stale SEQ, which only
         // forces a rebuild at the next start.
-        write_atomic(&self.dir.join(SEQ_FILE), seq.to_string().as_bytes())
-            .map_err(ServiceError::io(self.dir.display()))?;
+        let seq_file = self.dir.join(SEQ_FILE);
+        write_atomic(&seq_file, seq.to_string().as_bytes()).map_err(io_err(&seq_file))?;
         self.saved_seq.store(seq, Ordering::SeqCst);
         Ok(true)
     }
 }
 
 /// Every knowledge base's index.
-pub struct Indexes {
+pub struct Catalog {
     root: PathBuf,
     options: CollectionOptions,
     map: RwLock<HashMap<String, Arc<KbIndex>>>,
 }
 
-impl Indexes {
+impl Catalog {
     /// Indexes kept under `root/<kb id>/`.
     pub fn new(root: &Path, options: CollectionOptions) -> Self {
         Self {
@@ -123,7 +171,7 @@ impl Indexes {
         read(&self.map)
             .get(kb_id)
             .cloned()
-            .ok_or_else(|| ServiceError::Unavailable("still loading this knowledge base"))
+            .ok_or(IndexError::NotLoaded)
     }
 
     /// Opens the index of `kb`: the saved one when it matches the store, else rebuilt from the
@@ -156,7 +204,7 @@ impl Indexes {
         let index = Arc::new(KbIndex {
             dir,
             collection: RwLock::new(collection),
-            write_lock: Mutex::new(()),
+            order: Mutex::new(()),
             applied_seq: AtomicU64::new(seq),
             saved_seq: AtomicU64::new(if rebuilt { u64::MAX } else { seq }),
         });
@@ -221,35 +269,32 @@ fn rebuild(
 ) -> Result<(Collection, u64)> {
     let started = std::time::Instant::now();
     let mut collection = Collection::new(stamp.clone(), options);
-    let mut batch: Vec<crate::store::StoredPoint> = Vec::with_capacity(4096);
-    let flush =
-        |batch: &mut Vec<crate::store::StoredPoint>, collection: &mut Collection| -> Result<()> {
-            let points = batch
-                .iter_mut()
-                .map(|p| NewPoint {
-                    meta: PointMeta {
-                        chunk_id: p.chunk_id,
-                        document_id: p.document_id.clone(),
-                        kb: kb_id.to_owned(),
-                        metadata: std::mem::take(&mut p.metadata),
-                    },
-                    vector: std::mem::take(&mut p.vector),
-                    text: &p.text,
-                })
-                .collect();
-            collection.upsert(&stamp.model_id, points)?;
-            batch.clear();
-            Ok(())
-        };
+    let mut batch: Vec<StoredPoint> = Vec::with_capacity(4096);
+    let flush = |batch: &mut Vec<StoredPoint>, collection: &mut Collection| -> Result<()> {
+        let points = batch
+            .iter_mut()
+            .map(|p| NewPoint {
+                meta: PointMeta {
+                    chunk_id: p.chunk_id,
+                    document_id: p.document_id.clone(),
+                    kb: kb_id.to_owned(),
+                    metadata: std::mem::take(&mut p.metadata),
+                },
+                vector: std::mem::take(&mut p.vector),
+                text: &p.text,
+            })
+            .collect();
+        collection.upsert(&stamp.model_id, points)?;
+        batch.clear();
+        Ok(())
+    };
     let mut failed = None;
     let seq = store.for_each_vector(kb_id, generation, &mut |p| {
         batch.push(p);
         if batch.len() == batch.capacity() {
             if let Err(e) = flush(&mut batch, &mut collection) {
                 failed = Some(e);
-                return Err(crate::store::StoreError::Database(
-                    "index rebuild failed".into(),
-                ));
+                return Err(StoreError::Database("index rebuild failed".into()));
             }
         }
         Ok(())
@@ -257,7 +302,7 @@ fn rebuild(
     if let Some(e) = failed {
         return Err(e);
     }
-    let seq = seq?;
+    let seq = seq.map_err(IndexError::Store)?;
     flush(&mut batch, &mut collection)?;
     tracing::info!(
         kb = %kb_name,
