@@ -55,7 +55,7 @@ pub struct Timings {
 }
 
 /// A finished turn.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize)]
 pub struct ChatAnswer {
     /// The conversation.
     pub conversation_id: String,

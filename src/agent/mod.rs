@@ -77,7 +77,7 @@ pub struct AgentView {
 }
 
 /// What every subscriber (WebSocket) of an agent sees.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum AgentEvent {
     /// The state changed.
@@ -85,7 +85,6 @@ pub enum AgentEvent {
         /// New version.
         version: u64,
         /// New state.
-        #[schema(value_type = Object)]
         state: serde_json::Value,
     },
     /// The config changed.

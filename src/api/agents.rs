@@ -16,16 +16,18 @@ use serde_json::{json, Value};
 use utoipa::{IntoParams, ToSchema};
 
 use super::body::ApiJson;
+use super::dto::{
+    self, AgentSummary, ChatAnswer, Conversation, MessageRecord, ScheduleRecord, TaskRecord,
+};
 use super::params::{ApiPath, ApiQuery};
 use super::{ApiError, AppState, Caller};
-use crate::agent::answer::{ChatAnswer, ChatInput, ChatStart};
+use crate::agent::answer::{ChatInput, ChatStart};
 use crate::agent::stream::{Event, Reader, TERMINAL};
 use crate::agent::{
     AgentConfig, AgentError, AgentEvent, AgentView, Agents, ScheduleRequest, TaskRequest, Write,
 };
 use crate::error::Classify;
 use crate::service::Principal;
-use crate::store::agents::{AgentSummary, Conversation, MessageRecord, ScheduleRecord, TaskRecord};
 
 /// Paging of a listing.
 #[derive(Debug, Deserialize, IntoParams)]
@@ -150,7 +152,7 @@ pub async fn list(
 ) -> Result<Json<AgentList>, ApiError> {
     let page = s.agents.list(&p, q.offset, q.limit.unwrap_or(100)).await?;
     Ok(Json(AgentList {
-        items: page.items,
+        items: dto::all(page.items),
         total: page.total,
     }))
 }
@@ -363,7 +365,7 @@ pub async fn chat(
     ApiJson(body): ApiJson<ChatInput>,
 ) -> Result<Response, ApiError> {
     match s.agents.chat(&p, &id, body).await? {
-        ChatStart::Complete(answer) => Ok(Json(*answer).into_response()),
+        ChatStart::Complete(answer) => Ok(Json(ChatAnswer::from(*answer)).into_response()),
         ChatStart::Stream { stream_id, reader } => Ok(sse_response(&id, &stream_id, reader)),
     }
 }
@@ -407,7 +409,7 @@ pub async fn conversations(
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<ConversationList>, ApiError> {
     Ok(Json(ConversationList {
-        items: s.agents.conversations(&p, &id).await?,
+        items: dto::all(s.agents.conversations(&p, &id).await?),
     }))
 }
 
@@ -426,8 +428,8 @@ pub async fn messages(
         .messages(&p, &id, &conversation, q.after, q.limit.unwrap_or(200))
         .await?;
     Ok(Json(MessageList {
-        conversation,
-        items,
+        conversation: conversation.into(),
+        items: dto::all(items),
     }))
 }
 
@@ -445,7 +447,7 @@ pub async fn enqueue(
 ) -> Result<(StatusCode, Json<TaskRecord>), ApiError> {
     Ok((
         StatusCode::ACCEPTED,
-        Json(s.agents.enqueue(&p, &id, body).await?),
+        Json(s.agents.enqueue(&p, &id, body).await?.into()),
     ))
 }
 
@@ -458,7 +460,7 @@ pub async fn tasks(
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<TaskList>, ApiError> {
     Ok(Json(TaskList {
-        items: s.agents.tasks(&p, &id, 200).await?,
+        items: dto::all(s.agents.tasks(&p, &id, 200).await?),
     }))
 }
 
@@ -471,7 +473,7 @@ pub async fn task(
     Caller(p): Caller,
     ApiPath((id, task)): ApiPath<(String, i64)>,
 ) -> Result<Json<TaskRecord>, ApiError> {
-    Ok(Json(s.agents.task(&p, &id, task).await?))
+    Ok(Json(s.agents.task(&p, &id, task).await?.into()))
 }
 
 /// Schedules a task: once `at` a time, once `after_secs`, or on a `cron` expression. Stored,
@@ -487,7 +489,7 @@ pub async fn schedule(
 ) -> Result<(StatusCode, Json<ScheduleRecord>), ApiError> {
     Ok((
         StatusCode::CREATED,
-        Json(s.agents.schedule(&p, &id, body).await?),
+        Json(s.agents.schedule(&p, &id, body).await?.into()),
     ))
 }
 
@@ -500,7 +502,7 @@ pub async fn schedules(
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<ScheduleList>, ApiError> {
     Ok(Json(ScheduleList {
-        items: s.agents.schedules(&p, &id).await?,
+        items: dto::all(s.agents.schedules(&p, &id).await?),
     }))
 }
 
@@ -573,7 +575,7 @@ async fn session(
                     Some(Ok(_)) => {}
                 },
                 ev = rx.recv() => match ev {
-                    Ok(e) => if !send_json(&mut socket, &e).await { break },
+                    Ok(e) => if !send_json(&mut socket, &dto::AgentEvent::from(e)).await { break },
                     Err(RecvError::Lagged(n)) => {
                         // Too slow a reader: tell it, and give it the current state.
                         let fresh = agents.get(&p, &id).await.ok();

@@ -7,10 +7,11 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::body::ApiJson;
+use super::dto::{self, ChunkRecord, Document, DocumentStatus, Receipt};
 use super::params::ApiPath;
 use super::{blocking, ApiError, AppState, Caller};
-use crate::service::{Receipt, Refused, Upload};
-use crate::store::{ChunkRecord, Document, DocumentQuery, DocumentStatus};
+use crate::service::{Refused, Upload};
+use crate::store::DocumentQuery;
 
 type JsonObject = serde_json::Map<String, serde_json::Value>;
 
@@ -226,7 +227,7 @@ pub async fn upload(
     let service = s.service.clone();
     let receipt =
         blocking(move || service.upload_some(&p, &kb, uploads, refused, idempotency_key)).await?;
-    Ok((StatusCode::ACCEPTED, Json(receipt)))
+    Ok((StatusCode::ACCEPTED, Json(receipt.into())))
 }
 
 /// List a knowledge base's documents, newest first.
@@ -241,7 +242,7 @@ pub async fn list(
 ) -> Result<Json<DocumentList>, ApiError> {
     let Query(q) = query?;
     let query = DocumentQuery {
-        status: q.status,
+        status: q.status.map(Into::into),
         stale: q.stale,
         offset: q.offset,
         limit: q.limit.unwrap_or(50).clamp(1, 500),
@@ -250,7 +251,7 @@ pub async fn list(
     let offset = query.offset;
     let page = blocking(move || service.list_documents(&p, &kb, &query)).await?;
     Ok(Json(DocumentList {
-        items: page.items,
+        items: dto::all(page.items),
         total: page.total,
         offset,
     }))
@@ -267,7 +268,9 @@ pub async fn get(
 ) -> Result<Json<Document>, ApiError> {
     let service = s.service.clone();
     Ok(Json(
-        blocking(move || service.get_document(&p, &kb, &id)).await?,
+        blocking(move || service.get_document(&p, &kb, &id))
+            .await?
+            .into(),
     ))
 }
 
@@ -285,7 +288,9 @@ pub async fn chunks(
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
     let service = s.service.clone();
     let items = blocking(move || service.list_chunks(&p, &kb, &id, q.offset, limit)).await?;
-    Ok(Json(ChunkList { items }))
+    Ok(Json(ChunkList {
+        items: dto::all(items),
+    }))
 }
 
 /// Delete a document; its chunks leave search at once.

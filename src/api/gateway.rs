@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use utoipa::{IntoParams, ToSchema};
 
+use super::dto::{self, CallLog, UsageRow};
 use super::params::ApiQuery;
 use super::{blocking, ApiError, AppState, Caller};
 use crate::error::Classify;
@@ -29,7 +30,7 @@ use crate::gateway::{
     CacheMode, CallContext, ChatReply, ModelInfo, ReplyMeta, StreamEvent, StreamEvents,
 };
 use crate::service::ratelimit::Unit;
-use crate::store::gateway::{CallLog, LogQuery, UsageGroup, UsageRow};
+use crate::store::gateway::{LogQuery, UsageGroup};
 use crate::store::{Page, Scope};
 
 fn header<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
@@ -350,9 +351,9 @@ pub async fn logs(
         limit: p.limit.unwrap_or(50).clamp(1, 500),
     };
     let gw = s.service.gateway().clone();
-    let page: Page<CallLog> = blocking(move || gw.calls(&q)).await?;
+    let page: Page<crate::store::gateway::CallLog> = blocking(move || gw.calls(&q)).await?;
     Ok(Json(CallPage {
-        items: page.items,
+        items: dto::all(page.items),
         total: page.total,
     }))
 }
@@ -401,5 +402,7 @@ pub async fn usage(
     let gw = s.service.gateway().clone();
     let tenant = caller.0.tenant_id.clone();
     let rows = blocking(move || gw.usage(&tenant, p.since, p.until, &group)).await?;
-    Ok(Json(UsageReport { rows }))
+    Ok(Json(UsageReport {
+        rows: dto::all(rows),
+    }))
 }

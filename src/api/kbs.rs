@@ -9,11 +9,11 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::body::ApiJson;
+use super::dto::{self, ChunkingStamp, KbView, SearchHit};
 use super::params::ApiPath;
 use super::{blocking, ApiError, AppState, Caller};
 use crate::index::SearchMode;
-use crate::service::{CreateKb, KbView, SearchHit, SearchParams};
-use crate::store::ChunkingStamp;
+use crate::service::{CreateKb, SearchParams};
 
 /// Body of `POST /v1/kbs`.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -103,12 +103,12 @@ pub async fn create(
                 name: body.name,
                 description: body.description,
                 embedding_model: body.embedding_model,
-                chunking: body.chunking,
+                chunking: body.chunking.map(Into::into),
             },
         )
     })
     .await?;
-    Ok((StatusCode::CREATED, Json(kb)))
+    Ok((StatusCode::CREATED, Json(kb.into())))
 }
 
 /// List the caller's knowledge bases.
@@ -116,7 +116,9 @@ pub async fn create(
 pub async fn list(State(s): State<AppState>, Caller(p): Caller) -> Result<Json<KbList>, ApiError> {
     let service = s.service.clone();
     let items = blocking(move || service.list_kbs(&p)).await?;
-    Ok(Json(KbList { items }))
+    Ok(Json(KbList {
+        items: dto::all(items),
+    }))
 }
 
 /// One knowledge base (by id or name) with its counters.
@@ -129,7 +131,9 @@ pub async fn get(
     ApiPath(kb): ApiPath<String>,
 ) -> Result<Json<KbView>, ApiError> {
     let service = s.service.clone();
-    Ok(Json(blocking(move || service.get_kb(&p, &kb)).await?))
+    Ok(Json(
+        blocking(move || service.get_kb(&p, &kb)).await?.into(),
+    ))
 }
 
 /// Delete a knowledge base with its documents (admin scope).
@@ -183,7 +187,7 @@ pub async fn search(
     Ok(Json(SearchResponse {
         kb_id,
         mode,
-        results,
+        results: dto::all(results),
         took_ms: started.elapsed().as_secs_f64() * 1000.0,
     }))
 }

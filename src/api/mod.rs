@@ -7,6 +7,7 @@
 mod agents;
 mod body;
 mod documents;
+pub mod dto;
 mod error;
 mod gateway;
 mod kbs;

@@ -7,10 +7,10 @@ use axum::Json;
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use super::dto::Job;
 use super::params::ApiPath;
 use super::{blocking, ApiError, AppState, Caller};
 use crate::service::Status;
-use crate::store::Job;
 
 /// Liveness and readiness answer.
 #[derive(Debug, Serialize, ToSchema)]
@@ -86,7 +86,7 @@ pub async fn job(
     Ok(Json(JobView {
         done: job.done(),
         finished: job.finished(),
-        job,
+        job: job.into(),
     }))
 }
 

@@ -14,10 +14,12 @@ use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 
 use super::body::ApiJson;
+use super::dto::{
+    self, ChunkingStamp, Source, WorkflowEvent, WorkflowRecord, WorkflowStatus, WorkflowView,
+};
 use super::params::ApiPath;
 use super::{blocking, ApiError, AppState, Caller};
-use crate::service::{ReindexRequest, WorkflowView};
-use crate::store::{ChunkingStamp, Source, WorkflowRecord, WorkflowStatus};
+use crate::service::ReindexRequest;
 
 /// Filters of a workflow listing.
 #[derive(Debug, Deserialize, IntoParams)]
@@ -83,11 +85,18 @@ pub async fn list(
     let offset = q.offset;
     let limit = q.limit.unwrap_or(50).clamp(1, 500);
     let page = blocking(move || {
-        service.list_workflows(&p, q.kind, q.status, q.kb.as_deref(), q.offset, limit)
+        service.list_workflows(
+            &p,
+            q.kind,
+            q.status.map(Into::into),
+            q.kb.as_deref(),
+            q.offset,
+            limit,
+        )
     })
     .await?;
     Ok(Json(WorkflowList {
-        items: page.items,
+        items: dto::all(page.items),
         total: page.total,
         offset,
     }))
@@ -102,7 +111,9 @@ pub async fn get(
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<WorkflowView>, ApiError> {
     let service = s.service.clone();
-    Ok(Json(blocking(move || service.workflow(&p, &id)).await?))
+    Ok(Json(
+        blocking(move || service.workflow(&p, &id)).await?.into(),
+    ))
 }
 
 /// Ask a run to stop (at its next step; at once when it is not executing).
@@ -116,7 +127,7 @@ pub async fn cancel(
 ) -> Result<(StatusCode, Json<WorkflowRecord>), ApiError> {
     let service = s.service.clone();
     let wf = blocking(move || service.cancel_workflow(&p, &id)).await?;
-    Ok((StatusCode::ACCEPTED, Json(wf)))
+    Ok((StatusCode::ACCEPTED, Json(wf.into())))
 }
 
 /// Run a failed or cancelled run again from its failed steps (an ingest run: its failed
@@ -131,7 +142,7 @@ pub async fn retry(
 ) -> Result<(StatusCode, Json<WorkflowRecord>), ApiError> {
     let service = s.service.clone();
     let wf = blocking(move || service.retry_workflow(&p, &id)).await?;
-    Ok((StatusCode::ACCEPTED, Json(wf)))
+    Ok((StatusCode::ACCEPTED, Json(wf.into())))
 }
 
 /// Send an event to a run (for example `approve` to a reindex waiting for approval). The
@@ -174,7 +185,7 @@ pub async fn events(
     let service = s.service.clone();
     let stream = async_stream::stream! {
         let done = snapshot.workflow.status.is_terminal();
-        yield Ok(json_event("snapshot", &snapshot));
+        yield Ok(json_event("snapshot", &WorkflowView::from(snapshot)));
         if done {
             return;
         }
@@ -182,7 +193,7 @@ pub async fn events(
             match rx.recv().await {
                 Ok(ev) if ev.workflow_id == id => {
                     let end = ev.event == "status" && ev.status.is_terminal();
-                    yield Ok(json_event(ev.event, &ev));
+                    yield Ok(json_event(ev.event, &WorkflowEvent::from(ev)));
                     if end {
                         return;
                     }
@@ -195,7 +206,7 @@ pub async fn events(
                     match blocking(move || svc.workflow(&pp, &iid)).await {
                         Ok(view) => {
                             let end = view.workflow.status.is_terminal();
-                            yield Ok(json_event("snapshot", &view));
+                            yield Ok(json_event("snapshot", &WorkflowView::from(view)));
                             if end {
                                 return;
                             }
@@ -253,14 +264,14 @@ pub async fn reindex(
             &kb,
             ReindexRequest {
                 embedding_model: req.embedding_model,
-                chunking: req.chunking,
+                chunking: req.chunking.map(Into::into),
                 approve_swap: req.approve_swap,
                 idempotency_key: key,
             },
         )
     })
     .await?;
-    Ok((StatusCode::ACCEPTED, Json(wf)))
+    Ok((StatusCode::ACCEPTED, Json(wf.into())))
 }
 
 /// A folder to sync.
@@ -302,7 +313,7 @@ pub async fn add_source(
     Ok((
         StatusCode::CREATED,
         Json(SourceCreated {
-            source,
+            source: source.into(),
             workflow_id,
         }),
     ))
@@ -318,7 +329,9 @@ pub async fn list_sources(
     ApiPath(kb): ApiPath<String>,
 ) -> Result<Json<Vec<Source>>, ApiError> {
     let service = s.service.clone();
-    Ok(Json(blocking(move || service.list_sources(&p, &kb)).await?))
+    Ok(Json(dto::all(
+        blocking(move || service.list_sources(&p, &kb)).await?,
+    )))
 }
 
 /// Forget a source (its documents stay).

@@ -22,7 +22,7 @@ pub struct Upload {
 }
 
 /// What happened to one uploaded file.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize)]
 pub struct Accepted {
     /// Position of the file in the request, from 0.
     pub index: usize,
@@ -53,7 +53,7 @@ pub struct Refused {
 }
 
 /// Answer to an upload.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize)]
 pub struct Receipt {
     /// The job tracking the new documents.
     pub job_id: String,

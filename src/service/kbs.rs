@@ -21,7 +21,7 @@ pub struct CreateKb {
 }
 
 /// A knowledge base with its counters.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize)]
 pub struct KbView {
     /// The knowledge base.
     #[serde(flatten)]

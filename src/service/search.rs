@@ -27,7 +27,7 @@ pub struct SearchParams {
 }
 
 /// One search result.
-#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct SearchHit {
     /// Score of the mode (cosine for dense, BM25, or fused RRF).
     pub score: f32,

@@ -16,7 +16,7 @@ use crate::store::{
 use crate::workflow::schedule::Schedule;
 
 /// A run with its steps.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize)]
 pub struct WorkflowView {
     /// The run.
     #[serde(flatten)]

@@ -27,7 +27,7 @@ pub struct AgentRecord {
 }
 
 /// A conversation.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Conversation {
     /// Id.
     pub id: String,
@@ -46,7 +46,7 @@ pub struct Conversation {
 }
 
 /// Who wrote a message of a conversation.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum MessageRole {
     /// The person asking.
@@ -97,7 +97,7 @@ pub struct NewMessage {
 }
 
 /// A stored message.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MessageRecord {
     /// Increasing id.
     pub id: i64,
@@ -108,7 +108,6 @@ pub struct MessageRecord {
     /// The text.
     pub content: String,
     /// Verified citations.
-    #[schema(value_type = Vec<Object>)]
     pub citations: serde_json::Value,
     /// Prompt tokens.
     pub tokens_in: u32,
@@ -117,7 +116,6 @@ pub struct MessageRecord {
     /// Cost, USD.
     pub cost_usd: f64,
     /// Timings, rewritten query, dropped citations, stream id.
-    #[schema(value_type = Object)]
     pub meta: serde_json::Value,
     /// When it was stored.
     pub created_at: DateTime<Utc>,
@@ -143,7 +141,7 @@ pub struct NewTask {
 }
 
 /// Where a task is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TaskStatus {
     /// Waiting (possibly for its retry time).
@@ -180,7 +178,7 @@ impl TaskStatus {
 }
 
 /// A queued task.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TaskRecord {
     /// Increasing id (the queue order).
     pub id: i64,
@@ -189,7 +187,6 @@ pub struct TaskRecord {
     /// What to do.
     pub kind: String,
     /// Its input.
-    #[schema(value_type = Object)]
     pub payload: serde_json::Value,
     /// Where it is.
     pub status: TaskStatus,
@@ -202,7 +199,6 @@ pub struct TaskRecord {
     /// The last attempt's error.
     pub last_error: Option<String>,
     /// Output when done.
-    #[schema(value_type = Option<Object>)]
     pub result: Option<serde_json::Value>,
     /// The schedule that queued it.
     pub schedule_id: Option<String>,
@@ -251,7 +247,7 @@ pub struct NewSchedule {
 }
 
 /// A stored schedule.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ScheduleRecord {
     /// Id.
     pub id: String,
@@ -264,7 +260,6 @@ pub struct ScheduleRecord {
     /// The task it queues.
     pub task_kind: String,
     /// The task's input.
-    #[schema(value_type = Object)]
     pub payload: serde_json::Value,
     /// Next due time; none once a one-off schedule fired.
     pub next_run: Option<DateTime<Utc>>,
@@ -297,7 +292,7 @@ pub struct StoredEvent {
 }
 
 /// An agent as listed.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AgentSummary {
     /// Agent id.
     pub id: String,

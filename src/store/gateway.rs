@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use super::{Page, Result};
 
 /// One gateway call.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CallLog {
     /// Request id.
     pub id: String,
@@ -35,7 +35,6 @@ pub struct CallLog {
     /// Error code when not ok.
     pub error: Option<String>,
     /// Every attempt: target, outcome, error, milliseconds.
-    #[schema(value_type = Vec<Object>)]
     pub attempts: serde_json::Value,
     /// Whole call, milliseconds.
     pub latency_ms: f64,
@@ -50,12 +49,10 @@ pub struct CallLog {
     /// `hit`, `miss`, `bypass`, `refresh` or `off`.
     pub cache: String,
     /// Guardrail decisions.
-    #[schema(value_type = Vec<Object>)]
     pub guardrails: serde_json::Value,
     /// Streamed answer.
     pub stream: bool,
     /// The request body, if payload logging was on.
-    #[schema(value_type = Option<Object>)]
     pub request: Option<serde_json::Value>,
     /// The answer text, if payload logging was on.
     pub response: Option<String>,
@@ -107,10 +104,9 @@ pub enum UsageGroup {
 }
 
 /// One aggregate row.
-#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct UsageRow {
     /// Values of the grouping columns, by name.
-    #[schema(value_type = Object)]
     pub group: serde_json::Map<String, serde_json::Value>,
     /// Calls.
     pub requests: u64,

@@ -6,7 +6,7 @@ use serde::Serialize;
 use super::{Document, Result};
 
 /// A folder synced into a knowledge base.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Source {
     /// Stable id.
     pub id: String,

@@ -17,19 +17,7 @@ pub struct Tenant {
 }
 
 /// What a key may do. `Admin` implies `Write`, which implies `Read`.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    PartialOrd,
-    Ord,
-    Hash,
-    Serialize,
-    Deserialize,
-    utoipa::ToSchema,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Scope {
     /// Read knowledge bases, documents, jobs; search.
@@ -105,10 +93,9 @@ pub struct ApiKeyRecord {
 }
 
 /// Chunk size settings stored with a knowledge base.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChunkingStamp {
     /// Most tokens per chunk (8 up to the model's limit: 254 for the default).
-    #[schema(minimum = 8, maximum = 254)]
     pub max_tokens: u32,
     /// Tokens repeated between neighbouring chunks (at most half a chunk; more is cut to that).
     pub overlap_tokens: u32,
@@ -134,7 +121,7 @@ pub struct NewKb {
 }
 
 /// A knowledge base.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Kb {
     /// Stable id.
     pub id: String,
@@ -161,7 +148,7 @@ pub struct Kb {
 }
 
 /// Counters of one knowledge base.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct KbStats {
     /// Documents waiting.
     pub queued: u64,
@@ -181,7 +168,7 @@ pub struct KbStats {
 }
 
 /// Where a document is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum DocumentStatus {
     /// Accepted, waiting for a worker.
@@ -237,7 +224,7 @@ pub struct NewDocument {
 }
 
 /// A document.
-#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Document {
     /// Stable id.
     pub id: String,
@@ -260,7 +247,6 @@ pub struct Document {
     /// Human-readable reason when failed.
     pub error: Option<String>,
     /// Client metadata.
-    #[schema(value_type = Object)]
     pub metadata: serde_json::Map<String, serde_json::Value>,
     /// Chunks once ready.
     pub chunk_count: u64,
@@ -400,7 +386,7 @@ pub struct Deleted {
 }
 
 /// A stored chunk.
-#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ChunkRecord {
     /// Stable id (also the index's point id).
     #[serde(rename = "chunk_id")]
@@ -445,7 +431,7 @@ pub struct StoredPoint {
 }
 
 /// A document that failed inside a job.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct JobError {
     /// The document.
     pub document_id: String,
@@ -458,7 +444,7 @@ pub struct JobError {
 }
 
 /// Progress of an ingest job.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Job {
     /// Stable id.
     pub id: String,

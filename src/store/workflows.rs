@@ -8,7 +8,7 @@ use serde_json::Value;
 use super::{Page, Result};
 
 /// Where a workflow run is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum WorkflowStatus {
     /// Waiting for a worker.
@@ -79,7 +79,7 @@ pub struct NewWorkflow {
 }
 
 /// A workflow run.
-#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct WorkflowRecord {
     /// Stable id.
     pub id: String,
@@ -121,7 +121,7 @@ pub struct WorkflowRecord {
 }
 
 /// Where a step is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum StepStatus {
     /// An attempt is executing (or was, when the process died).
@@ -158,7 +158,7 @@ impl StepStatus {
 }
 
 /// One failed attempt of a step.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AttemptError {
     /// 1-based attempt number.
     pub attempt: u32,
@@ -173,7 +173,7 @@ pub struct AttemptError {
 }
 
 /// A step of a workflow run.
-#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct StepRecord {
     /// Unique within the run.
     pub name: String,

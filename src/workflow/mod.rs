@@ -196,7 +196,7 @@ pub trait Handler: Send + Sync {
 }
 
 /// A change broadcast to subscribers (Server-Sent Events).
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize)]
 pub struct Event {
     /// The workflow.
     pub workflow_id: String,
