@@ -16,8 +16,8 @@ use tracing::Instrument;
 
 use super::budget::Reservation;
 use super::cache;
-use super::guard::Decision;
-use super::providers::{completion_token_bound, prompt_token_bound, Call, ProviderError};
+use super::guard::{Decision, StreamGuard};
+use super::providers::{completion_token_bound, prompt_token_bound, Call, Provider, ProviderError};
 use super::route::{FailureKind, Next, Route, Target};
 use super::types::{ChatOutput, ChatRequest, Delta, FinishReason, Usage};
 use super::{subjects, CacheMode, CallContext, Gateway, GatewayError, Result};
@@ -183,6 +183,69 @@ struct Run {
     stream: bool,
 }
 
+/// What a streamed call keeps across its attempts and targets.
+struct Streamed<'g> {
+    /// The output guard over the answer.
+    sg: StreamGuard<'g>,
+    /// Provider text consumed so far.
+    raw: String,
+    /// Bytes of `raw` the current attempt has repeated.
+    matched: usize,
+    /// Text the client got.
+    sent: String,
+    /// Time to the first text sent, ms.
+    ttft: Option<f64>,
+    /// Every attempt, for the log.
+    attempts: Vec<serde_json::Value>,
+    /// The last attempt's failure.
+    last: Option<ProviderError>,
+}
+
+impl<'g> Streamed<'g> {
+    fn new(sg: StreamGuard<'g>) -> Self {
+        Self {
+            sg,
+            raw: String::new(),
+            matched: 0,
+            sent: String::new(),
+            ttft: None,
+            attempts: Vec::new(),
+            last: None,
+        }
+    }
+
+    /// Forgets the text consumed (none of it was sent) to start over with another answer.
+    fn restart(&mut self) {
+        self.sg.reset();
+        self.raw.clear();
+        self.matched = 0;
+    }
+}
+
+/// How one streaming attempt ended.
+enum AttemptEnd {
+    /// The answer is complete (or the guard ended it).
+    Finished(FinishReason, Option<Usage>),
+    /// The attempt failed; another may follow.
+    Failed(ProviderError),
+    /// A retry answered differently from text already sent: the stream cannot go on.
+    Diverged(GatewayError),
+}
+
+/// What the log of a cache hit records.
+struct Hit<'a> {
+    route: &'a str,
+    decisions: &'a [Decision],
+    stream: bool,
+    request_log: Option<serde_json::Value>,
+    log_payloads: bool,
+}
+
+/// Counts a finished request by route and status.
+fn count_request(route: &str, status: &'static str) {
+    metrics::counter!("groundwork_gateway_requests_total", "route" => route.to_owned(), "status" => status).increment(1);
+}
+
 /// How an attempt loop ended without an answer.
 struct Failed {
     error: GatewayError,
@@ -225,17 +288,16 @@ impl Gateway {
             log.guardrails = serde_json::to_value(&verdict.decisions).unwrap_or_default();
             log.request = request_log;
             log.stream = req.stream;
-            metrics::counter!("groundwork_gateway_requests_total", "route" => route.name.clone(), "status" => "blocked").increment(1);
+            count_request(&route.name, "blocked");
             self.inner.log.record(log).await;
             return Err(GatewayError::Blocked(rule));
         }
-        let max_tokens = req.max_tokens().unwrap_or(route.policy.default_max_tokens);
         let call = Call {
             model: String::new(),
             messages,
             temperature: req.temperature,
             top_p: req.top_p,
-            max_tokens,
+            max_tokens: req.max_tokens().unwrap_or(route.policy.default_max_tokens),
             stop: req.stop.as_ref().map(|s| s.to_vec()).unwrap_or_default(),
             seed: req.seed,
             first_byte: Duration::from_millis(route.policy.first_byte_timeout_ms),
@@ -248,112 +310,30 @@ impl Gateway {
             created: chrono::Utc::now().timestamp(),
         };
 
-        // The cache.
-        let cacheable = self.inner.config.cache.enabled
-            && route.policy.cache_ttl_secs > 0
-            && ctx.cache != CacheMode::Bypass
-            && (req.deterministic()
-                || route.policy.cache_nondeterministic
-                || ctx.cache == CacheMode::Use);
-        let cache_key = cacheable.then(|| {
-            cache::key(
-                &route.name,
-                &call.messages,
-                call.temperature,
-                call.top_p,
-                max_tokens,
-                &call.stop,
-                call.seed,
-            )
-        });
-        let cache_label = match (cacheable, ctx.cache) {
-            (false, CacheMode::Bypass) => "bypass",
-            (false, _) => "off",
-            (true, CacheMode::Refresh) => "refresh",
-            (true, _) => "miss",
-        };
+        let (cache_key, cache_label) = self.cache_plan(&ctx, &route, &req, &call);
         if let (Some(key), true) = (&cache_key, ctx.cache != CacheMode::Refresh) {
             if let Some(output) = self.cache_lookup(key).await {
                 self.count_cache(true);
-                let mut log = self.call_log(&ctx, &route.name, "chat", started);
-                log.cache = "hit".into();
-                log.model = Some(output.model.clone());
-                log.tokens_in = output.usage.prompt_tokens;
-                log.tokens_out = output.usage.completion_tokens;
-                log.ttft_ms = Some(log.latency_ms);
-                log.guardrails = serde_json::to_value(&verdict.decisions).unwrap_or_default();
-                log.stream = req.stream;
-                log.request = request_log;
-                log.response = log_payloads.then(|| output.text.clone());
-                metrics::counter!("groundwork_gateway_requests_total", "route" => route.name.clone(), "status" => "ok").increment(1);
-                self.inner.log.record(log).await;
+                let log = Hit {
+                    route: &route.name,
+                    decisions: &verdict.decisions,
+                    stream: req.stream,
+                    request_log,
+                    log_payloads,
+                };
+                self.log_cache_hit(&ctx, log, &output, started).await;
                 return Ok(replay(output, meta("hit"), req.stream));
             }
             self.count_cache(false);
         }
 
-        // The budget: a true worst case over the route's targets, reserved before any call —
-        // the local model's prompt counted exactly by its own tokenizer and template, a remote
-        // one's bounded by the prompt's bytes, the answer by `max_tokens`.
         let prompt_tokens = prompt_token_bound(&call.messages);
-        let uses_local = route
-            .targets
-            .iter()
-            .chain(route.budget_fallback.iter())
-            .any(|t| t.provider == "local");
-        let local_tokens = if uses_local {
-            let (chat, messages) = (self.inner.local_chat.clone(), call.messages.clone());
-            match tokio::task::spawn_blocking(move || chat.prompt_tokens(&messages)).await {
-                Ok(Ok(n)) => Some(n),
-                // The call itself will fail the same way; the byte bound stands in.
-                Ok(Err(e)) => {
-                    tracing::warn!(error = %e, "local prompt not counted; using the byte bound");
-                    None
-                }
-                Err(_) => None,
-            }
-        } else {
-            None
-        };
-        let prompt_of = |t: &Target| match (t.provider.as_str(), local_tokens) {
-            ("local", Some(n)) => n,
-            _ => prompt_tokens,
-        };
-        let estimate = |t: &Target| {
-            let p = self.price(t);
-            (p.input * prompt_of(t) as f64 + p.output * max_tokens as f64) / 1e6
-        };
-        let who = subjects(&ctx, &route);
-        let worst = route.targets.iter().map(estimate).fold(0.0, f64::max);
-        // The caller's own cap first (no shared state: its owner serialises its calls).
-        let reserve = |amount: f64| match ctx.spend_cap_usd {
-            Some(cap) if amount > 0.0 && amount > cap => Err(super::budget::Exceeded {
-                scope: super::budget::BudgetScope::Agent,
-                subject: ctx.agent.clone().unwrap_or_default(),
-                limit_usd: cap.max(0.0),
-                spent_usd: 0.0,
-                resets_at: None,
-            }),
-            _ => self.inner.budgets.reserve(&who, amount),
-        };
-        let (reservation, targets) = match reserve(worst) {
-            Ok(r) => (r, route.targets.clone()),
+        let (reservation, targets) = match self.reserve(&ctx, &route, &call, prompt_tokens).await {
+            Ok(r) => r,
             Err(exceeded) => {
-                let fallback = route
-                    .budget_fallback
-                    .clone()
-                    .and_then(|fb| reserve(estimate(&fb)).ok().map(|r| (r, vec![fb])));
-                match fallback {
-                    Some(f) => {
-                        tracing::info!(route = %route.name, "budget exhausted; using the route's budget fallback");
-                        f
-                    }
-                    None => {
-                        self.log_refusal(&ctx, &route, "chat", "budget_exceeded", started)
-                            .await;
-                        return Err(GatewayError::BudgetExceeded(exceeded));
-                    }
-                }
+                self.log_refusal(&ctx, &route, "chat", "budget_exceeded", started)
+                    .await;
+                return Err(GatewayError::BudgetExceeded(exceeded));
             }
         };
 
@@ -372,9 +352,49 @@ impl Gateway {
             request_log,
             stream: req.stream,
         };
-        let span = tracing::info_span!("gateway.call", request_id = %run.ctx.request_id, route = %run.route.name, stream = req.stream);
-        let meta = meta(cache_label);
-        if req.stream {
+        self.dispatch(run, meta(cache_label)).await
+    }
+
+    /// Whether the answer may come from (and go to) the cache, under which key, and the
+    /// label its log gets (`bypass`, `off`, `refresh` or `miss`).
+    fn cache_plan(
+        &self,
+        ctx: &CallContext,
+        route: &Route,
+        req: &ChatRequest,
+        call: &Call,
+    ) -> (Option<String>, &'static str) {
+        let cacheable = self.inner.config.cache.enabled
+            && route.policy.cache_ttl_secs > 0
+            && ctx.cache != CacheMode::Bypass
+            && (req.deterministic()
+                || route.policy.cache_nondeterministic
+                || ctx.cache == CacheMode::Use);
+        let key = cacheable.then(|| {
+            cache::key(
+                &route.name,
+                &call.messages,
+                call.temperature,
+                call.top_p,
+                call.max_tokens,
+                &call.stop,
+                call.seed,
+            )
+        });
+        let label = match (cacheable, ctx.cache) {
+            (false, CacheMode::Bypass) => "bypass",
+            (false, _) => "off",
+            (true, CacheMode::Refresh) => "refresh",
+            (true, _) => "miss",
+        };
+        (key, label)
+    }
+
+    /// Runs the call in a supervised task: a stream answers once its first event is in (an
+    /// error before any text is the call's error), a whole answer when it is complete.
+    async fn dispatch(&self, run: Run, meta: ReplyMeta) -> Result<ChatReply> {
+        let span = tracing::info_span!("gateway.call", request_id = %run.ctx.request_id, route = %run.route.name, stream = run.stream);
+        if run.stream {
             let (tx, mut rx) = mpsc::channel(64);
             self.inner.supervisor.spawn(run.stream(tx).instrument(span));
             match rx.recv().await {
@@ -401,6 +421,99 @@ impl Gateway {
                 ))),
             }
         }
+    }
+
+    /// Reserves the call's worst-case cost before any call: the route's targets, or its
+    /// budget fallback when they do not fit. The local model's prompt is counted exactly by
+    /// its own tokenizer and template, a remote one's bounded by the prompt's bytes, the
+    /// answer by `max_tokens`; the caller's own cap applies first.
+    async fn reserve(
+        &self,
+        ctx: &CallContext,
+        route: &Route,
+        call: &Call,
+        prompt_tokens: u32,
+    ) -> std::result::Result<(Reservation, Vec<Target>), super::budget::Exceeded> {
+        let uses_local = route
+            .targets
+            .iter()
+            .chain(route.budget_fallback.iter())
+            .any(|t| t.provider == "local");
+        let local_tokens = if uses_local {
+            self.local_prompt_tokens(&call.messages).await
+        } else {
+            None
+        };
+        let prompt_of = |t: &Target| match (t.provider.as_str(), local_tokens) {
+            ("local", Some(n)) => n,
+            _ => prompt_tokens,
+        };
+        let estimate = |t: &Target| {
+            let p = self.price(t);
+            (p.input * prompt_of(t) as f64 + p.output * call.max_tokens as f64) / 1e6
+        };
+        let who = subjects(ctx, route);
+        let worst = route.targets.iter().map(estimate).fold(0.0, f64::max);
+        // The caller's own cap first (no shared state: its owner serialises its calls).
+        let reserve = |amount: f64| match ctx.spend_cap_usd {
+            Some(cap) if amount > 0.0 && amount > cap => Err(super::budget::Exceeded {
+                scope: super::budget::BudgetScope::Agent,
+                subject: ctx.agent.clone().unwrap_or_default(),
+                limit_usd: cap.max(0.0),
+                spent_usd: 0.0,
+                resets_at: None,
+            }),
+            _ => self.inner.budgets.reserve(&who, amount),
+        };
+        match reserve(worst) {
+            Ok(r) => Ok((r, route.targets.clone())),
+            Err(exceeded) => {
+                let fallback = route
+                    .budget_fallback
+                    .clone()
+                    .and_then(|fb| reserve(estimate(&fb)).ok().map(|r| (r, vec![fb])));
+                if fallback.is_some() {
+                    tracing::info!(route = %route.name, "budget exhausted; using the route's budget fallback");
+                }
+                fallback.ok_or(exceeded)
+            }
+        }
+    }
+
+    /// The local model's exact prompt tokens (off the runtime), `None` when it cannot count
+    /// them (the call itself will fail the same way; the byte bound stands in).
+    async fn local_prompt_tokens(&self, messages: &[super::types::Message]) -> Option<u32> {
+        let (chat, messages) = (self.inner.local_chat.clone(), messages.to_vec());
+        match tokio::task::spawn_blocking(move || chat.prompt_tokens(&messages)).await {
+            Ok(Ok(n)) => Some(n),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "local prompt not counted; using the byte bound");
+                None
+            }
+            Err(_) => None,
+        }
+    }
+
+    /// Logs a call answered from the cache.
+    async fn log_cache_hit(
+        &self,
+        ctx: &CallContext,
+        hit: Hit<'_>,
+        output: &ChatOutput,
+        started: Instant,
+    ) {
+        let mut log = self.call_log(ctx, hit.route, "chat", started);
+        log.cache = "hit".into();
+        log.model = Some(output.model.clone());
+        log.tokens_in = output.usage.prompt_tokens;
+        log.tokens_out = output.usage.completion_tokens;
+        log.ttft_ms = Some(log.latency_ms);
+        log.guardrails = serde_json::to_value(hit.decisions).unwrap_or_default();
+        log.stream = hit.stream;
+        log.request = hit.request_log;
+        log.response = hit.log_payloads.then(|| output.text.clone());
+        count_request(hit.route, "ok");
+        self.inner.log.record(log).await;
     }
 
     /// Counts a cache lookup and updates the hit ratio gauge.
@@ -517,14 +630,11 @@ impl Run {
         Err(self.fail(Failed { error, attempts }).await)
     }
 
-    async fn stream(mut self, tx: mpsc::Sender<StreamEvent>) {
+    /// Streams the answer to `tx`: targets and retries in the route's order, the output guard
+    /// over the text, and a retry after text was sent continuing only where it repeats it.
+    async fn stream(self, tx: mpsc::Sender<StreamEvent>) {
         let gw = self.gw.clone();
-        let mut sg = gw.inner.guard.stream();
-        let mut raw = String::new(); // provider text consumed so far
-        let mut sent = String::new(); // text the client got
-        let mut ttft: Option<f64> = None;
-        let mut attempts = Vec::new();
-        let mut last: Option<ProviderError> = None;
+        let mut st = Streamed::new(gw.inner.guard.stream());
         'targets: for target in self.targets.clone() {
             let provider = match self.gw.provider(&target) {
                 Ok(p) => p.clone(),
@@ -537,191 +647,37 @@ impl Run {
             call.model = target.model.clone();
             for n in 0..=self.route.policy.retries {
                 let t0 = Instant::now();
-                let deadline = tokio::time::Instant::now() + self.attempt_timeout();
-                let first_deadline = tokio::time::Instant::now() + call.first_byte;
-                let opened = match tokio::time::timeout_at(
-                    first_deadline.min(deadline),
-                    provider.stream(&call),
-                )
-                .await
+                match self
+                    .stream_attempt(&mut st, &provider, &call, &target, &tx)
+                    .await
                 {
-                    Ok(r) => r,
-                    Err(_) => Err(ProviderError::new(
-                        FailureKind::Timeout,
-                        "no first byte in time",
-                    )),
-                };
-                let outcome: std::result::Result<(FinishReason, Option<Usage>), ProviderError> =
-                    match opened {
-                        Err(e) => Err(e),
-                        Ok(mut deltas) => {
-                            let mut matched = 0usize; // bytes of `raw` this attempt has repeated
-                            let mut got_any = false;
-                            loop {
-                                let until = if got_any {
-                                    deadline
-                                } else {
-                                    first_deadline.min(deadline)
-                                };
-                                let next = match tokio::time::timeout_at(until, deltas.next()).await
-                                {
-                                    Err(_) => {
-                                        break Err(ProviderError::new(
-                                            FailureKind::Timeout,
-                                            if got_any {
-                                                "the answer did not finish in time"
-                                            } else {
-                                                "no first token in time"
-                                            },
-                                        ))
-                                    }
-                                    Ok(None) => {
-                                        break Err(ProviderError::new(
-                                            FailureKind::Malformed,
-                                            "the stream ended without its end",
-                                        ))
-                                    }
-                                    Ok(Some(Err(e))) => break Err(e),
-                                    Ok(Some(Ok(d))) => d,
-                                };
-                                got_any = true;
-                                match next {
-                                    Delta::Text(t) => {
-                                        let mut t = t.as_str();
-                                        if matched < raw.len() {
-                                            let want = &raw[matched..];
-                                            let common = common_prefix(want, t);
-                                            if common < want.len().min(t.len()) && sent.is_empty() {
-                                                // Nothing reached the client yet (it was all in the
-                                                // guard's window): start over with this answer.
-                                                sg = gw.inner.guard.stream();
-                                                raw.clear();
-                                                matched = 0;
-                                            } else if common < want.len().min(t.len()) {
-                                                let e = GatewayError::Interrupted(format!(
-                                                "{} broke the stream and {} answered differently",
-                                                last.as_ref().map(|l| l.kind.as_str()).unwrap_or("a failure"),
-                                                target.label()
-                                            ));
-                                                attempts.push(json!({"target": target.label(), "outcome": "diverged", "ms": t0.elapsed().as_secs_f64() * 1e3}));
-                                                self.end_stream(
-                                                    &tx,
-                                                    Failed { error: e, attempts },
-                                                    &sent,
-                                                    &sg.decisions,
-                                                )
-                                                .await;
-                                                return;
-                                            } else {
-                                                matched += common;
-                                                t = &t[common..];
-                                            }
-                                        }
-                                        if t.is_empty() {
-                                            continue;
-                                        }
-                                        raw.push_str(t);
-                                        matched = raw.len();
-                                        let out = sg.push(t);
-                                        if !out.is_empty() {
-                                            ttft.get_or_insert_with(|| {
-                                                self.started.elapsed().as_secs_f64() * 1e3
-                                            });
-                                            sent.push_str(&out);
-                                            if tx.send(StreamEvent::Text(out)).await.is_err() {
-                                                break Err(ProviderError::new(
-                                                    FailureKind::Connection,
-                                                    "client went away",
-                                                ));
-                                            }
-                                        }
-                                        if sg.blocked.is_some() {
-                                            break Ok((FinishReason::ContentFilter, None));
-                                        }
-                                    }
-                                    Delta::Finish { reason, usage } => {
-                                        if matched < raw.len() {
-                                            break Err(ProviderError::new(
-                                                FailureKind::Malformed,
-                                                "the retried answer was shorter than what was sent",
-                                            ));
-                                        }
-                                        break Ok((reason, usage));
-                                    }
-                                }
-                            }
-                        }
-                    };
-                match outcome {
-                    Ok((reason, usage)) => {
-                        attempts.push(attempt_json(&target, None, t0));
-                        let rest = sg.finish();
-                        if !rest.is_empty() {
-                            ttft.get_or_insert_with(|| self.started.elapsed().as_secs_f64() * 1e3);
-                            sent.push_str(&rest);
-                            let _ = tx.send(StreamEvent::Text(rest)).await;
-                        }
-                        let reason = if sg.blocked.is_some() {
-                            FinishReason::ContentFilter
-                        } else {
-                            reason
-                        };
-                        let usage = usage.unwrap_or_else(|| {
-                            Usage::new(
-                                self.prompt_tokens,
-                                completion_token_bound(&raw, self.call.max_tokens),
-                            )
-                        });
-                        let out = ChatOutput {
-                            text: sent.clone(),
-                            finish_reason: reason,
-                            usage,
-                            model: target.model.clone(),
-                            cost_usd: 0.0,
-                        };
-                        let decisions = std::mem::take(&mut sg.decisions);
-                        let output = self
-                            .succeed(&target, out, attempts, Some((decisions, ttft)))
-                            .await;
-                        let _ = tx
-                            .send(StreamEvent::Done {
-                                finish_reason: output.finish_reason,
-                                usage: output.usage,
-                                model: output.model,
-                                cost_usd: output.cost_usd,
-                            })
-                            .await;
+                    AttemptEnd::Finished(reason, usage) => {
+                        st.attempts.push(attempt_json(&target, None, t0));
+                        self.finish_stream(st, &target, reason, usage, &tx).await;
                         return;
                     }
-                    Err(e) if tx.is_closed() => {
-                        attempts.push(attempt_json(&target, Some(&e), t0));
-                        // The client left: charge what was generated, log, stop.
-                        let usage = Usage::new(
-                            self.prompt_tokens,
-                            completion_token_bound(&raw, self.call.max_tokens),
-                        );
-                        let cost = self.gw.cost(&target, usage);
-                        self.gw
-                            .inner
-                            .budgets
-                            .settle(std::mem::take(&mut self.reservation), cost);
-                        let mut log = self.log_record(attempts, Some(&sent), &sg.decisions, ttft);
-                        log.status = "cancelled".into();
-                        log.provider = Some(target.provider.clone());
-                        log.model = Some(target.model.clone());
-                        log.tokens_in = usage.prompt_tokens;
-                        log.tokens_out = usage.completion_tokens;
-                        log.cost_usd = cost;
-                        self.gw.inner.log.record(log).await;
+                    AttemptEnd::Diverged(e) => {
+                        st.attempts.push(json!({"target": target.label(), "outcome": "diverged", "ms": t0.elapsed().as_secs_f64() * 1e3}));
+                        let decisions = std::mem::take(&mut st.sg.decisions);
+                        let failed = Failed {
+                            error: e,
+                            attempts: st.attempts,
+                        };
+                        self.end_stream(&tx, failed, &st.sent, &decisions).await;
                         return;
                     }
-                    Err(e) => {
+                    AttemptEnd::Failed(e) if tx.is_closed() => {
+                        st.attempts.push(attempt_json(&target, Some(&e), t0));
+                        self.client_left(st, &target).await;
+                        return;
+                    }
+                    AttemptEnd::Failed(e) => {
                         let mut a = attempt_json(&target, Some(&e), t0);
-                        a["text_received"] = json!(raw.len());
-                        a["text_sent"] = json!(sent.len());
-                        attempts.push(a);
+                        a["text_received"] = json!(st.raw.len());
+                        a["text_sent"] = json!(st.sent.len());
+                        st.attempts.push(a);
                         let kind = e.kind;
-                        last = Some(e);
+                        st.last = Some(e);
                         match self.route.after_failure(&target, kind, n).await {
                             Next::Retry => continue,
                             Next::NextTarget => break,
@@ -731,10 +687,214 @@ impl Run {
                 }
             }
         }
-        let error = upstream_error(last, attempts.len());
-        let decisions = sg.decisions.clone();
-        self.end_stream(&tx, Failed { error, attempts }, &sent, &decisions)
+        let error = upstream_error(st.last, st.attempts.len());
+        let decisions = st.sg.decisions.clone();
+        self.end_stream(
+            &tx,
+            Failed {
+                error,
+                attempts: st.attempts,
+            },
+            &st.sent,
+            &decisions,
+        )
+        .await;
+    }
+
+    /// One streaming attempt on one target: opens the stream within the first-byte timeout,
+    /// then passes its text through the guard to the client until it finishes or fails.
+    async fn stream_attempt(
+        &self,
+        st: &mut Streamed<'_>,
+        provider: &Provider,
+        call: &Call,
+        target: &Target,
+        tx: &mpsc::Sender<StreamEvent>,
+    ) -> AttemptEnd {
+        let deadline = tokio::time::Instant::now() + self.attempt_timeout();
+        let first_deadline = tokio::time::Instant::now() + call.first_byte;
+        let mut deltas = match tokio::time::timeout_at(
+            first_deadline.min(deadline),
+            provider.stream(call),
+        )
+        .await
+        {
+            Ok(Ok(d)) => d,
+            Ok(Err(e)) => return AttemptEnd::Failed(e),
+            Err(_) => {
+                return AttemptEnd::Failed(ProviderError::new(
+                    FailureKind::Timeout,
+                    "no first byte in time",
+                ))
+            }
+        };
+        st.matched = 0;
+        let mut got_any = false;
+        loop {
+            let until = if got_any {
+                deadline
+            } else {
+                first_deadline.min(deadline)
+            };
+            let next = match tokio::time::timeout_at(until, deltas.next()).await {
+                Err(_) => {
+                    return AttemptEnd::Failed(ProviderError::new(
+                        FailureKind::Timeout,
+                        if got_any {
+                            "the answer did not finish in time"
+                        } else {
+                            "no first token in time"
+                        },
+                    ))
+                }
+                Ok(None) => {
+                    return AttemptEnd::Failed(ProviderError::new(
+                        FailureKind::Malformed,
+                        "the stream ended without its end",
+                    ))
+                }
+                Ok(Some(Err(e))) => return AttemptEnd::Failed(e),
+                Ok(Some(Ok(d))) => d,
+            };
+            got_any = true;
+            match next {
+                Delta::Text(t) => {
+                    if let Some(end) = self.on_text(st, &t, target, tx).await {
+                        return end;
+                    }
+                }
+                Delta::Finish { .. } if st.matched < st.raw.len() => {
+                    return AttemptEnd::Failed(ProviderError::new(
+                        FailureKind::Malformed,
+                        "the retried answer was shorter than what was sent",
+                    ));
+                }
+                Delta::Finish { reason, usage } => return AttemptEnd::Finished(reason, usage),
+            }
+        }
+    }
+
+    /// A piece of streamed text: skips what a retry repeats of text already consumed, passes
+    /// the rest through the guard and sends what it lets out. `Some` ends the attempt.
+    async fn on_text(
+        &self,
+        st: &mut Streamed<'_>,
+        text: &str,
+        target: &Target,
+        tx: &mpsc::Sender<StreamEvent>,
+    ) -> Option<AttemptEnd> {
+        let mut t = text;
+        if st.matched < st.raw.len() {
+            let want = &st.raw[st.matched..];
+            let common = common_prefix(want, t);
+            if common < want.len().min(t.len()) && st.sent.is_empty() {
+                // Nothing reached the client yet (it was all in the guard's window): start
+                // over with this answer.
+                st.restart();
+            } else if common < want.len().min(t.len()) {
+                return Some(AttemptEnd::Diverged(GatewayError::Interrupted(format!(
+                    "{} broke the stream and {} answered differently",
+                    st.last
+                        .as_ref()
+                        .map(|l| l.kind.as_str())
+                        .unwrap_or("a failure"),
+                    target.label()
+                ))));
+            } else {
+                st.matched += common;
+                t = &t[common..];
+            }
+        }
+        if t.is_empty() {
+            return None;
+        }
+        st.raw.push_str(t);
+        st.matched = st.raw.len();
+        let out = st.sg.push(t);
+        if !out.is_empty() {
+            st.ttft
+                .get_or_insert_with(|| self.started.elapsed().as_secs_f64() * 1e3);
+            st.sent.push_str(&out);
+            if tx.send(StreamEvent::Text(out)).await.is_err() {
+                return Some(AttemptEnd::Failed(ProviderError::new(
+                    FailureKind::Connection,
+                    "client went away",
+                )));
+            }
+        }
+        if st.sg.blocked.is_some() {
+            return Some(AttemptEnd::Finished(FinishReason::ContentFilter, None));
+        }
+        None
+    }
+
+    /// The stream finished: flushes the guard's window, settles, logs, sends `Done`.
+    async fn finish_stream(
+        self,
+        mut st: Streamed<'_>,
+        target: &Target,
+        reason: FinishReason,
+        usage: Option<Usage>,
+        tx: &mpsc::Sender<StreamEvent>,
+    ) {
+        let rest = st.sg.finish();
+        if !rest.is_empty() {
+            st.ttft
+                .get_or_insert_with(|| self.started.elapsed().as_secs_f64() * 1e3);
+            st.sent.push_str(&rest);
+            let _ = tx.send(StreamEvent::Text(rest)).await;
+        }
+        let reason = if st.sg.blocked.is_some() {
+            FinishReason::ContentFilter
+        } else {
+            reason
+        };
+        let usage = usage.unwrap_or_else(|| {
+            Usage::new(
+                self.prompt_tokens,
+                completion_token_bound(&st.raw, self.call.max_tokens),
+            )
+        });
+        let out = ChatOutput {
+            text: st.sent,
+            finish_reason: reason,
+            usage,
+            model: target.model.clone(),
+            cost_usd: 0.0,
+        };
+        let decisions = std::mem::take(&mut st.sg.decisions);
+        let output = self
+            .succeed(target, out, st.attempts, Some((decisions, st.ttft)))
             .await;
+        let _ = tx
+            .send(StreamEvent::Done {
+                finish_reason: output.finish_reason,
+                usage: output.usage,
+                model: output.model,
+                cost_usd: output.cost_usd,
+            })
+            .await;
+    }
+
+    /// The client left mid-answer: charges what was generated, logs, stops.
+    async fn client_left(mut self, st: Streamed<'_>, target: &Target) {
+        let usage = Usage::new(
+            self.prompt_tokens,
+            completion_token_bound(&st.raw, self.call.max_tokens),
+        );
+        let cost = self.gw.cost(target, usage);
+        self.gw
+            .inner
+            .budgets
+            .settle(std::mem::take(&mut self.reservation), cost);
+        let mut log = self.log_record(st.attempts, Some(&st.sent), &st.sg.decisions, st.ttft);
+        log.status = "cancelled".into();
+        log.provider = Some(target.provider.clone());
+        log.model = Some(target.model.clone());
+        log.tokens_in = usage.prompt_tokens;
+        log.tokens_out = usage.completion_tokens;
+        log.cost_usd = cost;
+        self.gw.inner.log.record(log).await;
     }
 
     async fn end_stream(

@@ -439,6 +439,13 @@ pub struct StreamGuard<'g> {
 }
 
 impl StreamGuard<'_> {
+    /// Forgets everything scanned, to scan another answer.
+    pub fn reset(&mut self) {
+        self.pending.clear();
+        self.decisions.clear();
+        self.blocked = None;
+    }
+
     /// Takes more text; returns what may be sent now. After a block, returns nothing.
     pub fn push(&mut self, text: &str) -> String {
         if self.blocked.is_some() {

@@ -309,6 +309,40 @@ fn held_back(text: &str, stops: &[String]) -> usize {
     hold
 }
 
+/// Greedy at temperature 0 (0.7 when unset), nucleus with a `top_p` in (0, 1), else
+/// sampling over the whole vocabulary.
+fn sampling_of(temperature: Option<f32>, top_p: Option<f32>) -> Sampling {
+    let temperature = temperature.unwrap_or(0.7) as f64;
+    if temperature <= 0.0 {
+        return Sampling::ArgMax;
+    }
+    match top_p {
+        Some(top_p) if top_p > 0.0 && top_p < 1.0 => Sampling::TopP {
+            p: top_p as f64,
+            temperature,
+        },
+        _ => Sampling::All { temperature },
+    }
+}
+
+/// Where the first stop sequence begins in `text`, searching only where one could have
+/// been completed since `emitted` bytes were sent.
+fn stop_at(text: &str, emitted: usize, stops: &[String]) -> Option<usize> {
+    let search_from = emitted.saturating_sub(stops.iter().map(String::len).max().unwrap_or(0));
+    let search_from = (0..=search_from)
+        .rev()
+        .find(|i| text.is_char_boundary(*i))
+        .unwrap_or(0);
+    stops
+        .iter()
+        .filter_map(|s| {
+            text[search_from..]
+                .find(s.as_str())
+                .map(|i| search_from + i)
+        })
+        .min()
+}
+
 fn generate(model: &mut Loaded, job: Job) -> Result<(), LocalError> {
     let p = &job.params;
     let prompt = model.format.render(&p.messages)?;
@@ -321,20 +355,8 @@ fn generate(model: &mut Loaded, job: Job) -> Result<(), LocalError> {
         )));
     }
     let budget = (p.max_tokens as usize).min(model.context - ids.len());
-    let temperature = p.temperature.unwrap_or(0.7) as f64;
-    let sampling = if temperature <= 0.0 {
-        Sampling::ArgMax
-    } else {
-        match p.top_p {
-            Some(top_p) if top_p > 0.0 && top_p < 1.0 => Sampling::TopP {
-                p: top_p as f64,
-                temperature,
-            },
-            _ => Sampling::All { temperature },
-        }
-    };
     let seed = p.seed.unwrap_or_else(rand::random);
-    let mut sampler = LogitsProcessor::from_sampling(seed, sampling);
+    let mut sampler = LogitsProcessor::from_sampling(seed, sampling_of(p.temperature, p.top_p));
     let input = Tensor::new(ids.as_slice(), &Device::Cpu)?.unsqueeze(0)?;
     let mut logits = model.weights.forward(&input, 0)?.squeeze(0)?;
     let mut out: Vec<u32> = Vec::new();
@@ -359,22 +381,7 @@ fn generate(model: &mut Loaded, job: Job) -> Result<(), LocalError> {
         let text = model.format.decode(&out)?;
         // A multi-byte character split over tokens decodes to U+FFFD until it is whole.
         if !text.ends_with('\u{FFFD}') && text.len() > emitted {
-            let search_from =
-                emitted.saturating_sub(p.stop.iter().map(String::len).max().unwrap_or(0));
-            let search_from = (0..=search_from)
-                .rev()
-                .find(|i| text.is_char_boundary(*i))
-                .unwrap_or(0);
-            if let Some(cut) = p
-                .stop
-                .iter()
-                .filter_map(|s| {
-                    text[search_from..]
-                        .find(s.as_str())
-                        .map(|i| search_from + i)
-                })
-                .min()
-            {
+            if let Some(cut) = stop_at(&text, emitted, &p.stop) {
                 if cut > emitted
                     && job
                         .tx
@@ -427,7 +434,17 @@ fn generate(model: &mut Loaded, job: Job) -> Result<(), LocalError> {
 
 #[cfg(test)]
 mod tests {
-    use super::held_back;
+    use super::{held_back, stop_at};
+
+    #[test]
+    fn stop_at_finds_the_earliest_stop_on_a_char_boundary() {
+        let stops = vec!["\n\nQ:".to_owned(), "END".to_owned()];
+        assert_eq!(stop_at("abc\n\nQ: more", 3, &stops), Some(3));
+        assert_eq!(stop_at("abc END \n\nQ:", 5, &stops), Some(4));
+        assert_eq!(stop_at("no stop here", 4, &stops), None);
+        // The search start backs off to a character boundary.
+        assert_eq!(stop_at("ééééé END", 10, &stops), Some(11));
+    }
 
     #[test]
     fn text_that_may_begin_a_stop_sequence_is_held_back() {
