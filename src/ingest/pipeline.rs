@@ -202,54 +202,10 @@ pub fn process_document(
     };
     let is_upload = matches!(finish, Finish::Publish);
     let extracted: Extracted = ctx.step(&name("extract"), &extract_options(), |_| {
-        if is_upload {
-            host.store()
-                .mark_processing(&doc.id)
-                .map_err(store_step_error)?;
-        }
-        fail::fail_point!("ingest::extract", |_| Err(StepError::fatal(
-            "injected",
-            "failpoint"
-        )));
-        let bytes = host.blobs().get(&doc.sha256).map_err(|e| {
-            StepError::retryable("blob_unreadable", format!("stored upload unreadable: {e}"))
-        })?;
-        let options = ExtractOptions {
-            isolation: host.isolation().clone(),
-            password: None,
-        };
-        let extracted = extract(&bytes, Some(&doc.name), &options).map_err(|e| match e {
-            IngestError::Worker(_) | IngestError::Crashed(_) => {
-                StepError::retryable(e.code(), e.to_string())
-            }
-            e => StepError::fatal(e.code(), e.to_string()),
-        })?;
-        // Checked before the text is persisted as the step's result.
-        let limit = host.limits().max_extracted_chars;
-        let chars = extracted.text.chars().count();
-        if chars > limit {
-            let e = IngestError::TooLong { chars, limit };
-            return Err(StepError::fatal(e.code(), e.to_string()));
-        }
-        Ok(extracted)
+        extract_text(host, doc, is_upload)
     })?;
     let chunked: Chunked = ctx.step(&name("chunk"), &quick_options(), |_| {
-        let options = ChunkingOptions::new(
-            chunking.max_tokens as usize,
-            chunking.overlap_tokens as usize,
-        );
-        let chunks = Chunker::new(embedder.tokenizer(), options).chunk(&doc.id, &extracted);
-        if chunks.is_empty() {
-            return Err(StepError::fatal(
-                "no_text",
-                "the document holds no text to index",
-            ));
-        }
-        Ok(Chunked {
-            pages: (extracted.page_count() > 0).then_some(extracted.page_count() as u32),
-            warnings: extracted.warnings.clone(),
-            chunks,
-        })
+        chunk_text(embedder.as_ref(), chunking, doc, &extracted)
     })?;
     drop(extracted);
     let batch = host.limits().embed_batch_chunks.max(1);
@@ -293,6 +249,65 @@ pub fn process_document(
     };
     ctx.forget(&format!("{prefix}{}/", doc.id), &last)?;
     Ok(finished)
+}
+
+/// The `extract` step: the stored bytes to text, in the isolated worker; a text longer
+/// than the limit fails before it is persisted as the step's result.
+fn extract_text(host: &dyn Host, doc: &Document, is_upload: bool) -> Result<Extracted, StepError> {
+    if is_upload {
+        host.store()
+            .mark_processing(&doc.id)
+            .map_err(store_step_error)?;
+    }
+    fail::fail_point!("ingest::extract", |_| Err(StepError::fatal(
+        "injected",
+        "failpoint"
+    )));
+    let bytes = host.blobs().get(&doc.sha256).map_err(|e| {
+        StepError::retryable("blob_unreadable", format!("stored upload unreadable: {e}"))
+    })?;
+    let options = ExtractOptions {
+        isolation: host.isolation().clone(),
+        password: None,
+    };
+    let extracted = extract(&bytes, Some(&doc.name), &options).map_err(|e| match e {
+        IngestError::Worker(_) | IngestError::Crashed(_) => {
+            StepError::retryable(e.code(), e.to_string())
+        }
+        e => StepError::fatal(e.code(), e.to_string()),
+    })?;
+    let limit = host.limits().max_extracted_chars;
+    let chars = extracted.text.chars().count();
+    if chars > limit {
+        let e = IngestError::TooLong { chars, limit };
+        return Err(StepError::fatal(e.code(), e.to_string()));
+    }
+    Ok(extracted)
+}
+
+/// The `chunk` step: the text cut into chunks by the embedder's tokenizer.
+fn chunk_text(
+    embedder: &dyn Embedder,
+    chunking: ChunkingStamp,
+    doc: &Document,
+    extracted: &Extracted,
+) -> Result<Chunked, StepError> {
+    let options = ChunkingOptions::new(
+        chunking.max_tokens as usize,
+        chunking.overlap_tokens as usize,
+    );
+    let chunks = Chunker::new(embedder.tokenizer(), options).chunk(&doc.id, extracted);
+    if chunks.is_empty() {
+        return Err(StepError::fatal(
+            "no_text",
+            "the document holds no text to index",
+        ));
+    }
+    Ok(Chunked {
+        pages: (extracted.page_count() > 0).then_some(extracted.page_count() as u32),
+        warnings: extracted.warnings.clone(),
+        chunks,
+    })
 }
 
 fn chunk_rows<'a>(chunks: &'a [Chunk], vectors: &'a [Vec<f32>]) -> Vec<ChunkRow<'a>> {

@@ -18,8 +18,8 @@ use super::{Core, ServiceError};
 use crate::backoff::Backoff;
 use crate::error::Classify;
 use crate::index::IndexStamp;
-use crate::ingest::pipeline::{process_document, Finish, Finished};
-use crate::store::{ChunkingStamp, GenerationSwitch, StoreError, WorkflowRecord};
+use crate::ingest::pipeline::{process_document, Finish};
+use crate::store::{ChunkingStamp, GenerationSwitch, Kb, StoreError, WorkflowRecord};
 use crate::workflow::{Ctx, Handler, Interrupt, StepError, StepOptions};
 
 /// Input of a `reindex` run.
@@ -71,33 +71,7 @@ impl Handler for ReindexFlow {
             .kb_by_id(&input.kb_id)
             .map_err(|e| Interrupt::failed("plan", "gone", e))?;
         let plan: Plan = ctx.step("plan", &StepOptions::default(), |_| {
-            let (model_id, source, dimension) = match &input.embedding_model {
-                Some(spec) => {
-                    let r = core
-                        .models
-                        .resolve(spec)
-                        .map_err(|e| StepError::fatal(e.code(), e.to_string()))?;
-                    let id = r.embedder.model_id().to_owned();
-                    (id, r.source, r.embedder.dimension() as u32)
-                }
-                None => (
-                    kb.embedding_model.clone(),
-                    kb.model_source.clone(),
-                    kb.dimension,
-                ),
-            };
-            let chunking = input.chunking.unwrap_or(kb.chunking);
-            let generation = core
-                .store
-                .begin_generation(&kb.id)
-                .map_err(|e| StepError::retryable("store_error", e.to_string()))?;
-            Ok(Plan {
-                generation,
-                embedding_model: model_id,
-                model_source: source,
-                dimension,
-                chunking,
-            })
+            make_plan(&core, &kb, &input)
         })?;
         let switched = |core: &Core| -> Result<bool, Interrupt> {
             Ok(core.store.kb_by_id(&kb.id)?.generation >= plan.generation)
@@ -115,74 +89,38 @@ impl Handler for ReindexFlow {
                 .for_kb(&probe)
                 .map_err(|e| Interrupt::failed("plan", "model_unavailable", e))?
         };
-        let mut staged_docs = 0usize;
-        let mut chunks = 0usize;
+        let mut tally = Tally::default();
         for round in 0..MAX_ROUNDS {
             let missing = core
                 .store
                 .documents_missing_generation(&kb.id, plan.generation)?;
-            let total_now = staged_docs + missing.len();
+            let total_now = tally.documents + missing.len();
             for doc in &missing {
-                let f: Finished = process_document(
-                    ctx,
-                    core.as_ref(),
-                    &kb,
-                    doc,
-                    Finish::Stage {
-                        generation: plan.generation,
-                        chunking: plan.chunking,
-                        embedder: &embedder,
-                    },
-                    &format!("r{round}/"),
-                )?;
-                staged_docs += 1;
-                chunks += f.chunks;
+                let finish = Finish::Stage {
+                    generation: plan.generation,
+                    chunking: plan.chunking,
+                    embedder: &embedder,
+                };
+                let f =
+                    process_document(ctx, core.as_ref(), &kb, doc, finish, &format!("r{round}/"))?;
+                tally.documents += 1;
+                tally.chunks += f.chunks;
                 ctx.progress(json!({
-                    "phase": "embedding", "documents": total_now, "done": staged_docs, "chunks": chunks,
-                    "generation": plan.generation
+                    "phase": "embedding", "documents": total_now, "done": tally.documents,
+                    "chunks": tally.chunks, "generation": plan.generation
                 }))?;
             }
             if input.approve_swap {
-                ctx.progress(json!({ "phase": "awaiting_approval", "documents": staged_docs, "done": staged_docs, "chunks": chunks }))?;
+                ctx.progress(tally.json("awaiting_approval"))?;
                 ctx.wait_for_event("approve", Duration::from_secs(7 * 24 * 3600))?;
             }
-            ctx.progress(json!({ "phase": "building_index", "documents": staged_docs, "done": staged_docs, "chunks": chunks }))?;
-            // The new generation's index is built outside any lock (searches keep running on
-            // the serving one); a run resumed after a crash builds it again from stored
-            // vectors, which needs no model.
-            let stamp = IndexStamp {
-                model_id: plan.embedding_model.clone(),
-                dimension: plan.dimension as usize,
-            };
-            let mut collection = core
-                .indexes
-                .build(
-                    &kb.id,
-                    &kb.name,
-                    &stamp,
-                    Some(plan.generation),
-                    core.store.as_ref(),
-                )
-                .map_err(|e| Interrupt::failed("build", "index_error", e))?;
-            ctx.checkpoint()?;
-            let swap: Option<u64> = ctx.step(
-                &format!("swap/{round}"),
-                &StepOptions {
-                    max_attempts: 3,
-                    backoff: Backoff::Constant { delay_ms: 500 },
-                    timeout: None,
-                },
-                |_| {
-                    swap(&core, &kb.id, &plan, &mut collection)
-                        .map_err(|e| StepError::fatal(e.code(), e.to_string()))
-                },
-            )?;
-            if let Some(seq) = swap {
-                ctx.progress(json!({ "phase": "switched", "documents": staged_docs, "done": staged_docs, "chunks": chunks }))?;
-                tracing::info!(kb = %kb.name, generation = plan.generation, seq, chunks, "reindex switched generation");
-                return Ok(
-                    json!({ "generation": plan.generation, "documents": staged_docs, "chunks": chunks, "switched": true }),
-                );
+            if let Some(seq) = build_and_swap(ctx, &core, &kb, &plan, round, &tally)? {
+                ctx.progress(tally.json("switched"))?;
+                tracing::info!(kb = %kb.name, generation = plan.generation, seq, chunks = tally.chunks, "reindex switched generation");
+                return Ok(json!({
+                    "generation": plan.generation, "documents": tally.documents,
+                    "chunks": tally.chunks, "switched": true
+                }));
             }
             if switched(&core)? {
                 return Ok(json!({ "generation": plan.generation, "switched": true }));
@@ -213,6 +151,88 @@ impl Handler for ReindexFlow {
             }
         }
     }
+}
+
+/// Documents and chunks a reindex has staged so far.
+#[derive(Debug, Default)]
+struct Tally {
+    documents: usize,
+    chunks: usize,
+}
+
+impl Tally {
+    fn json(&self, phase: &str) -> Value {
+        json!({ "phase": phase, "documents": self.documents, "done": self.documents, "chunks": self.chunks })
+    }
+}
+
+/// The `plan` step: the model and chunking to switch to, and a new generation to stage into.
+fn make_plan(core: &Core, kb: &Kb, input: &ReindexInput) -> Result<Plan, StepError> {
+    let (model_id, source, dimension) = match &input.embedding_model {
+        Some(spec) => {
+            let r = core
+                .models
+                .resolve(spec)
+                .map_err(|e| StepError::fatal(e.code(), e.to_string()))?;
+            let id = r.embedder.model_id().to_owned();
+            (id, r.source, r.embedder.dimension() as u32)
+        }
+        None => (
+            kb.embedding_model.clone(),
+            kb.model_source.clone(),
+            kb.dimension,
+        ),
+    };
+    let chunking = input.chunking.unwrap_or(kb.chunking);
+    let generation = core
+        .store
+        .begin_generation(&kb.id)
+        .map_err(|e| StepError::retryable("store_error", e.to_string()))?;
+    Ok(Plan {
+        generation,
+        embedding_model: model_id,
+        model_source: source,
+        dimension,
+        chunking,
+    })
+}
+
+/// Builds the new generation's index outside any lock (searches keep running on the serving
+/// one; a run resumed after a crash builds it again from stored vectors, which needs no
+/// model), then the `swap/N` step. `Some(seq)` once switched.
+fn build_and_swap(
+    ctx: &mut Ctx<'_>,
+    core: &Core,
+    kb: &Kb,
+    plan: &Plan,
+    round: usize,
+    tally: &Tally,
+) -> Result<Option<u64>, Interrupt> {
+    ctx.progress(tally.json("building_index"))?;
+    let stamp = IndexStamp {
+        model_id: plan.embedding_model.clone(),
+        dimension: plan.dimension as usize,
+    };
+    let mut collection = core
+        .indexes
+        .build(
+            &kb.id,
+            &kb.name,
+            &stamp,
+            Some(plan.generation),
+            core.store.as_ref(),
+        )
+        .map_err(|e| Interrupt::failed("build", "index_error", e))?;
+    ctx.checkpoint()?;
+    let options = StepOptions {
+        max_attempts: 3,
+        backoff: Backoff::Constant { delay_ms: 500 },
+        timeout: None,
+    };
+    ctx.step(&format!("swap/{round}"), &options, |_| {
+        swap(core, &kb.id, plan, &mut collection)
+            .map_err(|e| StepError::fatal(e.code(), e.to_string()))
+    })
 }
 
 /// Under the KB's write lock: if every ready document has chunks in the new generation,

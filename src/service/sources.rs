@@ -154,45 +154,7 @@ fn apply(
             current.insert(path.to_owned(), d);
         }
     }
-    let mut uploads = Vec::new();
-    for file in seen {
-        if file.size > core.config.ingest.max_file_bytes {
-            applied.skipped.insert(
-                file.path.clone(),
-                "larger than ingest.max_file_bytes".into(),
-            );
-            continue;
-        }
-        match current.get(&file.path) {
-            Some(d) if d.sha256 == file.sha256 => {
-                applied.unchanged += 1;
-                continue;
-            }
-            Some(_) => applied.changed += 1,
-            None => applied.added += 1,
-        }
-        let bytes = match std::fs::read(root.join(&file.path)) {
-            Ok(b) => b,
-            Err(e) => {
-                applied.skipped.insert(file.path.clone(), e.to_string());
-                continue;
-            }
-        };
-        if crate::ingest::detect::detect(&bytes, Some(&file.path)).is_err() || bytes.is_empty() {
-            applied
-                .skipped
-                .insert(file.path.clone(), "not a supported document type".into());
-            continue;
-        }
-        let mut metadata = serde_json::Map::new();
-        metadata.insert("source_id".into(), json!(source.id));
-        metadata.insert("source_path".into(), json!(file.path));
-        uploads.push(Upload {
-            name: file.path.clone(),
-            bytes: bytes.into(),
-            metadata,
-        });
-    }
+    let uploads = changed_files(core, source, root, seen, &current, &mut applied);
     let present: std::collections::HashSet<&str> = seen.iter().map(|s| s.path.as_str()).collect();
     for d in &docs {
         let path = d
@@ -233,6 +195,59 @@ fn apply(
         }
     }
     Ok(applied)
+}
+
+/// The files of a scan to upload (new, or with other bytes than the live document of their
+/// path), read from the folder; counts them and the unchanged ones, and notes why any other
+/// file was skipped.
+fn changed_files(
+    core: &Core,
+    source: &Source,
+    root: &Path,
+    seen: &[Seen],
+    current: &BTreeMap<String, &crate::store::Document>,
+    applied: &mut Applied,
+) -> Vec<Upload> {
+    let mut uploads = Vec::new();
+    for file in seen {
+        if file.size > core.config.ingest.max_file_bytes {
+            applied.skipped.insert(
+                file.path.clone(),
+                "larger than ingest.max_file_bytes".into(),
+            );
+            continue;
+        }
+        match current.get(&file.path) {
+            Some(d) if d.sha256 == file.sha256 => {
+                applied.unchanged += 1;
+                continue;
+            }
+            Some(_) => applied.changed += 1,
+            None => applied.added += 1,
+        }
+        let bytes = match std::fs::read(root.join(&file.path)) {
+            Ok(b) => b,
+            Err(e) => {
+                applied.skipped.insert(file.path.clone(), e.to_string());
+                continue;
+            }
+        };
+        if crate::ingest::detect::detect(&bytes, Some(&file.path)).is_err() || bytes.is_empty() {
+            applied
+                .skipped
+                .insert(file.path.clone(), "not a supported document type".into());
+            continue;
+        }
+        let mut metadata = serde_json::Map::new();
+        metadata.insert("source_id".into(), json!(source.id));
+        metadata.insert("source_path".into(), json!(file.path));
+        uploads.push(Upload {
+            name: file.path.clone(),
+            bytes: bytes.into(),
+            metadata,
+        });
+    }
+    uploads
 }
 
 /// Starts the syncs whose time has come (called by the service's housekeeping thread).

@@ -721,35 +721,8 @@ impl Ctx<'_> {
         T: Serialize + DeserializeOwned,
         F: FnMut(&Attempt) -> Result<T, StepError>,
     {
-        if let Some(s) = self.steps.get(name) {
-            match s.status {
-                StepStatus::Completed => {
-                    let output = s.output.clone().ok_or_else(|| {
-                        Interrupt::Failed(StepFailure {
-                            step: name.to_owned(),
-                            code: "output_dropped".into(),
-                            message: "the step's output was dropped before a later read".into(),
-                        })
-                    })?;
-                    return serde_json::from_value(output).map_err(|e| {
-                        Interrupt::Failed(StepFailure {
-                            step: name.to_owned(),
-                            code: "bad_output".into(),
-                            message: format!("stored output unreadable: {e}"),
-                        })
-                    });
-                }
-                StepStatus::Failed => return Err(Interrupt::Failed(failure_of(s))),
-                StepStatus::Retrying => {
-                    if let Some(until) = s.wake_at.filter(|t| *t > Utc::now()) {
-                        return Err(Interrupt::Suspend {
-                            until: Some(until),
-                            event: None,
-                        });
-                    }
-                }
-                StepStatus::Running => {}
-            }
+        if let Some(done) = self.recorded(name) {
+            return done;
         }
         self.checkpoint()?;
         loop {
@@ -773,25 +746,7 @@ impl Ctx<'_> {
             rec.status = StepStatus::Running;
             rec.wake_at = None;
             self.save(rec.clone())?;
-            let started = Instant::now();
-            let attempt = Attempt {
-                number: rec.attempts,
-                deadline: options.timeout.map(|t| started + t),
-            };
-            let result = match std::panic::catch_unwind(AssertUnwindSafe(|| body(&attempt))) {
-                Ok(r) => r,
-                Err(panic) => Err(StepError::fatal("panic", panic_message(panic.as_ref()))),
-            };
-            let result = match (result, options.timeout) {
-                (Ok(_), Some(t)) if started.elapsed() > t => Err(StepError::retryable(
-                    "timeout",
-                    format!("the attempt took longer than {} ms", t.as_millis()),
-                )),
-                (r, _) => r,
-            };
-            metrics::histogram!("groundwork_workflow_step_seconds", "kind" => self.wf.kind.clone())
-                .record(started.elapsed().as_secs_f64());
-            match result {
+            match self.attempt(rec.attempts, options, &mut body) {
                 Ok(value) => {
                     let output = serde_json::to_value(&value).map_err(|e| {
                         Interrupt::Failed(StepFailure {
@@ -807,38 +762,108 @@ impl Ctx<'_> {
                     return Ok(value);
                 }
                 Err(e) => {
-                    tracing::warn!(workflow = %self.wf.id, step = name, attempt = rec.attempts, code = %e.code, error = %e.message, "step attempt failed");
-                    rec.errors.push(AttemptError {
-                        attempt: rec.attempts,
-                        code: e.code.clone(),
-                        message: e.message.clone(),
-                        retryable: e.retryable,
-                        at: Utc::now(),
-                    });
-                    if !e.retryable || rec.attempts >= options.max_attempts {
-                        rec.status = StepStatus::Failed;
-                        rec.finished_at = Some(Utc::now());
-                        let failure = failure_of(&rec);
-                        self.save(rec)?;
-                        return Err(Interrupt::Failed(failure));
-                    }
-                    let delay = options.backoff.delay(rec.attempts);
-                    let until = Utc::now()
-                        + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
-                    rec.status = StepStatus::Retrying;
-                    rec.wake_at = Some(until);
-                    self.save(rec)?;
-                    if delay > INLINE_RETRY {
-                        return Err(Interrupt::Suspend {
-                            until: Some(until),
-                            event: None,
-                        });
-                    }
+                    let delay = self.failed_attempt(rec, e, options)?;
                     std::thread::sleep(delay);
                     self.checkpoint()?;
                 }
             }
         }
+    }
+
+    /// The outcome of an earlier run of step `name`, when it settles the call: its stored
+    /// output, its final failure, or a suspension until its retry is due.
+    fn recorded<T: DeserializeOwned>(&self, name: &str) -> Option<Result<T, Interrupt>> {
+        let s = self.steps.get(name)?;
+        let failed = |code: &str, message: String| {
+            Interrupt::Failed(StepFailure {
+                step: name.to_owned(),
+                code: code.into(),
+                message,
+            })
+        };
+        match s.status {
+            StepStatus::Completed => Some(match s.output.clone() {
+                None => Err(failed(
+                    "output_dropped",
+                    "the step's output was dropped before a later read".into(),
+                )),
+                Some(output) => serde_json::from_value(output)
+                    .map_err(|e| failed("bad_output", format!("stored output unreadable: {e}"))),
+            }),
+            StepStatus::Failed => Some(Err(Interrupt::Failed(failure_of(s)))),
+            StepStatus::Retrying => s.wake_at.filter(|t| *t > Utc::now()).map(|until| {
+                Err(Interrupt::Suspend {
+                    until: Some(until),
+                    event: None,
+                })
+            }),
+            StepStatus::Running => None,
+        }
+    }
+
+    /// Runs attempt `number` of a step's body: a panic is a fatal error, an attempt that
+    /// overran its timeout a retryable one.
+    fn attempt<T>(
+        &self,
+        number: u32,
+        options: &StepOptions,
+        body: &mut impl FnMut(&Attempt) -> Result<T, StepError>,
+    ) -> Result<T, StepError> {
+        let started = Instant::now();
+        let attempt = Attempt {
+            number,
+            deadline: options.timeout.map(|t| started + t),
+        };
+        let result = match std::panic::catch_unwind(AssertUnwindSafe(|| body(&attempt))) {
+            Ok(r) => r,
+            Err(panic) => Err(StepError::fatal("panic", panic_message(panic.as_ref()))),
+        };
+        metrics::histogram!("groundwork_workflow_step_seconds", "kind" => self.wf.kind.clone())
+            .record(started.elapsed().as_secs_f64());
+        match (result, options.timeout) {
+            (Ok(_), Some(t)) if started.elapsed() > t => Err(StepError::retryable(
+                "timeout",
+                format!("the attempt took longer than {} ms", t.as_millis()),
+            )),
+            (r, _) => r,
+        }
+    }
+
+    /// Records a failed attempt. Returns the delay to wait inline before the next attempt;
+    /// `Err` when the step failed for good or its retry is far enough off to park the run.
+    fn failed_attempt(
+        &mut self,
+        mut rec: StepRecord,
+        e: StepError,
+        options: &StepOptions,
+    ) -> Result<Duration, Interrupt> {
+        tracing::warn!(workflow = %self.wf.id, step = %rec.name, attempt = rec.attempts, code = %e.code, error = %e.message, "step attempt failed");
+        rec.errors.push(AttemptError {
+            attempt: rec.attempts,
+            code: e.code.clone(),
+            message: e.message.clone(),
+            retryable: e.retryable,
+            at: Utc::now(),
+        });
+        if !e.retryable || rec.attempts >= options.max_attempts {
+            rec.status = StepStatus::Failed;
+            rec.finished_at = Some(Utc::now());
+            let failure = failure_of(&rec);
+            self.save(rec)?;
+            return Err(Interrupt::Failed(failure));
+        }
+        let delay = options.backoff.delay(rec.attempts);
+        let until = Utc::now() + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
+        rec.status = StepStatus::Retrying;
+        rec.wake_at = Some(until);
+        self.save(rec)?;
+        if delay > INLINE_RETRY {
+            return Err(Interrupt::Suspend {
+                until: Some(until),
+                event: None,
+            });
+        }
+        Ok(delay)
     }
 
     /// Waits `duration` (once: a resumed run does not sleep again). The run is parked, not a
