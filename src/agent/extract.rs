@@ -361,6 +361,55 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
 
+/// How the candidate units match the question's terms.
+struct Lexicon {
+    /// The question's terms.
+    qterms: Vec<String>,
+    /// Each unit's terms.
+    unit_terms: Vec<HashSet<String>>,
+    /// IDF of each question term over the candidate units.
+    idf: HashMap<String, f32>,
+    /// Sum of the IDFs (at least a tiny positive number).
+    total: f32,
+}
+
+impl Lexicon {
+    fn new(question: &str, cands: &Candidates) -> Self {
+        let qterms = terms_of_question(question);
+        let unit_terms: Vec<HashSet<String>> = cands
+            .texts
+            .iter()
+            .map(|t| analyzer().terms(t).into_iter().collect())
+            .collect();
+        // IDF over the candidate units: a term every unit has tells nothing apart.
+        let n = unit_terms.len() as f32;
+        let idf: HashMap<String, f32> = qterms
+            .iter()
+            .map(|t| {
+                let df = unit_terms.iter().filter(|u| u.contains(t)).count() as f32;
+                (t.clone(), (1.0 + (n + 1.0) / (df + 0.5)).ln())
+            })
+            .collect();
+        let total: f32 = idf.values().sum::<f32>().max(1e-6);
+        Self {
+            qterms,
+            unit_terms,
+            idf,
+            total,
+        }
+    }
+
+    /// IDF-weighted share of the question's terms for which `has` holds.
+    fn coverage(&self, has: &dyn Fn(&str) -> bool) -> f32 {
+        self.qterms
+            .iter()
+            .filter(|t| has(t))
+            .map(|t| self.idf[t.as_str()])
+            .sum::<f32>()
+            / self.total
+    }
+}
+
 /// Chooses the units of the answer. `dense[i]` is unit `i`'s cosine to the question and
 /// `vectors[i]` its embedding.
 pub fn compose(
@@ -378,34 +427,12 @@ pub fn compose(
             ..Composition::default()
         };
     }
-    let qterms = terms_of_question(question);
-    let unit_terms: Vec<HashSet<String>> = cands
-        .texts
-        .iter()
-        .map(|t| analyzer().terms(t).into_iter().collect())
-        .collect();
-    // IDF over the candidate units: a term every unit has tells nothing apart.
-    let n = unit_terms.len() as f32;
-    let idf: HashMap<&str, f32> = qterms
-        .iter()
-        .map(|t| {
-            let df = unit_terms.iter().filter(|u| u.contains(t)).count() as f32;
-            (t.as_str(), (1.0 + (n + 1.0) / (df + 0.5)).ln())
-        })
-        .collect();
-    let total: f32 = idf.values().sum::<f32>().max(1e-6);
-    let coverage = |terms: &dyn Fn(&str) -> bool| -> f32 {
-        qterms
-            .iter()
-            .filter(|t| terms(t))
-            .map(|t| idf[t.as_str()])
-            .sum::<f32>()
-            / total
-    };
+    let lex = Lexicon::new(question, cands);
     let expect = expect(question);
-    let lexical: Vec<f32> = unit_terms
+    let lexical: Vec<f32> = lex
+        .unit_terms
         .iter()
-        .map(|u| coverage(&|t| u.contains(t)))
+        .map(|u| lex.coverage(&|t| u.contains(t)))
         .collect();
     let passage_sim = |src: usize| sources[src].similarity.unwrap_or(0.0);
     let scores: Vec<f32> = cands
@@ -422,12 +449,72 @@ pub fn compose(
     let best = (0..scores.len())
         .max_by(|&a, &b| scores[a].total_cmp(&scores[b]).then(b.cmp(&a)))
         .unwrap_or(0);
+    let around = around_best(question, sources, cands, &lex, best);
+    // In [`FEATURES`] order.
+    let features = vec![
+        dense[best],
+        lexical[best],
+        around.window_lexical,
+        around.passage_lexical,
+        around.missing_key_tokens,
+        type_evidence(expect, &cands.texts[best], question),
+        passage_sim(cands.units[best].0),
+        around.negation_mismatch,
+        around.unseen_terms,
+    ];
+    let z = g.answerable_bias
+        + g.answerable_weights
+            .iter()
+            .zip(&features)
+            .map(|(w, f)| w * f)
+            .sum::<f32>();
+    // A passage holding none of the question's terms is not about it, whatever the model of
+    // the other features says (no answerable dev question has one).
+    let about = features[3] > 0.0;
+    let support = if about { 1.0 / (1.0 + (-z).exp()) } else { 0.0 };
+    let chosen = select(sources, cands, &scores, vectors, best, g, max_words);
+    Composition {
+        picked: chosen
+            .into_iter()
+            .map(|i| Picked {
+                source: cands.units[i].0,
+                unit: cands.units[i].1.clone(),
+                score: scores[i],
+            })
+            .collect(),
+        support,
+        features,
+    }
+}
 
-    // Answerability of the best unit, its neighbours and its passage.
+/// The answerability features read around the best unit (see [`FEATURES`]).
+struct AroundBest {
+    /// Question terms in the best unit and its neighbours (same passage).
+    window_lexical: f32,
+    /// Question terms in the best unit's passage with its headings.
+    passage_lexical: f32,
+    /// Key tokens of the question the passage lacks (at most 2).
+    missing_key_tokens: f32,
+    /// 1 when the question and the window disagree on negation.
+    negation_mismatch: f32,
+    /// Question terms no source holds (at most 3).
+    unseen_terms: f32,
+}
+
+/// Reads the best unit, its neighbours, its passage and all the sources for the question.
+fn around_best(
+    question: &str,
+    sources: &[Source],
+    cands: &Candidates,
+    lex: &Lexicon,
+    best: usize,
+) -> AroundBest {
+    let last = cands.units.len() - 1;
     let (bsrc, _) = &cands.units[best];
-    let window: HashSet<&String> = (best.saturating_sub(1)..=(best + 1).min(scores.len() - 1))
-        .filter(|&j| cands.units[j].0 == *bsrc)
-        .flat_map(|j| unit_terms[j].iter())
+    let neighbours =
+        || (best.saturating_sub(1)..=(best + 1).min(last)).filter(|&j| cands.units[j].0 == *bsrc);
+    let window: HashSet<&String> = neighbours()
+        .flat_map(|j| lex.unit_terms[j].iter())
         .collect();
     // A passage is read with its section's headings: they say what its sentences are about.
     let in_context = |src: &Source| format!("{}\n{}", src.heading_path.join("\n"), src.text);
@@ -440,8 +527,7 @@ pub fn compose(
         .filter(|t| !token_in(t, &passage_words, &passage_lower))
         .count()
         .min(2) as f32;
-    let window_text: String = (best.saturating_sub(1)..=(best + 1).min(scores.len() - 1))
-        .filter(|&j| cands.units[j].0 == *bsrc)
+    let window_text: String = neighbours()
         .map(|j| cands.texts[j].as_str())
         .collect::<Vec<_>>()
         .join(" ");
@@ -450,34 +536,32 @@ pub fn compose(
         .iter()
         .flat_map(|s| analyzer().terms(&in_context(s)))
         .collect();
-    let unseen = qterms
+    let unseen = lex
+        .qterms
         .iter()
         .filter(|t| !all_terms.contains(*t))
         .count()
         .min(3) as f32;
-    let features = vec![
-        dense[best],
-        lexical[best],
-        coverage(&|t| window.iter().any(|w| w.as_str() == t)),
-        coverage(&|t| passage_terms.contains(t)),
-        missing,
-        type_evidence(expect, &cands.texts[best], question),
-        passage_sim(*bsrc),
+    AroundBest {
+        window_lexical: lex.coverage(&|t| window.iter().any(|w| w.as_str() == t)),
+        passage_lexical: lex.coverage(&|t| passage_terms.contains(t)),
+        missing_key_tokens: missing,
         negation_mismatch,
-        unseen,
-    ];
-    let z = g.answerable_bias
-        + g.answerable_weights
-            .iter()
-            .zip(&features)
-            .map(|(w, f)| w * f)
-            .sum::<f32>();
-    // A passage holding none of the question's terms is not about it, whatever the model of
-    // the other features says (no answerable dev question has one).
-    let about = features[3] > 0.0;
-    let support = if about { 1.0 / (1.0 + (-z).exp()) } else { 0.0 };
+        unseen_terms: unseen,
+    }
+}
 
-    // Best first, then supporting units by maximal marginal relevance within the budget.
+/// The best unit, then supporting units by maximal marginal relevance within the word
+/// budget (each at least `support_ratio` of the best's score).
+fn select(
+    sources: &[Source],
+    cands: &Candidates,
+    scores: &[f32],
+    vectors: &[Vec<f32>],
+    best: usize,
+    g: &GroundingConfig,
+    max_words: usize,
+) -> Vec<usize> {
     let words_of = |i: usize| {
         let (src, u) = &cands.units[i];
         spans::word_count(&sources[*src].text[u.start..u.end])
@@ -508,18 +592,7 @@ pub fn compose(
             None => break,
         }
     }
-    Composition {
-        picked: chosen
-            .into_iter()
-            .map(|i| Picked {
-                source: cands.units[i].0,
-                unit: cands.units[i].1.clone(),
-                score: scores[i],
-            })
-            .collect(),
-        support,
-        features,
-    }
+    chosen
 }
 
 /// The answer text (each unit verbatim, with its source's marker) and its citations.

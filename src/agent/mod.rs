@@ -601,6 +601,17 @@ fn evict(inner: &Inner, key: &Key, handle: &Handle, rx: &mut mpsc::Receiver<Cmd>
     true
 }
 
+/// What a burst of commands leaves to do after its writes are applied in memory.
+#[derive(Default)]
+struct Burst {
+    /// Answers to writes, sent after the commit (or its failure).
+    replies: Vec<(oneshot::Sender<Result<AgentView>>, Result<AgentView>)>,
+    /// Reads that came after an uncommitted write.
+    gets: Vec<oneshot::Sender<AgentView>>,
+    changed_state: bool,
+    changed_config: bool,
+}
+
 /// Applies a burst of commands: writes in memory, one commit, then the answers.
 async fn apply(
     agents: &Agents,
@@ -612,50 +623,27 @@ async fn apply(
     runner: &mut tasks::Runner,
 ) {
     let inner = &agents.inner;
-    let max_state = inner.config.max_state_bytes;
     let before = (rec.state.clone(), config.clone(), rec.version);
-    let mut replies: Vec<(oneshot::Sender<Result<AgentView>>, Result<AgentView>)> = Vec::new();
-    let mut gets: Vec<oneshot::Sender<AgentView>> = Vec::new();
-    let mut changed_state = false;
-    let mut changed_config = false;
+    let mut burst = Burst::default();
     for cmd in cmds {
         match cmd {
+            // A read after an uncommitted write is answered after the commit.
+            Cmd::Get(reply) if rec.version != before.2 => burst.gets.push(reply),
             Cmd::Get(reply) => {
-                if rec.version != before.2 {
-                    // A read after an uncommitted write is answered after the commit.
-                    gets.push(reply);
-                } else {
-                    let _ = reply.send(view(rec, config));
-                }
+                let _ = reply.send(view(rec, config));
             }
             Cmd::Write {
                 write,
                 expect,
                 reply,
             } => {
-                if let Some(e) = expect {
-                    if e != rec.version {
-                        replies.push((
-                            reply,
-                            Err(AgentError::VersionMismatch {
-                                expected: e,
-                                current: rec.version,
-                            }),
-                        ));
-                        continue;
-                    }
-                }
-                match apply_write(&rec.state, config, write, max_state) {
-                    Ok((state, cfg)) => {
-                        changed_state |= state != rec.state;
-                        changed_config |= cfg != *config;
-                        rec.state = state;
-                        *config = cfg;
-                        rec.version += 1;
-                        replies.push((reply, Ok(view(rec, config))));
-                    }
-                    Err(e) => replies.push((reply, Err(e))),
-                }
+                let r = write_in_memory(rec, config, write, expect, inner.config.max_state_bytes)
+                    .map(|(state, cfg)| {
+                        burst.changed_state |= state;
+                        burst.changed_config |= cfg;
+                        view(rec, config)
+                    });
+                burst.replies.push((reply, r));
             }
             Cmd::Append { message, reply } => {
                 let store = inner.store.clone();
@@ -672,60 +660,95 @@ async fn apply(
         }
     }
     if rec.version != before.2 {
-        let store = inner.store.clone();
-        let (t, a) = key.clone();
-        let (state, cfg, version) = (
-            rec.state.clone(),
-            serde_json::to_value(&*config).unwrap_or_default(),
-            rec.version,
-        );
-        match blocking(move || store.save_agent(&t, &a, &state, &cfg, version)).await {
-            Ok(at) => {
-                rec.updated_at = at;
-                if changed_state {
-                    let _ = handle.events.send(AgentEvent::State {
-                        version: rec.version,
-                        state: rec.state.clone(),
-                    });
-                }
-                if changed_config {
-                    let _ = handle.events.send(AgentEvent::Config {
-                        version: rec.version,
-                        config: config.clone(),
-                    });
-                }
-                metrics::counter!("groundwork_agent_writes_total").increment(replies.len() as u64);
-            }
-            Err(e) => {
-                // Nothing was acknowledged: roll the memory back and fail every write.
-                (rec.state, *config, rec.version) = before;
-                let msg = e.to_string();
-                // Deleted meanwhile (a concurrent DELETE): the agent is gone, not the store.
-                let gone = matches!(e, AgentError::NotFound { .. });
-                for r in &mut replies {
-                    if r.1.is_ok() {
-                        r.1 = Err(if gone {
-                            AgentError::NotFound {
-                                kind: "agent",
-                                id: key.1.clone(),
-                            }
-                        } else {
-                            AgentError::Unavailable("failing to store the change")
-                        });
-                    }
-                }
-                tracing::warn!(agent = %key.1, error = %msg, "agent write failed");
-            }
-        }
+        commit(agents, key, handle, rec, config, before, &mut burst).await;
     }
-    for (reply, r) in replies {
+    for (reply, r) in burst.replies {
         let _ = reply.send(r.map(|mut v| {
             v.updated_at = rec.updated_at;
             v
         }));
     }
-    for reply in gets {
+    for reply in burst.gets {
         let _ = reply.send(view(rec, config));
+    }
+}
+
+/// Applies one write to the agent in memory (after its `If-Match` check); returns whether
+/// the state and the config changed.
+fn write_in_memory(
+    rec: &mut AgentRecord,
+    config: &mut AgentConfig,
+    write: Write,
+    expect: Option<u64>,
+    max_state: usize,
+) -> Result<(bool, bool)> {
+    if let Some(e) = expect.filter(|e| *e != rec.version) {
+        return Err(AgentError::VersionMismatch {
+            expected: e,
+            current: rec.version,
+        });
+    }
+    let (state, cfg) = apply_write(&rec.state, config, write, max_state)?;
+    let changed = (state != rec.state, cfg != *config);
+    rec.state = state;
+    *config = cfg;
+    rec.version += 1;
+    Ok(changed)
+}
+
+/// Stores a burst's writes in one commit and tells subscribers; when the store refuses,
+/// rolls the memory back to `before` and fails every write of the burst.
+async fn commit(
+    agents: &Agents,
+    key: &Key,
+    handle: &Handle,
+    rec: &mut AgentRecord,
+    config: &mut AgentConfig,
+    before: (serde_json::Value, AgentConfig, u64),
+    burst: &mut Burst,
+) {
+    let store = agents.inner.store.clone();
+    let (t, a) = key.clone();
+    let (state, cfg, version) = (
+        rec.state.clone(),
+        serde_json::to_value(&*config).unwrap_or_default(),
+        rec.version,
+    );
+    match blocking(move || store.save_agent(&t, &a, &state, &cfg, version)).await {
+        Ok(at) => {
+            rec.updated_at = at;
+            if burst.changed_state {
+                let _ = handle.events.send(AgentEvent::State {
+                    version: rec.version,
+                    state: rec.state.clone(),
+                });
+            }
+            if burst.changed_config {
+                let _ = handle.events.send(AgentEvent::Config {
+                    version: rec.version,
+                    config: config.clone(),
+                });
+            }
+            metrics::counter!("groundwork_agent_writes_total")
+                .increment(burst.replies.len() as u64);
+        }
+        Err(e) => {
+            // Nothing was acknowledged: roll the memory back and fail every write.
+            (rec.state, *config, rec.version) = before;
+            // Deleted meanwhile (a concurrent DELETE): the agent is gone, not the store.
+            let gone = matches!(e, AgentError::NotFound { .. });
+            for r in burst.replies.iter_mut().filter(|r| r.1.is_ok()) {
+                r.1 = Err(if gone {
+                    AgentError::NotFound {
+                        kind: "agent",
+                        id: key.1.clone(),
+                    }
+                } else {
+                    AgentError::Unavailable("failing to store the change")
+                });
+            }
+            tracing::warn!(agent = %key.1, error = %e, "agent write failed");
+        }
     }
 }
 

@@ -105,15 +105,90 @@ fn push_trimmed(text: &str, s: usize, e: usize, out: &mut Vec<(usize, usize)>) {
     }
 }
 
+/// The lines of a text with their byte offsets, read one at a time.
+struct Lines<'a> {
+    lines: Vec<&'a str>,
+    /// The next line to read.
+    i: usize,
+    /// Byte offset of the next line.
+    offset: usize,
+}
+
+/// One line: its text (with its line break), where it starts, where its content ends.
+struct Line<'a> {
+    text: &'a str,
+    start: usize,
+    end: usize,
+}
+
+impl<'a> Lines<'a> {
+    fn new(text: &'a str) -> Self {
+        Self {
+            lines: text.split_inclusive('\n').collect(),
+            i: 0,
+            offset: 0,
+        }
+    }
+
+    fn peek(&self) -> Option<&'a str> {
+        self.lines.get(self.i).copied()
+    }
+
+    fn next_line(&mut self) -> Option<Line<'a>> {
+        let text = self.peek()?;
+        let start = self.offset;
+        self.offset += text.len();
+        self.i += 1;
+        Some(Line {
+            text,
+            start,
+            end: start + text.trim_end_matches(['\n', '\r']).len(),
+        })
+    }
+
+    /// Reads through the line that closes a code fence (or the end); returns where the
+    /// block's content ends, `end` when nothing follows.
+    fn through_fence(&mut self, fence: &str, mut end: usize) -> usize {
+        while let Some(l) = self.next_line() {
+            end = l.end;
+            if l.text.trim().starts_with(fence) {
+                break;
+            }
+        }
+        end
+    }
+
+    /// Reads a list item's wrapped continuation lines (indented, not a new item, heading,
+    /// fence or blank); returns where the item ends.
+    fn through_continuations(&mut self, mut end: usize) -> usize {
+        while let Some(l) = self.peek() {
+            let lt = l.trim();
+            if lt.is_empty()
+                || line_kind(l).is_some()
+                || lt.starts_with('#')
+                || lt.starts_with("```")
+                || !l.starts_with(' ')
+            {
+                break;
+            }
+            end = self.next_line().map_or(end, |l| l.end);
+        }
+        end
+    }
+}
+
+/// Where a line's content starts (after its indentation).
+fn content_start(line: &Line<'_>) -> usize {
+    line.start + (line.text.len() - line.text.trim_start().len())
+}
+
 /// The units of `text`, in order.
 pub fn units(text: &str) -> Vec<Unit> {
     let mut out: Vec<Unit> = Vec::new();
     let mut heading: Option<String> = None;
     // A prose block being collected: its byte range.
     let mut prose: Option<(usize, usize)> = None;
-    let mut offset = 0;
-    let lines: Vec<&str> = text.split_inclusive('\n').collect();
-    let mut i = 0;
+    let mut lines = Lines::new(text);
     let flush = |prose: &mut Option<(usize, usize)>, out: &mut Vec<Unit>, h: &Option<String>| {
         if let Some((s, e)) = prose.take() {
             let mut spans = Vec::new();
@@ -126,43 +201,12 @@ pub fn units(text: &str) -> Vec<Unit> {
             }));
         }
     };
-    while i < lines.len() {
-        let line = lines[i];
-        let line_start = offset;
-        let line_end = offset + line.trim_end_matches(['\n', '\r']).len();
-        offset += line.len();
-        let t = line.trim();
-        i += 1;
+    while let Some(line) = lines.next_line() {
+        let t = line.text.trim();
         if t.starts_with("```") || t.starts_with("~~~") {
             flush(&mut prose, &mut out, &heading);
-            let fence = &t[..3];
-            let mut end = line_end;
-            while i < lines.len() {
-                let l = lines[i];
-                end = offset + l.trim_end_matches(['\n', '\r']).len();
-                offset += l.len();
-                i += 1;
-                if l.trim().starts_with(fence) {
-                    break;
-                }
-            }
-            let code_start = line_start + (line.len() - line.trim_start().len());
-            // The sentence just before (nothing but white space between) introduces it.
-            let joined = out.last_mut().filter(|u| {
-                u.kind == UnitKind::Sentence && text[u.end..code_start].trim().is_empty()
-            });
-            match joined {
-                Some(u) => {
-                    u.end = end;
-                    u.kind = UnitKind::Code;
-                }
-                None => out.push(Unit {
-                    start: code_start,
-                    end,
-                    kind: UnitKind::Code,
-                    heading: heading.clone(),
-                }),
-            }
+            let end = lines.through_fence(&t[..3], line.end);
+            push_code(text, &mut out, content_start(&line), end, &heading);
             continue;
         }
         if t.is_empty() {
@@ -175,49 +219,51 @@ pub fn units(text: &str) -> Vec<Unit> {
             heading = (!h.is_empty()).then(|| h.to_owned());
             continue;
         }
-        if let Some(kind) = line_kind(line) {
+        if let Some(kind) = line_kind(line.text) {
             flush(&mut prose, &mut out, &heading);
-            if kind == UnitKind::TableRow && is_table_rule(line) {
+            if kind == UnitKind::TableRow && is_table_rule(line.text) {
                 continue;
             }
-            let s = line_start + (line.len() - line.trim_start().len());
-            // A list item's wrapped continuation lines belong to it.
-            let mut e = line_end;
-            if kind == UnitKind::ListItem {
-                while i < lines.len() {
-                    let l = lines[i];
-                    let lt = l.trim();
-                    if lt.is_empty()
-                        || line_kind(l).is_some()
-                        || lt.starts_with('#')
-                        || lt.starts_with("```")
-                        || !l.starts_with(' ')
-                    {
-                        break;
-                    }
-                    e = offset + l.trim_end_matches(['\n', '\r']).len();
-                    offset += l.len();
-                    i += 1;
-                }
-            }
+            let end = if kind == UnitKind::ListItem {
+                lines.through_continuations(line.end)
+            } else {
+                line.end
+            };
             out.push(Unit {
-                start: s,
-                end: e,
+                start: content_start(&line),
+                end,
                 kind,
                 heading: heading.clone(),
             });
             continue;
         }
         prose = Some(match prose {
-            Some((s, _)) => (s, line_end),
-            None => (
-                line_start + (line.len() - line.trim_start().len()),
-                line_end,
-            ),
+            Some((s, _)) => (s, line.end),
+            None => (content_start(&line), line.end),
         });
     }
     flush(&mut prose, &mut out, &heading);
     out
+}
+
+/// Adds a code block; the sentence just before it (nothing but white space between)
+/// introduces it and becomes part of it.
+fn push_code(text: &str, out: &mut Vec<Unit>, start: usize, end: usize, heading: &Option<String>) {
+    let joined = out
+        .last_mut()
+        .filter(|u| u.kind == UnitKind::Sentence && text[u.end..start].trim().is_empty());
+    match joined {
+        Some(u) => {
+            u.end = end;
+            u.kind = UnitKind::Code;
+        }
+        None => out.push(Unit {
+            start,
+            end,
+            kind: UnitKind::Code,
+            heading: heading.clone(),
+        }),
+    }
 }
 
 /// A unit's text as an answer shows it: prose with its line wrapping folded into spaces,

@@ -77,15 +77,7 @@ pub(super) async fn run(
         agents,
         key,
         p,
-        call: CallContext {
-            request_id: uuid::Uuid::now_v7().to_string(),
-            tenant_id: key.0.clone(),
-            key_id: p.key_id.clone().unwrap_or_else(|| "demo".into()),
-            user: None,
-            agent: Some(key.1.clone()),
-            spend_cap_usd,
-            ..CallContext::default()
-        },
+        call: call_context(key, p, spend_cap_usd),
         config,
         conversation,
         sink,
@@ -126,22 +118,14 @@ pub(super) async fn run(
     };
 
     let t_verify = Instant::now();
-    let checked = match (&evidence, found) {
-        (Some(ev), true) => verify_draft(&mut ctx, &sources, ev, &draft).await?,
-        _ => Checked {
-            text: draft.text.clone(),
-            citations: Vec::new(),
-            dropped: Vec::new(),
-            claims: Vec::new(),
-            grounded_share: 1.0,
-        },
-    };
+    let checked = check(
+        &mut ctx,
+        &sources,
+        evidence.as_ref().filter(|_| found),
+        &draft,
+    )
+    .await?;
     grounding_ms += ms(t_verify);
-    ctx.sink.emit(
-        "citations",
-        json!({"citations": checked.citations, "dropped": checked.dropped,
-               "claims": checked.claims, "grounded_share": checked.grounded_share}),
-    );
     let timings = Timings {
         rewrite_ms: query.rewrite_ms,
         retrieval_ms,
@@ -162,6 +146,46 @@ pub(super) async fn run(
         timings,
     };
     store(ctx, &history, question, answer).await
+}
+
+/// The gateway call context of a turn: the agent's tenant, the caller's key, the agent's
+/// remaining budget as a cap.
+fn call_context(key: &Key, p: &Principal, spend_cap_usd: Option<f64>) -> CallContext {
+    CallContext {
+        request_id: uuid::Uuid::now_v7().to_string(),
+        tenant_id: key.0.clone(),
+        key_id: p.key_id.clone().unwrap_or_else(|| "demo".into()),
+        user: None,
+        agent: Some(key.1.clone()),
+        spend_cap_usd,
+        ..CallContext::default()
+    }
+}
+
+/// Verifies the draft against the evidence (an answer that was found), and sends the
+/// `citations` event.
+async fn check(
+    ctx: &mut Ctx<'_>,
+    sources: &[Source],
+    evidence: Option<&Evidence>,
+    draft: &Draft,
+) -> Result<Checked> {
+    let checked = match evidence {
+        Some(ev) => verify_draft(ctx, sources, ev, draft).await?,
+        None => Checked {
+            text: draft.text.clone(),
+            citations: Vec::new(),
+            dropped: Vec::new(),
+            claims: Vec::new(),
+            grounded_share: 1.0,
+        },
+    };
+    ctx.sink.emit(
+        "citations",
+        json!({"citations": checked.citations, "dropped": checked.dropped,
+               "claims": checked.claims, "grounded_share": checked.grounded_share}),
+    );
+    Ok(checked)
 }
 
 fn ms(t: Instant) -> f64 {

@@ -8,10 +8,10 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use groundwork::agent::answer::{ChatInput, ChatStart};
+use groundwork::agent::answer::{ChatAnswer, ChatInput, ChatStart};
 use groundwork::agent::{AgentConfig, AnswerMode, Write};
 use groundwork::config::Config;
-use groundwork::eval::answers::{self, Answer, AnswerSet, Outcome, Report, Split};
+use groundwork::eval::answers::{self, Answer, AnswerSet, Outcome, Question, Report, Split};
 use groundwork::service::{CreateKb, ServiceError, Upload};
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -104,40 +104,7 @@ pub fn run(mut config: Config, args: AnswerArgs) -> anyhow::Result<()> {
                 let ChatStart::Complete(a) = agents.chat(&p, "eval", input).await? else {
                     anyhow::bail!("a whole answer was asked for");
                 };
-                let cited: Vec<String> = a
-                    .citations
-                    .iter()
-                    .filter_map(|c| paragraph_of.get(&c.document_id).cloned())
-                    .collect();
-                let retrieved: Vec<String> = a
-                    .sources
-                    .iter()
-                    .filter_map(|s| paragraph_of.get(&s.document_id).cloned())
-                    .collect();
-                let (abstained, contains, cited_gold, words) = answers::score(
-                    q,
-                    &Answer {
-                        text: &a.message.content,
-                        found: a.found,
-                        cited: cited.clone(),
-                    },
-                );
-                outcomes.push(Outcome {
-                    id: q.id.clone(),
-                    answerable: q.answerable,
-                    abstained,
-                    contains_gold: contains,
-                    cited_gold,
-                    words,
-                    total_ms: a.timings.total_ms,
-                    retrieval_ms: a.timings.retrieval_ms,
-                    grounding_ms: a.timings.grounding_ms,
-                    grounded_share: a.grounded_share,
-                    support: a.support,
-                    features: a.features.clone(),
-                    retrieved,
-                    cited,
-                });
+                outcomes.push(outcome_of(q, &a, &paragraph_of));
                 bar.inc(1);
             }
             bar.finish_and_clear();
@@ -145,12 +112,7 @@ pub fn run(mut config: Config, args: AnswerArgs) -> anyhow::Result<()> {
             anyhow::Ok(outcomes)
         })?;
         if let Some(path) = &args.dump {
-            let mut text = String::new();
-            for o in &outcomes {
-                text.push_str(&serde_json::to_string(o)?);
-                text.push('\n');
-            }
-            fs_err::write(path, text)?;
+            dump(path, &outcomes)?;
         }
         let report = Report::of(&outcomes);
         print(&report, &args, split, mode)?;
@@ -161,6 +123,56 @@ pub fn run(mut config: Config, args: AnswerArgs) -> anyhow::Result<()> {
         let _ = std::fs::remove_dir_all(dir);
     }
     out
+}
+
+/// One question's outcome: abstained or not, gold answer contained and cited, timings,
+/// answerability features, the paragraphs retrieved and cited.
+fn outcome_of(q: &Question, a: &ChatAnswer, paragraph_of: &HashMap<String, String>) -> Outcome {
+    let cited: Vec<String> = a
+        .citations
+        .iter()
+        .filter_map(|c| paragraph_of.get(&c.document_id).cloned())
+        .collect();
+    let retrieved: Vec<String> = a
+        .sources
+        .iter()
+        .filter_map(|s| paragraph_of.get(&s.document_id).cloned())
+        .collect();
+    let (abstained, contains, cited_gold, words) = answers::score(
+        q,
+        &Answer {
+            text: &a.message.content,
+            found: a.found,
+            cited: cited.clone(),
+        },
+    );
+    Outcome {
+        id: q.id.clone(),
+        answerable: q.answerable,
+        abstained,
+        contains_gold: contains,
+        cited_gold,
+        words,
+        total_ms: a.timings.total_ms,
+        retrieval_ms: a.timings.retrieval_ms,
+        grounding_ms: a.timings.grounding_ms,
+        grounded_share: a.grounded_share,
+        support: a.support,
+        features: a.features.clone(),
+        retrieved,
+        cited,
+    }
+}
+
+/// Writes one JSON line per outcome.
+fn dump(path: &std::path::Path, outcomes: &[Outcome]) -> anyhow::Result<()> {
+    let mut text = String::new();
+    for o in outcomes {
+        text.push_str(&serde_json::to_string(o)?);
+        text.push('\n');
+    }
+    fs_err::write(path, text)?;
+    Ok(())
 }
 
 /// Creates KB `eval` with one document per paragraph (unless it exists) and waits until it is
