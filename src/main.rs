@@ -163,13 +163,19 @@ enum ModeArg {
     All,
 }
 
-fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
-    if let Command::ExtractWorker = cli.command {
-        let code = isolate::run_worker(std::io::stdin().lock(), std::io::stdout().lock());
-        std::process::exit(code);
+impl ModeArg {
+    fn modes(self) -> Vec<SearchMode> {
+        match self {
+            ModeArg::Dense => vec![SearchMode::Dense],
+            ModeArg::Bm25 => vec![SearchMode::Bm25],
+            ModeArg::Hybrid => vec![SearchMode::Hybrid],
+            ModeArg::All => vec![SearchMode::Bm25, SearchMode::Dense, SearchMode::Hybrid],
+        }
     }
-    groundwork::runtime::tune_allocator();
+}
+
+/// Logs to stderr, filtered by `RUST_LOG` (default: warnings, and Groundwork's own info).
+fn init_logging() {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -177,6 +183,16 @@ fn main() -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    if let Command::ExtractWorker = cli.command {
+        let code = isolate::run_worker(std::io::stdin().lock(), std::io::stdout().lock());
+        std::process::exit(code);
+    }
+    groundwork::runtime::tune_allocator();
+    init_logging();
     let model_dir = || -> anyhow::Result<PathBuf> {
         Ok(match &cli.model {
             Some(p) => p.clone(),
@@ -235,12 +251,7 @@ fn main() -> anyhow::Result<()> {
             dense_weight,
             bm25_weight,
         } => {
-            let modes = match mode {
-                ModeArg::Dense => vec![SearchMode::Dense],
-                ModeArg::Bm25 => vec![SearchMode::Bm25],
-                ModeArg::Hybrid => vec![SearchMode::Hybrid],
-                ModeArg::All => vec![SearchMode::Bm25, SearchMode::Dense, SearchMode::Hybrid],
-            };
+            let modes = mode.modes();
             let fusion = HybridParams {
                 rrf_k,
                 dense_weight,

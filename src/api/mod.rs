@@ -164,6 +164,32 @@ pub fn router(
         .route("/metrics", get(system::metrics))
         .route("/openapi.json", get(openapi::openapi_json))
         .route("/v1/status", get(system::status))
+        .route("/v1/jobs/{id}", get(system::job))
+        .merge(kb_routes(upload_limit))
+        .merge(workflow_routes())
+        .merge(model_routes())
+        .merge(agent_routes())
+        .route("/", get(ui::index))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(2 << 20))
+        .layer(axum::middleware::from_fn(rate_limit_headers))
+        .layer(axum::middleware::from_fn(track))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+            |_: Box<dyn std::any::Any + Send>| {
+                axum::response::IntoResponse::into_response(ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "the server failed to process the request; the cause is in its log",
+                ))
+            },
+        ))
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+/// Knowledge bases, their documents, search and folder sources.
+fn kb_routes(upload_limit: usize) -> Router<AppState> {
+    Router::new()
         .route("/v1/kbs", post(kbs::create).get(kbs::list))
         .route("/v1/kbs/{kb}", get(kbs::get).delete(kbs::delete))
         .route(
@@ -191,6 +217,11 @@ pub fn router(
             "/v1/kbs/{kb}/sources/{id}/sync",
             post(workflows::sync_source),
         )
+}
+
+/// Workflow runs: list, inspect, cancel, retry, events.
+fn workflow_routes() -> Router<AppState> {
+    Router::new()
         .route("/v1/workflows", get(workflows::list))
         .route("/v1/workflows/{id}", get(workflows::get))
         .route("/v1/workflows/{id}/cancel", post(workflows::cancel))
@@ -200,12 +231,21 @@ pub fn router(
             "/v1/workflows/{id}/events/{name}",
             post(workflows::send_event),
         )
-        .route("/v1/jobs/{id}", get(system::job))
+}
+
+/// The model gateway's OpenAI-compatible endpoints, its logs and usage.
+fn model_routes() -> Router<AppState> {
+    Router::new()
         .route("/v1/chat/completions", post(gateway::chat_completions))
         .route("/v1/embeddings", post(gateway::embeddings))
         .route("/v1/models", get(gateway::models))
         .route("/v1/gateway/logs", get(gateway::logs))
         .route("/v1/gateway/usage", get(gateway::usage))
+}
+
+/// Agents: state, config, chat and streams, conversations, tasks, schedules, WebSocket.
+fn agent_routes() -> Router<AppState> {
+    Router::new()
         .route("/v1/agents", get(agents::list))
         .route("/v1/agents/{id}", get(agents::get).delete(agents::delete))
         .route(
@@ -241,20 +281,4 @@ pub fn router(
             axum::routing::delete(agents::delete_schedule),
         )
         .route("/v1/agents/{id}/ws", get(agents::ws))
-        .route("/", get(ui::index))
-        .fallback(not_found)
-        .layer(DefaultBodyLimit::max(2 << 20))
-        .layer(axum::middleware::from_fn(rate_limit_headers))
-        .layer(axum::middleware::from_fn(track))
-        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
-            |_: Box<dyn std::any::Any + Send>| {
-                axum::response::IntoResponse::into_response(ApiError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal",
-                    "the server failed to process the request; the cause is in its log",
-                ))
-            },
-        ))
-        .layer(tower_http::trace::TraceLayer::new_for_http())
-        .with_state(state)
 }

@@ -67,20 +67,36 @@ const AGENT_ID: &str = "^[A-Za-z0-9._:@-]{1,128}$";
 /// Schemas serde's attributes cannot say: untagged unions (a string or a list), any-JSON
 /// state, the OpenAI message shape, the agent id pattern, and the answers that are either JSON
 /// or an event stream. Each edit names the code it describes.
+/// Schemas serde's attributes cannot say: untagged unions (a string or a list), any-JSON
+/// state, the OpenAI message shape, the agent id pattern, and the answers that are either JSON
+/// or an event stream. Each edit names the code it describes.
 fn shapes_as_parsed(doc: &mut Value) {
-    let set = |doc: &mut Value, pointer: &str, v: Value| {
-        if let Some(slot) = doc.pointer_mut(pointer) {
-            *slot = v;
-        }
-    };
-    let strings = |max: Option<u64>| {
-        let mut list =
-            json!({"type": "array", "items": {"type": "string", "minLength": 1}, "minItems": 1});
-        if let Some(m) = max {
-            list["maxItems"] = json!(m);
-        }
-        json!({"oneOf": [{"type": "string", "minLength": 1}, list]})
-    };
+    gateway_shapes(doc);
+    agent_shapes(doc);
+    upload_and_workflow_shapes(doc);
+    unsigned_bounds(doc);
+    agent_id_pattern(doc);
+}
+
+/// Replaces the value at `pointer`, when the document has one.
+fn set(doc: &mut Value, pointer: &str, v: Value) {
+    if let Some(slot) = doc.pointer_mut(pointer) {
+        *slot = v;
+    }
+}
+
+/// A non-empty string or a non-empty list of them (at most `max`).
+fn strings(max: Option<u64>) -> Value {
+    let mut list =
+        json!({"type": "array", "items": {"type": "string", "minLength": 1}, "minItems": 1});
+    if let Some(m) = max {
+        list["maxItems"] = json!(m);
+    }
+    json!({"oneOf": [{"type": "string", "minLength": 1}, list]})
+}
+
+/// The OpenAI-compatible request shapes.
+fn gateway_shapes(doc: &mut Value) {
     // gateway::types::{Stop, EmbeddingInput, Message}
     set(
         doc,
@@ -103,6 +119,10 @@ fn shapes_as_parsed(doc: &mut Value) {
                 "content": {"oneOf": [{"type": "string"}, {"type": "array", "items": part}], "nullable": true},
                 "name": {"type": "string", "nullable": true}}}}),
     );
+}
+
+/// Agent state, config patches, streams, tasks and schedules.
+fn agent_shapes(doc: &mut Value) {
     // agent::AgentView::state and the state routes: any JSON.
     set(
         doc,
@@ -160,6 +180,11 @@ fn shapes_as_parsed(doc: &mut Value) {
             json!({"application/json": {"schema": config}}),
         );
     }
+    agent_task_shapes(doc);
+}
+
+/// Agent tasks (a payload per kind) and schedules.
+fn agent_task_shapes(doc: &mut Value) {
     // agent::tasks::validate: each kind has its payload.
     // RFC 6902 operations: a JSON Pointer is empty or starts with `/`.
     let pointer = json!({"type": "string", "pattern": "^(/([^~]|~[01])*)*$"});
@@ -210,6 +235,10 @@ fn shapes_as_parsed(doc: &mut Value) {
             ]),
         );
     }
+}
+
+/// Uploads, reindex and workflow events, usage grouping, unknown models.
+fn upload_and_workflow_shapes(doc: &mut Value) {
     // api::documents::read_multipart: `file` parts and one optional `metadata` JSON part.
     set(
         doc,
@@ -273,7 +302,10 @@ fn shapes_as_parsed(doc: &mut Value) {
                 .or_insert(json!({"description": "no such embedding model"}));
         }
     }
-    unsigned_bounds(doc);
+}
+
+/// Every `{id}` under /v1/agents is an agent id.
+fn agent_id_pattern(doc: &mut Value) {
     // agent::Agents::key: every `{id}` under /v1/agents.
     if let Some(paths) = doc.get_mut("paths").and_then(Value::as_object_mut) {
         for (path, item) in paths.iter_mut() {
