@@ -22,7 +22,12 @@ pub use tokenizer::TextTokenizer;
 pub enum EmbedError {
     /// The model folder is missing a file or holds an unreadable one.
     #[error("model folder {path}: {reason}")]
-    ModelFolder { path: String, reason: String },
+    ModelFolder {
+        /// The folder or file.
+        path: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// The tokenizer rejected the input or could not be built.
     #[error("tokenizer: {0}")]
     Tokenizer(String),

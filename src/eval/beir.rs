@@ -11,10 +11,13 @@ use super::{EvalError, Result};
 /// One corpus document.
 #[derive(Debug, Deserialize)]
 pub struct Document {
+    /// Its id in the qrels.
     #[serde(rename = "_id")]
     pub id: String,
+    /// Title (may be empty).
     #[serde(default)]
     pub title: String,
+    /// Body.
     #[serde(default)]
     pub text: String,
 }
@@ -33,8 +36,10 @@ impl Document {
 /// One query.
 #[derive(Debug, Deserialize)]
 pub struct Query {
+    /// Its id in the qrels.
     #[serde(rename = "_id")]
     pub id: String,
+    /// The question.
     pub text: String,
 }
 
@@ -43,9 +48,13 @@ pub type Qrels = HashMap<String, HashMap<String, u32>>;
 
 /// A loaded data set.
 pub struct Dataset {
+    /// Folder name.
     pub name: String,
+    /// Every document.
     pub corpus: Vec<Document>,
+    /// The queries that have judgements in the split.
     pub queries: Vec<Query>,
+    /// The split's judgements.
     pub qrels: Qrels,
 }
 

@@ -7,9 +7,13 @@ use super::beir::Qrels;
 /// Mean metrics over the judged queries.
 #[derive(Debug, Clone, Copy, Default, Serialize, PartialEq)]
 pub struct Scores {
+    /// nDCG@10 (graded relevance).
     pub ndcg_at_10: f64,
+    /// Share of the relevant documents in the top 10.
     pub recall_at_10: f64,
+    /// Share of the relevant documents in the top 100.
     pub recall_at_100: f64,
+    /// Mean reciprocal rank of the first relevant document in the top 10.
     pub mrr_at_10: f64,
 }
 

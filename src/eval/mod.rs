@@ -40,7 +40,9 @@ pub enum EvalError {
     /// The embedding cache could not be written.
     #[error("embedding cache {path}: {source}")]
     Cache {
+        /// The cache file.
         path: String,
+        /// The system's error.
         #[source]
         source: std::io::Error,
     },
@@ -68,7 +70,9 @@ pub struct EvalConfig {
 /// Metrics and timings of one mode.
 #[derive(Debug, Clone, Serialize)]
 pub struct ModeReport {
+    /// Dense, BM25 or hybrid.
     pub mode: SearchMode,
+    /// Its retrieval metrics.
     #[serde(flatten)]
     pub scores: Scores,
     /// Mean query latency (embedding the query included for dense and hybrid), milliseconds.
@@ -80,16 +84,23 @@ pub struct ModeReport {
 /// A whole evaluation run.
 #[derive(Debug, Clone, Serialize)]
 pub struct EvalReport {
+    /// Data set name.
     pub dataset: String,
+    /// Qrels split.
     pub split: String,
+    /// Embedding model id.
     pub model: String,
+    /// Corpus size.
     pub documents: usize,
+    /// Judged queries.
     pub queries: usize,
     /// Seconds spent embedding the corpus (0 when served from the cache).
     pub embed_seconds: f64,
+    /// Whether the corpus embeddings came from the cache.
     pub embeddings_cached: bool,
     /// Seconds spent building the index (graph and BM25).
     pub build_seconds: f64,
+    /// One report per mode, in the order asked.
     pub modes: Vec<ModeReport>,
 }
 

@@ -35,14 +35,26 @@ pub use points::{Filter, PointMeta};
 pub enum IndexError {
     /// Vectors from another embedding model (or dimension) were offered to this index.
     #[error("index holds vectors of model {expected}, not {found}")]
-    ModelMismatch { expected: String, found: String },
+    ModelMismatch {
+        /// The index's model.
+        expected: String,
+        /// The vectors' model.
+        found: String,
+    },
     /// A vector's length differs from the index's dimension.
     #[error("vector has dimension {found}, the index expects {expected}")]
-    Dimension { expected: usize, found: usize },
+    Dimension {
+        /// The index's dimension.
+        expected: usize,
+        /// The vector's length.
+        found: usize,
+    },
     /// A file of the index could not be read or written.
     #[error("index file {path}: {source}")]
     Io {
+        /// The file.
         path: String,
+        /// The system's error.
         #[source]
         source: std::io::Error,
     },

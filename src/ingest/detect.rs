@@ -8,9 +8,13 @@ use super::IngestError;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum MediaType {
+    /// `application/pdf`.
     Pdf,
+    /// `text/markdown`.
     Markdown,
+    /// `text/html`.
     Html,
+    /// `text/plain` (and any other UTF-8 text).
     Text,
 }
 

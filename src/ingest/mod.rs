@@ -32,13 +32,24 @@ pub enum IngestError {
     Encrypted,
     /// The file is damaged or not what it claims to be.
     #[error("malformed {kind}: {detail}")]
-    Malformed { kind: &'static str, detail: String },
+    Malformed {
+        /// What the file claims to be (`PDF`, `UTF-8 text`…).
+        kind: &'static str,
+        /// What is wrong.
+        detail: String,
+    },
     /// Extraction ran past its time bound and was stopped.
     #[error("extraction did not finish within {seconds} s and was stopped")]
-    Timeout { seconds: u64 },
+    Timeout {
+        /// The bound.
+        seconds: u64,
+    },
     /// Extraction needed more memory than allowed and was stopped.
     #[error("extraction exceeded its memory limit of {mib} MiB")]
-    MemoryLimit { mib: u64 },
+    MemoryLimit {
+        /// The bound.
+        mib: u64,
+    },
     /// The isolated extractor died without an answer.
     #[error("the extractor crashed: {0}")]
     Crashed(String),
@@ -47,7 +58,12 @@ pub enum IngestError {
     NoText,
     /// The extracted text is longer than the configured bound.
     #[error("the document holds {chars} characters of text; the limit is {limit} (ingest.max_extracted_chars)")]
-    TooLong { chars: usize, limit: usize },
+    TooLong {
+        /// Characters extracted.
+        chars: usize,
+        /// The bound.
+        limit: usize,
+    },
     /// The extractor process could not be started (a deployment problem, not the document's).
     #[error("could not run the extractor: {0}")]
     Worker(String),
