@@ -5,7 +5,12 @@ use rusqlite_migration::{Migrations, M};
 
 /// Every migration, oldest first: one SQL file each under `sql/sqlite/`, numbered.
 pub(super) fn migrations() -> Migrations<'static> {
-    Migrations::new(vec![M::up(include_str!("sql/sqlite/0001_schema.sql"))])
+    Migrations::new(vec![
+        M::up(include_str!("sql/sqlite/0001_schema.sql")),
+        M::up(include_str!("sql/sqlite/0002_workflows.sql")),
+        M::up(include_str!("sql/sqlite/0003_gateway.sql")),
+        M::up(include_str!("sql/sqlite/0004_agents.sql")),
+    ])
 }
 
 #[cfg(test)]
