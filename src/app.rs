@@ -12,6 +12,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::agent::{AgentError, Agents, Knowledge, KnowledgeBase, Passage};
+use crate::clock::Clock;
 use crate::config::Config;
 use crate::embed::Embedder;
 use crate::error::Foreign;
@@ -33,6 +34,7 @@ pub fn agents(service: &Service) -> Agents {
         service.agent_store(),
         service.config().agents.clone(),
         service.supervisor().clone(),
+        service.clock().clone(),
     )
 }
 
@@ -70,6 +72,7 @@ pub fn open(
         blobs,
         engine,
         gateway,
+        clock: Clock::new(supervisor.clone()),
         supervisor,
         lock,
     };

@@ -11,17 +11,17 @@
 //!   api (axum) / CLI ──► agent ──► service, gateway ──► ingest, embed, index ──► store
 //! ```
 //!
-//! - [`app`]: the composition root — wires the agent runtime to the knowledge-base service
-//!   through the agent's ports.
+//! - [`app`]: the composition root — builds every part from the configuration and wires the
+//!   agent runtime to the knowledge-base service through the agent's ports.
 //! - [`agent`]: addressable agents (one actor per id with a mailbox, evicted when idle) with
 //!   durable state, conversations, task queues and schedules, and the grounded chat turn:
 //!   follow-up rewriting, hybrid retrieval, numbered sources, streamed answers through the
 //!   gateway, checked citations.
-//! - [`api`]: HTTP routes and DTOs, authentication extractor, the single error → problem+json
+//! - [`api`]: HTTP routes and the request/response shapes (store records are converted at
+//!   the edge), authentication extractor, the single error → problem+json
 //!   mapping, metrics middleware, the OpenAPI description, serving with graceful shutdown.
 //! - [`service`]: the use cases (knowledge bases, uploads, documents, search, jobs), tenant and
-//!   scope checks, the workflow handlers (ingest, reindex, sync) and the per-KB indexes kept in step with the
-//!   store.
+//!   scope checks, and the workflow handlers (ingest, reindex, sync).
 //! - [`workflow`]: the durable workflow engine — named steps with persisted outputs, retries
 //!   with backoff, sleeps, events, cancellation, idempotency keys, per-type concurrency — that
 //!   runs ingestion, reindexing and folder syncs, resuming them after a crash.
@@ -34,9 +34,11 @@
 //! - [`embed`]: the [`embed::Embedder`] trait and the candle BERT embedder that loads any
 //!   sentence-transformers folder (all-MiniLM-L6-v2 by default).
 //! - [`ingest`]: turning bytes into text ([`ingest::extract`], PDF parsing isolated in a child
-//!   process) and text into token-bounded chunks that keep pages and headings ([`ingest::chunk`]).
+//!   process) and text into token-bounded chunks that keep pages and headings ([`ingest::chunk`]);
+//!   the ingest pipeline's durable steps ([`ingest::pipeline`]).
 //! - [`index`]: the dense vector index (hnsw_rs graph plus an exact scan), BM25, hybrid fusion,
-//!   metadata filters, tombstones and on-disk generations.
+//!   metadata filters, tombstones and on-disk generations; the catalog of every KB's index kept
+//!   in commit order with the store ([`index::catalog`]).
 //! - [`error`]: the error kinds every module's error reports, read once by `api` for HTTP.
 //! - [`principal`]: the verified caller (tenant, key, scopes) and the scope check.
 //! - [`config`]: the typed configuration (defaults → TOML → `GROUNDWORK__*` environment).
@@ -44,6 +46,7 @@
 //! - [`eval`]: BEIR-format retrieval evaluation (nDCG@10, recall@k, MRR@10).
 //! - [`backoff`]: the one retry delay policy (constant, linear, exponential; jittered).
 //! - [`supervisor`]: owns every background task and thread; shutdown awaits and joins them.
+//! - [`clock`]: the one scheduler of periodic jobs (housekeeping, agent schedules).
 //! - [`runtime`]: process-wide tuning that the binaries apply at start-up.
 //!
 //! A request's path: `api` authenticates the caller and decodes the body, then calls one
@@ -57,6 +60,7 @@ pub mod api;
 pub mod app;
 pub mod backoff;
 pub mod client;
+pub mod clock;
 pub mod config;
 pub mod embed;
 pub mod error;

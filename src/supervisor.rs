@@ -2,7 +2,7 @@
 //!
 //! The composition root makes one [`Supervisor`] and hands a clone to each part that works in
 //! the background (the gateway's model and log threads and its detached calls, the workflow
-//! engine's workers, the service's housekeeping, the agents' actors, turns and scheduler).
+//! engine's workers, the clock, the agents' actors and turns).
 //! Nothing else starts a task or a thread — a test reads the source to hold that. At shutdown
 //! the root first has each part stop taking work, then [`Supervisor::stop_tasks`] cancels what
 //! still waits and awaits every task within the grace period, and, once the parts have
@@ -89,7 +89,7 @@ impl Supervisor {
         Ok(thread)
     }
 
-    /// Cancelled when shutdown begins: loops that wait (schedulers, idle actors) select on it.
+    /// Cancelled when shutdown begins: loops that wait (the clock, idle actors) select on it.
     pub fn stopping(&self) -> CancellationToken {
         self.inner.stop.clone()
     }

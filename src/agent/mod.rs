@@ -50,6 +50,7 @@ pub use error::{AgentError, Result};
 pub use knowledge::{Knowledge, KnowledgeBase, Passage};
 pub use tasks::{ScheduleRequest, TaskKind, TaskRequest, TaskSpec};
 
+use crate::clock::Clock;
 use crate::gateway::Gateway;
 use crate::principal::Principal;
 use crate::store::agents::{
@@ -168,8 +169,10 @@ struct Inner {
     config: AgentsConfig,
     live: Mutex<HashMap<Key, Handle>>,
     hub: stream::Hub,
-    /// Runs actors, turns, tasks and the scheduler; shutdown awaits them.
+    /// Runs actors, turns, tasks and wake-ups; shutdown awaits them.
     supervisor: Supervisor,
+    /// Runs the periodic jobs (schedules, wake-ups, event retention).
+    clock: Clock,
     stopping: AtomicBool,
     http: reqwest::Client,
 }
@@ -227,6 +230,7 @@ impl Agents {
         store: Arc<dyn AgentStore>,
         config: AgentsConfig,
         supervisor: Supervisor,
+        clock: Clock,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
@@ -237,6 +241,7 @@ impl Agents {
                 live: Mutex::new(HashMap::new()),
                 hub: stream::Hub::new(supervisor.clone()),
                 supervisor,
+                clock,
                 stopping: AtomicBool::new(false),
                 http: reqwest::Client::builder()
                     .timeout(Duration::from_secs(30))
@@ -246,7 +251,9 @@ impl Agents {
         }
     }
 
-    /// Puts tasks interrupted by the last exit back in their queues and starts the scheduler.
+    /// Puts tasks interrupted by the last exit back in their queues and registers the
+    /// agents' periodic jobs on the clock (call it inside the tokio runtime the agents run
+    /// on).
     pub async fn start(&self) -> Result<()> {
         let store = self.inner.store.clone();
         let requeued = blocking(move || store.requeue_running_tasks()).await?;
@@ -256,13 +263,21 @@ impl Agents {
                 "agent tasks interrupted by the last exit requeued"
             );
         }
-        self.inner.supervisor.spawn(tasks::scheduler(self.clone()));
+        tasks::schedule_jobs(self, tokio::runtime::Handle::current()).map_err(|e| {
+            tracing::error!(error = %e, "cannot start the clock thread");
+            AgentError::Unavailable("unable to start its clock thread")
+        })?;
         Ok(())
     }
 
     /// Stops scheduling; agents finish the command at hand.
     pub fn shutdown(&self) {
         self.inner.stopping.store(true, Ordering::SeqCst);
+    }
+
+    /// True once [`Agents::shutdown`] was called.
+    fn is_stopping(&self) -> bool {
+        self.inner.stopping.load(Ordering::SeqCst)
     }
 
     /// The owner of the runtime's tasks (for work started on an agent's behalf elsewhere,

@@ -6,7 +6,7 @@
 //! A head waiting for its retry holds back the tasks behind it. An attempt cut short by a
 //! process exit goes back to pending at the next start (at-least-once).
 //!
-//! The scheduler (one tokio task) queues the task of every due schedule in the same
+//! The clock's agent jobs ([`schedule_jobs`]) queue the task of every due schedule in the same
 //! transaction that moves the schedule to its next time, so a due time is never queued twice
 //! nor lost by a restart; it also wakes agents whose queue head became due while they were
 //! out of memory, and drops stream events past their retention.
@@ -447,75 +447,94 @@ async fn execute(agents: &Agents, key: &Key, task: &TaskRecord) -> Result<Value,
     }
 }
 
-/// The scheduler loop: due schedules, wake-ups of agents with due tasks, event retention.
-pub(super) async fn scheduler(agents: Agents) {
-    let inner = agents.inner.clone();
-    let mut tick = tokio::time::interval(Duration::from_millis(500));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut sweeps = 0u64;
-    let stop = inner.supervisor.stopping();
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = stop.cancelled() => break,
-        }
-        if inner.stopping.load(std::sync::atomic::Ordering::SeqCst) {
-            break;
-        }
-        let store = inner.store.clone();
-        let max_attempts = inner.config.task_max_attempts;
-        let fired = blocking(move || {
-            store.fire_due_schedules(Utc::now(), max_attempts, &|s| {
-                if s.kind != "cron" {
-                    return None;
-                }
-                Schedule::parse(&s.spec)
-                    .ok()
-                    .and_then(|c| c.next_after(Utc::now()))
-            })
-        })
-        .await;
-        let mut wake: Vec<Key> = match fired {
-            Ok(tasks) => {
-                for t in &tasks {
-                    tracing::info!(agent = %t.agent_id, task = t.id, kind = %t.kind, schedule = ?t.schedule_id, "schedule fired");
-                }
-                metrics::counter!("groundwork_agent_schedules_fired_total")
-                    .increment(tasks.len() as u64);
-                tasks
-                    .into_iter()
-                    .map(|t| (t.tenant_id, t.agent_id))
-                    .collect()
+/// Registers the agents' periodic jobs on the clock: due schedules fire every 500 ms (each
+/// queues its task in the transaction that moves it to its next time); every 5 s, agents whose
+/// queue head came due while out of memory are woken; every minute, stream events past their
+/// retention are dropped. The jobs read the store on the clock thread and wake agents in
+/// tracked tasks on `rt`.
+pub(super) fn schedule_jobs(agents: &Agents, rt: tokio::runtime::Handle) -> std::io::Result<()> {
+    let clock = agents.inner.clock.clone();
+    let (a, h) = (agents.clone(), rt.clone());
+    clock.every(
+        "fire-agent-schedules",
+        Duration::from_millis(500),
+        move || {
+            if !a.is_stopping() {
+                let woken = fire_due_schedules(&a);
+                wake_all(&a, &h, woken);
             }
-            Err(e) => {
-                tracing::warn!(error = %e, "could not fire schedules");
-                Vec::new()
-            }
-        };
-        sweeps += 1;
-        if sweeps % 10 == 1 {
-            // Every ~5 s (and at start): queues whose head became due while out of memory.
-            let store = inner.store.clone();
-            if let Ok(due) = blocking(move || store.agents_with_due_tasks(Utc::now())).await {
-                wake.extend(due);
-            }
+        },
+    )?;
+    let (a, h) = (agents.clone(), rt);
+    clock.every("wake-due-agents", Duration::from_secs(5), move || {
+        if a.is_stopping() {
+            return;
         }
-        if sweeps % 120 == 1 {
-            let store = inner.store.clone();
-            let before =
-                Utc::now() - chrono::Duration::seconds(inner.config.event_retention_secs as i64);
-            if let Ok(Err(e)) =
-                tokio::task::spawn_blocking(move || store.purge_events(before)).await
-            {
-                tracing::warn!(error = %e, "could not drop old stream events");
-            }
+        match a.inner.store.agents_with_due_tasks(Utc::now()) {
+            Ok(due) => wake_all(&a, &h, due),
+            Err(e) => tracing::warn!(error = %e, "could not read agents with due tasks"),
         }
-        wake.sort();
-        wake.dedup();
-        for key in wake {
-            agents.wake(&key).await;
+    })?;
+    let a = agents.clone();
+    clock.every("purge-stream-events", Duration::from_secs(60), move || {
+        if a.is_stopping() {
+            return;
+        }
+        let retention = chrono::Duration::seconds(a.inner.config.event_retention_secs as i64);
+        if let Err(e) = a.inner.store.purge_events(Utc::now() - retention) {
+            tracing::warn!(error = %e, "could not drop old stream events");
+        }
+    })
+}
+
+/// Queues the task of every due schedule; returns the agents to wake.
+fn fire_due_schedules(agents: &Agents) -> Vec<Key> {
+    let fired = agents.inner.store.fire_due_schedules(
+        Utc::now(),
+        agents.inner.config.task_max_attempts,
+        &|s| {
+            if s.kind != "cron" {
+                return None;
+            }
+            Schedule::parse(&s.spec)
+                .ok()
+                .and_then(|c| c.next_after(Utc::now()))
+        },
+    );
+    match fired {
+        Ok(tasks) => {
+            for t in &tasks {
+                tracing::info!(agent = %t.agent_id, task = t.id, kind = %t.kind, schedule = ?t.schedule_id, "schedule fired");
+            }
+            metrics::counter!("groundwork_agent_schedules_fired_total")
+                .increment(tasks.len() as u64);
+            tasks
+                .into_iter()
+                .map(|t| (t.tenant_id, t.agent_id))
+                .collect()
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "could not fire schedules");
+            Vec::new()
         }
     }
+}
+
+/// Wakes each agent once, in a task on the agents' runtime (a full mailbox never holds up
+/// the clock).
+fn wake_all(agents: &Agents, rt: &tokio::runtime::Handle, mut keys: Vec<Key>) {
+    if keys.is_empty() {
+        return;
+    }
+    keys.sort();
+    keys.dedup();
+    let _entered = rt.enter();
+    let a = agents.clone();
+    agents.inner.supervisor.spawn(async move {
+        for key in keys {
+            a.wake(&key).await;
+        }
+    });
 }
 
 #[cfg(test)]

@@ -40,13 +40,14 @@ pub use kbs::{CreateKb, KbView};
 pub use search::{SearchHit, SearchParams};
 pub use workflows::{ReindexRequest, WorkflowView};
 
+use crate::clock::Clock;
 use crate::config::Config;
 use crate::embed::Embedder;
 use crate::gateway::Gateway;
 use crate::index::CollectionOptions;
 use crate::ingest::isolate::Isolation;
 use crate::store::{BlobStore, Document, Kb, KbStats, NewWorkflow, Scope, Store};
-use crate::supervisor::{Supervisor, Thread};
+use crate::supervisor::Supervisor;
 use crate::workflow::{Engine, EngineOptions};
 use models::Models;
 
@@ -108,8 +109,10 @@ pub struct Core {
     /// The demo tenant's id when no API key exists (every caller acts as it).
     demo: Option<String>,
     stopping: AtomicBool,
-    /// Owns the service's threads (housekeeping, the workflow engine's, the gateway's).
+    /// Owns the service's threads (the workflow engine's, the gateway's).
     supervisor: Supervisor,
+    /// Runs the service's housekeeping (and every other part's periodic work).
+    clock: Clock,
     /// Held for the service's life: one process per data directory.
     _lock: std::fs::File,
 }
@@ -181,7 +184,7 @@ pub struct Service {
 }
 
 struct Background {
-    housekeeping: Thread,
+    clock: Clock,
 }
 
 /// What the service runs on, built by the composition root (`crate::app`) from the
@@ -197,6 +200,8 @@ pub struct Parts {
     pub gateway: Gateway,
     /// Owns the service's threads.
     pub supervisor: Supervisor,
+    /// Runs the periodic work of every part.
+    pub clock: Clock,
     /// The data directory's lock, held for the service's life (one process per directory).
     pub lock: std::fs::File,
 }
@@ -241,7 +246,8 @@ pub fn engine_options(w: &crate::config::WorkflowConfig) -> EngineOptions {
 
 impl Service {
     /// Opens the service on its parts: loads or rebuilds every index, starts the workflow
-    /// engine (which resumes every unfinished workflow) and the housekeeping thread.
+    /// engine (which resumes every unfinished workflow) and registers its housekeeping on the
+    /// clock.
     pub fn open(
         config: Config,
         parts: Parts,
@@ -254,6 +260,7 @@ impl Service {
             engine,
             gateway,
             supervisor,
+            clock,
             lock,
         } = parts;
         let demo = if store.has_keys()? {
@@ -296,6 +303,7 @@ impl Service {
             demo,
             stopping: AtomicBool::new(false),
             supervisor: supervisor.clone(),
+            clock: clock.clone(),
             _lock: lock,
         });
         let weak = Arc::downgrade(&core);
@@ -310,28 +318,24 @@ impl Service {
         };
         service.adopt_orphans()?;
         core.engine.start()?;
-        let housekeeping = {
-            let core = core.clone();
-            supervisor
-                .thread("gw-housekeeping", move || {
-                    let mut saved = Instant::now();
-                    let mut scheduled = Instant::now() - Duration::from_secs(60);
-                    while !core.stopping() {
-                        std::thread::sleep(Duration::from_millis(100));
-                        if saved.elapsed() >= Duration::from_secs(2) {
-                            core.indexes.save_dirty();
-                            saved = Instant::now();
-                        }
-                        if scheduled.elapsed() >= Duration::from_secs(1) {
-                            sources::start_due(&core);
-                            scheduled = Instant::now();
-                        }
-                    }
-                })
-                .map_err(ServiceError::io("the housekeeping thread"))?
-        };
-        *service.background.lock().unwrap_or_else(|p| p.into_inner()) =
-            Some(Background { housekeeping });
+        // Housekeeping: changed indexes saved every 2 s, due folder syncs started every 1 s.
+        let c = core.clone();
+        clock
+            .every("save-indexes", Duration::from_secs(2), move || {
+                if !c.stopping() {
+                    c.indexes.save_dirty();
+                }
+            })
+            .map_err(ServiceError::io("the clock thread"))?;
+        let c = core.clone();
+        clock
+            .every("start-due-syncs", Duration::from_secs(1), move || {
+                if !c.stopping() {
+                    sources::start_due(&c);
+                }
+            })
+            .map_err(ServiceError::io("the clock thread"))?;
+        *service.background.lock().unwrap_or_else(|p| p.into_inner()) = Some(Background { clock });
         Ok(service)
     }
 
@@ -395,7 +399,7 @@ impl Service {
             .take();
         if let Some(bg) = background {
             self.core.engine.shutdown();
-            bg.housekeeping.join();
+            bg.clock.stop();
         }
         self.core.gateway.shutdown();
         let saved = self.core.indexes.save_dirty();
@@ -410,6 +414,11 @@ impl Service {
     /// The owner of the process's background work this service was opened with.
     pub fn supervisor(&self) -> &Supervisor {
         &self.core.supervisor
+    }
+
+    /// The scheduler of periodic work this service was opened with.
+    pub fn clock(&self) -> &Clock {
+        &self.core.clock
     }
 
     /// Agents' storage (the agent runtime keeps its own records there).

@@ -250,7 +250,7 @@ fn changed_files(
     uploads
 }
 
-/// Starts the syncs whose time has come (called by the service's housekeeping thread).
+/// Starts the syncs whose time has come (a clock job of the service).
 pub fn start_due(core: &Core) {
     let now = Utc::now();
     let due = match core.store.due_sources(now) {

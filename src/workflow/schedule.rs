@@ -1,7 +1,8 @@
 //! Schedules: `every <duration>` intervals and cron expressions (UTC), and when they next fire.
 //!
-//! Owns parsing and the next-firing computation only; the schedulers that act on them (folder
-//! sources, agent schedules) live with their owners. Pure: no clock, no I/O.
+//! Owns parsing and the next-firing computation only; the jobs that act on them (folder
+//! sources, agent schedules) run on the [clock](crate::clock) and live with their owners.
+//! Pure: no clock, no I/O.
 
 use std::str::FromStr;
 
