@@ -169,7 +169,8 @@ pub async fn get(
     Ok(view(s.agents.get(&p, &id).await?))
 }
 
-/// Deletes the agent with its conversations, tasks, schedules and buffered events.
+/// Deletes the agent with its conversations, tasks, schedules and buffered events. Its id stays
+/// addressable: a later request meets a fresh, empty agent.
 #[utoipa::path(delete, path = "/v1/agents/{id}", tag = "agents",
     params(("id" = String, Path)), responses((status = 204), (status = 404, body = super::Problem)))]
 pub async fn delete(
