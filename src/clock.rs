@@ -28,7 +28,9 @@ pub struct Clock {
 
 struct Inner {
     supervisor: Supervisor,
-    jobs: Mutex<Vec<Job>>,
+    /// Jobs registered and not yet taken by the clock thread (which owns the rest, so that a
+    /// registration never waits for a job under way).
+    pending: Mutex<Vec<Job>>,
     /// Signalled when a job is added or the clock stops.
     changed: Condvar,
     stopped: AtomicBool,
@@ -48,7 +50,7 @@ impl Clock {
         Self {
             inner: Arc::new(Inner {
                 supervisor,
-                jobs: Mutex::new(Vec::new()),
+                pending: Mutex::new(Vec::new()),
                 changed: Condvar::new(),
                 stopped: AtomicBool::new(false),
                 thread: Mutex::new(None),
@@ -63,7 +65,7 @@ impl Clock {
         period: Duration,
         job: impl FnMut() + Send + 'static,
     ) -> std::io::Result<()> {
-        self.jobs().push(Job {
+        self.pending().push(Job {
             name,
             period,
             next: Instant::now(),
@@ -101,8 +103,8 @@ impl Clock {
         self.inner.stopped.load(Ordering::SeqCst) || self.inner.supervisor.is_stopping()
     }
 
-    fn jobs(&self) -> std::sync::MutexGuard<'_, Vec<Job>> {
-        self.inner.jobs.lock().unwrap_or_else(|p| p.into_inner())
+    fn pending(&self) -> std::sync::MutexGuard<'_, Vec<Job>> {
+        self.inner.pending.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -110,8 +112,9 @@ impl Clock {
 /// due (at most a tick, so that a stop is seen soon).
 fn run(inner: &Inner) {
     let stopped = || inner.stopped.load(Ordering::SeqCst) || inner.supervisor.is_stopping();
-    let mut jobs = inner.jobs.lock().unwrap_or_else(|p| p.into_inner());
+    let mut jobs: Vec<Job> = Vec::new();
     while !stopped() {
+        jobs.append(&mut inner.pending.lock().unwrap_or_else(|p| p.into_inner()));
         let now = Instant::now();
         for job in jobs.iter_mut().filter(|j| j.next <= now) {
             if stopped() {
@@ -129,16 +132,21 @@ fn run(inner: &Inner) {
             }
             job.next = Instant::now() + job.period;
         }
-        let next = jobs.iter().map(|j| j.next).min();
-        let wait = next
-            .map(|n| n.saturating_duration_since(Instant::now()))
+        let wait = jobs
+            .iter()
+            .map(|j| j.next.saturating_duration_since(Instant::now()))
+            .min()
             .unwrap_or(TICK)
             .min(TICK);
-        jobs = inner
-            .changed
-            .wait_timeout(jobs, wait)
-            .unwrap_or_else(|p| p.into_inner())
-            .0;
+        let pending = inner.pending.lock().unwrap_or_else(|p| p.into_inner());
+        if pending.is_empty() && !stopped() {
+            drop(
+                inner
+                    .changed
+                    .wait_timeout(pending, wait)
+                    .unwrap_or_else(|p| p.into_inner()),
+            );
+        }
     }
 }
 
