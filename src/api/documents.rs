@@ -104,6 +104,7 @@ async fn read_multipart(
                     ));
                 }
                 let name = field.file_name().unwrap_or("document").to_owned();
+                let declared = field.content_type().map(str::to_owned);
                 let index = files.len() + refused.len();
                 let mut buf = Vec::new();
                 let mut size = 0u64;
@@ -130,6 +131,7 @@ async fn read_multipart(
                     name,
                     bytes: buf.into(),
                     metadata: JsonObject::new(),
+                    declared,
                 });
             }
             Some("metadata") => {
@@ -215,6 +217,7 @@ pub async fn upload(
             name: doc.name,
             bytes: text.into_bytes().into(),
             metadata: doc.metadata,
+            declared: None,
         };
         (vec![upload], Vec::new())
     } else {

@@ -203,6 +203,7 @@ fn build_kb(
                 name: format!("{}.txt", para.id.replace('/', "-")),
                 bytes: para.text.clone().into_bytes().into(),
                 metadata: Default::default(),
+                declared: None,
             })
             .collect();
         let r = loop {

@@ -126,6 +126,7 @@ fn submit(
                 name,
                 bytes: bytes.into(),
                 metadata: Default::default(),
+                declared: None,
             });
         }
         if uploads.is_empty() {

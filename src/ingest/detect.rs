@@ -44,9 +44,34 @@ const BINARY_MAGIC: &[(&[u8], &str)] = &[
 /// Decides the media type of `bytes`. The content decides where it can (a PDF named `.txt` is a
 /// PDF); the file name only separates Markdown from plain text, which content cannot always do.
 pub fn detect(bytes: &[u8], name: Option<&str>) -> Result<MediaType, IngestError> {
+    detect_declared(bytes, name, None)
+}
+
+/// [`detect`], with the media type the client declared (a multipart part's `Content-Type`).
+/// A file named `.pdf` or declared `application/pdf` whose bytes are not a PDF is refused:
+/// indexed as text it would fill the index with whatever it holds.
+pub fn detect_declared(
+    bytes: &[u8],
+    name: Option<&str>,
+    declared: Option<&str>,
+) -> Result<MediaType, IngestError> {
     let head = &bytes[..bytes.len().min(1024)];
     if find(head, b"%PDF-").is_some() {
         return Ok(MediaType::Pdf);
+    }
+    let named_pdf = name
+        .and_then(|n| n.rsplit_once('.'))
+        .is_some_and(|(_, e)| e.eq_ignore_ascii_case("pdf"));
+    let declared_pdf = declared.is_some_and(|d| {
+        let essence = d.split(';').next().unwrap_or("").trim();
+        essence.eq_ignore_ascii_case("application/pdf")
+            || essence.eq_ignore_ascii_case("application/x-pdf")
+    });
+    if named_pdf || declared_pdf {
+        return Err(IngestError::Unsupported(format!(
+            "{} as a PDF but is not one (no `%PDF-` header in its first 1,024 bytes)",
+            if declared_pdf { "declared" } else { "named" }
+        )));
     }
     let utf16 = bytes.starts_with(b"\xFF\xFE") || bytes.starts_with(b"\xFE\xFF");
     if !utf16 {
@@ -108,6 +133,29 @@ fn looks_like_markdown(text: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_pdf_by_name_or_declaration_must_be_a_pdf() {
+        let refused = |r: Result<MediaType, IngestError>| match r {
+            Err(IngestError::Unsupported(m)) => m,
+            other => panic!("not refused: {other:?}"),
+        };
+        assert!(refused(detect(b"just words", Some("report.PDF"))).contains("named as a PDF"));
+        assert!(refused(detect_declared(
+            b"just words",
+            Some("report"),
+            Some("application/pdf; name=x")
+        ))
+        .contains("declared as a PDF"));
+        assert_eq!(
+            detect_declared(b"junk\n%PDF-1.4\n", Some("a.pdf"), Some("application/pdf")),
+            Ok(MediaType::Pdf)
+        );
+        assert_eq!(
+            detect_declared(b"# Title", Some("a.md"), Some("application/octet-stream")),
+            Ok(MediaType::Markdown)
+        );
+    }
 
     #[test]
     fn content_beats_the_name() {

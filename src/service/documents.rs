@@ -4,7 +4,7 @@
 use serde::Serialize;
 
 use crate::error::Classify;
-use crate::ingest::detect::detect;
+use crate::ingest::detect::detect_declared;
 use crate::store::{ChunkRecord, Document, DocumentQuery, Job, Kb, NewDocument, Page, Scope};
 use crate::util::sha256_hex;
 
@@ -19,6 +19,8 @@ pub struct Upload {
     pub bytes: bytes::Bytes,
     /// Client metadata (a JSON object).
     pub metadata: serde_json::Map<String, serde_json::Value>,
+    /// The media type the client declared for it, if any (checked against the bytes).
+    pub declared: Option<String>,
 }
 
 /// What happened to one uploaded file.
@@ -169,7 +171,7 @@ impl Service {
                 refused.push(refuse(ServiceError::Invalid(format!("`{name}` is empty"))));
                 continue;
             }
-            match detect(&u.bytes, Some(&name)) {
+            match detect_declared(&u.bytes, Some(&name), u.declared.as_deref()) {
                 Ok(media) => {
                     let sha = sha256_hex(&u.bytes);
                     prepared.push((index, name, media, sha, u));

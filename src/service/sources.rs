@@ -245,6 +245,7 @@ fn changed_files(
             name: file.path.clone(),
             bytes: bytes.into(),
             metadata,
+            declared: None,
         });
     }
     uploads

@@ -225,6 +225,21 @@ impl TestServer {
             .expect("DELETE")
     }
 
+    /// Multipart upload of one file with the media type its part declares.
+    pub fn upload_declared(&self, kb: &str, name: &str, mime: &str, bytes: &[u8]) -> Response {
+        let part = multipart::Part::bytes(bytes.to_vec())
+            .file_name(name.to_owned())
+            .mime_str(mime)
+            .expect("mime");
+        self.auth(
+            self.http
+                .post(format!("{}/v1/kbs/{kb}/documents", self.url)),
+        )
+        .multipart(multipart::Form::new().part("file", part))
+        .send()
+        .expect("upload")
+    }
+
     /// Multipart upload of `(name, bytes)` files with optional metadata.
     pub fn upload(&self, kb: &str, files: &[(&str, Vec<u8>)], metadata: Option<Value>) -> Response {
         let mut form = multipart::Form::new();

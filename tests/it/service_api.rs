@@ -256,6 +256,23 @@ fn bad_input_gets_clear_errors_and_the_server_keeps_serving() {
         415,
         "unsupported_media_type",
     );
+    // Named or declared a PDF but text: refused with the reason, never indexed as text.
+    for (res, how) in [
+        (
+            server.upload("inbox", &[("notes.pdf", b"plain words".to_vec())], None),
+            "named as a PDF",
+        ),
+        (
+            server.upload_declared("inbox", "notes", "application/pdf", b"plain words"),
+            "declared as a PDF",
+        ),
+    ] {
+        let p = problem(res, 415, "unsupported_media_type");
+        assert!(
+            p["detail"].as_str().unwrap_or_default().contains(how),
+            "{p}"
+        );
+    }
     problem(
         server.upload("inbox", &[("big.txt", vec![b'a'; 300_000])], None),
         413,
