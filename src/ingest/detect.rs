@@ -68,10 +68,15 @@ pub fn detect_declared(
             || essence.eq_ignore_ascii_case("application/x-pdf")
     });
     if named_pdf || declared_pdf {
-        return Err(IngestError::Unsupported(format!(
-            "{} as a PDF but is not one (no `%PDF-` header in its first 1,024 bytes)",
-            if declared_pdf { "declared" } else { "named" }
-        )));
+        let how = if declared_pdf { "declared" } else { "named" };
+        return Err(IngestError::Unsupported(
+            match BINARY_MAGIC.iter().find(|(m, _)| bytes.starts_with(m)) {
+                Some((_, what)) => format!("{how} as a PDF but is a {what}"),
+                None => format!(
+                    "{how} as a PDF but is not one (no `%PDF-` header in its first 1,024 bytes)"
+                ),
+            },
+        ));
     }
     let utf16 = bytes.starts_with(b"\xFF\xFE") || bytes.starts_with(b"\xFE\xFF");
     if !utf16 {
