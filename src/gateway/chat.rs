@@ -20,7 +20,7 @@ use super::guard::{Decision, StreamGuard};
 use super::providers::{completion_token_bound, prompt_token_bound, Call, Provider, ProviderError};
 use super::route::{FailureKind, Next, Route, Target};
 use super::types::{ChatOutput, ChatRequest, Delta, FinishReason, Usage};
-use super::{subjects, CacheMode, CallContext, Gateway, GatewayError, Result};
+use super::{count_request, subjects, CacheMode, CallContext, Gateway, GatewayError, Result};
 use crate::error::Classify;
 use crate::store::gateway::{CacheEntry, CallLog};
 
@@ -239,11 +239,6 @@ struct Hit<'a> {
     stream: bool,
     request_log: Option<serde_json::Value>,
     log_payloads: bool,
-}
-
-/// Counts a finished request by route and status.
-fn count_request(route: &str, status: &'static str) {
-    metrics::counter!("groundwork_gateway_requests_total", "route" => route.to_owned(), "status" => status).increment(1);
 }
 
 /// How an attempt loop ended without an answer.
@@ -993,7 +988,7 @@ impl Run {
         log.tokens_out = out.usage.completion_tokens;
         log.cost_usd = cost;
         let route = self.route.name.clone();
-        metrics::counter!("groundwork_gateway_requests_total", "route" => route.clone(), "status" => "ok").increment(1);
+        count_request(&route, "ok");
         metrics::histogram!("groundwork_gateway_latency_seconds", "route" => route.clone())
             .record(log.latency_ms / 1e3);
         if let Some(t) = log.ttft_ms {
@@ -1026,7 +1021,7 @@ impl Run {
         let mut log = self.log_record(f.attempts, None, &[], None);
         log.status = "error".into();
         log.error = Some(f.error.code().into());
-        metrics::counter!("groundwork_gateway_requests_total", "route" => self.route.name.clone(), "status" => "error").increment(1);
+        count_request(&self.route.name, "error");
         tracing::warn!(status = "error", code = f.error.code(), error = %f.error, "gateway call failed");
         self.gw.inner.log.record(log).await;
         f.error

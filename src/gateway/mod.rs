@@ -452,7 +452,7 @@ impl Gateway {
         let mut log = self.call_log(ctx, &route.name, kind, started);
         log.status = code.to_owned();
         log.error = Some(code.to_owned());
-        metrics::counter!("groundwork_gateway_requests_total", "route" => route.name.clone(), "status" => code.to_owned()).increment(1);
+        count_request(&route.name, code);
         self.inner.log.record(log).await;
     }
 
@@ -486,7 +486,7 @@ impl Gateway {
                 log.error = Some(e.to_string());
             }
         }
-        metrics::counter!("groundwork_gateway_requests_total", "route" => route, "status" => log.status.clone()).increment(1);
+        count_request(&route, &log.status);
         self.inner.log.record_blocking(log);
         out
     }
@@ -515,4 +515,9 @@ fn subjects(ctx: &CallContext, route: &Route) -> Subjects {
         agent: ctx.agent.clone(),
         route: route.name.clone(),
     }
+}
+
+/// Counts a finished request by route and status (`groundwork_gateway_requests_total`).
+fn count_request(route: &str, status: &str) {
+    metrics::counter!("groundwork_gateway_requests_total", "route" => route.to_owned(), "status" => status.to_owned()).increment(1);
 }
