@@ -397,3 +397,67 @@ impl From<crate::agent::AgentEvent> for AgentEvent {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::agents as store;
+
+    /// Messages and tasks reach clients two ways: through these shapes (REST, WebSocket) and
+    /// as the agent's stream events, which serialise the records themselves. Both must read
+    /// the same.
+    #[test]
+    fn records_in_streams_and_in_responses_read_the_same() {
+        let at = chrono::DateTime::parse_from_rfc3339("2026-11-29T10:00:00Z")
+            .expect("time")
+            .with_timezone(&Utc);
+        for role in [store::MessageRole::User, store::MessageRole::Assistant] {
+            let m = store::MessageRecord {
+                id: 7,
+                conversation_id: "c1".into(),
+                role,
+                content: "The backup runs at 02:00 [1].".into(),
+                citations: serde_json::json!([{"marker": 1, "chunk_id": 3}]),
+                tokens_in: 120,
+                tokens_out: 9,
+                cost_usd: 0.25,
+                meta: serde_json::json!({"stream_id": "s1"}),
+                created_at: at,
+            };
+            let direct = serde_json::to_value(&m).expect("record");
+            assert_eq!(
+                serde_json::to_value(MessageRecord::from(m)).expect("shape"),
+                direct
+            );
+        }
+        for status in [
+            store::TaskStatus::Pending,
+            store::TaskStatus::Running,
+            store::TaskStatus::Done,
+            store::TaskStatus::Failed,
+        ] {
+            let t = store::TaskRecord {
+                id: 4,
+                agent_id: "bot".into(),
+                kind: "http".into(),
+                payload: serde_json::json!({"url": "http://127.0.0.1:1/"}),
+                status,
+                attempts: 2,
+                max_attempts: 5,
+                run_at: at,
+                last_error: Some("HTTP 503".into()),
+                result: None,
+                schedule_id: Some("s".into()),
+                created_at: at,
+                updated_at: at,
+                tenant_id: "never shown".into(),
+            };
+            let direct = serde_json::to_value(&t).expect("record");
+            assert!(direct.get("tenant_id").is_none());
+            assert_eq!(
+                serde_json::to_value(TaskRecord::from(t)).expect("shape"),
+                direct
+            );
+        }
+    }
+}
