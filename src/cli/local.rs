@@ -1,5 +1,6 @@
 //! Commands that open the data directory themselves (the server among them).
 
+use groundwork::api::dto;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -331,6 +332,8 @@ pub fn search(
     );
     service.shutdown();
     let (kb_id, results) = out?;
+    // The server's shapes, so that both modes of the CLI print the same JSON.
+    let results: Vec<dto::SearchHit> = dto::all(results);
     Ok(serde_json::json!({ "kb_id": kb_id, "results": results }))
 }
 
@@ -410,7 +413,8 @@ pub fn reindex(
         )?;
         let bar = super::reindex_bar()?;
         loop {
-            let view = serde_json::to_value(service.workflow(&p, &wf.id)?)?;
+            let view =
+                serde_json::to_value(dto::WorkflowView::from(service.workflow(&p, &wf.id)?))?;
             let status = super::show_workflow(&bar, &view);
             if matches!(status.as_str(), "completed" | "failed" | "cancelled") {
                 return super::finish_reindex(&bar, &view, started);

@@ -24,7 +24,7 @@ pub struct Upload {
 }
 
 /// What happened to one uploaded file.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct Accepted {
     /// Position of the file in the request, from 0.
     pub index: usize,
@@ -55,7 +55,7 @@ pub struct Refused {
 }
 
 /// Answer to an upload.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct Receipt {
     /// The job tracking the new documents.
     pub job_id: String,

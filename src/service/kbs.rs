@@ -1,8 +1,6 @@
 //! Knowledge bases: create, list, read and delete a tenant's knowledge bases (deleting one
 //! drops its documents, chunks, index and the bytes no one else references).
 
-use serde::Serialize;
-
 use crate::store::{ChunkingStamp, Kb, KbStats, NewKb, Scope};
 
 use super::{Principal, Result, Service, ServiceError};
@@ -21,10 +19,9 @@ pub struct CreateKb {
 }
 
 /// A knowledge base with its counters.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct KbView {
     /// The knowledge base.
-    #[serde(flatten)]
     pub kb: Kb,
     /// Its counters.
     pub stats: KbStats,

@@ -4,8 +4,6 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use serde::Serialize;
-
 use crate::index::{Filter, SearchMode, SearchRequest};
 use crate::store::{ChunkRecord, Kb, Scope};
 
@@ -27,15 +25,13 @@ pub struct SearchParams {
 }
 
 /// One search result.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct SearchHit {
     /// Score of the mode (cosine for dense, BM25, or fused RRF).
     pub score: f32,
     /// Cosine similarity of the chunk to the query (dense and hybrid searches).
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub similarity: Option<f32>,
     /// The chunk.
-    #[serde(flatten)]
     pub chunk: ChunkRecord,
 }
 

@@ -3,7 +3,6 @@
 //! caller's tenant (another tenant's runs are "not found").
 
 use chrono::Utc;
-use serde::Serialize;
 use serde_json::Value;
 
 use super::reindex::ReindexInput;
@@ -16,10 +15,9 @@ use crate::store::{
 use crate::workflow::schedule::Schedule;
 
 /// A run with its steps.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct WorkflowView {
     /// The run.
-    #[serde(flatten)]
     pub workflow: WorkflowRecord,
     /// Its steps in order (attempts, errors, timings).
     pub steps: Vec<StepRecord>,

@@ -27,7 +27,7 @@ pub struct AgentRecord {
 }
 
 /// A conversation.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct Conversation {
     /// Id.
     pub id: String,
@@ -97,7 +97,7 @@ pub struct NewMessage {
 }
 
 /// A stored message.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 pub struct MessageRecord {
     /// Increasing id.
     pub id: i64,
@@ -178,7 +178,7 @@ impl TaskStatus {
 }
 
 /// A queued task.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 pub struct TaskRecord {
     /// Increasing id (the queue order).
     pub id: i64,
@@ -247,7 +247,7 @@ pub struct NewSchedule {
 }
 
 /// A stored schedule.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct ScheduleRecord {
     /// Id.
     pub id: String,
@@ -292,7 +292,7 @@ pub struct StoredEvent {
 }
 
 /// An agent as listed.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct AgentSummary {
     /// Agent id.
     pub id: String,

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use super::{Page, Result};
 
 /// One gateway call.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct CallLog {
     /// Request id.
     pub id: String,
@@ -104,7 +104,7 @@ pub enum UsageGroup {
 }
 
 /// One aggregate row.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct UsageRow {
     /// Values of the grouping columns, by name.
     pub group: serde_json::Map<String, serde_json::Value>,

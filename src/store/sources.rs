@@ -1,17 +1,15 @@
 //! Records of folder sources: directories synced into a knowledge base on a schedule.
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
 
 use super::{Document, Result};
 
 /// A folder synced into a knowledge base.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Source {
     /// Stable id.
     pub id: String,
     /// Owning tenant.
-    #[serde(skip)]
     pub tenant_id: String,
     /// Knowledge base.
     pub kb_id: String,

@@ -121,7 +121,7 @@ pub struct NewKb {
 }
 
 /// A knowledge base.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Kb {
     /// Stable id.
     pub id: String,
@@ -148,7 +148,7 @@ pub struct Kb {
 }
 
 /// Counters of one knowledge base.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct KbStats {
     /// Documents waiting.
     pub queued: u64,
@@ -224,7 +224,7 @@ pub struct NewDocument {
 }
 
 /// A document.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Document {
     /// Stable id.
     pub id: String,
@@ -386,10 +386,9 @@ pub struct Deleted {
 }
 
 /// A stored chunk.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ChunkRecord {
     /// Stable id (also the index's point id).
-    #[serde(rename = "chunk_id")]
     pub id: u64,
     /// Its document.
     pub document_id: String,
@@ -431,7 +430,7 @@ pub struct StoredPoint {
 }
 
 /// A document that failed inside a job.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JobError {
     /// The document.
     pub document_id: String,
@@ -444,7 +443,7 @@ pub struct JobError {
 }
 
 /// Progress of an ingest job.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Job {
     /// Stable id.
     pub id: String,

@@ -79,12 +79,11 @@ pub struct NewWorkflow {
 }
 
 /// A workflow run.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct WorkflowRecord {
     /// Stable id.
     pub id: String,
     /// Owning tenant.
-    #[serde(skip)]
     pub tenant_id: String,
     /// Workflow type.
     pub kind: String,
@@ -173,7 +172,7 @@ pub struct AttemptError {
 }
 
 /// A step of a workflow run.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct StepRecord {
     /// Unique within the run.
     pub name: String,
@@ -184,7 +183,6 @@ pub struct StepRecord {
     /// Attempts started.
     pub attempts: u32,
     /// Output of a completed step (dropped once no later step needs it).
-    #[serde(skip)]
     pub output: Option<Value>,
     /// Every failed attempt.
     pub errors: Vec<AttemptError>,

@@ -196,7 +196,7 @@ pub trait Handler: Send + Sync {
 }
 
 /// A change broadcast to subscribers (Server-Sent Events).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct Event {
     /// The workflow.
     pub workflow_id: String,
@@ -205,13 +205,10 @@ pub struct Event {
     /// The run's status after the change.
     pub status: WorkflowStatus,
     /// The step concerned (`step` events).
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub step: Option<StepRecord>,
     /// Progress (`progress` events).
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub progress: Option<Value>,
     /// Error of a failed run.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
 
