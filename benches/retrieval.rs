@@ -152,13 +152,9 @@ fn bench_chunking() -> Value {
                     offset: i + 1,
                 })
                 .collect();
-            Extracted {
-                media_type: MediaType::Markdown,
-                text,
-                page_starts: vec![],
-                headings,
-                warnings: vec![],
-            }
+            let mut e = Extracted::plain(MediaType::Markdown, text, "markdown");
+            e.headings = headings;
+            e
         })
         .collect();
     let bytes: usize = extracted.iter().map(|d| d.text.len()).sum();

@@ -150,10 +150,13 @@ pub struct IngestConfig {
     pub max_files_per_request: usize,
     /// Documents accepted but not finished before uploads are refused with 429.
     pub queue_capacity: usize,
-    /// Seconds one PDF may take to parse.
+    /// Seconds one binary document (PDF, Office file, e-book) may take to parse, OCR aside
+    /// (each PDF engine run has this bound).
     pub pdf_timeout_secs: u64,
-    /// Address-space limit of the PDF parser process, MiB.
+    /// Address-space limit of the extractor process (and the programs it runs), MiB.
     pub pdf_memory_mib: u64,
+    /// OCR of images and of PDF pages without text (`[ingest.ocr]`).
+    pub ocr: crate::ingest::ocr::OcrSettings,
     /// Chunks per embedding step (each step's vectors are persisted before the next).
     pub embed_batch_chunks: usize,
     /// Most characters of extracted text one document may hold; a longer one fails with
@@ -169,6 +172,7 @@ impl Default for IngestConfig {
             queue_capacity: 1024,
             pdf_timeout_secs: 60,
             pdf_memory_mib: 2048,
+            ocr: crate::ingest::ocr::OcrSettings::default(),
             embed_batch_chunks: 64,
             max_extracted_chars: 10_000_000,
         }

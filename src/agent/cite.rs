@@ -40,6 +40,10 @@ pub struct Source {
     pub text: String,
     /// The part of it put in the prompt.
     pub excerpt: String,
+    /// The header row (and caption) of the table whose rows it holds: put in the prompt
+    /// before the excerpt so the rows can be read; not part of `text`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub table_header: String,
 }
 
 /// A checked citation.
@@ -206,6 +210,10 @@ pub fn sources_block(sources: &[Source]) -> String {
             out.push_str(&format!(", \"{h}\""));
         }
         out.push_str(":\n");
+        if !s.table_header.is_empty() {
+            out.push_str(s.table_header.trim());
+            out.push('\n');
+        }
         out.push_str(s.excerpt.trim());
         out.push_str("\n\n");
     }
@@ -399,6 +407,7 @@ pub(crate) fn test_source(n: usize, text: &str, similarity: f32) -> Source {
         similarity: Some(similarity),
         text: text.into(),
         excerpt: text.into(),
+        table_header: String::new(),
     }
 }
 

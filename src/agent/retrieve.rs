@@ -92,6 +92,7 @@ pub(super) async fn retrieve(
             similarity: h.similarity,
             excerpt: cite::excerpt(&h.chunk.text, &query, per),
             text: h.chunk.text,
+            table_header: h.chunk.context,
         })
         .collect())
 }

@@ -89,6 +89,7 @@ async fn read_multipart(
     let mut files = Vec::new();
     let mut refused = Vec::new();
     let mut metadata = JsonObject::new();
+    let mut password = None;
     while let Some(mut field) = multipart.next_field().await? {
         match field.name() {
             Some("file") | Some("files") | Some("file[]") => {
@@ -132,6 +133,7 @@ async fn read_multipart(
                     bytes: buf.into(),
                     metadata: JsonObject::new(),
                     declared,
+                    password: None,
                 });
             }
             Some("metadata") => {
@@ -144,26 +146,41 @@ async fn read_multipart(
                     )
                 })?;
             }
+            Some("password") => {
+                let text = field.text().await?;
+                if text.len() > 1024 {
+                    return Err(ApiError::new(
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        "invalid_request",
+                        "the `password` part is longer than 1,024 bytes",
+                    ));
+                }
+                password = Some(text);
+            }
             other => {
                 return Err(ApiError::new(
                     StatusCode::UNPROCESSABLE_ENTITY,
                     "invalid_request",
                     format!(
-                    "unexpected form part `{}`: send `file` parts and an optional `metadata` part",
-                    other.unwrap_or("")
-                ),
+                        "unexpected form part `{}`: send `file` parts, an optional `metadata` \
+                         part and an optional `password` part",
+                        other.unwrap_or("")
+                    ),
                 ))
             }
         }
     }
     for f in &mut files {
         f.metadata = metadata.clone();
+        f.password = password.clone();
     }
     Ok((files, refused))
 }
 
 /// Upload documents: `multipart/form-data` with `file` parts (and an optional `metadata` JSON
-/// part applied to every file), or JSON `{name, text, metadata}`. Each file is admitted or
+/// part applied to every file, and an optional `password` part for encrypted PDFs), or JSON
+/// `{name, text, metadata}`. Read: PDF (with OCR of pages without text), PNG/JPEG/TIFF (OCR),
+/// DOCX, PPTX, XLSX, ODS, ODT, EPUB, RTF, CSV, Markdown, HTML and plain text. Each file is admitted or
 /// refused on its own: 202 when any was admitted, with the admitted documents and the job
 /// tracking them, and every refused file with its code and reason; 413, 415 or 422 (with the
 /// same `refused` list) only when none was.
@@ -218,6 +235,7 @@ pub async fn upload(
             bytes: text.into_bytes().into(),
             metadata: doc.metadata,
             declared: None,
+            password: None,
         };
         (vec![upload], Vec::new())
     } else {

@@ -204,6 +204,7 @@ fn build_kb(
                 bytes: para.text.clone().into_bytes().into(),
                 metadata: Default::default(),
                 declared: None,
+                password: None,
             })
             .collect();
         let r = loop {

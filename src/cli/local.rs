@@ -128,6 +128,7 @@ fn submit(
                 bytes: bytes.into(),
                 metadata: Default::default(),
                 declared: None,
+                password: None,
             });
         }
         if uploads.is_empty() {

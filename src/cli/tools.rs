@@ -84,7 +84,8 @@ pub fn extract_files(
                     "file": file, "status": "ok", "media_type": e.media_type,
                     "pages": e.page_count(), "chars": e.text.chars().count(),
                     "non_whitespace_chars": e.text.chars().filter(|c| !c.is_whitespace()).count(),
-                    "warnings": e.warnings.len(),
+                    "warnings": e.warnings.len(), "engine": e.engine,
+                    "ocr_pages": e.ocr_pages.len(), "tables": e.tables.len(),
                 }),
                 Err(err) => serde_json::json!({
                     "file": file, "status": "error", "code": err.code(), "error": err.to_string(),
@@ -95,11 +96,17 @@ pub fn extract_files(
             match &result {
                 Ok(e) => writeln!(
                     out,
-                    "{}\t{:?}\t{} pages\t{} chars",
+                    "{}\t{:?}\t{} pages\t{} chars\t{}{}",
                     file.display(),
                     e.media_type,
                     e.page_count(),
-                    e.text.chars().count()
+                    e.text.chars().count(),
+                    e.engine,
+                    if e.ocr_pages.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" ({} pages OCR'd)", e.ocr_pages.len())
+                    }
                 )?,
                 Err(err) => writeln!(out, "{}\terror\t{}\t{err}", file.display(), err.code())?,
             }

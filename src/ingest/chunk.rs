@@ -8,11 +8,16 @@
 //! token, so such a token is cut into pieces of at most [`TOKEN_PIECE_BYTES`] and a chunk never
 //! exceeds [`ChunkingOptions::max_bytes`]. Every chunk records byte offsets that slice back to
 //! exactly its text, its page range and its heading path, for citations.
+//!
+//! A table is a section of its own whose rows are never cut: its rows are packed whole, and a
+//! chunk that does not begin with the table's header carries the header (and caption) as its
+//! [`Chunk::context`], embedded and indexed with it but not part of its cited text; the
+//! budget leaves room for it.
 
 use serde::{Deserialize, Serialize};
 use unicode_segmentation::UnicodeSegmentation;
 
-use super::extract::Extracted;
+use super::extract::{Extracted, Table};
 use crate::embed::TextTokenizer;
 use crate::util::sha256_hex;
 
@@ -81,7 +86,7 @@ impl Default for ChunkingOptions {
 }
 
 /// A piece of a document sized for the embedder, with what a citation needs.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Chunk {
     /// The document this chunk belongs to.
     pub document_id: String,
@@ -101,6 +106,24 @@ pub struct Chunk {
     pub heading_path: Vec<String>,
     /// SHA-256 of `text`, hex.
     pub hash: String,
+    /// What the chunk needs to be understood but does not hold: the header row (and caption)
+    /// of the table its rows belong to; empty otherwise. Embedded and indexed before `text`.
+    #[serde(default)]
+    pub context: String,
+    /// Mean OCR confidence (0–100) of the pages it touches, when any was OCR'd.
+    #[serde(default)]
+    pub ocr_confidence: Option<f32>,
+}
+
+impl Chunk {
+    /// What is embedded and indexed: the context (if any), a line break, the text.
+    pub fn embed_text(&self) -> std::borrow::Cow<'_, str> {
+        if self.context.is_empty() {
+            std::borrow::Cow::Borrowed(&self.text)
+        } else {
+            std::borrow::Cow::Owned(format!("{}\n{}", self.context, self.text))
+        }
+    }
 }
 
 /// Splits extracted documents into chunks.
@@ -188,17 +211,31 @@ impl<'t, T: TokenSpans + ?Sized> Chunker<'t, T> {
     pub fn chunk(&self, document_id: &str, doc: &Extracted) -> Vec<Chunk> {
         let text = doc.text.as_str();
         let counter = Counter::new(text, self.tokens.token_spans(text), &self.options);
+        let tables: Vec<&Table> = doc
+            .tables
+            .iter()
+            .filter(|t| t.start < t.body && t.body < t.end && t.end <= text.len())
+            .collect();
         let mut bounds: Vec<usize> = doc.headings.iter().map(|h| h.offset).collect();
-        bounds.insert(0, 0);
+        bounds.extend(tables.iter().flat_map(|t| [t.start, t.end]));
+        bounds.push(0);
         bounds.push(text.len());
+        bounds.sort_unstable();
         bounds.dedup();
         let mut chunks = Vec::new();
         for window in bounds.windows(2) {
             let (start, end) = (window[0], window[1]);
-            let atoms = self.atoms(text, start, end, &counter);
             let path = heading_path(doc, start);
-            for (a, b, forced) in self.pack(text, &atoms, &counter) {
+            let (pieces, context) = match tables.iter().find(|t| t.start == start) {
+                Some(table) => self.table_pieces(text, table, end, &counter),
+                None => {
+                    let atoms = self.atoms(text, start, end, &counter);
+                    (self.pack(text, &atoms, &counter), String::new())
+                }
+            };
+            for (a, b, forced) in pieces {
                 let text_slice = &text[a..b];
+                let pages = doc.page_at(a).zip(doc.page_at(b.saturating_sub(1).max(a)));
                 chunks.push(Chunk {
                     document_id: document_id.to_owned(),
                     ordinal: chunks.len() as u32,
@@ -210,13 +247,89 @@ impl<'t, T: TokenSpans + ?Sized> Chunker<'t, T> {
                     } else {
                         counter.count(a, b)
                     },
-                    pages: doc.page_at(a).zip(doc.page_at(b.saturating_sub(1).max(a))),
+                    pages,
                     heading_path: path.clone(),
                     hash: sha256_hex(text_slice.as_bytes()),
+                    // The first piece holds the header itself.
+                    context: if a == start {
+                        String::new()
+                    } else {
+                        context.clone()
+                    },
+                    ocr_confidence: pages.and_then(|p| doc.ocr_confidence(p)),
                 });
             }
         }
         chunks
+    }
+
+    /// A table's rows packed whole into pieces; the budget of every piece leaves room for the
+    /// header it repeats (returned), unless the header is more than half the budget (then it
+    /// is not repeated). A row too long for one chunk is cut at words like any sentence.
+    fn table_pieces(
+        &self,
+        text: &str,
+        table: &Table,
+        end: usize,
+        counter: &Counter,
+    ) -> (Vec<(usize, usize, bool)>, String) {
+        let mut context = table.context(text);
+        let context_tokens = self.tokens.token_spans(&context).len() + 1;
+        let limit = self.options.max_tokens;
+        let context_bytes = context.len() + 1;
+        if context_tokens * 2 > limit || context_bytes * 2 > self.options.max_bytes {
+            context.clear();
+        }
+        let (room, room_bytes) = if context.is_empty() {
+            (limit, self.options.max_bytes)
+        } else {
+            (
+                limit - context_tokens,
+                self.options.max_bytes - context_bytes,
+            )
+        };
+        let fits = |a: usize, b: usize| b - a <= room_bytes && counter.count(a, b) <= room;
+        let mut rows: Vec<Atom> = Vec::new();
+        let mut offset = table.start;
+        for line in text[table.start..end].split_inclusive('\n') {
+            let (s, e) = (offset, offset + line.len());
+            offset = e;
+            // The header and its rule are one unit: never separated.
+            if s < table.body && table.start != s {
+                if let Some(first) = rows.first_mut() {
+                    first.end = trimmed(text, first.start, e).map_or(first.end, |r| r.1);
+                }
+                continue;
+            }
+            let Some((s, e)) = trimmed(text, s, e) else {
+                continue;
+            };
+            if fits(s, e) {
+                rows.push(Atom::new(s, e));
+            } else {
+                let narrow = Chunker {
+                    tokens: self.tokens,
+                    options: ChunkingOptions {
+                        max_tokens: room,
+                        overlap_tokens: 0,
+                        max_bytes: room_bytes,
+                    },
+                };
+                narrow.split_words(text, s, e, counter, &mut rows);
+            }
+        }
+        let mut pieces = Vec::new();
+        let mut i = 0;
+        while i < rows.len() {
+            let mut j = i + 1;
+            while j < rows.len() && fits(rows[i].start, rows[j].end) {
+                j += 1;
+            }
+            let forced = rows[i..j].iter().any(|a| a.forced);
+            pieces.push((rows[i].start, rows[j - 1].end, forced));
+            i = j;
+        }
+        (pieces, context)
     }
 
     /// Splits `text[start..end]` into atoms that each fit in a chunk.
@@ -443,13 +556,55 @@ mod tests {
     use proptest::prelude::*;
 
     fn doc(text: &str, headings: Vec<Heading>) -> Extracted {
-        Extracted {
-            media_type: MediaType::Markdown,
-            text: text.to_owned(),
-            page_starts: Vec::new(),
-            headings,
-            warnings: Vec::new(),
+        let mut e = Extracted::plain(MediaType::Markdown, text.to_owned(), "markdown");
+        e.headings = headings;
+        e
+    }
+
+    #[test]
+    fn table_rows_stay_whole_and_every_chunk_repeats_the_header() {
+        let mut text =
+            String::from("# Prices\n\nBefore the table.\n\n| Fruit | Price |\n|---|---|\n");
+        for i in 0..200 {
+            text.push_str(&format!("| fruit number {i} | {} |\n", i * 7));
         }
+        text.push_str("\nAfter the table.\n");
+        let (headings, tables) = crate::ingest::markdown::structure(&text);
+        let mut d = doc(&text, headings);
+        d.tables = tables;
+        let max = 40;
+        let chunks = Chunker::new(&WhitespaceTokens, opts(max, 8)).chunk("d", &d);
+        let rows: Vec<&Chunk> = chunks
+            .iter()
+            .filter(|c| c.text.contains("fruit number"))
+            .collect();
+        assert!(rows.len() > 5, "{}", rows.len());
+        assert!(rows[0].text.starts_with("| Fruit | Price |\n|---|---|"));
+        assert!(rows[0].context.is_empty());
+        for c in &rows[1..] {
+            assert_eq!(c.context, "| Fruit | Price |\n|---|---|");
+            assert!(
+                c.text.starts_with("| fruit number") && c.text.ends_with(" |"),
+                "{:?}",
+                c.text
+            );
+            assert_eq!(&text[c.start..c.end], c.text);
+            let total = WhitespaceTokens.token_spans(&c.embed_text()).len();
+            assert!(total <= max, "{total} tokens");
+        }
+        let every_row = rows
+            .iter()
+            .map(|c| c.text.matches("fruit number").count())
+            .sum::<usize>();
+        assert_eq!(every_row, 200);
+        assert!(!chunks
+            .iter()
+            .any(|c| c.text.contains("Before") && c.text.contains("fruit")));
+        assert!(chunks
+            .last()
+            .expect("chunks")
+            .text
+            .contains("After the table."));
     }
 
     fn opts(max: usize, overlap: usize) -> ChunkingOptions {
@@ -459,7 +614,7 @@ mod tests {
     #[test]
     fn sections_are_never_mixed_and_carry_their_path() {
         let text = "# A\n\nalpha one.\n\n## B\n\nbeta two.\n\n# C\n\ngamma.";
-        let headings = crate::ingest::markdown::headings(text);
+        let headings = crate::ingest::markdown::structure(text).0;
         let chunks = Chunker::new(&WhitespaceTokens, opts(50, 0)).chunk("d", &doc(text, headings));
         let paths: Vec<_> = chunks.iter().map(|c| c.heading_path.join(" > ")).collect();
         assert_eq!(paths, vec!["A", "A > B", "C"]);
@@ -593,7 +748,7 @@ mod tests {
         #![proptest_config(ProptestConfig::with_cases(200))]
         #[test]
         fn chunks_cover_in_order_within_limit(text in text_strategy(), max in 8usize..64, overlap in 0usize..16) {
-            let headings = crate::ingest::markdown::headings(&text);
+            let headings = crate::ingest::markdown::structure(&text).0;
             let d = doc(&text, headings);
             for tokens in [&WhitespaceTokens as &dyn TokenSpans, &CharTokens] {
                 let chunks = Chunker::new(tokens, opts(max, overlap)).chunk("d", &d);

@@ -16,6 +16,28 @@ pub enum MediaType {
     Html,
     /// `text/plain` (and any other UTF-8 text).
     Text,
+    /// `text/csv` (and tab-separated values).
+    Csv,
+    /// `application/rtf`.
+    Rtf,
+    /// Word document (Office Open XML).
+    Docx,
+    /// PowerPoint presentation (Office Open XML).
+    Pptx,
+    /// Excel workbook (Office Open XML).
+    Xlsx,
+    /// OpenDocument spreadsheet.
+    Ods,
+    /// OpenDocument text.
+    Odt,
+    /// EPUB e-book.
+    Epub,
+    /// PNG image (read by OCR).
+    Png,
+    /// JPEG image (read by OCR).
+    Jpeg,
+    /// TIFF image, one page or many (read by OCR).
+    Tiff,
 }
 
 impl MediaType {
@@ -26,15 +48,104 @@ impl MediaType {
             MediaType::Markdown => "text/markdown",
             MediaType::Html => "text/html",
             MediaType::Text => "text/plain",
+            MediaType::Csv => "text/csv",
+            MediaType::Rtf => "application/rtf",
+            MediaType::Docx => {
+                "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
+            }
+            MediaType::Pptx => {
+                "application/vnd.openxmlformats-officedocument.presentationml.presentation"
+            }
+            MediaType::Xlsx => "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+            MediaType::Ods => "application/vnd.oasis.opendocument.spreadsheet",
+            MediaType::Odt => "application/vnd.oasis.opendocument.text",
+            MediaType::Epub => "application/epub+zip",
+            MediaType::Png => "image/png",
+            MediaType::Jpeg => "image/jpeg",
+            MediaType::Tiff => "image/tiff",
         }
     }
+
+    /// Whether its bytes are parsed in the isolated extractor process (binary formats, whose
+    /// parsers must not run in the service).
+    pub fn is_isolated(self) -> bool {
+        !matches!(
+            self,
+            MediaType::Markdown
+                | MediaType::Html
+                | MediaType::Text
+                | MediaType::Csv
+                | MediaType::Rtf
+        )
+    }
+
+    /// Whether it is an image, whose only text is what OCR reads.
+    pub fn is_image(self) -> bool {
+        matches!(self, MediaType::Png | MediaType::Jpeg | MediaType::Tiff)
+    }
+}
+
+/// Images read by OCR, by their first bytes.
+const IMAGE_MAGIC: &[(&[u8], MediaType)] = &[
+    (b"\x89PNG\r\n\x1a\n", MediaType::Png),
+    (b"\xFF\xD8\xFF", MediaType::Jpeg),
+    (b"II*\0", MediaType::Tiff),
+    (b"MM\0*", MediaType::Tiff),
+];
+
+/// What a ZIP archive is, by its `mimetype` entry (OpenDocument, EPUB) or the entries it
+/// names (Office Open XML). Reads only the first local header and searches entry names in the
+/// first 256 KiB and the last 1 MiB (where the central directory is); inflates nothing.
+fn zip_kind(bytes: &[u8]) -> Result<MediaType, IngestError> {
+    let u16_at = |i: usize| {
+        bytes
+            .get(i..i + 2)
+            .map_or(0, |b| u16::from_le_bytes([b[0], b[1]]))
+    };
+    if bytes.get(30..38) == Some(b"mimetype") {
+        let data = 30 + 8 + u16_at(28) as usize;
+        let declared = bytes.get(data..(data + 80).min(bytes.len())).unwrap_or(&[]);
+        let declared = String::from_utf8_lossy(declared);
+        for (mime, kind) in [
+            ("application/vnd.oasis.opendocument.text", MediaType::Odt),
+            (
+                "application/vnd.oasis.opendocument.spreadsheet",
+                MediaType::Ods,
+            ),
+            ("application/epub+zip", MediaType::Epub),
+        ] {
+            if declared.starts_with(mime) && !declared[mime.len()..].starts_with('-') {
+                return Ok(kind);
+            }
+        }
+    }
+    let head = &bytes[..bytes.len().min(256 << 10)];
+    let tail = &bytes[bytes.len().saturating_sub(1 << 20)..];
+    for (entry, kind) in [
+        (&b"word/document.xml"[..], MediaType::Docx),
+        (b"ppt/presentation.xml", MediaType::Pptx),
+        (b"xl/workbook.xml", MediaType::Xlsx),
+    ] {
+        if find(head, entry).is_some() || find(tail, entry).is_some() {
+            return Ok(kind);
+        }
+    }
+    Err(IngestError::Unsupported(
+        "a ZIP archive that is not a document Groundwork reads (DOCX, PPTX, XLSX, ODT, ODS, \
+         EPUB)"
+            .into(),
+    ))
 }
 
 const BINARY_MAGIC: &[(&[u8], &str)] = &[
     (b"\x89PNG", "PNG image"),
     (b"\xFF\xD8\xFF", "JPEG image"),
-    (b"GIF8", "GIF image"),
-    (b"PK\x03\x04", "ZIP archive (docx/xlsx/zip)"),
+    (b"GIF8", "GIF image (OCR reads PNG, JPEG and TIFF)"),
+    (b"PK\x03\x04", "ZIP archive"),
+    (
+        b"\xD0\xCF\x11\xE0",
+        "legacy Office binary file (.doc/.xls/.ppt; save it as .docx/.xlsx/.pptx)",
+    ),
     (b"\x1F\x8B", "gzip archive"),
     (b"\x7FELF", "executable"),
     (b"7z\xBC\xAF", "7z archive"),
@@ -67,6 +178,14 @@ pub fn detect_declared(
         essence.eq_ignore_ascii_case("application/pdf")
             || essence.eq_ignore_ascii_case("application/x-pdf")
     });
+    if !named_pdf && !declared_pdf {
+        if let Some((_, kind)) = IMAGE_MAGIC.iter().find(|(m, _)| bytes.starts_with(m)) {
+            return Ok(*kind);
+        }
+        if bytes.starts_with(b"PK\x03\x04") {
+            return zip_kind(bytes);
+        }
+    }
     if named_pdf || declared_pdf {
         let how = if declared_pdf { "declared" } else { "named" };
         return Err(IngestError::Unsupported(
@@ -96,6 +215,14 @@ pub fn detect_declared(
         }
     }
     let sample = &bytes[..bytes.len().min(8192)];
+    let start = String::from_utf8_lossy(&sample[..sample.len().min(64)]).into_owned();
+    if start
+        .trim_start_matches('\u{feff}')
+        .trim_start()
+        .starts_with("{\\rtf")
+    {
+        return Ok(MediaType::Rtf);
+    }
     let ext = name
         .and_then(|n| n.rsplit_once('.'))
         .map(|(_, e)| e.to_ascii_lowercase());
@@ -110,7 +237,20 @@ pub fn detect_declared(
     }
     match ext.as_deref() {
         Some("md" | "markdown" | "mdx") => Ok(MediaType::Markdown),
-        Some("txt" | "text" | "log" | "csv") => Ok(MediaType::Text),
+        Some("csv" | "tsv") => Ok(MediaType::Csv),
+        _ if declared.is_some_and(|d| {
+            let essence = d
+                .split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase();
+            essence == "text/csv" || essence == "text/tab-separated-values"
+        }) =>
+        {
+            Ok(MediaType::Csv)
+        }
+        Some("txt" | "text" | "log") => Ok(MediaType::Text),
         _ if looks_like_markdown(&lower) => Ok(MediaType::Markdown),
         _ => Ok(MediaType::Text),
     }
@@ -160,6 +300,34 @@ mod tests {
             detect_declared(b"# Title", Some("a.md"), Some("application/octet-stream")),
             Ok(MediaType::Markdown)
         );
+    }
+
+    #[test]
+    fn office_files_images_rtf_and_csv_are_recognised() {
+        let mut odt = b"PK\x03\x04".to_vec();
+        odt.resize(26, 0);
+        odt.extend([8, 0, 0, 0]);
+        odt.extend(b"mimetypeapplication/vnd.oasis.opendocument.text");
+        assert_eq!(detect(&odt, Some("x.bin")), Ok(MediaType::Odt));
+        let mut docx = b"PK\x03\x04".to_vec();
+        docx.extend([0u8; 40]);
+        docx.extend(b"word/document.xml");
+        assert_eq!(detect(&docx, None), Ok(MediaType::Docx));
+        let zip = b"PK\x03\x04\0\0\0\0 other entries";
+        assert!(detect(zip, Some("a.docx"))
+            .expect_err("zip")
+            .to_string()
+            .contains("ZIP"));
+        assert_eq!(detect(b"\x89PNG\r\n\x1a\n\0\0", None), Ok(MediaType::Png));
+        assert_eq!(detect(b"II*\0\x08\0", None), Ok(MediaType::Tiff));
+        assert_eq!(detect(b"{\\rtf1\\ansi hi}", None), Ok(MediaType::Rtf));
+        assert_eq!(detect(b"a,b\n1,2", Some("t.csv")), Ok(MediaType::Csv));
+        assert_eq!(
+            detect_declared(b"a,b\n1,2", Some("t"), Some("text/csv")),
+            Ok(MediaType::Csv)
+        );
+        let doc = detect(b"\xD0\xCF\x11\xE0\xA1\xB1\x1A\xE1\0", Some("a.doc"));
+        assert!(doc.expect_err("doc").to_string().contains(".docx"));
     }
 
     #[test]

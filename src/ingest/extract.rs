@@ -2,10 +2,11 @@
 
 use serde::{Deserialize, Serialize};
 
+pub use super::builder::Table;
 use super::detect::{detect, MediaType};
 pub use super::heading::Heading;
 use super::isolate::{self, Isolation};
-use super::{html, markdown, text, IngestError};
+use super::{csv, html, markdown, rtf, text, IngestError};
 
 /// A document's text with the structure chunks need for citations.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -21,12 +22,56 @@ pub struct Extracted {
     pub headings: Vec<Heading>,
     /// Problems that did not stop extraction (replaced bytes, unreadable pages).
     pub warnings: Vec<String>,
+    /// Tables, whose header rows each chunk of their rows repeats.
+    #[serde(default)]
+    pub tables: Vec<Table>,
+    /// What read the text: `pdf-extract`, `pdftotext`, `tesseract` (`+`-joined when pages
+    /// differ), `docx`, `markdown`…
+    #[serde(default)]
+    pub engine: String,
+    /// Pages whose text was recognised by OCR, with Tesseract's mean word confidence.
+    #[serde(default)]
+    pub ocr_pages: Vec<OcrPage>,
+}
+
+/// A page whose text OCR produced.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct OcrPage {
+    /// 1-based page number.
+    pub page: u32,
+    /// Mean word confidence, 0–100.
+    pub confidence: f32,
 }
 
 impl Extracted {
     /// Number of pages (0 for documents without pages).
     pub fn page_count(&self) -> usize {
         self.page_starts.len()
+    }
+
+    /// Mean OCR confidence over the pages `first..=last`, when any of them was OCR'd.
+    pub fn ocr_confidence(&self, (first, last): (u32, u32)) -> Option<f32> {
+        let hits: Vec<f32> = self
+            .ocr_pages
+            .iter()
+            .filter(|p| p.page >= first && p.page <= last)
+            .map(|p| p.confidence)
+            .collect();
+        (!hits.is_empty()).then(|| hits.iter().sum::<f32>() / hits.len() as f32)
+    }
+
+    /// A text document without pages or tables.
+    pub fn plain(media_type: MediaType, text: String, engine: &str) -> Self {
+        Self {
+            media_type,
+            text,
+            page_starts: Vec::new(),
+            headings: Vec::new(),
+            warnings: Vec::new(),
+            tables: Vec::new(),
+            engine: engine.to_owned(),
+            ocr_pages: Vec::new(),
+        }
     }
 
     /// 1-based page holding byte `offset`, or `None` for documents without pages.
@@ -48,51 +93,57 @@ pub struct ExtractOptions {
     pub password: Option<String>,
 }
 
-/// Detects the type of `bytes` and extracts its text. PDFs are parsed in an isolated process.
+/// Detects the type of `bytes` and extracts its text. Binary formats (PDF, images, Office
+/// files, e-books) are read in an isolated process.
 pub fn extract(
     bytes: &[u8],
     name: Option<&str>,
     options: &ExtractOptions,
 ) -> Result<Extracted, IngestError> {
-    let media_type = detect(bytes, name)?;
-    let extracted = match media_type {
-        MediaType::Pdf => {
-            let pages =
-                isolate::extract_pdf(bytes, options.password.as_deref(), &options.isolation)?;
-            from_pages(pages.pages, pages.warnings)
-        }
-        MediaType::Markdown => {
-            let (text, warning) = text::decode(bytes);
-            let headings = markdown::headings(&text);
-            Extracted {
-                media_type,
-                text,
-                page_starts: Vec::new(),
-                headings,
-                warnings: warning.into_iter().collect(),
+    extract_as(bytes, detect(bytes, name)?, options)
+}
+
+/// Extracts the text of `bytes`, already detected as `media_type`.
+pub fn extract_as(
+    bytes: &[u8],
+    media_type: MediaType,
+    options: &ExtractOptions,
+) -> Result<Extracted, IngestError> {
+    let extracted = if media_type.is_isolated() {
+        isolate::extract(
+            bytes,
+            media_type,
+            options.password.as_deref(),
+            &options.isolation,
+        )?
+    } else {
+        let (decoded, warning) = text::decode(bytes);
+        let mut e = match media_type {
+            MediaType::Markdown => {
+                let (headings, tables) = markdown::structure(&decoded);
+                let mut e = Extracted::plain(media_type, decoded, "markdown");
+                e.headings = headings;
+                e.tables = tables;
+                e
             }
-        }
-        MediaType::Html => {
-            let (source, warning) = text::decode(bytes);
-            let (text, headings) = html::extract(&source);
-            Extracted {
-                media_type,
-                text,
-                page_starts: Vec::new(),
-                headings,
-                warnings: warning.into_iter().collect(),
+            MediaType::Html => {
+                let built = html::extract(&decoded);
+                let mut e = Extracted::plain(media_type, built.text, "html");
+                e.headings = built.headings;
+                e.tables = built.tables;
+                e
             }
-        }
-        MediaType::Text => {
-            let (text, warning) = text::decode(bytes);
-            Extracted {
-                media_type,
-                text,
-                page_starts: Vec::new(),
-                headings: Vec::new(),
-                warnings: warning.into_iter().collect(),
+            MediaType::Rtf => Extracted::plain(media_type, rtf::to_text(&decoded), "rtf"),
+            MediaType::Csv => {
+                let built = csv::extract(&decoded);
+                let mut e = Extracted::plain(media_type, built.text, "csv");
+                e.tables = built.tables;
+                e
             }
-        }
+            _ => Extracted::plain(media_type, decoded, "text"),
+        };
+        e.warnings.extend(warning);
+        e
     };
     if extracted.text.trim().is_empty() {
         return Err(IngestError::NoText);
@@ -117,6 +168,9 @@ pub fn from_pages(pages: Vec<String>, warnings: Vec<String>) -> Extracted {
         page_starts,
         headings: Vec::new(),
         warnings,
+        tables: Vec::new(),
+        engine: String::new(),
+        ocr_pages: Vec::new(),
     }
 }
 

@@ -1,12 +1,15 @@
-//! Running PDF extraction in a child process with a time bound and a memory cap.
+//! Running the extraction of binary formats (PDF, images, Office files, e-books) in a child
+//! process with a time bound and a memory cap.
 //!
-//! `catch_unwind` cannot stop a parser that loops or allocates forever, so each PDF is parsed by
-//! a separate process (the `groundwork extract-worker` subcommand, or any program speaking the
-//! same protocol). The parent writes a request to the child's stdin, reads one JSON answer from
-//! its stdout, and kills the child when the deadline passes. The child caps its own address
-//! space with `setrlimit`, so a memory blow-up ends as an allocation failure in the child.
+//! `catch_unwind` cannot stop a parser that loops or allocates forever, so each such document
+//! is parsed by a separate process (the `groundwork extract-worker` subcommand, or any program
+//! speaking the same protocol). The parent writes a request to the child's stdin, reads one
+//! JSON answer from its stdout, and kills the child's whole process group (it may be running
+//! `pdftotext`, `pdftoppm` or `tesseract`) when the deadline passes. The child caps its own
+//! address space with `setrlimit` (inherited by the programs it runs), so a memory blow-up
+//! ends as an allocation failure in the child.
 //!
-//! Protocol: stdin = 4-byte little-endian header length, JSON [`WorkerRequest`], the PDF bytes.
+//! Protocol: stdin = 4-byte little-endian header length, JSON [`WorkerRequest`], the bytes.
 //! stdout = one JSON [`WorkerAnswer`].
 
 use std::io::{Read, Write};
@@ -16,8 +19,10 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use super::pdf::{self, PdfPages};
-use super::IngestError;
+use super::detect::MediaType;
+use super::extract::Extracted;
+use super::pdf::{self, PdfSettings};
+use super::{ocr, office, IngestError};
 
 /// How to start and bound the extractor process.
 #[derive(Debug, Clone)]
@@ -30,6 +35,8 @@ pub struct Isolation {
     pub timeout: Duration,
     /// Address-space cap of the child, in bytes.
     pub memory_limit: u64,
+    /// The second PDF engine's bound and OCR settings.
+    pub pdf: PdfSettings,
 }
 
 impl Isolation {
@@ -47,40 +54,71 @@ impl Isolation {
             args: vec!["extract-worker".into()],
             timeout: Duration::from_secs(60),
             memory_limit: 2 << 30,
+            pdf: PdfSettings {
+                ocr: ocr::OcrSettings::default(),
+                poppler_timeout_secs: 60,
+            },
+        }
+    }
+
+    /// The wall-clock bound of one document of `media_type`: the parse bound, plus OCR's
+    /// budget for formats that may need it.
+    pub fn deadline(&self, media_type: MediaType) -> Duration {
+        if media_type == MediaType::Pdf || media_type.is_image() {
+            self.timeout + self.pdf.ocr.document_budget()
+        } else {
+            self.timeout
         }
     }
 }
 
 #[derive(Debug, Serialize, Deserialize)]
 struct WorkerRequest {
+    media_type: MediaType,
     password: Option<String>,
     memory_limit: u64,
     cpu_seconds: u64,
+    pdf: PdfSettings,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
 enum WorkerAnswer {
-    Ok(PdfPages),
-    Err { code: String, detail: String },
+    Ok(Box<Extracted>),
+    Err {
+        code: String,
+        kind: String,
+        detail: String,
+    },
 }
 
 /// Most text we accept back from one PDF (a 100 MB upload rarely holds more than a few MB of
 /// text); a worker printing more is treated as misbehaving.
 const MAX_ANSWER_BYTES: u64 = 256 << 20;
 
-/// Extracts a PDF's pages in an isolated child process.
-pub fn extract_pdf(
+/// Extracts a document of `media_type` in an isolated child process.
+pub fn extract(
     bytes: &[u8],
+    media_type: MediaType,
     password: Option<&str>,
     iso: &Isolation,
-) -> Result<PdfPages, IngestError> {
+) -> Result<Extracted, IngestError> {
+    let deadline = iso.deadline(media_type);
     let request = WorkerRequest {
+        media_type,
         password: password.map(str::to_owned),
         memory_limit: iso.memory_limit,
-        cpu_seconds: iso.timeout.as_secs() + 2,
+        cpu_seconds: deadline.as_secs() + 2,
+        pdf: iso.pdf.clone(),
     };
     let header = serde_json::to_vec(&request).map_err(|e| IngestError::Worker(e.to_string()))?;
-    let mut child = Command::new(&iso.program)
+    let mut command = Command::new(&iso.program);
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::CommandExt;
+        // Its own process group, so a timeout also stops the programs it runs.
+        command.process_group(0);
+    }
+    let mut child = command
         .args(&iso.args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -123,11 +161,10 @@ pub fn extract_pdf(
         let status = loop {
             match child.try_wait() {
                 Ok(Some(status)) => break Ok(status),
-                Ok(None) if started.elapsed() >= iso.timeout => {
-                    let _ = child.kill();
-                    let _ = child.wait();
+                Ok(None) if started.elapsed() >= deadline => {
+                    kill_group(&mut child);
                     break Err(IngestError::Timeout {
-                        seconds: iso.timeout.as_secs(),
+                        seconds: deadline.as_secs(),
                     });
                 }
                 Ok(None) => std::thread::sleep(Duration::from_millis(5)),
@@ -142,8 +179,10 @@ pub fn extract_pdf(
     let status = status?;
     if let Ok(answer) = serde_json::from_slice::<WorkerAnswer>(&out) {
         return match answer {
-            WorkerAnswer::Ok(pages) => Ok(pages),
-            WorkerAnswer::Err { code, detail } => Err(decode_error(&code, detail, iso)),
+            WorkerAnswer::Ok(extracted) => Ok(*extracted),
+            WorkerAnswer::Err { code, kind, detail } => {
+                Err(decode_error(&code, &kind, detail, iso))
+            }
         };
     }
     let stderr = String::from_utf8_lossy(&err);
@@ -153,6 +192,17 @@ pub fn extract_pdf(
         });
     }
     Err(IngestError::Crashed(describe_exit(status)))
+}
+
+fn kill_group(child: &mut std::process::Child) {
+    #[cfg(unix)]
+    // SAFETY: kill(2) with a negative pid signals the process group the child leads (made by
+    // `process_group(0)` at spawn); it touches no memory of ours.
+    unsafe {
+        libc::kill(-(child.id() as libc::pid_t), libc::SIGKILL);
+    }
+    let _ = child.kill();
+    let _ = child.wait();
 }
 
 fn describe_exit(status: std::process::ExitStatus) -> String {
@@ -171,18 +221,84 @@ fn describe_exit(status: std::process::ExitStatus) -> String {
     format!("exited with {status} without an answer")
 }
 
-fn decode_error(code: &str, detail: String, iso: &Isolation) -> IngestError {
+fn decode_error(code: &str, kind: &str, detail: String, iso: &Isolation) -> IngestError {
     match code {
         "encrypted" => IngestError::Encrypted,
         "no_text" => IngestError::NoText,
         "extraction_memory_limit" => IngestError::MemoryLimit {
             mib: iso.memory_limit >> 20,
         },
+        "unsupported_media_type" => IngestError::Unsupported(detail),
+        "extractor_unavailable" => IngestError::Worker(detail),
         _ => IngestError::Malformed {
-            kind: "PDF",
+            kind: KINDS
+                .iter()
+                .find(|k| **k == kind)
+                .copied()
+                .unwrap_or("document"),
             detail,
         },
     }
+}
+
+/// The `kind`s of [`IngestError::Malformed`] the worker reports.
+const KINDS: &[&str] = &["PDF", "DOCX", "PPTX", "ODT", "EPUB", "spreadsheet", "image"];
+
+/// Extracts inside the worker process.
+fn work(request: &WorkerRequest, bytes: &[u8]) -> Result<Extracted, IngestError> {
+    let media_type = request.media_type;
+    match media_type {
+        MediaType::Pdf => pdf::extract(bytes, request.password.as_deref(), &request.pdf),
+        m if m.is_image() => image(bytes, m, &request.pdf.ocr),
+        m => office::extract(m, bytes),
+    }
+}
+
+/// An image's text, by OCR.
+fn image(
+    bytes: &[u8],
+    media_type: MediaType,
+    settings: &ocr::OcrSettings,
+) -> Result<Extracted, IngestError> {
+    if !settings.enabled {
+        return Err(IngestError::Unsupported(
+            "images are read by OCR, which is switched off (ingest.ocr.enabled)".into(),
+        ));
+    }
+    let scratch = super::tool::Scratch::new()
+        .map_err(|e| IngestError::Worker(format!("scratch dir: {e}")))?;
+    let path = scratch.file("image");
+    std::fs::write(&path, bytes).map_err(|e| IngestError::Worker(format!("scratch file: {e}")))?;
+    let pages = ocr::image(&path, settings).map_err(|e| match e {
+        super::tool::ToolError::Missing(p) => {
+            IngestError::Worker(format!("{p} is not installed: images cannot be read"))
+        }
+        super::tool::ToolError::Timeout { seconds, .. } => IngestError::Timeout { seconds },
+        super::tool::ToolError::Io(detail) => IngestError::Malformed {
+            kind: "image",
+            detail,
+        },
+    })?;
+    let mut b = super::builder::Builder::new();
+    let mut ocr_pages = Vec::new();
+    for (i, page) in pages.iter().enumerate() {
+        b.page();
+        b.paragraph(&page.text);
+        ocr_pages.push(super::extract::OcrPage {
+            page: i as u32 + 1,
+            confidence: page.confidence,
+        });
+    }
+    let built = b.finish();
+    let mut e = Extracted::plain(media_type, built.text, "tesseract");
+    if pages.len() > 1 {
+        e.page_starts = built.page_starts;
+    }
+    e.ocr_pages = ocr_pages;
+    if e.text.trim().is_empty() {
+        return Err(IngestError::NoText);
+    }
+    Ok(e)
 }
 
 /// The worker side: reads one request from `input`, extracts, writes one answer to `output`.
@@ -205,20 +321,24 @@ pub fn run_worker(mut input: impl Read, mut output: impl Write) -> i32 {
         return 2;
     }
     std::panic::set_hook(Box::new(|_| {}));
-    let result =
-        std::panic::catch_unwind(|| pdf::extract_pages(&bytes, request.password.as_deref()));
+    let result = std::panic::catch_unwind(|| work(&request, &bytes));
     let answer = match result {
-        Ok(Ok(pages)) => WorkerAnswer::Ok(pages),
-        Ok(Err(e)) => WorkerAnswer::Err {
-            code: e.code().into(),
-            detail: match e {
-                IngestError::Malformed { detail, .. } => detail,
-                other => other.to_string(),
-            },
-        },
+        Ok(Ok(extracted)) => WorkerAnswer::Ok(Box::new(extracted)),
+        Ok(Err(e)) => {
+            let code = e.code().into();
+            let (kind, detail) = match e {
+                IngestError::Malformed { kind, detail } => (kind.to_owned(), detail),
+                IngestError::Unsupported(detail) | IngestError::Worker(detail) => {
+                    (String::new(), detail)
+                }
+                other => (String::new(), other.to_string()),
+            };
+            WorkerAnswer::Err { code, kind, detail }
+        }
         Err(panic) => WorkerAnswer::Err {
             code: "malformed".into(),
-            detail: format!("the PDF parser failed: {}", pdf::panic_text(&panic)),
+            kind: "document".into(),
+            detail: format!("the parser failed: {}", pdf::panic_text(&panic)),
         },
     };
     let written = serde_json::to_writer(&mut output, &answer).is_ok() && output.flush().is_ok();
@@ -252,9 +372,11 @@ mod tests {
 
     fn frame(password: Option<&str>, pdf: &[u8]) -> Vec<u8> {
         let header = serde_json::to_vec(&WorkerRequest {
+            media_type: MediaType::Pdf,
             password: password.map(str::to_owned),
             memory_limit: u64::MAX,
             cpu_seconds: u64::MAX - 1,
+            pdf: PdfSettings::default(),
         })
         .expect("json");
         let mut v = (header.len() as u32).to_le_bytes().to_vec();
@@ -275,34 +397,29 @@ mod tests {
     #[test]
     fn missing_program_is_a_worker_error() {
         let iso = Isolation::with_program("/nonexistent/groundwork".into());
-        let err = extract_pdf(b"%PDF-1.4", None, &iso).expect_err("no program");
+        let err = extract(b"%PDF-1.4", MediaType::Pdf, None, &iso).expect_err("no program");
         assert!(matches!(err, IngestError::Worker(_)));
         assert!(err.is_retryable());
     }
 
     #[test]
     fn a_hanging_worker_is_killed_at_the_deadline() {
-        let iso = Isolation {
-            program: "/bin/sleep".into(),
-            args: vec!["30".into()],
-            timeout: Duration::from_millis(300),
-            memory_limit: 1 << 30,
-        };
+        let mut iso = Isolation::with_program("/bin/sleep".into());
+        iso.args = vec!["30".into()];
+        iso.timeout = Duration::from_millis(300);
+        iso.pdf.ocr.enabled = false;
         let started = Instant::now();
-        let err = extract_pdf(b"%PDF-1.4", None, &iso).expect_err("timeout");
+        let err = extract(b"%PDF-1.4", MediaType::Pdf, None, &iso).expect_err("timeout");
         assert!(matches!(err, IngestError::Timeout { .. }), "{err:?}");
         assert!(started.elapsed() < Duration::from_secs(5));
     }
 
     #[test]
     fn a_crashing_worker_is_reported() {
-        let iso = Isolation {
-            program: "/bin/sh".into(),
-            args: vec!["-c".into(), "kill -SEGV $$".into()],
-            timeout: Duration::from_secs(5),
-            memory_limit: 1 << 30,
-        };
-        let err = extract_pdf(b"%PDF-1.4", None, &iso).expect_err("crash");
+        let mut iso = Isolation::with_program("/bin/sh".into());
+        iso.args = vec!["-c".into(), "kill -SEGV $$".into()];
+        iso.timeout = Duration::from_secs(5);
+        let err = extract(b"%PDF-1.4", MediaType::Pdf, None, &iso).expect_err("crash");
         assert_eq!(err, IngestError::Crashed("segmentation fault".into()));
     }
 }

@@ -1,25 +1,33 @@
 //! From uploaded bytes to citeable chunks.
 //!
-//! Owns media-type detection ([`detect`]), text extraction ([`extract`], with PDF parsing run in
-//! an isolated child process by [`isolate`]) and token-aware chunking ([`chunk`]).
+//! Owns media-type detection ([`detect`]), text extraction ([`extract`]: text formats in
+//! process; PDFs (two engines and OCR), images, Office files and e-books in an isolated child
+//! process run by [`isolate`]) and token-aware, table-aware chunking ([`chunk`]).
 //!
 //! Must never embed, index or persist anything: it returns text and chunk boundaries, and every
 //! failure is a per-document [`IngestError`], never a panic or a hang of the caller.
 
+mod builder;
 pub mod chunk;
+mod csv;
 pub mod detect;
 pub mod extract;
 mod heading;
 mod html;
 pub mod isolate;
 mod markdown;
+pub mod ocr;
+mod office;
 pub mod pdf;
 pub mod pipeline;
+pub mod poppler;
+mod rtf;
 mod text;
+mod tool;
 
 pub use chunk::{Chunk, Chunker, ChunkingOptions};
 pub use detect::MediaType;
-pub use extract::{extract, ExtractOptions, Extracted, Heading};
+pub use extract::{extract, ExtractOptions, Extracted, Heading, OcrPage, Table};
 
 /// Why one document could not be turned into text. Each is final for that document's bytes.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

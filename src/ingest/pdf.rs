@@ -1,16 +1,200 @@
-//! PDF text extraction with pdf-extract, page by page.
+//! PDF text extraction: pdf-extract page by page, poppler's `pdftotext` as a second engine
+//! (kept page by page where it reads clearly more), and OCR of pages that still hold no text.
 //!
 //! This code runs only inside the isolated extractor process ([`super::isolate`]): pdf-extract
 //! and lopdf can panic, loop or allocate without bound on hostile input, and none of that may
-//! reach the service. Callers use [`super::isolate::extract_pdf`].
+//! reach the service. Callers use [`super::isolate::extract`].
+
+use std::time::Duration;
 
 use lopdf::Document;
 
+use super::extract::{from_pages, Extracted, OcrPage};
+use super::ocr::{self, OcrSettings};
+use super::poppler;
+use super::tool::Scratch;
 use super::IngestError;
 
-/// Extracts the text of every page of `bytes`. A page that fails to extract yields an empty
-/// string (and a warning) rather than failing the whole document.
-pub fn extract_pages(bytes: &[u8], password: Option<&str>) -> Result<PdfPages, IngestError> {
+/// How the PDF engines and OCR may run.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct PdfSettings {
+    /// OCR of pages without text.
+    pub ocr: OcrSettings,
+    /// Bound of one `pdftotext` run, seconds.
+    pub poppler_timeout_secs: u64,
+}
+
+/// A page with fewer non-space characters than this has no usable text layer (OCR candidate).
+const EMPTY_PAGE_CHARS: usize = 10;
+
+/// Extracts a PDF's text with every engine available: pdf-extract, then `pdftotext` where it
+/// reads clearly more, then OCR of the pages still (nearly) empty.
+pub fn extract(
+    bytes: &[u8],
+    password: Option<&str>,
+    settings: &PdfSettings,
+) -> Result<Extracted, IngestError> {
+    let first = extract_pages(bytes, password);
+    let scratch = Scratch::new().map_err(|e| IngestError::Worker(format!("scratch dir: {e}")))?;
+    let path = scratch.file("document.pdf");
+    std::fs::write(&path, bytes).map_err(|e| IngestError::Worker(format!("scratch file: {e}")))?;
+    let timeout = Duration::from_secs(settings.poppler_timeout_secs.max(1));
+    let second = poppler::pages(&path, password, timeout);
+    let (mut pages, mut engines, mut warnings) = match (first, second) {
+        (Ok(a), Ok(Some(b))) => merge(a, b),
+        (Ok(a), Ok(None)) => {
+            let n = a.pages.len();
+            (a.pages, vec![Engine::PdfExtract; n], a.warnings)
+        }
+        (Ok(a), Err(e)) => {
+            let n = a.pages.len();
+            let mut warnings = a.warnings;
+            warnings.push(format!("pdftotext: {e}"));
+            (a.pages, vec![Engine::PdfExtract; n], warnings)
+        }
+        (Err(_), Ok(Some(b))) => {
+            let n = b.len();
+            let pages = b.iter().map(|p| tidy(p)).collect();
+            (pages, vec![Engine::Pdftotext; n], Vec::new())
+        }
+        (Err(a), Ok(None)) => return Err(encrypted_if_marked(a, bytes)),
+        (Err(a), Err(b)) => {
+            return Err(
+                if a == IngestError::Encrypted || b == IngestError::Encrypted {
+                    IngestError::Encrypted
+                } else {
+                    encrypted_if_marked(a, bytes)
+                },
+            )
+        }
+    };
+    let mut ocr_pages = Vec::new();
+    let empty: Vec<u32> = pages
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| non_space(p) < EMPTY_PAGE_CHARS)
+        .map(|(i, _)| i as u32 + 1)
+        .collect();
+    if settings.ocr.enabled && !empty.is_empty() {
+        let chosen = &empty[..empty.len().min(settings.ocr.max_pages)];
+        if chosen.len() < empty.len() {
+            warnings.push(format!(
+                "{} page(s) without text were not recognised (ingest.ocr.max_pages = {})",
+                empty.len() - chosen.len(),
+                settings.ocr.max_pages
+            ));
+        }
+        for (page, result) in ocr::pdf_pages(&path, password, chosen, &settings.ocr, &scratch) {
+            let i = page as usize - 1;
+            match result {
+                Ok(read) if read.words > 0 && non_space(&read.text) > non_space(&pages[i]) => {
+                    pages[i] = read.text;
+                    engines[i] = Engine::Tesseract;
+                    ocr_pages.push(OcrPage {
+                        page,
+                        confidence: read.confidence,
+                    });
+                }
+                Ok(_) => {}
+                Err(e) => warnings.push(format!("page {page}: OCR failed: {e}")),
+            }
+        }
+    }
+    if pages.iter().all(|p| p.trim().is_empty()) {
+        if let Some(first) = warnings.first() {
+            return Err(IngestError::Malformed {
+                kind: "PDF",
+                detail: format!("no page could be read ({first})"),
+            });
+        }
+        return Err(IngestError::NoText);
+    }
+    let mut extracted = from_pages(pages, warnings);
+    extracted.engine = Engine::describe(&engines);
+    extracted.ocr_pages = ocr_pages;
+    Ok(extracted)
+}
+
+/// The program that produced a page's text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Engine {
+    PdfExtract,
+    Pdftotext,
+    Tesseract,
+}
+
+impl Engine {
+    fn name(self) -> &'static str {
+        match self {
+            Engine::PdfExtract => "pdf-extract",
+            Engine::Pdftotext => "pdftotext",
+            Engine::Tesseract => "tesseract",
+        }
+    }
+
+    /// The engines of a document's pages, `+`-joined in a fixed order.
+    fn describe(pages: &[Engine]) -> String {
+        let mut used: Vec<Engine> = pages.to_vec();
+        used.sort();
+        used.dedup();
+        used.iter().map(|e| e.name()).collect::<Vec<_>>().join("+")
+    }
+}
+
+/// Page by page, pdftotext's text where it holds clearly more (20 % and 20 characters more)
+/// than pdf-extract's; when the engines disagree on the page count (a rebuilt xref table),
+/// the whole document from the engine that read more.
+fn merge(a: PdfPages, b: Vec<String>) -> (Vec<String>, Vec<Engine>, Vec<String>) {
+    let b: Vec<String> = b.iter().map(|p| tidy(p)).collect();
+    let clearly_more = |x: usize, y: usize| x > y + y / 5 + 20;
+    if a.pages.len() != b.len() {
+        let (ta, tb) = (
+            a.pages.iter().map(|p| non_space(p)).sum::<usize>(),
+            b.iter().map(|p| non_space(p)).sum::<usize>(),
+        );
+        if clearly_more(tb, ta) {
+            let n = b.len();
+            return (b, vec![Engine::Pdftotext; n], a.warnings);
+        }
+        let n = a.pages.len();
+        return (a.pages, vec![Engine::PdfExtract; n], a.warnings);
+    }
+    let mut engines = Vec::with_capacity(b.len());
+    let pages = a
+        .pages
+        .into_iter()
+        .zip(b)
+        .map(|(pa, pb)| {
+            if clearly_more(non_space(&pb), non_space(&pa)) {
+                engines.push(Engine::Pdftotext);
+                pb
+            } else {
+                engines.push(Engine::PdfExtract);
+                pa
+            }
+        })
+        .collect();
+    (pages, engines, a.warnings)
+}
+
+fn non_space(s: &str) -> usize {
+    s.chars().filter(|c| !c.is_whitespace()).count()
+}
+
+/// A file with an `/Encrypt` entry that no engine could open is reported as encrypted, not
+/// as damaged: a password is what the user can do something about.
+fn encrypted_if_marked(e: IngestError, bytes: &[u8]) -> IngestError {
+    let marked = bytes.windows(8).any(|w| w == b"/Encrypt");
+    if marked && matches!(e, IngestError::Malformed { .. }) {
+        IngestError::Encrypted
+    } else {
+        e
+    }
+}
+
+/// Extracts the text of every page of `bytes` with pdf-extract. A page that fails to extract
+/// yields an empty string (and a warning) rather than failing the whole document.
+fn extract_pages(bytes: &[u8], password: Option<&str>) -> Result<PdfPages, IngestError> {
     let mut doc = match password {
         Some(pw) => Document::load_mem_with_options(bytes, lopdf::LoadOptions::with_password(pw)),
         None => Document::load_mem(bytes),
@@ -67,12 +251,12 @@ pub fn extract_pages(bytes: &[u8], password: Option<&str>) -> Result<PdfPages, I
 }
 
 /// Text per page plus the problems met on the way.
-#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
-pub struct PdfPages {
+#[derive(Debug, Clone, Default)]
+struct PdfPages {
     /// One entry per page, in page order.
-    pub pages: Vec<String>,
+    pages: Vec<String>,
     /// Pages that could not be extracted, and why.
-    pub warnings: Vec<String>,
+    warnings: Vec<String>,
 }
 
 /// The message of a caught panic.
@@ -128,5 +312,46 @@ mod tests {
     fn garbage_is_malformed_not_a_panic() {
         let err = extract_pages(b"%PDF-1.4\nthis is not a pdf", None).expect_err("garbage");
         assert_eq!(err.code(), "malformed");
+    }
+
+    #[test]
+    fn the_engine_that_reads_clearly_more_wins_each_page() {
+        let a = PdfPages {
+            pages: vec![
+                "same text here".into(),
+                "x".into(),
+                "a long page of text".into(),
+            ],
+            warnings: vec![],
+        };
+        let b = vec![
+            "same text here.".to_owned(),
+            "the font pdf-extract could not map reads fine here".to_owned(),
+            "a long page".to_owned(),
+        ];
+        let (pages, engines, _) = merge(a, b);
+        assert_eq!(
+            pages[1],
+            "the font pdf-extract could not map reads fine here"
+        );
+        assert_eq!(
+            engines,
+            vec![Engine::PdfExtract, Engine::Pdftotext, Engine::PdfExtract]
+        );
+        assert_eq!(Engine::describe(&engines), "pdf-extract+pdftotext");
+    }
+
+    #[test]
+    fn an_unopenable_file_with_an_encrypt_entry_is_encrypted() {
+        let damaged = IngestError::Malformed {
+            kind: "PDF",
+            detail: "no pages".into(),
+        };
+        let marked = b"%PDF-1.4 trailer << /Encrypt 5 0 R >>";
+        assert_eq!(
+            encrypted_if_marked(damaged.clone(), marked),
+            IngestError::Encrypted
+        );
+        assert_eq!(encrypted_if_marked(damaged.clone(), b"%PDF-1.4"), damaged);
     }
 }

@@ -25,7 +25,8 @@ use crate::backoff::Backoff;
 use crate::embed::Embedder;
 use crate::index::{Catalog, NewPoint, PointMeta};
 use crate::store::{
-    BlobStore, ChunkRow, ChunkingStamp, Document, DocumentStatus, Kb, Publish, Store, StoreError,
+    BlobStore, ChunkRow, ChunkingStamp, Document, DocumentStatus, Extraction, Kb, OcrPageRecord,
+    Publish, Store, StoreError,
 };
 use crate::workflow::{Ctx, Interrupt, StepError, StepOptions};
 
@@ -79,6 +80,9 @@ pub struct Chunked {
     pub pages: Option<u32>,
     /// Extraction warnings.
     pub warnings: Vec<String>,
+    /// What read the text, and which pages OCR recognised.
+    #[serde(default)]
+    pub extraction: Extraction,
     /// The chunks in order.
     pub chunks: Vec<Chunk>,
 }
@@ -216,7 +220,9 @@ pub fn process_document(
                 "injected",
                 "failpoint"
             )));
-            let texts: Vec<&str> = part.iter().map(|c| c.text.as_str()).collect();
+            let owned: Vec<std::borrow::Cow<'_, str>> =
+                part.iter().map(Chunk::embed_text).collect();
+            let texts: Vec<&str> = owned.iter().map(|t| t.as_ref()).collect();
             host.embed(&kb.tenant_id, embedder.as_ref(), &texts)
                 .map(|v| Vectors::encode(&v))
         })?;
@@ -268,7 +274,7 @@ fn extract_text(host: &dyn Host, doc: &Document, is_upload: bool) -> Result<Extr
     })?;
     let options = ExtractOptions {
         isolation: host.isolation().clone(),
-        password: None,
+        password: doc.password.clone(),
     };
     let extracted = extract(&bytes, Some(&doc.name), &options).map_err(|e| match e {
         IngestError::Worker(_) | IngestError::Crashed(_) => {
@@ -306,6 +312,17 @@ fn chunk_text(
     Ok(Chunked {
         pages: (extracted.page_count() > 0).then_some(extracted.page_count() as u32),
         warnings: extracted.warnings.clone(),
+        extraction: Extraction {
+            engine: extracted.engine.clone(),
+            ocr_pages: extracted
+                .ocr_pages
+                .iter()
+                .map(|p| OcrPageRecord {
+                    page: p.page,
+                    confidence: p.confidence,
+                })
+                .collect(),
+        },
         chunks,
     })
 }
@@ -323,6 +340,8 @@ fn chunk_rows<'a>(chunks: &'a [Chunk], vectors: &'a [Vec<f32>]) -> Vec<ChunkRow<
             pages: chunk.pages,
             heading_path: &chunk.heading_path,
             hash: &chunk.hash,
+            context: &chunk.context,
+            ocr_confidence: chunk.ocr_confidence,
             vector,
         })
         .collect()
@@ -365,6 +384,7 @@ fn publish(
             chunking: kb.chunking,
             pages: chunked.pages,
             warnings: &chunked.warnings,
+            extraction: &chunked.extraction,
             chunks: rows,
         }) {
             Ok(p) => p,
@@ -376,12 +396,15 @@ fn publish(
     };
     fail::fail_point!("ingest::publish");
     let metadata: BTreeMap<String, String> = doc.filter_metadata();
+    let indexed: Vec<std::borrow::Cow<'_, str>> =
+        chunked.chunks.iter().map(Chunk::embed_text).collect();
     let points = chunked
         .chunks
         .iter()
+        .zip(&indexed)
         .zip(std::mem::take(vectors))
         .zip(&published.chunk_ids)
-        .map(|((chunk, vector), &id)| NewPoint {
+        .map(|(((_, text), vector), &id)| NewPoint {
             meta: PointMeta {
                 chunk_id: id,
                 document_id: doc.id.clone(),
@@ -389,7 +412,7 @@ fn publish(
                 metadata: metadata.clone(),
             },
             vector,
-            text: &chunk.text,
+            text,
         })
         .collect();
     let removed = published

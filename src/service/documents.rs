@@ -21,6 +21,8 @@ pub struct Upload {
     pub metadata: serde_json::Map<String, serde_json::Value>,
     /// The media type the client declared for it, if any (checked against the bytes).
     pub declared: Option<String>,
+    /// The password of an encrypted PDF, if the client gave one.
+    pub password: Option<String>,
 }
 
 /// What happened to one uploaded file.
@@ -172,6 +174,14 @@ impl Service {
                 continue;
             }
             match detect_declared(&u.bytes, Some(&name), u.declared.as_deref()) {
+                Ok(media) if media.is_image() && self.core.ocr.is_err() => {
+                    let why = self.core.ocr.as_ref().err().cloned().unwrap_or_default();
+                    refused.push(refuse(ServiceError::UnsupportedMediaType(format!(
+                        "`{name}` is an image ({}): its text needs OCR, which is unavailable \
+                         here: {why}",
+                        media.mime()
+                    ))));
+                }
                 Ok(media) => {
                     let sha = sha256_hex(&u.bytes);
                     prepared.push((index, name, media, sha, u));
@@ -287,6 +297,7 @@ impl Service {
                     size: u.bytes.len() as u64,
                     sha256: sha,
                     metadata: u.metadata,
+                    password: u.password,
                 })?
             };
             let doc = inserted.document;

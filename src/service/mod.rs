@@ -87,6 +87,29 @@ impl Stats {
     }
 }
 
+/// Finds out (and logs) which extraction tools run here: poppler's `pdftotext` (the second
+/// PDF engine) and OCR (Tesseract with its languages, and `pdftoppm`). Returns OCR's status.
+fn extraction_tools(ingest: &crate::config::IngestConfig) -> std::result::Result<String, String> {
+    match crate::ingest::poppler::probe() {
+        Ok(v) => tracing::info!(version = %v, "second PDF engine available: pdftotext"),
+        Err(why) => tracing::warn!(%why, "second PDF engine unavailable; pdf-extract only"),
+    }
+    let ocr = crate::ingest::ocr::probe(&ingest.ocr);
+    match &ocr {
+        Ok(v) => tracing::info!(
+            version = %v,
+            languages = %ingest.ocr.languages,
+            dpi = ingest.ocr.dpi,
+            "OCR available: image uploads and PDF pages without text are recognised"
+        ),
+        Err(why) => tracing::warn!(
+            %why,
+            "OCR unavailable: image uploads are refused, PDF pages without text stay empty"
+        ),
+    }
+    ocr
+}
+
 /// State shared by the service and its workflow handlers.
 pub struct Core {
     config: Config,
@@ -98,6 +121,8 @@ pub struct Core {
     /// Serialises upload admission (count unfinished documents, then register).
     admission: Mutex<()>,
     isolation: Isolation,
+    /// Whether OCR runs (Tesseract's version), or why not: image uploads are refused then.
+    ocr: std::result::Result<String, String>,
     /// Serialises "make sure the bytes exist + register the document" against "delete a
     /// document + drop bytes nobody references".
     blob_lock: Mutex<()>,
@@ -286,6 +311,14 @@ impl Service {
         let mut isolation = isolation;
         isolation.timeout = Duration::from_secs(config.ingest.pdf_timeout_secs);
         isolation.memory_limit = config.ingest.pdf_memory_mib * 1024 * 1024;
+        let ocr = extraction_tools(&config.ingest);
+        isolation.pdf = crate::ingest::pdf::PdfSettings {
+            ocr: crate::ingest::ocr::OcrSettings {
+                enabled: ocr.is_ok(),
+                ..config.ingest.ocr.clone()
+            },
+            poppler_timeout_secs: config.ingest.pdf_timeout_secs,
+        };
         let limiter = ratelimit::RateLimiter::new(config.rate_limits);
         let core = Arc::new(Core {
             gateway,
@@ -297,6 +330,7 @@ impl Service {
             engine,
             admission: Mutex::new(()),
             isolation,
+            ocr,
             blob_lock: Mutex::new(()),
             stats: Stats::default(),
             limiter,

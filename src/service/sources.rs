@@ -242,6 +242,7 @@ fn changed_files(
         metadata.insert("source_id".into(), json!(source.id));
         metadata.insert("source_path".into(), json!(file.path));
         uploads.push(Upload {
+            password: None,
             name: file.path.clone(),
             bytes: bytes.into(),
             metadata,

@@ -10,6 +10,7 @@ pub(super) fn migrations() -> Migrations<'static> {
         M::up(include_str!("sql/sqlite/0002_workflows.sql")),
         M::up(include_str!("sql/sqlite/0003_gateway.sql")),
         M::up(include_str!("sql/sqlite/0004_agents.sql")),
+        M::up(include_str!("sql/sqlite/0005_extraction.sql")),
     ])
 }
 

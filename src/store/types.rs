@@ -221,6 +221,26 @@ pub struct NewDocument {
     pub sha256: String,
     /// Client metadata (a JSON object).
     pub metadata: serde_json::Map<String, serde_json::Value>,
+    /// Password of an encrypted PDF, if the client gave one.
+    pub password: Option<String>,
+}
+
+/// How a document's text was obtained.
+#[derive(Debug, Clone, PartialEq, Default, serde::Serialize, serde::Deserialize)]
+pub struct Extraction {
+    /// What read the text (`pdf-extract`, `pdftotext+tesseract`, `docx`…).
+    pub engine: String,
+    /// Pages recognised by OCR and Tesseract's mean word confidence on each (0–100).
+    pub ocr_pages: Vec<OcrPageRecord>,
+}
+
+/// A page whose text OCR produced.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct OcrPageRecord {
+    /// 1-based page.
+    pub page: u32,
+    /// Mean word confidence, 0–100.
+    pub confidence: f32,
 }
 
 /// A document.
@@ -260,6 +280,10 @@ pub struct Document {
     pub embedding_model: Option<String>,
     /// Chunking of its chunks (once ready).
     pub chunking: Option<ChunkingStamp>,
+    /// How its text was obtained (once ready).
+    pub extraction: Option<Extraction>,
+    /// The password it was uploaded with (encrypted PDFs). Internal: never served.
+    pub password: Option<String>,
     /// Upload time.
     pub created_at: DateTime<Utc>,
     /// Last status change.
@@ -340,6 +364,10 @@ pub struct ChunkRow<'a> {
     pub heading_path: &'a [String],
     /// SHA-256 of the text, hex.
     pub hash: &'a str,
+    /// The table header the chunk repeats (empty when none).
+    pub context: &'a str,
+    /// Mean OCR confidence of its pages, when OCR'd.
+    pub ocr_confidence: Option<f32>,
     /// Embedding.
     pub vector: &'a [f32],
 }
@@ -357,6 +385,8 @@ pub struct Publish<'a> {
     pub pages: Option<u32>,
     /// Extraction warnings.
     pub warnings: &'a [String],
+    /// How the text was obtained.
+    pub extraction: &'a Extraction,
     /// Its chunks in order.
     pub chunks: Vec<ChunkRow<'a>>,
 }
@@ -412,6 +442,10 @@ pub struct ChunkRecord {
     pub heading_path: Vec<String>,
     /// SHA-256 of the text.
     pub hash: String,
+    /// The table header it repeats (empty when none): indexed with the text, not part of it.
+    pub context: String,
+    /// Mean OCR confidence of its pages, when OCR'd.
+    pub ocr_confidence: Option<f32>,
 }
 
 /// A chunk as an index needs it.
@@ -421,7 +455,7 @@ pub struct StoredPoint {
     pub chunk_id: u64,
     /// Its document.
     pub document_id: String,
-    /// Text, for BM25.
+    /// Text for BM25 (the context, if any, then the chunk's text).
     pub text: String,
     /// Embedding.
     pub vector: Vec<f32>,

@@ -57,10 +57,27 @@ pub struct Document {
     pub embedding_model: Option<String>,
     /// Chunking of its chunks (once ready).
     pub chunking: Option<ChunkingStamp>,
+    /// What read its text (once ready): `pdf-extract`, `pdftotext`, `tesseract` (`+`-joined
+    /// when its pages differ), `docx`, `pptx`, `calamine`, `odt`, `epub`, `rtf`, `csv`,
+    /// `markdown`, `html`, `text`.
+    pub engine: Option<String>,
+    /// Whether any of its text was recognised by OCR.
+    pub ocr: bool,
+    /// The pages OCR recognised, with Tesseract's mean word confidence (0–100).
+    pub ocr_pages: Vec<OcrPage>,
     /// Upload time.
     pub created_at: DateTime<Utc>,
     /// Last status change.
     pub updated_at: DateTime<Utc>,
+}
+
+/// A page whose text OCR produced.
+#[derive(Debug, Clone, Copy, Serialize, utoipa::ToSchema)]
+pub struct OcrPage {
+    /// 1-based page (1 for a one-page image).
+    pub page: u32,
+    /// Mean word confidence, 0–100.
+    pub confidence: f32,
 }
 
 /// A stored chunk.
@@ -91,6 +108,15 @@ pub struct ChunkRecord {
     pub heading_path: Vec<String>,
     /// SHA-256 of the text.
     pub hash: String,
+    /// The header row (and caption) of the table whose rows the chunk holds, repeated so the
+    /// rows can be read; not part of `text` (which is exactly the cited span). Absent when none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub table_header: Option<String>,
+    /// Whether its text was recognised by OCR.
+    pub ocr: bool,
+    /// Mean OCR word confidence (0–100) of its pages, when OCR'd.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ocr_confidence: Option<f32>,
 }
 
 /// A document that failed inside a job.
@@ -201,6 +227,20 @@ impl From<crate::store::Document> for Document {
             replaces: r.replaces,
             embedding_model: r.embedding_model,
             chunking: r.chunking.map(Into::into),
+            engine: r.extraction.as_ref().map(|e| e.engine.clone()),
+            ocr: r
+                .extraction
+                .as_ref()
+                .is_some_and(|e| !e.ocr_pages.is_empty()),
+            ocr_pages: r
+                .extraction
+                .iter()
+                .flat_map(|e| &e.ocr_pages)
+                .map(|p| OcrPage {
+                    page: p.page,
+                    confidence: p.confidence,
+                })
+                .collect(),
             created_at: r.created_at,
             updated_at: r.updated_at,
         }
@@ -222,6 +262,9 @@ impl From<crate::store::ChunkRecord> for ChunkRecord {
             page_end: r.page_end,
             heading_path: r.heading_path,
             hash: r.hash,
+            table_header: (!r.context.is_empty()).then_some(r.context),
+            ocr: r.ocr_confidence.is_some(),
+            ocr_confidence: r.ocr_confidence,
         }
     }
 }

@@ -139,13 +139,15 @@ const STALE: &str = "d.status = 'ready' AND (d.embedding_model IS NOT k.embeddin
 
 const DOC_COLS: &str = "id, kb_id, job_id, name, media_type, size, sha256, status, error_code, \
                         error, metadata, chunk_count, pages, warnings, replaces, created_at, \
-                        updated_at, embedding_model, chunk_max_tokens, chunk_overlap_tokens";
+                        updated_at, embedding_model, chunk_max_tokens, chunk_overlap_tokens, \
+                        extraction, password";
 
 struct RawDoc {
     doc: Document,
     metadata: String,
     warnings: String,
     status: String,
+    extraction: Option<String>,
 }
 
 fn doc_row(r: &Row<'_>) -> rusqlite::Result<RawDoc> {
@@ -176,10 +178,13 @@ fn doc_row(r: &Row<'_>) -> rusqlite::Result<RawDoc> {
                 }),
                 _ => None,
             },
+            extraction: None,
+            password: r.get(21)?,
         },
         status: r.get(7)?,
         metadata: r.get(10)?,
         warnings: r.get(13)?,
+        extraction: r.get(20)?,
     })
 }
 
@@ -190,6 +195,10 @@ impl RawDoc {
             .ok_or_else(|| StoreError::Database(format!("unknown status {}", self.status)))?;
         doc.metadata = serde_json::from_str(&self.metadata).map_err(json_err)?;
         doc.warnings = serde_json::from_str(&self.warnings).map_err(json_err)?;
+        doc.extraction = match self.extraction {
+            Some(json) => Some(serde_json::from_str(&json).map_err(json_err)?),
+            None => None,
+        };
         Ok(doc)
     }
 }
@@ -232,8 +241,9 @@ fn insert_chunks(
     let mut ids = Vec::with_capacity(chunks.len());
     let mut stmt = tx.prepare_cached(
         "INSERT INTO chunks (document_id, ordinal, start_offset, end_offset, text, tokens,
-                             page_start, page_end, heading_path, hash, vector, generation)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                             page_start, page_end, heading_path, hash, vector, generation,
+                             context, ocr_confidence)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
     )?;
     for c in chunks {
         let headings = serde_json::to_string(c.heading_path).map_err(json_err)?;
@@ -249,7 +259,9 @@ fn insert_chunks(
             headings,
             c.hash,
             vector_bytes(c.vector),
-            generation
+            generation,
+            c.context,
+            c.ocr_confidence
         ])?;
         ids.push(tx.last_insert_rowid() as u64);
     }
@@ -607,8 +619,8 @@ impl DocumentStore for SqliteStore {
             let now = Utc::now();
             tx.execute(
                 "INSERT INTO documents (id, kb_id, job_id, name, media_type, size, sha256, status,
-                                        metadata, replaces, created_at, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'queued', ?8, ?9, ?10, ?10)",
+                                        metadata, replaces, created_at, updated_at, password)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'queued', ?8, ?9, ?10, ?10, ?11)",
                 params![
                     id,
                     doc.kb_id,
@@ -619,7 +631,8 @@ impl DocumentStore for SqliteStore {
                     doc.sha256,
                     metadata,
                     replaces,
-                    now
+                    now,
+                    doc.password
                 ],
             )?;
             Ok(Inserted {
@@ -735,6 +748,7 @@ impl DocumentStore for SqliteStore {
 
     fn publish(&self, p: &Publish<'_>) -> Result<Published> {
         let warnings = serde_json::to_string(p.warnings).map_err(json_err)?;
+        let extraction = serde_json::to_string(p.extraction).map_err(json_err)?;
         self.write(|tx| {
             let row: Option<(String, Option<String>, String, String)> = tx
                 .query_row(
@@ -765,7 +779,7 @@ impl DocumentStore for SqliteStore {
                 "UPDATE documents SET status = 'ready', chunk_count = ?2, pages = ?3,
                         warnings = ?4, error_code = NULL, error = NULL, replaces = NULL,
                         updated_at = ?5, embedding_model = ?6, chunk_max_tokens = ?7,
-                        chunk_overlap_tokens = ?8
+                        chunk_overlap_tokens = ?8, extraction = ?9
                  WHERE id = ?1",
                 params![
                     p.document_id,
@@ -775,7 +789,8 @@ impl DocumentStore for SqliteStore {
                     Utc::now(),
                     p.embedding_model,
                     p.chunking.max_tokens,
-                    p.chunking.overlap_tokens
+                    p.chunking.overlap_tokens,
+                    extraction
                 ],
             )?;
             tx.execute(
@@ -865,7 +880,10 @@ impl DocumentStore for SqliteStore {
                 )?;
                 let generation = generation.map(|g| g as i64).unwrap_or(serving);
                 let mut stmt = c.prepare(
-                    "SELECT c.id, c.document_id, c.text, c.vector, d.metadata
+                    "SELECT c.id, c.document_id,
+                            CASE WHEN c.context = '' THEN c.text
+                                 ELSE c.context || char(10) || c.text END,
+                            c.vector, d.metadata
                      FROM chunks c JOIN documents d ON d.id = c.document_id
                      WHERE d.kb_id = ?1 AND d.status = 'ready' AND c.generation = ?2
                      ORDER BY c.id",
@@ -903,8 +921,8 @@ impl DocumentStore for SqliteStore {
 }
 
 const CHUNK_SELECT: &str = "SELECT c.id, c.document_id, d.name, c.ordinal, c.start_offset, \
-    c.end_offset, c.text, c.tokens, c.page_start, c.page_end, c.heading_path, c.hash \
-    FROM chunks c JOIN documents d ON d.id = c.document_id";
+    c.end_offset, c.text, c.tokens, c.page_start, c.page_end, c.heading_path, c.hash, \
+    c.context, c.ocr_confidence FROM chunks c JOIN documents d ON d.id = c.document_id";
 
 fn chunk_row(r: &Row<'_>) -> rusqlite::Result<(ChunkRecord, String)> {
     Ok((
@@ -921,6 +939,8 @@ fn chunk_row(r: &Row<'_>) -> rusqlite::Result<(ChunkRecord, String)> {
             page_end: r.get(9)?,
             heading_path: Vec::new(),
             hash: r.get(11)?,
+            context: r.get(12)?,
+            ocr_confidence: r.get(13)?,
         },
         r.get(10)?,
     ))

@@ -1,0 +1,165 @@
+//! DOCX (Word): paragraphs in order, headings from paragraph styles (by style name or outline
+//! level, so localised style ids work), tables with their first row as header. Deleted text
+//! and field codes are skipped.
+
+use std::collections::HashMap;
+
+use super::super::builder::{Builder, Built};
+use super::xml::{self, Event};
+use super::{nonempty, Archive, IngestError};
+
+/// Reads `word/document.xml` (and `word/styles.xml` for heading levels).
+pub fn extract(archive: &mut Archive<'_>) -> Result<Built, IngestError> {
+    let levels = match archive.text("word/styles.xml")? {
+        Some(styles) => heading_levels(&styles)?,
+        None => HashMap::new(),
+    };
+    let body = archive.required("word/document.xml")?;
+    let mut b = Builder::new();
+    let mut reader = Body::default();
+    xml::walk(&body, "DOCX", |event| reader.event(event, &levels, &mut b))?;
+    nonempty(b.finish())
+}
+
+/// Style id → heading level, for styles named `heading N` / `Title` or with an outline level.
+fn heading_levels(styles: &str) -> Result<HashMap<String, u8>, IngestError> {
+    let mut out = HashMap::new();
+    let mut current: Option<String> = None;
+    xml::walk(styles, "DOCX", |event| match event {
+        Event::Open(t) if t.name == "style" => current = t.attr("styleId").map(str::to_owned),
+        Event::Open(t) if t.name == "name" => {
+            if let (Some(id), Some(name)) = (&current, t.attr("val")) {
+                let name = name.to_ascii_lowercase();
+                if name == "title" {
+                    out.insert(id.clone(), 1);
+                } else if let Some(n) = name.strip_prefix("heading ") {
+                    if let Ok(n) = n.trim().parse::<u8>() {
+                        out.insert(id.clone(), n.clamp(1, 6));
+                    }
+                }
+            }
+        }
+        Event::Open(t) if t.name == "outlineLvl" => {
+            if let (Some(id), Some(n)) =
+                (&current, t.attr("val").and_then(|v| v.parse::<u8>().ok()))
+            {
+                if n < 9 {
+                    out.entry(id.clone()).or_insert((n + 1).min(6));
+                }
+            }
+        }
+        Event::Close("style") => current = None,
+        _ => {}
+    })?;
+    Ok(out)
+}
+
+#[derive(Default)]
+struct TableState {
+    rows: Vec<Vec<String>>,
+    row: Vec<String>,
+    cell: String,
+}
+
+#[derive(Default)]
+struct Body {
+    /// Open elements' local names.
+    open: Vec<String>,
+    para: String,
+    style: Option<String>,
+    tables: Vec<TableState>,
+    /// Inside deleted text or a field code: its text is not the document's.
+    hidden: usize,
+}
+
+impl Body {
+    fn event(&mut self, event: Event<'_>, levels: &HashMap<String, u8>, b: &mut Builder) {
+        match event {
+            Event::Open(t) => {
+                match t.name.as_str() {
+                    "p" => {
+                        self.para.clear();
+                        self.style = None;
+                    }
+                    "pStyle" => self.style = t.attr("val").map(str::to_owned),
+                    "tab" if self.in_run() => self.para.push('\t'),
+                    "br" | "cr" if self.in_run() => self.para.push('\n'),
+                    "tbl" => self.tables.push(TableState::default()),
+                    "tr" => {
+                        if let Some(t) = self.tables.last_mut() {
+                            t.row.clear();
+                        }
+                    }
+                    "tc" => {
+                        if let Some(t) = self.tables.last_mut() {
+                            t.cell.clear();
+                        }
+                    }
+                    "del" | "instrText" | "delText" => self.hidden += 1,
+                    _ => {}
+                }
+                self.open.push(t.name.clone());
+            }
+            Event::Text(text) => {
+                if self.hidden == 0 && self.open.last().is_some_and(|n| n == "t") {
+                    self.para.push_str(text);
+                }
+            }
+            Event::Close(name) => {
+                self.open.pop();
+                match name {
+                    "p" => self.end_paragraph(levels, b),
+                    "tc" => {
+                        if let Some(t) = self.tables.last_mut() {
+                            let cell = std::mem::take(&mut t.cell);
+                            t.row.push(cell.trim().to_owned());
+                        }
+                    }
+                    "tr" => {
+                        if let Some(t) = self.tables.last_mut() {
+                            let row = std::mem::take(&mut t.row);
+                            t.rows.push(row);
+                        }
+                    }
+                    "tbl" => {
+                        if let Some(done) = self.tables.pop() {
+                            match self.tables.last_mut() {
+                                // A nested table's rows become text of the enclosing cell.
+                                Some(outer) => {
+                                    for row in done.rows {
+                                        outer.cell.push(' ');
+                                        outer.cell.push_str(&row.join(" "));
+                                    }
+                                }
+                                None => b.table(None, &done.rows, true),
+                            }
+                        }
+                    }
+                    "del" | "instrText" | "delText" => self.hidden = self.hidden.saturating_sub(1),
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    fn in_run(&self) -> bool {
+        self.hidden == 0
+    }
+
+    fn end_paragraph(&mut self, levels: &HashMap<String, u8>, b: &mut Builder) {
+        let text = std::mem::take(&mut self.para);
+        if let Some(table) = self.tables.last_mut() {
+            if !text.trim().is_empty() {
+                if !table.cell.is_empty() {
+                    table.cell.push(' ');
+                }
+                table.cell.push_str(text.trim());
+            }
+            return;
+        }
+        match self.style.as_ref().and_then(|s| levels.get(s)) {
+            Some(&level) => b.heading(level, &text),
+            None => b.paragraph(&text),
+        }
+    }
+}
