@@ -291,9 +291,8 @@ fn image(
     }
     let built = b.finish();
     let mut e = Extracted::plain(media_type, built.text, "tesseract");
-    if pages.len() > 1 {
-        e.page_starts = built.page_starts;
-    }
+    // Pages even for a one-page image: OCR marks are per page.
+    e.page_starts = built.page_starts;
     e.ocr_pages = ocr_pages;
     if e.text.trim().is_empty() {
         return Err(IngestError::NoText);

@@ -7,6 +7,9 @@
 //! - `embedder`: the candle embedder against sentence-transformers' reference vectors;
 //! - `extraction`: isolated PDF extraction on generated, hostile and shared PDFs;
 //! - `chunking`: chunk invariants with the model's real tokenizer;
+//! - `formats`: every document a team has, over HTTP — Office and e-book files made by their
+//!   real writers, scans read by OCR, encrypted PDFs, hostile archives, tables whose header
+//!   travels with every chunk of rows;
 //! - `index`: persistence, tombstones, compaction, filters proven against brute force;
 //! - `eval_cli`: `groundwork eval` end to end on a small BEIR folder the test writes;
 //! - `server`: a real `groundwork serve` child process on a loopback port, and a client;
@@ -34,6 +37,7 @@ mod embedder;
 mod eval_cli;
 mod extraction;
 mod fake_llm;
+mod formats;
 mod gateway;
 mod grounding;
 mod index;

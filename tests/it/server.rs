@@ -261,6 +261,17 @@ impl TestServer {
         .expect("upload")
     }
 
+    /// Multipart upload of a form the caller built (extra parts such as `password`).
+    pub fn upload_form(&self, kb: &str, form: multipart::Form) -> Response {
+        self.auth(
+            self.http
+                .post(format!("{}/v1/kbs/{kb}/documents", self.url)),
+        )
+        .multipart(form)
+        .send()
+        .expect("upload")
+    }
+
     /// Creates a knowledge base, asserting 201.
     pub fn create_kb(&self, name: &str) -> Value {
         let res = self.post("/v1/kbs", &json!({ "name": name }));
