@@ -17,7 +17,8 @@
 use serde::{Deserialize, Serialize};
 use unicode_segmentation::UnicodeSegmentation;
 
-use super::extract::{Extracted, Table};
+use super::builder::Table;
+use super::extracted::Extracted;
 use crate::embed::TextTokenizer;
 use crate::util::sha256_hex;
 
@@ -551,7 +552,8 @@ fn heading_path(doc: &Extracted, section_start: usize) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ingest::extract::{from_pages, Heading};
+    use crate::ingest::extract::Heading;
+    use crate::ingest::extracted::from_pages;
     use crate::ingest::MediaType;
     use proptest::prelude::*;
 

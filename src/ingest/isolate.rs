@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use super::detect::MediaType;
-use super::extract::Extracted;
+use super::extracted::Extracted;
 use super::pdf::{self, PdfSettings};
 use super::{ocr, office, IngestError};
 
@@ -284,7 +284,7 @@ fn image(
     for (i, page) in pages.iter().enumerate() {
         b.page();
         b.paragraph(&page.text);
-        ocr_pages.push(super::extract::OcrPage {
+        ocr_pages.push(super::extracted::OcrPage {
             page: i as u32 + 1,
             confidence: page.confidence,
         });

@@ -12,6 +12,7 @@ pub mod chunk;
 mod csv;
 pub mod detect;
 pub mod extract;
+mod extracted;
 mod heading;
 mod html;
 pub mod isolate;

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use lopdf::Document;
 
-use super::extract::{from_pages, Extracted, OcrPage};
+use super::extracted::{from_pages, Extracted, OcrPage};
 use super::ocr::{self, OcrSettings};
 use super::poppler;
 use super::tool::Scratch;

@@ -16,7 +16,7 @@ use std::io::{Cursor, Read};
 
 use super::builder::Built;
 use super::detect::MediaType;
-use super::extract::Extracted;
+use super::extracted::Extracted;
 use super::IngestError;
 
 /// Most entries an archive may list.
