@@ -757,5 +757,54 @@ mod tests {
                 check_invariants(&text, &chunks, max, overlap.min(max / 2), tokens);
             }
         }
+
+        #[test]
+        fn table_rows_stay_whole_with_their_header(
+            rows in proptest::collection::vec(proptest::collection::vec("[a-z0-9]{1,12}", 1..5), 1..120),
+            max in 12usize..80,
+            caption in proptest::option::of("[A-Z][a-z]{0,10}"),
+        ) {
+            let mut b = crate::ingest::builder::Builder::new();
+            b.paragraph("Intro paragraph before the table.");
+            let mut all = vec![vec!["Key".to_owned(), "Value".to_owned()]];
+            all.extend(rows.iter().cloned());
+            b.table(caption.as_deref(), &all, true);
+            b.paragraph("Closing words.");
+            let built = b.finish();
+            let mut d = doc(&built.text, built.headings);
+            d.tables = built.tables;
+            let text = d.text.clone();
+            for tokens in [&WhitespaceTokens as &dyn TokenSpans, &CharTokens] {
+                let chunks = Chunker::new(tokens, opts(max, 4)).chunk("d", &d);
+                let Some(table) = d.tables.first() else { continue };
+                let body: Vec<&str> = text[table.body..table.end].lines().collect();
+                let mut seen = Vec::new();
+                for c in &chunks {
+                    prop_assert_eq!(&text[c.start..c.end], c.text.as_str());
+                    let inside = c.start >= table.start && c.end <= table.end;
+                    prop_assert!(inside || c.end <= table.start || c.start >= table.end,
+                        "a chunk mixes table rows and other text: {:?}", c.text);
+                    if !inside {
+                        prop_assert!(c.context.is_empty());
+                        continue;
+                    }
+                    seen.extend(c.text.lines().filter(|l| body.contains(l)).map(str::to_owned));
+                    if c.start > table.start && !c.context.is_empty() {
+                        prop_assert_eq!(&c.context, &table.context(&text));
+                        let total = tokens.token_spans(&c.embed_text()).len();
+                        prop_assert!(total <= max, "{} tokens with the header", total);
+                    }
+                }
+                // Rows that fit a chunk are never cut: each appears whole, once, in order.
+                let fitting: Vec<&str> = body
+                    .iter()
+                    .copied()
+                    .filter(|r| tokens.token_spans(r).len() * 2 <= max && r.len() * 2 <= max * BYTES_PER_TOKEN)
+                    .collect();
+                for r in fitting {
+                    prop_assert!(seen.iter().any(|s| s == r), "row {:?} cut or lost", r);
+                }
+            }
+        }
     }
 }

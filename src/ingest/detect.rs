@@ -93,6 +93,44 @@ const IMAGE_MAGIC: &[(&[u8], MediaType)] = &[
     (b"MM\0*", MediaType::Tiff),
 ];
 
+/// Refuses an image whose header cannot describe a picture (truncated, zero-sized): it would
+/// only fail later, in OCR, with a less useful reason.
+fn image_header(bytes: &[u8], kind: MediaType) -> Result<(), IngestError> {
+    let u32_be = |i: usize| {
+        bytes
+            .get(i..i + 4)
+            .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    };
+    let problem = match kind {
+        // Signature, IHDR chunk (length 13, width and height non-zero), an IEND chunk.
+        MediaType::Png => match (u32_be(8), bytes.get(12..16), u32_be(16), u32_be(20)) {
+            (Some(13), Some(b"IHDR"), Some(w), Some(h)) if w > 0 && h > 0 && bytes.len() >= 57 => {
+                None
+            }
+            _ => Some("a truncated or damaged PNG image (no complete IHDR header)"),
+        },
+        MediaType::Jpeg if bytes.len() < 125 => Some("a truncated JPEG image"),
+        MediaType::Tiff => {
+            let offset = if bytes.starts_with(b"II") {
+                bytes
+                    .get(4..8)
+                    .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            } else {
+                u32_be(4)
+            };
+            match offset {
+                Some(o) if o >= 8 && (o as usize) < bytes.len() => None,
+                _ => Some("a truncated or damaged TIFF image (no image directory)"),
+            }
+        }
+        _ => None,
+    };
+    match problem {
+        Some(p) => Err(IngestError::Unsupported(p.into())),
+        None => Ok(()),
+    }
+}
+
 /// What a ZIP archive is, by its `mimetype` entry (OpenDocument, EPUB) or the entries it
 /// names (Office Open XML). Reads only the first local header and searches entry names in the
 /// first 256 KiB and the last 1 MiB (where the central directory is); inflates nothing.
@@ -144,7 +182,8 @@ const BINARY_MAGIC: &[(&[u8], &str)] = &[
     (b"PK\x03\x04", "ZIP archive"),
     (
         b"\xD0\xCF\x11\xE0",
-        "legacy Office binary file (.doc/.xls/.ppt; save it as .docx/.xlsx/.pptx)",
+        "legacy Office binary file (.doc/.xls/.ppt; save it as .docx/.xlsx/.pptx) or a \
+         password-protected Office file (remove the password)",
     ),
     (b"\x1F\x8B", "gzip archive"),
     (b"\x7FELF", "executable"),
@@ -180,7 +219,7 @@ pub fn detect_declared(
     });
     if !named_pdf && !declared_pdf {
         if let Some((_, kind)) = IMAGE_MAGIC.iter().find(|(m, _)| bytes.starts_with(m)) {
-            return Ok(*kind);
+            return image_header(bytes, *kind).map(|()| *kind);
         }
         if bytes.starts_with(b"PK\x03\x04") {
             return zip_kind(bytes);
@@ -318,8 +357,13 @@ mod tests {
             .expect_err("zip")
             .to_string()
             .contains("ZIP"));
-        assert_eq!(detect(b"\x89PNG\r\n\x1a\n\0\0", None), Ok(MediaType::Png));
-        assert_eq!(detect(b"II*\0\x08\0", None), Ok(MediaType::Tiff));
+        let mut png = b"\x89PNG\r\n\x1a\n\0\0\0\x0dIHDR\0\0\0\x10\0\0\0\x10".to_vec();
+        png.resize(80, 0);
+        assert_eq!(detect(&png, None), Ok(MediaType::Png));
+        let truncated = detect(b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR", None).expect_err("short");
+        assert!(truncated.to_string().contains("truncated"), "{truncated}");
+        assert_eq!(detect(b"II*\0\x08\0\0\0\0\0", None), Ok(MediaType::Tiff));
+        assert!(detect(b"II*\0\xff\0\0\0", None).is_err());
         assert_eq!(detect(b"{\\rtf1\\ansi hi}", None), Ok(MediaType::Rtf));
         assert_eq!(detect(b"a,b\n1,2", Some("t.csv")), Ok(MediaType::Csv));
         assert_eq!(

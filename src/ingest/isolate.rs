@@ -269,16 +269,17 @@ fn image(
         .map_err(|e| IngestError::Worker(format!("scratch dir: {e}")))?;
     let path = scratch.file("image");
     std::fs::write(&path, bytes).map_err(|e| IngestError::Worker(format!("scratch file: {e}")))?;
-    let pages = ocr::image(&path, settings).map_err(|e| match e {
-        super::tool::ToolError::Missing(p) => {
-            IngestError::Worker(format!("{p} is not installed: images cannot be read"))
-        }
-        super::tool::ToolError::Timeout { seconds, .. } => IngestError::Timeout { seconds },
-        super::tool::ToolError::Io(detail) => IngestError::Malformed {
-            kind: "image",
-            detail,
-        },
-    })?;
+    let pages =
+        ocr::image(&path, settings, media_type == MediaType::Tiff).map_err(|e| match e {
+            super::tool::ToolError::Missing(p) => {
+                IngestError::Worker(format!("{p} is not installed: images cannot be read"))
+            }
+            super::tool::ToolError::Timeout { seconds, .. } => IngestError::Timeout { seconds },
+            super::tool::ToolError::Io(detail) => IngestError::Malformed {
+                kind: "image",
+                detail,
+            },
+        })?;
     let mut b = super::builder::Builder::new();
     let mut ocr_pages = Vec::new();
     for (i, page) in pages.iter().enumerate() {

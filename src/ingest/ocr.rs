@@ -164,24 +164,40 @@ pub fn parse_tsv(tsv: &str) -> Vec<PageText> {
         .collect()
 }
 
-/// Recognises an image file (every page of a multi-page TIFF).
-pub fn image(path: &str, settings: &OcrSettings) -> Result<Vec<PageText>, ToolError> {
-    // Rendered pages carry no resolution of their own; an image upload's own is used when it
-    // has one (Tesseract prefers the file's).
-    let dpi = settings.dpi.to_string();
+/// Recognises an image upload (every page of a multi-page TIFF, within the document's OCR
+/// budget; one page within the page bound).
+pub fn image(
+    path: &str,
+    settings: &OcrSettings,
+    multi_page: bool,
+) -> Result<Vec<PageText>, ToolError> {
+    let bound = if multi_page {
+        settings.document_budget()
+    } else {
+        Duration::from_secs(settings.page_timeout_secs)
+    };
+    recognise(path, settings, None, bound)
+}
+
+/// Runs Tesseract on one image file. `dpi`: the resolution a page was rendered at (an upload's
+/// own resolution, or Tesseract's estimate, is used otherwise).
+fn recognise(
+    path: &str,
+    settings: &OcrSettings,
+    dpi: Option<u32>,
+    bound: Duration,
+) -> Result<Vec<PageText>, ToolError> {
+    let dpi = dpi.map(|d| d.to_string());
+    let mut args = vec![path, "stdout", "-l", &settings.languages];
+    if let Some(dpi) = &dpi {
+        args.extend(["--dpi", dpi]);
+    }
+    args.push("tsv");
     let out = tool::run(
         "tesseract",
-        &[
-            path,
-            "stdout",
-            "-l",
-            &settings.languages,
-            "--dpi",
-            &dpi,
-            "tsv",
-        ],
+        &args,
         &[("OMP_THREAD_LIMIT", "1")],
-        Duration::from_secs(settings.page_timeout_secs),
+        bound,
         64 << 20,
     )?;
     if !out.success {
@@ -268,7 +284,12 @@ fn pdf_page(
     let result = if blank {
         Ok(vec![])
     } else {
-        image(&image_path, settings)
+        recognise(
+            &image_path,
+            settings,
+            Some(settings.dpi),
+            Duration::from_secs(settings.page_timeout_secs),
+        )
     };
     let _ = std::fs::remove_file(&image_path);
     Ok(result?.into_iter().next().unwrap_or(empty))

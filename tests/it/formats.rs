@@ -310,6 +310,14 @@ fn office_files_scans_encrypted_pdfs_and_tables_through_the_upload_endpoint() {
             "{text}"
         );
     }
+    let sheets = chunks_of(&server, "docs", doc("inventory.xlsx"));
+    assert!(
+        sheets.iter().any(|c| c["text"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("| Counted on | 2026-03-14 |")),
+        "a date cell reads as a date"
+    );
     let rows = chunks_of(&server, "docs", doc("staff.csv"));
     assert!(rows.len() > 2, "a 200-row table spans chunks");
     for c in &rows[1..] {

@@ -9,6 +9,7 @@ by Pillow into images: pages with no text layer, for OCR), and hostile archives:
 bomb.docx (a ZIP bomb), traversal.docx (entries named ../../), laughs.docx (billion laughs).
 The facts written (names, numbers) are what the tests search for.
 """
+import datetime
 import io
 import os
 import sys
@@ -93,6 +94,7 @@ def xlsx():
     ws.append(["Metric", "Value"])
     ws.append(["Warehouses", 7])
     ws.append(["Items", 200])
+    ws.append(["Counted on", datetime.date(2026, 3, 14)])
     ws = wb.create_sheet("Inventory")
     ws.append(["Item", "Warehouse", "Quantity"])
     for row in inventory_rows():

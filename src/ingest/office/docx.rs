@@ -8,7 +8,8 @@ use super::super::builder::{Builder, Built};
 use super::xml::{self, Event};
 use super::{nonempty, Archive, IngestError};
 
-/// Reads `word/document.xml` (and `word/styles.xml` for heading levels).
+/// Reads `word/document.xml`, then the footnotes and endnotes (and `word/styles.xml` for
+/// heading levels).
 pub fn extract(archive: &mut Archive<'_>) -> Result<Built, IngestError> {
     let levels = match archive.text("word/styles.xml")? {
         Some(styles) => heading_levels(&styles)?,
@@ -18,6 +19,12 @@ pub fn extract(archive: &mut Archive<'_>) -> Result<Built, IngestError> {
     let mut b = Builder::new();
     let mut reader = Body::default();
     xml::walk(&body, "DOCX", |event| reader.event(event, &levels, &mut b))?;
+    for part in ["word/footnotes.xml", "word/endnotes.xml"] {
+        if let Some(notes) = archive.text(part)? {
+            let mut reader = Body::default();
+            xml::walk(&notes, "DOCX", |event| reader.event(event, &levels, &mut b))?;
+        }
+    }
     nonempty(b.finish())
 }
 
@@ -65,8 +72,8 @@ struct TableState {
 struct Body {
     /// Open elements' local names.
     open: Vec<String>,
-    para: String,
-    style: Option<String>,
+    /// Open paragraphs (a text box's paragraphs sit inside another's run): text and style.
+    paras: Vec<(String, Option<String>)>,
     tables: Vec<TableState>,
     /// Inside deleted text or a field code: its text is not the document's.
     hidden: usize,
@@ -77,13 +84,14 @@ impl Body {
         match event {
             Event::Open(t) => {
                 match t.name.as_str() {
-                    "p" => {
-                        self.para.clear();
-                        self.style = None;
+                    "p" => self.paras.push((String::new(), None)),
+                    "pStyle" => {
+                        if let Some((_, style)) = self.paras.last_mut() {
+                            *style = t.attr("val").map(str::to_owned);
+                        }
                     }
-                    "pStyle" => self.style = t.attr("val").map(str::to_owned),
-                    "tab" if self.in_run() => self.para.push('\t'),
-                    "br" | "cr" if self.in_run() => self.para.push('\n'),
+                    "tab" if self.in_run() => self.push('\t'),
+                    "br" | "cr" if self.in_run() => self.push('\n'),
                     "tbl" => self.tables.push(TableState::default()),
                     "tr" => {
                         if let Some(t) = self.tables.last_mut() {
@@ -102,7 +110,9 @@ impl Body {
             }
             Event::Text(text) => {
                 if self.hidden == 0 && self.open.last().is_some_and(|n| n == "t") {
-                    self.para.push_str(text);
+                    if let Some((para, _)) = self.paras.last_mut() {
+                        para.push_str(text);
+                    }
                 }
             }
             Event::Close(name) => {
@@ -146,8 +156,16 @@ impl Body {
         self.hidden == 0
     }
 
+    fn push(&mut self, c: char) {
+        if let Some((para, _)) = self.paras.last_mut() {
+            para.push(c);
+        }
+    }
+
     fn end_paragraph(&mut self, levels: &HashMap<String, u8>, b: &mut Builder) {
-        let text = std::mem::take(&mut self.para);
+        let Some((text, style)) = self.paras.pop() else {
+            return;
+        };
         if let Some(table) = self.tables.last_mut() {
             if !text.trim().is_empty() {
                 if !table.cell.is_empty() {
@@ -157,7 +175,7 @@ impl Body {
             }
             return;
         }
-        match self.style.as_ref().and_then(|s| levels.get(s)) {
+        match style.as_ref().and_then(|s| levels.get(s)) {
             Some(&level) => b.heading(level, &text),
             None => b.paragraph(&text),
         }

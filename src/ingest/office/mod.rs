@@ -260,6 +260,31 @@ mod tests {
     }
 
     #[test]
+    fn docx_text_boxes_and_footnotes_are_kept() {
+        let w = r#"xmlns:w="http://schemas.openxmlformats.org/wordprocessingml/2006/main""#;
+        let body = format!(
+            "<w:document {w}><w:body><w:p><w:r><w:t>Before the box, </w:t></w:r><w:r><w:pict>\
+             <w:txbxContent><w:p><w:r><w:t>Inside the box.</w:t></w:r></w:p></w:txbxContent>\
+             </w:pict></w:r><w:r><w:t>after the box.</w:t></w:r></w:p>\
+             <w:p><w:r><w:delText>deleted</w:delText><w:instrText>PAGE</w:instrText>\
+             <w:t>Kept.</w:t></w:r></w:p></w:body></w:document>"
+        );
+        let notes = format!(
+            "<w:footnotes {w}><w:footnote w:id=\"1\"><w:p><w:r><w:t>A footnote.</w:t></w:r>\
+             </w:p></w:footnote></w:footnotes>"
+        );
+        let bytes = zip_of(&[
+            ("word/document.xml", body.as_bytes()),
+            ("word/footnotes.xml", notes.as_bytes()),
+        ]);
+        let e = extract(MediaType::Docx, &bytes).expect("docx");
+        assert_eq!(
+            e.text,
+            "Inside the box.\n\nBefore the box, after the box.\n\nKept.\n\nA footnote."
+        );
+    }
+
+    #[test]
     fn missing_parts_and_garbage_are_malformed() {
         let err = extract(MediaType::Docx, b"PK\x03\x04 not really").expect_err("garbage");
         assert_eq!(err.code(), "malformed");

@@ -63,6 +63,12 @@ fn cell_text(d: &Data) -> String {
         Data::Empty => String::new(),
         Data::Error(e) => format!("#{e:?}"),
         Data::Float(f) if f.fract() == 0.0 && f.abs() < 1e15 => format!("{}", *f as i64),
+        // Dates are stored as day counts; shown as people read them.
+        Data::DateTime(d) if d.is_datetime() => match d.as_datetime() {
+            Some(t) if t.time() == chrono::NaiveTime::MIN => t.format("%Y-%m-%d").to_string(),
+            Some(t) => t.format("%Y-%m-%d %H:%M:%S").to_string(),
+            None => d.to_string(),
+        },
         other => other.to_string(),
     }
 }
