@@ -229,6 +229,13 @@ fn decode_error(code: &str, kind: &str, detail: String, iso: &Isolation) -> Inge
             mib: iso.memory_limit >> 20,
         },
         "unsupported_media_type" => IngestError::Unsupported(detail),
+        // A program the worker ran (pdftotext, tesseract) overran its own bound.
+        "extraction_timeout" => IngestError::Timeout {
+            seconds: iso
+                .pdf
+                .poppler_timeout_secs
+                .max(iso.pdf.ocr.page_timeout_secs),
+        },
         "extractor_unavailable" => IngestError::Worker(detail),
         _ => IngestError::Malformed {
             kind: KINDS
