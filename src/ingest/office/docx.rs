@@ -1,6 +1,7 @@
 //! DOCX (Word): paragraphs in order, headings from paragraph styles (by style name or outline
-//! level, so localised style ids work), tables with their first row as header. Deleted text
-//! and field codes are skipped.
+//! level, so localised style ids work), tables with their first row as header, text boxes,
+//! footnotes and endnotes. Deleted text, field codes and the fallback copy of drawings
+//! (`mc:Fallback`) are skipped.
 
 use std::collections::HashMap;
 
@@ -103,7 +104,8 @@ impl Body {
                             t.cell.clear();
                         }
                     }
-                    "del" | "instrText" | "delText" => self.hidden += 1,
+                    // `mc:Fallback` repeats its `mc:Choice` (a text box drawn twice).
+                    "del" | "instrText" | "delText" | "Fallback" => self.hidden += 1,
                     _ => {}
                 }
                 self.open.push(t.name.clone());
@@ -145,7 +147,9 @@ impl Body {
                             }
                         }
                     }
-                    "del" | "instrText" | "delText" => self.hidden = self.hidden.saturating_sub(1),
+                    "del" | "instrText" | "delText" | "Fallback" => {
+                        self.hidden = self.hidden.saturating_sub(1)
+                    }
                     _ => {}
                 }
             }

@@ -265,7 +265,9 @@ mod tests {
         let body = format!(
             "<w:document {w}><w:body><w:p><w:r><w:t>Before the box, </w:t></w:r><w:r><w:pict>\
              <w:txbxContent><w:p><w:r><w:t>Inside the box.</w:t></w:r></w:p></w:txbxContent>\
-             </w:pict></w:r><w:r><w:t>after the box.</w:t></w:r></w:p>\
+             </w:pict></w:r><mc:AlternateContent><mc:Choice><w:r><w:t>Shape text. </w:t>\
+             </w:r></mc:Choice><mc:Fallback><w:r><w:t>Shape text. </w:t></w:r></mc:Fallback>\
+             </mc:AlternateContent><w:r><w:t>after the box.</w:t></w:r></w:p>\
              <w:p><w:r><w:delText>deleted</w:delText><w:instrText>PAGE</w:instrText>\
              <w:t>Kept.</w:t></w:r></w:p></w:body></w:document>"
         );
@@ -280,7 +282,7 @@ mod tests {
         let e = extract(MediaType::Docx, &bytes).expect("docx");
         assert_eq!(
             e.text,
-            "Inside the box.\n\nBefore the box, after the box.\n\nKept.\n\nA footnote."
+            "Inside the box.\n\nBefore the box, Shape text. after the box.\n\nKept.\n\nA footnote."
         );
     }
 

@@ -112,13 +112,16 @@ fn read_items(part: &str) -> Result<Vec<Item>, IngestError> {
     let mut placeholder: Option<String> = None;
     let mut para = String::new();
     let mut in_text = false;
+    // Inside `mc:Fallback`, which repeats its `mc:Choice`.
+    let mut fallback = 0usize;
     let mut table: Option<(Vec<Vec<String>>, Vec<String>, String)> = None;
     xml::walk(part, "PPTX", |event| match event {
         Event::Open(t) => match t.name.as_str() {
             "sp" => placeholder = None,
             "ph" => placeholder = Some(t.attr("type").unwrap_or("body").to_owned()),
             "p" => para.clear(),
-            "t" => in_text = true,
+            "t" => in_text = fallback == 0,
+            "Fallback" => fallback += 1,
             "br" => para.push('\n'),
             "tbl" => table = Some((Vec::new(), Vec::new(), String::new())),
             "tc" => {
@@ -132,6 +135,7 @@ fn read_items(part: &str) -> Result<Vec<Item>, IngestError> {
         Event::Text(_) => {}
         Event::Close(name) => match name {
             "t" => in_text = false,
+            "Fallback" => fallback = fallback.saturating_sub(1),
             "p" => {
                 let text = std::mem::take(&mut para);
                 if let Some((_, _, cell)) = table.as_mut() {
