@@ -27,6 +27,20 @@ pub struct PdfSettings {
 /// A page with fewer non-space characters than this has no usable text layer (OCR candidate).
 const EMPTY_PAGE_CHARS: usize = 10;
 
+/// A page holding a scan-sized image with fewer non-space characters than this is OCR'd too.
+const PARTIAL_LAYER_CHARS: usize = 200;
+
+/// Whether a second engine's `x` characters should replace `y`: clearly more, or any more
+/// where `y` is next to nothing.
+fn better(x: usize, y: usize) -> bool {
+    x > y && (y < EMPTY_PAGE_CHARS || clearly_more(x, y))
+}
+
+/// Whether `x` characters are clearly more than `y`: 20 % and 20 characters more.
+fn clearly_more(x: usize, y: usize) -> bool {
+    x > y + y / 5 + 20
+}
+
 /// Extracts a PDF's text with every engine available: pdf-extract, then `pdftotext` where it
 /// reads clearly more, then OCR of the pages still (nearly) empty.
 pub fn extract(
@@ -35,11 +49,17 @@ pub fn extract(
     settings: &PdfSettings,
 ) -> Result<Extracted, IngestError> {
     let first = extract_pages(bytes, password);
+    let scanned = first
+        .as_ref()
+        .map(|a| a.scanned.clone())
+        .unwrap_or_default();
     let scratch = Scratch::new().map_err(|e| IngestError::Worker(format!("scratch dir: {e}")))?;
     let path = scratch.file("document.pdf");
     std::fs::write(&path, bytes).map_err(|e| IngestError::Worker(format!("scratch file: {e}")))?;
     let timeout = Duration::from_secs(settings.poppler_timeout_secs.max(1));
     let second = poppler::pages(&path, password, timeout);
+    // An engine that opened the file and found nothing means no text, not damage.
+    let poppler_opened = matches!(second, Ok(Some(_)));
     let (mut pages, mut engines, mut warnings) = match (first, second) {
         (Ok(a), Ok(Some(b))) => merge(a, b),
         (Ok(a), Ok(None)) => {
@@ -69,10 +89,16 @@ pub fn extract(
         }
     };
     let mut ocr_pages = Vec::new();
+    // Candidates: pages without a text layer, and scanned pages whose layer is a few words (a
+    // stamp, a page number); OCR replaces a page's text only where it reads clearly more.
+    let scanned_page = |i: usize| scanned.len() == pages.len() && scanned[i];
     let empty: Vec<u32> = pages
         .iter()
         .enumerate()
-        .filter(|(_, p)| non_space(p) < EMPTY_PAGE_CHARS)
+        .filter(|&(i, p)| {
+            let n = non_space(p);
+            n < EMPTY_PAGE_CHARS || (scanned_page(i) && n < PARTIAL_LAYER_CHARS)
+        })
         .map(|(i, _)| i as u32 + 1)
         .collect();
     if settings.ocr.enabled && !empty.is_empty() {
@@ -87,7 +113,10 @@ pub fn extract(
         for (page, result) in ocr::pdf_pages(&path, password, chosen, &settings.ocr, &scratch) {
             let i = page as usize - 1;
             match result {
-                Ok(read) if read.words > 0 && non_space(&read.text) > non_space(&pages[i]) => {
+                Ok(read)
+                    if read.words > 0
+                        && clearly_more(non_space(&read.text), non_space(&pages[i])) =>
+                {
                     pages[i] = read.text;
                     engines[i] = Engine::Tesseract;
                     ocr_pages.push(OcrPage {
@@ -101,7 +130,7 @@ pub fn extract(
         }
     }
     if pages.iter().all(|p| p.trim().is_empty()) {
-        if let Some(first) = warnings.first() {
+        if let Some(first) = warnings.first().filter(|_| !poppler_opened) {
             return Err(IngestError::Malformed {
                 kind: "PDF",
                 detail: format!("no page could be read ({first})"),
@@ -142,17 +171,16 @@ impl Engine {
 }
 
 /// Page by page, pdftotext's text where it holds clearly more (20 % and 20 characters more)
-/// than pdf-extract's; when the engines disagree on the page count (a rebuilt xref table),
+/// than pdf-extract's, or any text where pdf-extract's is next to nothing; when the engines disagree on the page count (a rebuilt xref table),
 /// the whole document from the engine that read more.
 fn merge(a: PdfPages, b: Vec<String>) -> (Vec<String>, Vec<Engine>, Vec<String>) {
     let b: Vec<String> = b.iter().map(|p| tidy(p)).collect();
-    let clearly_more = |x: usize, y: usize| x > y + y / 5 + 20;
     if a.pages.len() != b.len() {
         let (ta, tb) = (
             a.pages.iter().map(|p| non_space(p)).sum::<usize>(),
             b.iter().map(|p| non_space(p)).sum::<usize>(),
         );
-        if clearly_more(tb, ta) {
+        if better(tb, ta) {
             let n = b.len();
             return (b, vec![Engine::Pdftotext; n], a.warnings);
         }
@@ -165,7 +193,7 @@ fn merge(a: PdfPages, b: Vec<String>) -> (Vec<String>, Vec<Engine>, Vec<String>)
         .into_iter()
         .zip(b)
         .map(|(pa, pb)| {
-            if clearly_more(non_space(&pb), non_space(&pa)) {
+            if better(non_space(&pb), non_space(&pa)) {
                 engines.push(Engine::Pdftotext);
                 pb
             } else {
@@ -207,7 +235,9 @@ fn extract_pages(bytes: &[u8], password: Option<&str>) -> Result<PdfPages, Inges
             return Err(IngestError::Encrypted);
         }
     }
-    let page_numbers: Vec<u32> = doc.get_pages().keys().copied().collect();
+    let page_ids = doc.get_pages();
+    let page_numbers: Vec<u32> = page_ids.keys().copied().collect();
+    let scanned: Vec<bool> = page_ids.values().map(|&id| holds_scan(&doc, id)).collect();
     if page_numbers.is_empty() {
         return Err(IngestError::Malformed {
             kind: "PDF",
@@ -238,16 +268,23 @@ fn extract_pages(bytes: &[u8], password: Option<&str>) -> Result<PdfPages, Inges
             }
         }
     }
-    if pages.iter().all(|p| p.trim().is_empty()) {
-        if let Some(first) = warnings.first() {
-            return Err(IngestError::Malformed {
-                kind: "PDF",
-                detail: format!("no page could be read ({first})"),
-            });
-        }
-        return Err(IngestError::NoText);
-    }
-    Ok(PdfPages { pages, warnings })
+    // All pages empty is not decided here: the other engine or OCR may read them.
+    Ok(PdfPages {
+        pages,
+        warnings,
+        scanned,
+    })
+}
+
+/// Whether a page holds an image the size of a scan (half a megapixel or more).
+fn holds_scan(doc: &Document, page: lopdf::ObjectId) -> bool {
+    doc.get_page_images(page)
+        .map(|images| {
+            images
+                .iter()
+                .any(|i| i.width.saturating_mul(i.height) >= 500_000)
+        })
+        .unwrap_or(false)
 }
 
 /// Text per page plus the problems met on the way.
@@ -257,6 +294,8 @@ struct PdfPages {
     pages: Vec<String>,
     /// Pages that could not be extracted, and why.
     warnings: Vec<String>,
+    /// Per page: whether it holds a scan-sized image (its text layer may be partial).
+    scanned: Vec<bool>,
 }
 
 /// The message of a caught panic.
@@ -323,6 +362,7 @@ mod tests {
                 "a long page of text".into(),
             ],
             warnings: vec![],
+            scanned: vec![false; 3],
         };
         let b = vec![
             "same text here.".to_owned(),

@@ -75,6 +75,22 @@ fn office_files_scans_encrypted_pdfs_and_tables_through_the_upload_endpoint() {
         "s3cret",
         "l.pdf",
     );
+    // A scan whose text layer is only a copier's stamp: the page is read by OCR all the same.
+    std::fs::write(
+        dir.path().join("stamp.pdf"),
+        make_pdf(&["Scanned by Copier 3000"]),
+    )
+    .expect("stamp");
+    let stamped = dir.path().join("stamped-scan.pdf");
+    let status = Command::new("qpdf")
+        .arg(docs.join("scanned.pdf"))
+        .arg("--overlay")
+        .arg(dir.path().join("stamp.pdf"))
+        .args(["--to=1", "--"])
+        .arg(&stamped)
+        .status()
+        .expect("qpdf");
+    assert!(status.success(), "qpdf --overlay failed");
     let mut csv = String::from("Employee,Office,Extension\n");
     for n in 1..=200 {
         csv.push_str(&format!("Person {n:03},Floor {},{}\n", n % 9, 4000 + 3 * n));
@@ -105,6 +121,10 @@ fn office_files_scans_encrypted_pdfs_and_tables_through_the_upload_endpoint() {
     files.push(("ferry.rtf", rtf.as_bytes().to_vec()));
     files.push(("owner-only.pdf", open_pdf));
     files.push(("locked.pdf", locked_pdf.clone()));
+    files.push((
+        "stamped-scan.pdf",
+        std::fs::read(&stamped).expect("stamped"),
+    ));
     let started = Instant::now();
     let receipt = ok_json(server.upload("docs", &files, None));
     assert_eq!(
@@ -145,6 +165,7 @@ fn office_files_scans_encrypted_pdfs_and_tables_through_the_upload_endpoint() {
         ("scanned.pdf", "tesseract", Some(2)),
         ("scanned.png", "tesseract", Some(1)),
         ("scanned.tiff", "tesseract", Some(2)),
+        ("stamped-scan.pdf", "tesseract", Some(2)),
         ("staff.csv", "csv", None),
         ("ferry.rtf", "rtf", None),
         ("owner-only.pdf", "pdf-extract", Some(2)),
@@ -162,7 +183,12 @@ fn office_files_scans_encrypted_pdfs_and_tables_through_the_upload_endpoint() {
         assert_eq!(d["pages"].as_u64(), pages.map(|p: u64| p), "{name}: pages");
     }
     // Scans: marked OCR'd, with Tesseract's confidence, in the document and its chunks.
-    for name in ["scanned.pdf", "scanned.png", "scanned.tiff"] {
+    for name in [
+        "scanned.pdf",
+        "scanned.png",
+        "scanned.tiff",
+        "stamped-scan.pdf",
+    ] {
         let d = doc(name);
         assert_eq!(d["ocr"], true, "{name}");
         let confidence = d["ocr_pages"][0]["confidence"]
