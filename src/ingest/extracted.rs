@@ -86,15 +86,34 @@ impl Extracted {
 }
 
 /// Joins per-page texts with blank lines, recording where each page starts.
+#[cfg(test)]
 pub fn from_pages(pages: Vec<String>, warnings: Vec<String>) -> Extracted {
+    let none = vec![Vec::new(); pages.len()];
+    from_pages_with_tables(pages, none, warnings)
+}
+
+/// [`from_pages`], with the tables of each page (offsets into that page's text).
+pub fn from_pages_with_tables(
+    pages: Vec<String>,
+    page_tables: Vec<Vec<Table>>,
+    warnings: Vec<String>,
+) -> Extracted {
     let mut text = String::with_capacity(pages.iter().map(|p| p.len() + 2).sum());
     let mut page_starts = Vec::with_capacity(pages.len());
-    for page in pages {
+    let mut tables = Vec::new();
+    for (page, page_tables) in pages.into_iter().zip(page_tables) {
         if !text.is_empty() {
             text.push_str("\n\n");
         }
-        page_starts.push(text.len());
+        let at = text.len();
+        page_starts.push(at);
         text.push_str(&page);
+        tables.extend(page_tables.into_iter().map(|t| Table {
+            start: t.start + at,
+            body: t.body + at,
+            end: t.end + at,
+            caption: t.caption,
+        }));
     }
     Extracted {
         media_type: MediaType::Pdf,
@@ -102,7 +121,7 @@ pub fn from_pages(pages: Vec<String>, warnings: Vec<String>) -> Extracted {
         page_starts,
         headings: Vec::new(),
         warnings,
-        tables: Vec::new(),
+        tables,
         engine: String::new(),
         ocr_pages: Vec::new(),
     }

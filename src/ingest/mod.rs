@@ -16,6 +16,7 @@ mod extracted;
 mod heading;
 mod html;
 pub mod isolate;
+mod layout;
 mod markdown;
 pub mod ocr;
 mod office;

@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use lopdf::Document;
 
-use super::extracted::{from_pages, Extracted, OcrPage};
+use super::builder::Table;
+use super::extracted::{from_pages_with_tables, Extracted, OcrPage};
+use super::layout;
 use super::ocr::{self, OcrSettings};
 use super::poppler;
 use super::tool::Scratch;
@@ -88,6 +90,11 @@ pub fn extract(
             )
         }
     };
+    let page_tables = if poppler_opened {
+        tables(&path, password, timeout, &mut pages, &mut engines)
+    } else {
+        vec![Vec::new(); pages.len()]
+    };
     let mut ocr_pages = Vec::new();
     // Candidates: pages without a text layer, and scanned pages whose layer is a few words (a
     // stamp, a page number); OCR replaces a page's text only where it reads clearly more.
@@ -138,10 +145,36 @@ pub fn extract(
         }
         return Err(IngestError::NoText);
     }
-    let mut extracted = from_pages(pages, warnings);
+    let mut extracted = from_pages_with_tables(pages, page_tables, warnings);
     extracted.engine = Engine::describe(&engines);
     extracted.ocr_pages = ocr_pages;
     Ok(extracted)
+}
+
+/// Pages holding a table recognisable from its words' positions are rewritten with it (when
+/// the rewrite keeps at least 90 % of the page's characters); returns each page's tables.
+fn tables(
+    path: &str,
+    password: Option<&str>,
+    timeout: Duration,
+    pages: &mut [String],
+    engines: &mut [Engine],
+) -> Vec<Vec<Table>> {
+    let mut out = vec![Vec::new(); pages.len()];
+    let Some(words) = poppler::words(path, password, pages.len(), timeout) else {
+        return out;
+    };
+    for (i, words) in words.iter().enumerate() {
+        let Some((text, tables)) = layout::page_with_tables(words) else {
+            continue;
+        };
+        if non_space(&text) * 10 >= non_space(&pages[i]) * 9 {
+            pages[i] = text;
+            engines[i] = Engine::Pdftotext;
+            out[i] = tables;
+        }
+    }
+    out
 }
 
 /// The program that produced a page's text.

@@ -7,6 +7,7 @@
 
 use std::time::Duration;
 
+use super::layout::{self, Word};
 use super::tool::{self, ToolError};
 use super::IngestError;
 
@@ -61,6 +62,24 @@ pub fn pages(
         pages.pop();
     }
     Ok(Some(pages))
+}
+
+/// The words of each of the `pages` pages with their boxes (`pdftotext -tsv`), for finding
+/// tables; `None` when poppler cannot give them.
+pub fn words(
+    path: &str,
+    password: Option<&str>,
+    pages: usize,
+    timeout: Duration,
+) -> Option<Vec<Vec<Word>>> {
+    let mut args = vec!["-tsv", "-enc", "UTF-8", "-q"];
+    if let Some(pw) = password {
+        args.extend(["-opw", pw, "-upw", pw]);
+    }
+    args.extend([path, "-"]);
+    let out = tool::run("pdftotext", &args, &[], timeout, MAX_TEXT_BYTES).ok()?;
+    out.success
+        .then(|| layout::parse_tsv(&String::from_utf8_lossy(&out.stdout), pages))
 }
 
 /// Whether poppler's tools are installed: `Ok` with `pdftotext`'s version line, or why not.

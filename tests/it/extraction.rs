@@ -68,6 +68,84 @@ pub fn make_pdf(pages: &[&str]) -> Vec<u8> {
     out
 }
 
+/// A one-page PDF with each `(x, y, text)` drawn where it says (Helvetica 10 pt).
+fn make_positioned_pdf(items: &[(u32, u32, String)]) -> Vec<u8> {
+    let stream: String = items
+        .iter()
+        .map(|(x, y, t)| format!("BT /F1 10 Tf {x} {y} Td ({t}) Tj ET\n"))
+        .collect();
+    let objects = [
+        "<< /Type /Catalog /Pages 2 0 R >>".to_owned(),
+        "<< /Type /Pages /Kids [4 0 R] /Count 1 >>".to_owned(),
+        "<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>".to_owned(),
+        "<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] \
+         /Resources << /Font << /F1 3 0 R >> >> /Contents 5 0 R >>"
+            .to_owned(),
+        format!("<< /Length {} >>\nstream\n{stream}endstream", stream.len()),
+    ];
+    let mut out = b"%PDF-1.4\n".to_vec();
+    let mut offsets = Vec::new();
+    for (i, body) in objects.iter().enumerate() {
+        offsets.push(out.len());
+        out.extend(format!("{} 0 obj\n{body}\nendobj\n", i + 1).bytes());
+    }
+    let xref = out.len();
+    out.extend(format!("xref\n0 {}\n0000000000 65535 f \n", objects.len() + 1).bytes());
+    for off in offsets {
+        out.extend(format!("{off:010} 00000 n \n").bytes());
+    }
+    out.extend(
+        format!(
+            "trailer\n<< /Size {} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n",
+            objects.len() + 1
+        )
+        .bytes(),
+    );
+    out
+}
+
+/// A table drawn as positioned text (no table structure in the file) is recognised from the
+/// words' positions: its rows become pipe rows with the first as header.
+#[test]
+fn a_table_in_a_pdf_is_recognised_by_its_columns() {
+    let mut items = vec![(72, 740, "Depot stock levels".to_owned())];
+    let rows = [
+        ("Depot", "Pallets", "Manager"),
+        ("Leeds", "140", "Ann Cole"),
+        ("Hull", "95", "Raj Patel"),
+        ("York", "61", "Li Wei"),
+        ("Bath", "230", "Tom Hardy"),
+    ];
+    for (i, (a, b, c)) in rows.iter().enumerate() {
+        let y = 700 - 14 * i as u32;
+        items.extend([
+            (72, y, a.to_string()),
+            (220, y, b.to_string()),
+            (320, y, c.to_string()),
+        ]);
+    }
+    items.push((72, 600, "Counts are taken every Monday morning.".to_owned()));
+    let pdf = make_positioned_pdf(&items);
+    let doc = extract(&pdf, Some("stock.pdf"), &options(Duration::from_secs(30))).expect("pdf");
+    assert_eq!(doc.tables.len(), 1, "{:?}", doc.text);
+    let t = &doc.tables[0];
+    assert_eq!(
+        &doc.text[t.start..t.body],
+        "| Depot | Pallets | Manager |\n| --- | --- | --- |\n"
+    );
+    assert!(
+        doc.text[t.body..t.end].contains("| Hull | 95 | Raj Patel |"),
+        "{}",
+        doc.text
+    );
+    assert!(doc.text.starts_with("Depot stock levels"), "{}", doc.text);
+    assert!(
+        doc.text.ends_with("Counts are taken every Monday morning."),
+        "{}",
+        doc.text
+    );
+}
+
 #[test]
 fn generated_pdf_yields_text_per_page() {
     let pdf = make_pdf(&["Groundwork page one", "Second page about indexes"]);
