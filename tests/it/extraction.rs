@@ -21,50 +21,11 @@ fn options(timeout: Duration) -> ExtractOptions {
 
 /// A minimal valid PDF with one Helvetica text line per page.
 pub fn make_pdf(pages: &[&str]) -> Vec<u8> {
-    let mut objects: Vec<String> = vec![
-        "<< /Type /Catalog /Pages 2 0 R >>".into(),
-        String::new(), // pages, filled below
-        "<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>".into(),
-    ];
-    let mut kids = Vec::new();
-    for text in pages {
-        let page_id = objects.len() + 1;
-        let content_id = page_id + 1;
-        kids.push(format!("{page_id} 0 R"));
-        objects.push(format!(
-            "<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] \
-             /Resources << /Font << /F1 3 0 R >> >> /Contents {content_id} 0 R >>"
-        ));
-        let stream = format!("BT /F1 12 Tf 72 712 Td ({text}) Tj ET");
-        objects.push(format!(
-            "<< /Length {} >>\nstream\n{stream}\nendstream",
-            stream.len()
-        ));
-    }
-    objects[1] = format!(
-        "<< /Type /Pages /Kids [{}] /Count {} >>",
-        kids.join(" "),
-        pages.len()
-    );
-    let mut out = b"%PDF-1.4\n".to_vec();
-    let mut offsets = Vec::new();
-    for (i, body) in objects.iter().enumerate() {
-        offsets.push(out.len());
-        out.extend(format!("{} 0 obj\n{body}\nendobj\n", i + 1).bytes());
-    }
-    let xref = out.len();
-    out.extend(format!("xref\n0 {}\n0000000000 65535 f \n", objects.len() + 1).bytes());
-    for off in offsets {
-        out.extend(format!("{off:010} 00000 n \n").bytes());
-    }
-    out.extend(
-        format!(
-            "trailer\n<< /Size {} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n",
-            objects.len() + 1
-        )
-        .bytes(),
-    );
-    out
+    let streams: Vec<String> = pages
+        .iter()
+        .map(|text| format!("BT /F1 12 Tf 72 712 Td ({text}) Tj ET"))
+        .collect();
+    pdf_of_streams(&streams)
 }
 
 /// A one-page PDF with each `(x, y, text)` drawn where it says (Helvetica 10 pt).
@@ -73,15 +34,35 @@ fn make_positioned_pdf(items: &[(u32, u32, String)]) -> Vec<u8> {
         .iter()
         .map(|(x, y, t)| format!("BT /F1 10 Tf {x} {y} Td ({t}) Tj ET\n"))
         .collect();
-    let objects = [
-        "<< /Type /Catalog /Pages 2 0 R >>".to_owned(),
-        "<< /Type /Pages /Kids [4 0 R] /Count 1 >>".to_owned(),
-        "<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>".to_owned(),
-        "<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] \
-         /Resources << /Font << /F1 3 0 R >> >> /Contents 5 0 R >>"
-            .to_owned(),
-        format!("<< /Length {} >>\nstream\n{stream}endstream", stream.len()),
+    pdf_of_streams(&[stream])
+}
+
+/// A valid PDF with one page per content stream (Helvetica as font `F1`).
+fn pdf_of_streams(streams: &[String]) -> Vec<u8> {
+    let mut objects: Vec<String> = vec![
+        "<< /Type /Catalog /Pages 2 0 R >>".into(),
+        String::new(), // pages, filled below
+        "<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>".into(),
     ];
+    let mut kids = Vec::new();
+    for stream in streams {
+        let page_id = objects.len() + 1;
+        let content_id = page_id + 1;
+        kids.push(format!("{page_id} 0 R"));
+        objects.push(format!(
+            "<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] \
+             /Resources << /Font << /F1 3 0 R >> >> /Contents {content_id} 0 R >>"
+        ));
+        objects.push(format!(
+            "<< /Length {} >>\nstream\n{stream}\nendstream",
+            stream.len()
+        ));
+    }
+    objects[1] = format!(
+        "<< /Type /Pages /Kids [{}] /Count {} >>",
+        kids.join(" "),
+        streams.len()
+    );
     let mut out = b"%PDF-1.4\n".to_vec();
     let mut offsets = Vec::new();
     for (i, body) in objects.iter().enumerate() {
