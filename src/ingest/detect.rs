@@ -212,11 +212,11 @@ pub fn detect_declared(
     let named_pdf = name
         .and_then(|n| n.rsplit_once('.'))
         .is_some_and(|(_, e)| e.eq_ignore_ascii_case("pdf"));
-    let declared_pdf = declared.is_some_and(|d| {
-        let essence = d.split(';').next().unwrap_or("").trim();
-        essence.eq_ignore_ascii_case("application/pdf")
-            || essence.eq_ignore_ascii_case("application/x-pdf")
-    });
+    let declared = declared.map(essence);
+    let declared_pdf = matches!(
+        declared.as_deref(),
+        Some("application/pdf" | "application/x-pdf")
+    );
     if !named_pdf && !declared_pdf {
         if let Some((_, kind)) = IMAGE_MAGIC.iter().find(|(m, _)| bytes.starts_with(m)) {
             return image_header(bytes, *kind).map(|()| *kind);
@@ -277,15 +277,10 @@ pub fn detect_declared(
     match ext.as_deref() {
         Some("md" | "markdown" | "mdx") => Ok(MediaType::Markdown),
         Some("csv" | "tsv") => Ok(MediaType::Csv),
-        _ if declared.is_some_and(|d| {
-            let essence = d
-                .split(';')
-                .next()
-                .unwrap_or("")
-                .trim()
-                .to_ascii_lowercase();
-            essence == "text/csv" || essence == "text/tab-separated-values"
-        }) =>
+        _ if matches!(
+            declared.as_deref(),
+            Some("text/csv" | "text/tab-separated-values")
+        ) =>
         {
             Ok(MediaType::Csv)
         }
@@ -293,6 +288,16 @@ pub fn detect_declared(
         _ if looks_like_markdown(&lower) => Ok(MediaType::Markdown),
         _ => Ok(MediaType::Text),
     }
+}
+
+/// A declared media type without its parameters, lower-cased (`Text/CSV; charset=x` → `text/csv`).
+fn essence(declared: &str) -> String {
+    declared
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase()
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {

@@ -14,14 +14,15 @@
 
 use std::io::{Read, Write};
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use super::detect::MediaType;
 use super::extracted::Extracted;
 use super::pdf::{self, PdfSettings};
+use super::tool::{self, ToolError};
 use super::{ocr, office, IngestError};
 
 /// How to start and bound the extractor process.
@@ -112,71 +113,22 @@ pub fn extract(
     };
     let header = serde_json::to_vec(&request).map_err(|e| IngestError::Worker(e.to_string()))?;
     let mut command = Command::new(&iso.program);
-    #[cfg(unix)]
-    {
-        use std::os::unix::process::CommandExt;
-        // Its own process group, so a timeout also stops the programs it runs.
-        command.process_group(0);
-    }
-    let mut child = command
-        .args(&iso.args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .env("RUST_BACKTRACE", "0")
-        .spawn()
-        .map_err(|e| IngestError::Worker(format!("{}: {e}", iso.program.display())))?;
-    let started = Instant::now();
-    let mut stdin = child
-        .stdin
-        .take()
-        .ok_or_else(|| IngestError::Worker("no stdin".into()))?;
-    let mut stdout = child
-        .stdout
-        .take()
-        .ok_or_else(|| IngestError::Worker("no stdout".into()))?;
-    let mut stderr = child
-        .stderr
-        .take()
-        .ok_or_else(|| IngestError::Worker("no stderr".into()))?;
-    let answer = std::thread::scope(|scope| {
-        // A child that dies early closes its stdin: the write error is expected, not reported.
-        scope.spawn(move || {
-            let len = (header.len() as u32).to_le_bytes();
-            let _ = stdin
-                .write_all(&len)
-                .and_then(|_| stdin.write_all(&header))
-                .and_then(|_| stdin.write_all(bytes));
-        });
-        let out = scope.spawn(move || {
-            let mut buf = Vec::new();
-            let _ = (&mut stdout).take(MAX_ANSWER_BYTES).read_to_end(&mut buf);
-            buf
-        });
-        let err = scope.spawn(move || {
-            let mut buf = Vec::new();
-            let _ = (&mut stderr).take(64 << 10).read_to_end(&mut buf);
-            buf
-        });
-        let status = loop {
-            match child.try_wait() {
-                Ok(Some(status)) => break Ok(status),
-                Ok(None) if started.elapsed() >= deadline => {
-                    kill_group(&mut child);
-                    break Err(IngestError::Timeout {
-                        seconds: deadline.as_secs(),
-                    });
-                }
-                Ok(None) => std::thread::sleep(Duration::from_millis(5)),
-                Err(e) => break Err(IngestError::Worker(format!("waiting for extractor: {e}"))),
-            }
-        };
-        let out = out.join().unwrap_or_default();
-        let err = err.join().unwrap_or_default();
-        (status, out, err)
-    });
-    let (status, out, err) = answer;
-    let status = status?;
+    command.args(&iso.args).env("RUST_BACKTRACE", "0");
+    let len = (header.len() as u32).to_le_bytes();
+    let done = tool::supervise(
+        &mut command,
+        &[&len, &header, bytes],
+        deadline,
+        MAX_ANSWER_BYTES,
+    )
+    .map_err(|e| match e {
+        ToolError::Timeout { .. } => IngestError::Timeout {
+            seconds: deadline.as_secs(),
+        },
+        ToolError::Missing(p) => IngestError::Worker(format!("{p}: not found")),
+        ToolError::Io(e) => IngestError::Worker(e),
+    })?;
+    let (status, out, err) = (done.status, done.stdout, done.stderr);
     if let Ok(answer) = serde_json::from_slice::<WorkerAnswer>(&out) {
         return match answer {
             WorkerAnswer::Ok(extracted) => Ok(*extracted),
@@ -192,17 +144,6 @@ pub fn extract(
         });
     }
     Err(IngestError::Crashed(describe_exit(status)))
-}
-
-fn kill_group(child: &mut std::process::Child) {
-    #[cfg(unix)]
-    // SAFETY: kill(2) with a negative pid signals the process group the child leads (made by
-    // `process_group(0)` at spawn); it touches no memory of ours.
-    unsafe {
-        libc::kill(-(child.id() as libc::pid_t), libc::SIGKILL);
-    }
-    let _ = child.kill();
-    let _ = child.wait();
 }
 
 fn describe_exit(status: std::process::ExitStatus) -> String {
@@ -376,6 +317,7 @@ fn limit_resources(memory: u64, cpu_seconds: u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Instant;
 
     fn frame(password: Option<&str>, pdf: &[u8]) -> Vec<u8> {
         let header = serde_json::to_vec(&WorkerRequest {

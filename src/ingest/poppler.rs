@@ -21,11 +21,7 @@ pub fn pages(
     password: Option<&str>,
     timeout: Duration,
 ) -> Result<Option<Vec<String>>, IngestError> {
-    let mut args = vec!["-enc", "UTF-8", "-q"];
-    if let Some(pw) = password {
-        args.extend(["-opw", pw, "-upw", pw]);
-    }
-    args.extend([path, "-"]);
+    let args = arguments(&[], password, path);
     let out = match tool::run("pdftotext", &args, &[], timeout, MAX_TEXT_BYTES) {
         Ok(out) => out,
         Err(ToolError::Missing(_)) => return Ok(None),
@@ -33,14 +29,8 @@ pub fn pages(
         Err(ToolError::Io(e)) => return Err(IngestError::Worker(e)),
     };
     if !out.success {
-        // Exit 1: the file could not be opened; with `-q`, poppler prints nothing, so run
-        // once more to learn why (wrong password or damage).
-        let mut verbose: Vec<&str> = args.iter().copied().filter(|a| *a != "-q").collect();
-        verbose.truncate(verbose.len() - 1);
-        verbose.extend(["-l", "1", "/dev/null"]);
-        let why = tool::run("pdftotext", &verbose, &[], timeout, 0)
-            .map(|o| o.stderr)
-            .unwrap_or_default();
+        // Exit 1: the file could not be opened; its standard error says why.
+        let why = out.stderr;
         if why.contains("Incorrect password") {
             return Err(IngestError::Encrypted);
         }
@@ -72,14 +62,23 @@ pub fn words(
     pages: usize,
     timeout: Duration,
 ) -> Option<Vec<Vec<Word>>> {
-    let mut args = vec!["-tsv", "-enc", "UTF-8", "-q"];
+    let args = arguments(&["-tsv"], password, path);
+    let out = tool::run("pdftotext", &args, &[], timeout, MAX_TEXT_BYTES).ok()?;
+    out.success
+        .then(|| layout::parse_tsv(&String::from_utf8_lossy(&out.stdout), pages))
+}
+
+/// `pdftotext` arguments: `extra`, UTF-8 (not quiet: on failure, standard error says why),
+/// the password as owner and user password,
+/// the file, output to standard output.
+fn arguments<'a>(extra: &[&'a str], password: Option<&'a str>, path: &'a str) -> Vec<&'a str> {
+    let mut args = extra.to_vec();
+    args.extend(["-enc", "UTF-8"]);
     if let Some(pw) = password {
         args.extend(["-opw", pw, "-upw", pw]);
     }
     args.extend([path, "-"]);
-    let out = tool::run("pdftotext", &args, &[], timeout, MAX_TEXT_BYTES).ok()?;
-    out.success
-        .then(|| layout::parse_tsv(&String::from_utf8_lossy(&out.stdout), pages))
+    args
 }
 
 /// Whether poppler's tools are installed: `Ok` with `pdftotext`'s version line, or why not.

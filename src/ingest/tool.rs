@@ -1,10 +1,12 @@
-//! Running one external program (poppler's `pdftotext` and `pdftoppm`, `tesseract`) with a
-//! wall-clock bound and capped output, and finding out whether it is installed.
+//! Bounded child processes: [`supervise`] runs one with a wall-clock bound (its whole process
+//! group killed past it) and capped output; [`run`] is that for an external program
+//! (poppler's `pdftotext` and `pdftoppm`, `tesseract`), and [`version`] finds out whether one
+//! is installed.
 //!
-//! Called only inside the isolated extractor process, whose resource limits the program
-//! inherits; must never be used from the service process on document bytes.
+//! The service supervises only the extractor worker with it; external programs run only inside
+//! that worker, whose resource limits they inherit: never on document bytes in the service.
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -39,31 +41,51 @@ pub enum ToolError {
     Io(String),
 }
 
-/// Runs `program args…` with `env`, killing it after `timeout`; keeps at most `max_stdout`
-/// bytes of its standard output.
-pub fn run(
-    program: &str,
-    args: &[&str],
-    env: &[(&str, &str)],
+/// A supervised child that ended on its own: its status and what it wrote.
+#[derive(Debug)]
+pub struct Finished {
+    /// How it ended.
+    pub status: std::process::ExitStatus,
+    /// Standard output, at most the cap given.
+    pub stdout: Vec<u8>,
+    /// Standard error, at most 64 KiB.
+    pub stderr: Vec<u8>,
+}
+
+/// Runs `command` in a process group of its own, writes `input` (the slices in order) to its
+/// standard input, keeps at most `max_stdout` bytes of its output and 64 KiB of its errors
+/// (draining the rest, so it never blocks on a full pipe), and kills the whole group — the
+/// programs it started included — when `timeout` passes. The one place child processes are
+/// bounded: the extractor worker (from the service) and the programs the worker runs.
+pub fn supervise(
+    command: &mut Command,
+    input: &[&[u8]],
     timeout: Duration,
     max_stdout: u64,
-) -> Result<Output, ToolError> {
-    let mut command = Command::new(program);
-    command
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    for (k, v) in env {
-        command.env(k, v);
+) -> Result<Finished, ToolError> {
+    let program = command.get_program().to_string_lossy().into_owned();
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::CommandExt;
+        command.process_group(0);
     }
-    let mut child = command.spawn().map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied => {
-            ToolError::Missing(program.to_owned())
-        }
-        _ => ToolError::Io(format!("{program}: {e}")),
-    })?;
+    let mut child = command
+        .stdin(if input.is_empty() {
+            Stdio::null()
+        } else {
+            Stdio::piped()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied => {
+                ToolError::Missing(program.clone())
+            }
+            _ => ToolError::Io(format!("{program}: {e}")),
+        })?;
     let started = Instant::now();
+    let stdin = child.stdin.take();
     let mut stdout = child
         .stdout
         .take()
@@ -73,27 +95,25 @@ pub fn run(
         .take()
         .ok_or_else(|| ToolError::Io("no stderr".into()))?;
     std::thread::scope(|scope| {
-        let out = scope.spawn(move || {
-            let mut buf = Vec::new();
-            let _ = (&mut stdout).take(max_stdout).read_to_end(&mut buf);
-            // Drain the rest so the program is never blocked on a full pipe.
-            let _ = std::io::copy(&mut stdout, &mut std::io::sink());
-            buf
-        });
-        let err = scope.spawn(move || {
-            let mut buf = Vec::new();
-            let _ = (&mut stderr).take(64 << 10).read_to_end(&mut buf);
-            let _ = std::io::copy(&mut stderr, &mut std::io::sink());
-            buf
-        });
+        if let Some(mut stdin) = stdin {
+            // A child that dies early closes its stdin: the write error is expected.
+            scope.spawn(move || {
+                for part in input {
+                    if stdin.write_all(part).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        let out = scope.spawn(move || capped(&mut stdout, max_stdout));
+        let err = scope.spawn(move || capped(&mut stderr, 64 << 10));
         let status = loop {
             match child.try_wait() {
                 Ok(Some(status)) => break Ok(status),
                 Ok(None) if started.elapsed() >= timeout => {
-                    let _ = child.kill();
-                    let _ = child.wait();
+                    kill_group(&mut child);
                     break Err(ToolError::Timeout {
-                        program: program.to_owned(),
+                        program: program.clone(),
                         seconds: timeout.as_secs(),
                     });
                 }
@@ -103,11 +123,51 @@ pub fn run(
         };
         let stdout = out.join().unwrap_or_default();
         let stderr = err.join().unwrap_or_default();
-        status.map(|status| Output {
-            success: status.success(),
+        status.map(|status| Finished {
+            status,
             stdout,
-            stderr: String::from_utf8_lossy(&stderr).into_owned(),
+            stderr,
         })
+    })
+}
+
+/// At most `max` bytes of `r`; the rest is read and dropped.
+fn capped(r: &mut impl Read, max: u64) -> Vec<u8> {
+    let mut buf = Vec::new();
+    let _ = r.take(max).read_to_end(&mut buf);
+    let _ = std::io::copy(r, &mut std::io::sink());
+    buf
+}
+
+fn kill_group(child: &mut std::process::Child) {
+    #[cfg(unix)]
+    // SAFETY: kill(2) with a negative pid signals the process group the child leads (made by
+    // `process_group(0)` at spawn); it touches no memory of ours.
+    unsafe {
+        libc::kill(-(child.id() as libc::pid_t), libc::SIGKILL);
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// Runs `program args…` with `env` under [`supervise`], no input.
+pub fn run(
+    program: &str,
+    args: &[&str],
+    env: &[(&str, &str)],
+    timeout: Duration,
+    max_stdout: u64,
+) -> Result<Output, ToolError> {
+    let mut command = Command::new(program);
+    command.args(args);
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    let done = supervise(&mut command, &[], timeout, max_stdout)?;
+    Ok(Output {
+        success: done.status.success(),
+        stdout: done.stdout,
+        stderr: String::from_utf8_lossy(&done.stderr).into_owned(),
     })
 }
 
@@ -156,6 +216,40 @@ impl Drop for Scratch {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_timeout_kills_the_programs_the_child_started() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pid_file = dir.path().join("pid");
+        let script = format!("sleep 30 & echo $! > {}; wait", pid_file.display());
+        let mut command = Command::new("/bin/sh");
+        command.args(["-c", &script]);
+        let err = supervise(&mut command, &[], Duration::from_millis(300), 10).expect_err("slow");
+        assert!(matches!(err, ToolError::Timeout { .. }));
+        let pid = std::fs::read_to_string(&pid_file).expect("pid");
+        std::thread::sleep(Duration::from_millis(100));
+        // Gone, or a zombie waiting for its new parent to reap it: not running.
+        let state = std::fs::read_to_string(format!("/proc/{}/stat", pid.trim()))
+            .map(|s| s.rsplit(')').next().unwrap_or("").trim().chars().next())
+            .unwrap_or(None);
+        assert!(
+            matches!(state, None | Some('Z') | Some('X')),
+            "grandchild state {state:?}"
+        );
+    }
+
+    #[test]
+    fn input_reaches_the_child_in_order() {
+        let mut command = Command::new("/bin/cat");
+        let done = supervise(
+            &mut command,
+            &[b"ab", b"", b"cd"],
+            Duration::from_secs(5),
+            100,
+        )
+        .expect("cat");
+        assert_eq!(done.stdout, b"abcd");
+    }
 
     #[test]
     fn a_missing_program_is_named() {
