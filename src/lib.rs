@@ -48,6 +48,8 @@
 //! - [`supervisor`]: owns every background task and thread; shutdown awaits and joins them.
 //! - [`clock`]: the one scheduler of periodic jobs (housekeeping, agent schedules).
 //! - [`runtime`]: process-wide tuning that the binaries apply at start-up.
+//! - `compute` (crate-internal): the numeric kernels both local models run on — GEMM,
+//!   element-wise functions, int8 blocks.
 //!
 //! A request's path: `api` authenticates the caller and decodes the body, then calls one
 //! `service` method on a blocking thread; the service checks scopes, reads or writes the store
@@ -61,6 +63,7 @@ pub mod app;
 pub mod backoff;
 pub mod client;
 pub mod clock;
+pub(crate) mod compute;
 pub mod config;
 pub mod embed;
 pub mod error;

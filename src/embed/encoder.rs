@@ -8,7 +8,7 @@
 //! - attention runs per (passage, head) on that passage's own tokens, in parallel, so it needs
 //!   no mask;
 //! - Q, K and V are one fused projection; buffers are allocated once per batch and reused by
-//!   every layer; element-wise work is vectorised ([`super::kernels`]).
+//!   every layer; element-wise work is vectorised ([`crate::compute::kernels`]).
 //!
 //! Weights are read with candle from `model.safetensors` (BERT names, with or without a `bert.`
 //! prefix). The output matches sentence-transformers (see the reference-vector test).
@@ -20,8 +20,9 @@ use gemm::Parallelism;
 use rayon::prelude::*;
 use serde::Deserialize;
 
-use super::kernels;
 use super::{EmbedError, Pooling, Result};
+use crate::compute::gemm::{matmul, parallelism, Rhs, SendPtr};
+use crate::compute::kernels;
 
 /// The fields of a BERT `config.json` the encoder needs.
 #[derive(Debug, Clone, Deserialize)]
@@ -147,81 +148,6 @@ fn concat_linear(parts: [Linear; 3]) -> Linear {
         b,
         inputs,
         outputs,
-    }
-}
-
-/// A raw pointer that may cross threads; used where parallel tasks write disjoint regions.
-#[derive(Clone, Copy)]
-struct SendPtr(*mut f32);
-// SAFETY: every use writes regions no other task touches (documented at the use sites).
-unsafe impl Send for SendPtr {}
-unsafe impl Sync for SendPtr {}
-
-impl SendPtr {
-    /// The pointer (a method, so closures capture the whole `Send` wrapper).
-    fn get(self) -> *mut f32 {
-        self.0
-    }
-}
-
-/// The right-hand operand of a product: a row-major matrix used as is or transposed.
-#[derive(Clone, Copy)]
-enum Rhs {
-    /// `b[k×n]` with row stride `rs`.
-    Plain { ptr: *const f32, rs: usize },
-    /// `Wᵀ` for `W[n×k]` with row stride `rs` (a PyTorch `Linear` weight).
-    Transposed { ptr: *const f32, rs: usize },
-}
-
-/// `dst[m×n] = scale · a[m×k] · rhs`, row-major with the given row strides.
-///
-/// # Safety
-/// The pointers must address matrices of the stated shapes and strides.
-#[allow(clippy::too_many_arguments)]
-unsafe fn matmul(
-    (m, n, k): (usize, usize, usize),
-    a: *const f32,
-    a_rs: usize,
-    rhs: Rhs,
-    dst: *mut f32,
-    dst_rs: usize,
-    scale: f32,
-    par: Parallelism,
-) {
-    let (b, b_cs, b_rs) = match rhs {
-        Rhs::Plain { ptr, rs } => (ptr, 1, rs as isize),
-        Rhs::Transposed { ptr, rs } => (ptr, rs as isize, 1),
-    };
-    // SAFETY: forwarded from the caller.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst,
-            1,
-            dst_rs as isize,
-            false,
-            a,
-            1,
-            a_rs as isize,
-            b,
-            b_cs,
-            b_rs,
-            0.0,
-            scale,
-            false,
-            false,
-            false,
-            par,
-        );
-    }
-}
-
-fn parallelism() -> Parallelism {
-    match rayon::current_num_threads() {
-        0 | 1 => Parallelism::None,
-        n => Parallelism::Rayon(n),
     }
 }
 

@@ -9,7 +9,6 @@
 
 mod bert;
 mod encoder;
-mod kernels;
 mod model_dir;
 mod tokenizer;
 
