@@ -5,9 +5,11 @@
 //!   whatever the answers do), p50/p99, and the same for LiteLLM's proxy in front of the same
 //!   upstream in the same run. The upstream is a minimal OpenAI-style server in a child
 //!   process; Groundwork runs as its release binary with its default guardrails and call log.
-//! - local: the local SmolLM2-135M-Instruct (Q4_1 GGUF, requantized to Q8_0 at load) — time to
-//!   first token and decode tokens/s on the engine itself (over HTTP a stream's first chunk
-//!   also waits for the guardrails' 48-character window).
+//! - local: the local SmolLM2-135M-Instruct (Q4_1 GGUF, requantized to Q8_0 at load) on a
+//!   ~470-token grounded prompt — time to first token (prefill), decode tokens/s and a follow-up
+//!   turn's first token, on the native pass, on candle's quantized llama (the engine before it)
+//!   and on llama.cpp (llama-cpp-python, same GGUF, same threads), with ratios (over HTTP a
+//!   stream's first chunk also waits for the guardrails' 48-character window).
 //!
 //! `benches/gateway.sh` installs LiteLLM (pinned) into `.venv-gateway` and runs this;
 //! `cargo bench --bench gateway [-- --quick] [-- --only overhead|local]`.
@@ -16,7 +18,7 @@ use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use groundwork::gateway::local::{Generate, LocalChat};
+use groundwork::gateway::local::{Generate, LocalChat, LocalEngine};
 use groundwork::gateway::types::{Delta, Message, Role};
 use groundwork::gateway::GatewayConfig;
 use serde_json::{json, Value};
@@ -280,36 +282,23 @@ fn overhead(quick: bool, with_litellm: bool) -> Value {
     json!({"rates": out, "litellm_version": litellm_version, "duration_s": rates.map(|r| r.1)})
 }
 
-fn local(quick: bool) -> Value {
+/// One engine's figures on a grounded prompt: first-token latency (prefill), decode rate, and
+/// the first token of a follow-up turn that shares the prompt's system part and sources.
+fn local_engine(engine: LocalEngine, runs: usize) -> Value {
     let dir = root().join("models/SmolLM2-135M-Instruct");
     let chat = LocalChat::start(
         &dir,
         4,
         4096,
         GatewayConfig::default().local_repeat_penalty,
+        engine,
         &groundwork::supervisor::Supervisor::new(),
     );
-    let messages = vec![
-        Message { role: Role::System, content: "Answer the question using only the context.".into(), name: None },
-        Message {
-            role: Role::User,
-            content: "Context: The Eiffel Tower in Paris was completed in March 1889 as the entrance arch \
-                      to the 1889 World's Fair, and it was the tallest structure in the world until 1930.\n\n\
-                      Question: When was the Eiffel Tower completed?"
-                .into(),
-            name: None,
-        },
-    ];
-    let runs = if quick { 2 } else { 5 };
-    let mut ttft = Vec::new();
-    let mut decode = Vec::new();
-    let mut prompt_tokens = 0;
-    let mut completion_tokens = 0;
-    for i in 0..=runs {
+    let ask = |messages: Vec<Message>| {
         let started = Instant::now();
         let mut rx = chat
             .generate(Generate {
-                messages: messages.clone(),
+                messages,
                 temperature: Some(0.0),
                 top_p: None,
                 max_tokens: 64,
@@ -327,28 +316,131 @@ fn local(quick: bool) -> Value {
                 Delta::Finish { usage: u, .. } => usage = u,
             }
         }
-        let total = started.elapsed();
         let u = usage.expect("usage");
-        let first = first.expect("a token");
+        (first.expect("a token"), started.elapsed(), u)
+    };
+    let mut ttft = Vec::new();
+    let mut decode = Vec::new();
+    let mut follow_ttft = Vec::new();
+    let (mut prompt_tokens, mut completion_tokens) = (0, 0);
+    for i in 0..=runs {
+        // A different first line each run, so no run reuses another's cache.
+        let (first, total, u) = ask(grounded_prompt(i, None));
         if i == 0 {
             continue; // warm-up: the model loads on the first request
         }
         prompt_tokens = u.prompt_tokens;
         completion_tokens = u.completion_tokens;
         ttft.push(first.as_secs_f64() * 1e3);
-        let rest = (total - first).as_secs_f64();
-        decode.push((u.completion_tokens.saturating_sub(1)) as f64 / rest);
+        decode.push(u.completion_tokens.saturating_sub(1) as f64 / (total - first).as_secs_f64());
+        let (first, _, _) = ask(grounded_prompt(i, Some("Which sources mention a date?")));
+        follow_ttft.push(first.as_secs_f64() * 1e3);
     }
-    ttft.sort_by(f64::total_cmp);
-    decode.sort_by(f64::total_cmp);
-    let v = json!({
-        "model": "SmolLM2-135M-Instruct Q4_1 (requantized to Q8_0 at load)",
+    chat.shutdown();
+    for v in [&mut ttft, &mut decode, &mut follow_ttft] {
+        v.sort_by(f64::total_cmp);
+    }
+    json!({
         "prompt_tokens": prompt_tokens,
         "completion_tokens": completion_tokens,
-        "ttft_ms_median": percentile(&ttft, 0.5),
+        "first_token_ms_median": percentile(&ttft, 0.5),
         "prefill_tokens_per_s": prompt_tokens as f64 / (percentile(&ttft, 0.5) / 1e3),
         "decode_tokens_per_s_median": percentile(&decode, 0.5),
-        "runs": runs,
+        "follow_up_first_token_ms_median": percentile(&follow_ttft, 0.5),
+    })
+}
+
+/// A grounded prompt as agents send it (~470 tokens): a rule, numbered sources, a question;
+/// `run` makes its first line unique.
+fn grounded_prompt(run: usize, question: Option<&str>) -> Vec<Message> {
+    let sources = [
+        "The Eiffel Tower in Paris was completed in March 1889 as the entrance arch to the 1889 \
+         World's Fair. It was the tallest structure in the world until the Chrysler Building in \
+         New York was finished in 1930, and it remains the most visited paid monument.",
+        "Gustave Eiffel's company designed and built the tower; the engineers Maurice Koechlin \
+         and Émile Nouguier drew the first plans in 1884, and the architect Stephen Sauvestre \
+         redesigned the base with its monumental arches.",
+        "The tower is 330 metres tall including its antennas. Its wrought-iron lattice weighs \
+         about 7,300 tonnes, and it is repainted every seven years with 60 tonnes of paint to \
+         protect it from rust.",
+        "Many artists protested against the tower while it was being built, calling it useless \
+         and monstrous; the city granted a permit for twenty years, after which it was to be \
+         dismantled, but its value for radio transmission saved it.",
+        "Visitors reach the first and second levels by stairs or lifts; the top level is served \
+         by lifts only. About seven million people visit each year, most of them from abroad.",
+        "In 1909 the tower became a radiotelegraph station, and during the First World War its \
+         transmitter intercepted enemy communications, which contributed to the arrest of Mata \
+         Hari in 1917.",
+    ];
+    let context: Vec<String> = sources
+        .iter()
+        .enumerate()
+        .map(|(i, s)| format!("[{}] {s}", i + 1))
+        .collect();
+    let question = question.unwrap_or("When was the Eiffel Tower completed, and who designed it?");
+    vec![
+        Message {
+            role: Role::System,
+            content: format!(
+                "Request {run}. You answer questions using only the numbered sources below. \
+                 Cite every claim with its source number in brackets, like [2]. If the sources \
+                 do not contain the answer, reply that the answer was not found in the \
+                 documents. Be concise and do not add facts from memory."
+            ),
+            name: None,
+        },
+        Message {
+            role: Role::User,
+            content: format!("Sources:\n{}\n\nQuestion: {question}", context.join("\n")),
+            name: None,
+        },
+    ]
+}
+
+/// llama.cpp (llama-cpp-python built from source in `.venv-llama` by `benches/gateway.sh`) on
+/// the same GGUF and thread count, or why it did not run.
+fn llama_cpp(runs: usize) -> Value {
+    let python = root().join(".venv-llama/bin/python");
+    if !python.exists() {
+        return json!({"skipped": "no .venv-llama (benches/gateway.sh builds it)"});
+    }
+    let prompts: Vec<Value> = (1..=runs)
+        .map(|i| serde_json::to_value(grounded_prompt(i, None)).expect("messages"))
+        .collect();
+    let out = Command::new(python)
+        .arg(root().join("benches/py/llama_cpp_peer.py"))
+        .arg(root().join("models/SmolLM2-135M-Instruct"))
+        .arg(serde_json::to_string(&prompts).expect("json"))
+        .output()
+        .expect("python");
+    if !out.status.success() {
+        return json!({"skipped": String::from_utf8_lossy(&out.stderr).to_string()});
+    }
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| json!({"skipped": e.to_string()}))
+}
+
+fn local(quick: bool) -> Value {
+    let runs = if quick { 2 } else { 5 };
+    let candle = local_engine(LocalEngine::Candle, runs);
+    let native = local_engine(LocalEngine::Native, runs);
+    let peer = llama_cpp(runs);
+    let ratio = |a: &Value, ka: &str, b: &Value, kb: &str| {
+        a[ka].as_f64().unwrap_or(f64::NAN) / b[kb].as_f64().unwrap_or(f64::NAN)
+    };
+    let v = json!({
+        "model": "SmolLM2-135M-Instruct Q4_1 (requantized to Q8_0 at load)",
+        "threads": rayon::current_num_threads(),
+        "native": native,
+        "candle": candle,
+        "llama_cpp": peer,
+        "native_over_candle": {
+            "prefill": ratio(&native, "prefill_tokens_per_s", &candle, "prefill_tokens_per_s"),
+            "decode": ratio(&native, "decode_tokens_per_s_median", &candle, "decode_tokens_per_s_median"),
+        },
+        "native_over_llama_cpp": {
+            "prefill": ratio(&native, "prefill_tokens_per_s", &peer, "prefill_tokens_per_s"),
+            "decode": ratio(&native, "decode_tokens_per_s_median", &peer, "decode_tokens_per_s"),
+        },
     });
     eprintln!("local chat: {v}");
     v

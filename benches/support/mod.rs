@@ -70,11 +70,41 @@ pub fn save_results(name: &str, update: impl FnOnce(&mut Value)) {
         .and_then(|b| serde_json::from_slice(&b).ok())
         .unwrap_or_else(|| json!({}));
     update(&mut results);
-    results["machine"] =
-        json!({"cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)});
+    results["machine"] = json!({
+        "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        "cpu_flags": cpu_flags(),
+    });
     std::fs::create_dir_all(path.parent().expect("dir")).expect("mkdir");
     std::fs::write(&path, serde_json::to_vec_pretty(&results).expect("json")).expect("write");
     println!("{}", serde_json::to_string_pretty(&results).expect("json"));
+}
+
+/// The SIMD features of this CPU that the kernels (ours and the peers') may use; printed with
+/// every benchmark, since figures compare only on the same flags.
+pub fn cpu_flags() -> Vec<&'static str> {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let present: std::collections::HashSet<&str> = cpuinfo
+        .lines()
+        .find(|l| l.starts_with("flags"))
+        .map(|l| l.split_whitespace().collect())
+        .unwrap_or_default();
+    let wanted = [
+        "avx2",
+        "fma",
+        "f16c",
+        "avx512f",
+        "avx512bw",
+        "avx512vl",
+        "avx512_vnni",
+        "avx512_bf16",
+        "avx_vnni",
+        "amx_tile",
+        "amx_int8",
+        "amx_bf16",
+    ];
+    let flags: Vec<&'static str> = wanted.into_iter().filter(|f| present.contains(f)).collect();
+    eprintln!("CPU flags: {}", flags.join(" "));
+    flags
 }
 
 /// The value of `--only`, if given.

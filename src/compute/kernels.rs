@@ -1,4 +1,4 @@
-//! Element-wise kernels of the encoder: GELU, softmax, layer norm, bias add.
+//! Element-wise kernels of the local models: GELU, SiLU, softmax, layer and RMS norm, bias add.
 //!
 //! Written as plain loops over `f32` slices that the compiler vectorises; on x86-64 each entry
 //! point dispatches at run time to a copy compiled for AVX2+FMA. `exp` and `erf` are polynomial
@@ -173,6 +173,33 @@ dispatch! {
     }
 }
 
+dispatch! {
+    /// `out = x / sqrt(mean(x²) + eps) · w` for one row (RMS norm, as llama-family models use).
+    pub fn rms_norm(out: &mut [f32], x: &[f32], w: &[f32], eps: f32) {
+        let mut acc = [0f32; 8];
+        let mut chunks = x.chunks_exact(8);
+        for c in &mut chunks {
+            for i in 0..8 {
+                acc[i] += c[i] * c[i];
+            }
+        }
+        let sum = acc.iter().sum::<f32>() + chunks.remainder().iter().map(|v| v * v).sum::<f32>();
+        let inv = 1.0 / (sum / x.len() as f32 + eps).sqrt();
+        for ((o, v), g) in out.iter_mut().zip(x).zip(w) {
+            *o = *v * inv * *g;
+        }
+    }
+}
+
+dispatch! {
+    /// `gate = silu(gate) · up` (the gated feed-forward of llama-family models), in place.
+    pub fn silu_mul(gate: &mut [f32], up: &[f32]) {
+        for (g, u) in gate.iter_mut().zip(up) {
+            *g = *g / (1.0 + exp(-*g)) * *u;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -225,6 +252,28 @@ mod tests {
         assert!(mean.abs() < 1e-6);
         let var: f32 = x.iter().map(|v| v * v).sum::<f32>() / 4.0;
         assert!((var - 1.0).abs() < 1e-4);
+    }
+
+    #[test]
+    fn rms_norm_and_silu_match_definitions() {
+        let x = [1.0f32, -2.0, 3.0, 0.5];
+        let w = [1.0f32, 2.0, 0.5, 1.0];
+        let mut out = [0f32; 4];
+        rms_norm(&mut out, &x, &w, 1e-5);
+        let rms = (x.iter().map(|v| v * v).sum::<f32>() / 4.0 + 1e-5).sqrt();
+        for i in 0..4 {
+            assert!((out[i] - x[i] / rms * w[i]).abs() < 1e-6);
+        }
+        let mut g = [-3.0f32, 0.0, 1.5];
+        silu_mul(&mut g, &[2.0, 1.0, -1.0]);
+        let expect = [
+            -3.0 / (1.0 + 3f32.exp()) * 2.0,
+            0.0,
+            -1.5 / (1.0 + (-1.5f32).exp()),
+        ];
+        for (a, b) in g.iter().zip(expect) {
+            assert!((a - b).abs() < 1e-6, "{a} {b}");
+        }
     }
 
     #[test]

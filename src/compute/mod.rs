@@ -6,3 +6,4 @@
 
 pub(crate) mod gemm;
 pub(crate) mod kernels;
+pub(crate) mod quant;

@@ -40,6 +40,8 @@ pub struct GatewayConfig {
     pub local_context_tokens: usize,
     /// Penalty on tokens the local model generated recently (1: none).
     pub local_repeat_penalty: f32,
+    /// The local chat model's forward pass (`native` by default; `candle` is the reference).
+    pub local_engine: super::local::LocalEngine,
 }
 
 impl Default for GatewayConfig {
@@ -83,6 +85,7 @@ impl Default for GatewayConfig {
             local_queue: 32,
             local_context_tokens: 4096,
             local_repeat_penalty: 1.15,
+            local_engine: Default::default(),
         }
     }
 }

@@ -165,6 +165,7 @@ impl Gateway {
             config.local_queue,
             config.local_context_tokens,
             config.local_repeat_penalty,
+            config.local_engine,
             &supervisor,
         ));
         let mut providers = HashMap::new();
