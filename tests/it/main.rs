@@ -22,8 +22,7 @@
 //!   frontier model and the local SmolLM2), resumable streams, the chat UI in headless Chromium;
 //! - `grounding`: answers true to the documents — generated sentences verified (an invented
 //!   sentence unsupported, dropped under `strict`), extractive answers on the seeded guide;
-//! - `local_model`: the local chat model's native forward pass against candle's (greedy answers
-//!   identical, the reused KV cache changes nothing);
+//! - `local_model`: the local chat model's reused KV cache changes no answer;
 //! - `limits`: promises under pressure (issue 14), a test per broken promise — budgets under
 //!   200 concurrent calls, bounded chunks and documents, per-file upload results, the `infer`
 //!   scope, agent configs and tenants' status, one error vocabulary, rate limits, and the
