@@ -371,6 +371,9 @@ fn grounded_prompt(run: usize, question: Option<&str>) -> Vec<Message> {
         "In 1909 the tower became a radiotelegraph station, and during the First World War its \
          transmitter intercepted enemy communications, which contributed to the arrest of Mata \
          Hari in 1917.",
+        "Lifts were installed from the start by Otis and Roux-Combaluzier-Lepape; the original \
+         hydraulic machinery of the east and west pillars still runs today, restored in the \
+         1980s, and the tower sways by up to seven centimetres in strong wind.",
     ];
     let context: Vec<String> = sources
         .iter()

@@ -93,6 +93,7 @@ fn bench_embedding(quick: bool) -> Value {
             batch_size: 32,
             max_seq_length: None,
             concurrent_batches: concurrent,
+            ..EmbedOptions::default()
         };
         let embedder =
             BertEmbedder::load(&model, options).expect("load model (run models/fetch.py)");

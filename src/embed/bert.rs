@@ -6,6 +6,7 @@ use rayon::prelude::*;
 
 use super::encoder::{BertConfig, Encoder};
 use super::model_dir::{ModelDir, Pooling};
+use super::priority::{QueryQueue, QueueOptions};
 use super::tokenizer::TextTokenizer;
 use super::{EmbedError, Embedder, Result};
 use crate::util::sha256_hex;
@@ -21,6 +22,8 @@ pub struct EmbedOptions {
     /// more runs whole batches side by side, which keeps cores busy in the ops that are not
     /// matrix products (softmax, GELU, layer norm).
     pub concurrent_batches: usize,
+    /// How queries are batched and queued.
+    pub queries: QueueOptions,
 }
 
 impl Default for EmbedOptions {
@@ -29,6 +32,7 @@ impl Default for EmbedOptions {
             batch_size: 32,
             max_seq_length: None,
             concurrent_batches: 2,
+            queries: QueueOptions::default(),
         }
     }
 }
@@ -43,6 +47,11 @@ pub struct BertEmbedder {
     options: EmbedOptions,
     /// Runs `concurrent_batches` forward passes side by side (absent when 1).
     pool: Option<rayon::ThreadPool>,
+    /// Queries waiting, batched, ahead of bulk work.
+    queries: QueryQueue,
+    /// Runs query batches, so they never queue behind bulk batches on `pool` (the bulk
+    /// threads wait at their next operation while a query batch runs).
+    query_pool: rayon::ThreadPool,
 }
 
 impl BertEmbedder {
@@ -75,6 +84,11 @@ impl BertEmbedder {
         } else {
             None
         };
+        let query_pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(std::thread::available_parallelism().map_or(1, |n| n.get()))
+            .thread_name(|i| format!("embed-query-{i}"))
+            .build()
+            .map_err(|e| fail(format!("cannot start query threads: {e}")))?;
         let tokenizer_bytes = std::fs::read(dir.join("tokenizer.json")).unwrap_or_default();
         let weights_len = std::fs::metadata(&weights).map(|m| m.len()).unwrap_or(0);
         let fingerprint = sha256_hex(
@@ -93,13 +107,17 @@ impl BertEmbedder {
             pooling: folder.pooling,
             dimension: config.hidden_size,
             model_id,
+            queries: QueryQueue::new(options.queries),
             options,
             pool,
+            query_pool,
         })
     }
 
     fn embed_batch(&self, ids: &[&[u32]]) -> Result<Vec<Vec<f32>>> {
-        Ok(self.encoder.embed(ids, self.pooling))
+        Ok(self
+            .encoder
+            .embed(ids, self.pooling, &|| self.queries.yield_to_queries()))
     }
 }
 
@@ -144,5 +162,15 @@ impl Embedder for BertEmbedder {
             }
         }
         Ok(out)
+    }
+
+    fn embed_query(&self, text: &str) -> Result<Vec<f32>> {
+        self.queries.submit(text, |texts| {
+            let encodings = self.tokenizer.encode_for_model(texts)?;
+            let ids: Vec<&[u32]> = encodings.iter().map(|e| e.get_ids()).collect();
+            Ok(self
+                .query_pool
+                .install(|| self.encoder.embed(&ids, self.pooling, &|| ())))
+        })
     }
 }

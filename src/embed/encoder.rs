@@ -244,8 +244,9 @@ impl Encoder {
     }
 
     /// Encodes `seqs` (token ids with special tokens, each at most the model's position limit)
-    /// and pools each into one L2-normalised vector.
-    pub fn embed(&self, seqs: &[&[u32]], pooling: Pooling) -> Vec<Vec<f32>> {
+    /// and pools each into one L2-normalised vector. `pause` is called between operations (bulk
+    /// work waits there while queries run).
+    pub fn embed(&self, seqs: &[&[u32]], pooling: Pooling, pause: &dyn Fn()) -> Vec<Vec<f32>> {
         let h = self.hidden;
         let starts: Vec<usize> = seqs
             .iter()
@@ -288,17 +289,21 @@ impl Encoder {
         let mut tmp = vec![0f32; total * h];
         let mut ffn = vec![0f32; total * inter];
         for layer in &self.layers {
+            pause();
             layer.qkv.forward(&x, total, &mut qkv);
             self.attention(&qkv, &starts, &lens, &mut ctx);
+            pause();
             layer.attn_out.forward(&ctx, total, &mut tmp);
             self.residual_norm(&mut tmp, &x, &layer.attn_norm);
             std::mem::swap(&mut x, &mut tmp);
+            pause();
             layer.ffn_in.forward(&x, total, &mut ffn);
             ffn.par_chunks_mut(inter * 16).for_each(|c| match self.act {
                 Activation::GeluErf => kernels::gelu_erf(c),
                 Activation::GeluTanh => kernels::gelu_tanh(c),
                 Activation::Relu => kernels::relu(c),
             });
+            pause();
             layer.ffn_out.forward(&ffn, total, &mut tmp);
             self.residual_norm(&mut tmp, &x, &layer.ffn_norm);
             std::mem::swap(&mut x, &mut tmp);

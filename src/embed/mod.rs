@@ -2,7 +2,8 @@
 //!
 //! Owns the [`Embedder`] trait, the loading of sentence-transformers model folders
 //! ([`ModelDir`]) and the BERT-family embedder ([`BertEmbedder`]: weights read with candle,
-//! forward pass on candle's GEMM kernels, see `encoder`). Vectors leave this module
+//! forward pass on candle's GEMM kernels, see `encoder`), and the query queue that batches
+//! concurrent queries and puts them ahead of bulk work (`priority`). Vectors leave this module
 //! L2-normalised, so callers may compare them with a dot product.
 //!
 //! Must never do I/O beyond reading a model folder, and never know about documents or indexes.
@@ -10,10 +11,12 @@
 mod bert;
 mod encoder;
 mod model_dir;
+mod priority;
 mod tokenizer;
 
 pub use bert::{BertEmbedder, EmbedOptions};
 pub use model_dir::{ModelDir, Pooling};
+pub use priority::QueueOptions;
 pub use tokenizer::TextTokenizer;
 
 /// Errors raised while loading a model or embedding text.
@@ -33,6 +36,12 @@ pub enum EmbedError {
     /// The tensor computation failed.
     #[error("model computation failed: {0}")]
     Compute(#[from] candle_core::Error),
+    /// Too many queries are waiting for the embedder.
+    #[error("too many queries are waiting for the embedder; retry shortly")]
+    Overloaded,
+    /// The batch a query was embedded in failed.
+    #[error("embedding failed: {0}")]
+    Batch(String),
 }
 
 /// Result alias for this module.
@@ -50,6 +59,13 @@ pub trait Embedder: Send + Sync {
     fn tokenizer(&self) -> &TextTokenizer;
     /// Embeds `texts`, returning one vector per text in the same order.
     fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>>;
+    /// Embeds one search query, ahead of bulk work where the embedder can (see
+    /// `priority`): concurrent queries may share one forward pass.
+    fn embed_query(&self, text: &str) -> Result<Vec<f32>> {
+        self.embed(&[text])?
+            .pop()
+            .ok_or_else(|| EmbedError::Batch("the embedder returned no vector".into()))
+    }
 }
 
 /// Scales `v` to unit length in place (a zero vector is left as is).

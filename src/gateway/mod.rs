@@ -469,6 +469,34 @@ impl Gateway {
     ) -> crate::embed::Result<Vec<Vec<f32>>> {
         let started = Instant::now();
         let out = embedder.embed(texts);
+        self.log_internal_embedding(tenant_id, purpose, embedder, texts, started, &out);
+        out
+    }
+
+    /// Embeds one search query ahead of bulk work (batched with concurrent queries), logged
+    /// as [`Gateway::embed_internal`] logs.
+    pub fn embed_query_internal(
+        &self,
+        tenant_id: &str,
+        purpose: &'static str,
+        embedder: &dyn Embedder,
+        query: &str,
+    ) -> crate::embed::Result<Vec<f32>> {
+        let started = Instant::now();
+        let out = embedder.embed_query(query);
+        self.log_internal_embedding(tenant_id, purpose, embedder, &[query], started, &out);
+        out
+    }
+
+    fn log_internal_embedding<T>(
+        &self,
+        tenant_id: &str,
+        purpose: &'static str,
+        embedder: &dyn Embedder,
+        texts: &[&str],
+        started: Instant,
+        out: &crate::embed::Result<T>,
+    ) {
         let ctx = CallContext {
             request_id: uuid::Uuid::now_v7().to_string(),
             tenant_id: tenant_id.to_owned(),
@@ -480,7 +508,7 @@ impl Gateway {
         log.provider = Some("local".into());
         log.model = Some(embedder.model_id().to_owned());
         log.tokens_in = texts.iter().map(|t| providers::estimate_tokens(t)).sum();
-        match &out {
+        match out {
             Ok(_) => log.status = "ok".into(),
             Err(e) => {
                 log.status = "error".into();
@@ -489,7 +517,6 @@ impl Gateway {
         }
         count_request(&route, &log.status);
         self.inner.log.record_blocking(log);
-        out
     }
 
     /// A page of the call log.

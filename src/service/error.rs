@@ -110,6 +110,7 @@ impl Classify for ServiceError {
             ServiceError::QueueFull { .. } | ServiceError::RateLimited(_) => ErrorKind::RateLimited,
             ServiceError::Unavailable(_) => ErrorKind::Unavailable,
             ServiceError::Store(e) if e.is_retryable() => ErrorKind::Unavailable,
+            ServiceError::Embed(EmbedError::Overloaded) => ErrorKind::Unavailable,
             ServiceError::Locked(_)
             | ServiceError::Store(_)
             | ServiceError::Index(_)
@@ -148,6 +149,7 @@ impl Classify for ServiceError {
             ServiceError::Store(e) if e.is_retryable() => "store_busy",
             ServiceError::Store(_) => "store_error",
             ServiceError::Index(_) => "index_error",
+            ServiceError::Embed(EmbedError::Overloaded) => "embedder_overloaded",
             ServiceError::Embed(_) => "embedding_error",
             ServiceError::Io { .. } => "io_error",
             ServiceError::Json(_) => "stored_json_error",
@@ -161,6 +163,7 @@ impl Classify for ServiceError {
             ServiceError::QueueFull { retry_after, .. } => Some(*retry_after),
             ServiceError::RateLimited(l) => Some(l.retry_after_secs),
             ServiceError::Unavailable(_) => Some(5),
+            ServiceError::Embed(EmbedError::Overloaded) => Some(1),
             ServiceError::Store(e) if e.is_retryable() => Some(1),
             _ => None,
         }

@@ -140,17 +140,16 @@ impl Service {
     pub(super) fn embed_query(&self, kb: &Kb, query: &str) -> Result<Vec<f32>> {
         let embedder = self.core.models.for_kb(kb)?;
         let started = Instant::now();
-        let mut v = self.core.gateway.embed_internal(
+        let v = self.core.gateway.embed_query_internal(
             &kb.tenant_id,
             "search",
             embedder.as_ref(),
-            &[query],
+            query,
         )?;
         self.core.stats.add_query(&kb.tenant_id);
         metrics::counter!("groundwork_embedded_texts_total", "kind" => "query").increment(1);
         metrics::histogram!("groundwork_query_embed_seconds")
             .record(started.elapsed().as_secs_f64());
-        v.pop()
-            .ok_or_else(|| ServiceError::Internal("the embedder returned no vector".into()))
+        Ok(v)
     }
 }

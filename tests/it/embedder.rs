@@ -78,6 +78,42 @@ fn batching_and_padding_do_not_change_vectors() {
     assert!(embedder.embed(&[]).expect("empty").is_empty());
 }
 
+/// Queries from many threads at once share encoder calls (micro-batching) while a bulk batch
+/// runs beside them, and each gets the vector it would get alone.
+#[test]
+fn concurrent_queries_get_their_own_vectors_beside_bulk_work() {
+    let embedder = common::embedder();
+    let queries: Vec<String> = (0..24)
+        .map(|i| format!("question number {i} about ownership and borrowing"))
+        .collect();
+    let alone: Vec<Vec<f32>> = queries
+        .iter()
+        .map(|q| embedder.embed(&[q.as_str()]).expect("single").remove(0))
+        .collect();
+    let bulk_texts: Vec<String> = (0..64)
+        .map(|i| format!("passage {i} ").repeat(40))
+        .collect();
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let refs: Vec<&str> = bulk_texts.iter().map(String::as_str).collect();
+            embedder.embed(&refs).expect("bulk");
+        });
+        let handles: Vec<_> = queries
+            .iter()
+            .zip(&alone)
+            .map(|(q, expected)| {
+                s.spawn(move || {
+                    let v = embedder.embed_query(q).expect("query");
+                    assert!(cosine(&v, expected) > 0.99999, "{q}");
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().expect("query thread");
+        }
+    });
+}
+
 #[test]
 fn similar_texts_are_closer_than_unrelated_ones() {
     let embedder = common::embedder();
