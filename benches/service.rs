@@ -11,11 +11,15 @@
 //!   1, 8 and 32: p50/p90/p99 latency and requests/s, in hybrid (query embedding included) and
 //!   bm25 mode.
 //!
+//!   Then hybrid at concurrency 8 idle and beside 8 clients uploading without pause into
+//!   another knowledge base (p99 during ingest over idle).
 //! - reindex: the Rust book ingested, then reindexed to 128-token chunks while 4 clients search
 //!   it without pause: the reindex's duration, and how many searches failed or came back empty
 //!   during it (the goal is 0), with their latency.
 //!
-//! `cargo bench --bench service [-- --quick] [-- --only ingest|search|reindex]`; each run
+//! - cold: `groundwork serve` from start to listening on a 100k-chunk knowledge base.
+//!
+//! `cargo bench --bench service [-- --quick] [-- --only ingest|search|cold|reindex]`; each run
 //! updates its sections of the JSON file.
 
 use std::path::{Path, PathBuf};
@@ -354,8 +358,92 @@ async fn bench_search(embedder: Arc<dyn Embedder>, quick: bool) -> Value {
             rows.push(load(&client, &queries, c, mode, secs).await);
         }
     }
+    let during_ingest = search_during_ingest(&client, &queries, secs).await;
     stop(running).await;
-    json!({ "kb_chunks": chunks, "seconds_per_level": secs, "rows": rows })
+    json!({ "kb_chunks": chunks, "seconds_per_level": secs, "rows": rows,
+            "during_ingest": during_ingest })
+}
+
+/// Hybrid search at concurrency 8 alone, then beside 8 clients uploading Rust-book chapters
+/// without pause into another knowledge base of the same server: latency under a heavy ingest
+/// against idle, in the same run.
+async fn search_during_ingest(client: &Client, queries: &[String], secs: f64) -> Value {
+    let idle = load(client, queries, 8, "hybrid", secs).await;
+    client.create_kb("bench-ingest").await.expect("kb");
+    let files = Arc::new(rust_book());
+    let stop_uploads = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut uploaders = Vec::new();
+    for u in 0..8usize {
+        let (client, files, stop_uploads) = (client.clone(), files.clone(), stop_uploads.clone());
+        uploaders.push(tokio::spawn(async move {
+            let mut n = 0u64;
+            let mut i = u;
+            while !stop_uploads.load(std::sync::atomic::Ordering::Relaxed) {
+                let f = &files[i % files.len()];
+                i += 8;
+                // A unique last line, so no upload is a duplicate of an earlier one.
+                let mut bytes = std::fs::read(f).expect("read");
+                bytes.extend_from_slice(format!("\n\nCopy {u}-{i}.\n").as_bytes());
+                let part = FilePart {
+                    name: format!("{u}-{i}.md"),
+                    bytes,
+                };
+                if client.upload("bench-ingest", &[part], None).await.is_ok() {
+                    n += 1;
+                }
+            }
+            n
+        }));
+    }
+    // Let the ingest queue fill before measuring.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let busy = load(client, queries, 8, "hybrid", secs).await;
+    stop_uploads.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut uploads = 0;
+    for u in uploaders {
+        uploads += u.await.expect("uploader");
+    }
+    let kb: Value = client.get("/v1/kbs/bench-ingest").await.expect("kb");
+    let ratio = busy["p99_ms"].as_f64().unwrap_or(f64::NAN) / idle["p99_ms"].as_f64().unwrap_or(f64::NAN);
+    eprintln!("search p99 during ingest / idle: {ratio:.2}");
+    json!({
+        "idle": idle, "during_ingest": busy, "p99_ratio": ratio,
+        "uploads_accepted": uploads,
+        "chunks_ingested_meanwhile": kb["stats"]["chunks"],
+    })
+}
+
+/// `groundwork serve` from start to listening on a knowledge base of 100k chunks (5k with
+/// `--quick`): the saved index is loaded, not rebuilt. Median of three starts.
+async fn bench_cold_start(embedder: Arc<dyn Embedder>, quick: bool) -> Value {
+    let target = if quick { 5_000 } else { 100_000 };
+    let dir = root().join(format!("data/.groundwork/bench-cache/service-kb-{target}"));
+    let (running, client) = build_search_kb(embedder, &dir, target).await;
+    let kb: Value = client.get("/v1/kbs/bench").await.expect("kb");
+    stop(running).await;
+    let mut secs = Vec::new();
+    for _ in 0..3 {
+        let started = Instant::now();
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_groundwork"))
+            .args(["serve", "--bind", "127.0.0.1:0"])
+            .env("GROUNDWORK__DATA_DIR", &dir)
+            .current_dir(root())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("groundwork serve");
+        let stdout = child.stdout.take().expect("stdout");
+        let listening = std::io::BufRead::lines(std::io::BufReader::new(stdout))
+            .map_while(Result::ok)
+            .any(|l| l.starts_with("listening on"));
+        secs.push(started.elapsed().as_secs_f64());
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(listening, "groundwork serve did not start on {}", dir.display());
+    }
+    secs.sort_by(f64::total_cmp);
+    eprintln!("cold start with {} chunks: {:.2} s", kb["stats"]["chunks"], secs[1]);
+    json!({ "kb_chunks": kb["stats"]["chunks"], "serve_to_listening_s": secs[1], "runs_s": secs })
 }
 
 async fn bench_reindex(embedder: Arc<dyn Embedder>, quick: bool) -> Value {
@@ -498,6 +586,9 @@ fn main() {
     }
     if only.as_deref().is_none_or(|o| o == "search") {
         report["search"] = rt.block_on(bench_search(embedder.clone(), quick));
+    }
+    if only.as_deref().is_none_or(|o| o == "cold") {
+        report["cold_start"] = rt.block_on(bench_cold_start(embedder.clone(), quick));
     }
     if only.as_deref().is_none_or(|o| o == "reindex") {
         report["reindex"] = rt.block_on(bench_reindex(embedder.clone(), quick));
