@@ -404,7 +404,8 @@ async fn search_during_ingest(client: &Client, queries: &[String], secs: f64) ->
         uploads += u.await.expect("uploader");
     }
     let kb: Value = client.get("/v1/kbs/bench-ingest").await.expect("kb");
-    let ratio = busy["p99_ms"].as_f64().unwrap_or(f64::NAN) / idle["p99_ms"].as_f64().unwrap_or(f64::NAN);
+    let ratio =
+        busy["p99_ms"].as_f64().unwrap_or(f64::NAN) / idle["p99_ms"].as_f64().unwrap_or(f64::NAN);
     eprintln!("search p99 during ingest / idle: {ratio:.2}");
     json!({
         "idle": idle, "during_ingest": busy, "p99_ratio": ratio,
@@ -439,10 +440,17 @@ async fn bench_cold_start(embedder: Arc<dyn Embedder>, quick: bool) -> Value {
         secs.push(started.elapsed().as_secs_f64());
         let _ = child.kill();
         let _ = child.wait();
-        assert!(listening, "groundwork serve did not start on {}", dir.display());
+        assert!(
+            listening,
+            "groundwork serve did not start on {}",
+            dir.display()
+        );
     }
     secs.sort_by(f64::total_cmp);
-    eprintln!("cold start with {} chunks: {:.2} s", kb["stats"]["chunks"], secs[1]);
+    eprintln!(
+        "cold start with {} chunks: {:.2} s",
+        kb["stats"]["chunks"], secs[1]
+    );
     json!({ "kb_chunks": kb["stats"]["chunks"], "serve_to_listening_s": secs[1], "runs_s": secs })
 }
 

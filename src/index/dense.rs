@@ -1,5 +1,5 @@
-//! Dense vectors: a flat slot-major array for exact scans, plus an hnsw_rs graph over the same
-//! slots once the collection is large enough for the graph to pay off.
+//! Dense vectors: a flat slot-major array for exact scans, plus an HNSW graph over the same
+//! slots ([`super::graph`]) once the collection is large enough for the graph to pay off.
 //!
 //! Filters and tombstones are applied during the graph search and every result is re-checked;
 //! when the graph cannot produce `k` allowed results (a very selective filter, many tombstones)
@@ -8,13 +8,13 @@
 
 use std::path::Path;
 
-use hnsw_rs::api::AnnT;
 use hnsw_rs::hnswio::HnswIo;
 use hnsw_rs::prelude::Hnsw;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::distance::{dot, UnitDot};
+use super::graph::Graph;
 use super::points::{Filter, Points};
 use super::snapshot::Snapshot;
 use super::{io_err, top_k, IndexError, Result};
@@ -43,7 +43,8 @@ impl Default for HnswParams {
     }
 }
 
-type Graph = Hnsw<'static, f32, UnitDot>;
+/// File of the graph in a generation directory.
+const GRAPH_FILE: &str = "graph.links";
 
 /// Appended slots searched exactly before the snapshot is refreshed (or 2% of the slots).
 const TAIL_LIMIT: usize = 1024;
@@ -119,13 +120,15 @@ impl DenseIndex {
         vectors
             .iter()
             .for_each(|v| self.vectors.extend_from_slice(v));
-        match &self.graph {
+        let slots = self.slots();
+        match &mut self.graph {
             Some(graph) => {
-                insert_range(graph, &self.vectors, self.dim, first, self.slots());
+                debug_assert_eq!(graph.len(), first);
+                graph.insert_up_to(&self.vectors, self.dim, slots);
                 let covered = self.snapshot.as_ref().map_or(0, Snapshot::slots);
-                let tail = self.slots() - covered;
-                if tail > TAIL_LIMIT.max(self.slots() / 50) {
-                    self.snapshot = Snapshot::of(graph, self.slots());
+                let tail = slots - covered;
+                if tail > TAIL_LIMIT.max(slots / 50) {
+                    self.snapshot = Snapshot::from_graph(graph, slots);
                 }
             }
             None if live >= self.params.exact_threshold => self.build_graph(),
@@ -137,15 +140,9 @@ impl DenseIndex {
     /// (Re)builds the graph over every stored slot, in parallel.
     pub fn build_graph(&mut self) {
         let slots = self.slots();
-        let graph = Graph::new(
-            self.params.m,
-            slots.max(1024),
-            16,
-            self.params.ef_construction,
-            UnitDot,
-        );
-        insert_range(&graph, &self.vectors, self.dim, 0, slots);
-        self.snapshot = Snapshot::of(&graph, slots);
+        let mut graph = Graph::new(self.params.m, self.params.ef_construction);
+        graph.insert_up_to(&self.vectors, self.dim, slots);
+        self.snapshot = Snapshot::from_graph(&graph, slots);
         self.graph = Some(graph);
     }
 
@@ -223,24 +220,23 @@ impl DenseIndex {
         top_k(scored, k)
     }
 
-    /// Writes `vectors.f32` and, when a graph is in use, `graph.hnsw.*` into `dir`.
+    /// Writes `vectors.f32` and, when a graph is in use, `graph.links` into `dir`.
     pub fn save(&self, dir: &Path) -> Result<Option<String>> {
         let path = dir.join("vectors.f32");
         fs_err::write(&path, bytemuck::cast_slice::<f32, u8>(&self.vectors))
             .map_err(io_err(&path))?;
         match &self.graph {
             Some(graph) => {
-                let name = graph
-                    .file_dump(dir, "graph")
-                    .map_err(|e| IndexError::Corrupt(format!("writing graph: {e}")))?;
-                Ok(Some(name))
+                graph.save(&dir.join(GRAPH_FILE))?;
+                Ok(Some(GRAPH_FILE.to_owned()))
             }
             None => Ok(None),
         }
     }
 
-    /// Reads what [`save`](Self::save) wrote. A graph that cannot be read is rebuilt from the
-    /// vectors (slower start, same results) rather than failing the load.
+    /// Reads what [`save`](Self::save) wrote (or an hnsw_rs dump `graph.hnsw.*` saved before
+    /// the graph had its own file). A graph that cannot be read is rebuilt from the vectors
+    /// (slower start, same results) rather than failing the load.
     pub fn load(
         dir: &Path,
         dim: usize,
@@ -267,12 +263,22 @@ impl DenseIndex {
             snapshot: None,
         };
         if let Some(name) = graph {
-            match load_graph(dir, name) {
-                Some(g) if g.get_nb_point() == slots => {
-                    index.snapshot = Snapshot::of(&g, slots);
+            let loaded = if name == GRAPH_FILE {
+                Graph::load(&dir.join(name), slots)
+                    .map_err(|e| tracing::warn!(error = %e, "graph unreadable"))
+                    .ok()
+            } else {
+                load_hnsw_rs(dir, name, slots).map(|snapshot| {
+                    let (layers, entry) = snapshot.into_layers();
+                    Graph::from_links(params.m, params.ef_construction, layers, Some(entry))
+                })
+            };
+            match loaded {
+                Some(g) => {
+                    index.snapshot = Snapshot::from_graph(&g, slots);
                     index.graph = Some(g);
                 }
-                _ => {
+                None => {
                     tracing::warn!(dir = %dir.display(), "graph unreadable; rebuilding from vectors");
                     index.build_graph();
                 }
@@ -282,14 +288,8 @@ impl DenseIndex {
     }
 }
 
-fn insert_range(graph: &Graph, vectors: &[f32], dim: usize, from: usize, to: usize) {
-    let batch: Vec<(&[f32], usize)> = (from..to)
-        .map(|s| (&vectors[s * dim..(s + 1) * dim], s))
-        .collect();
-    graph.parallel_insert_slice(&batch);
-}
-
-fn load_graph(dir: &Path, name: &str) -> Option<Graph> {
+/// The links of a graph hnsw_rs saved (`name.hnsw.*`) over exactly `slots` points.
+fn load_hnsw_rs(dir: &Path, name: &str, slots: usize) -> Option<Snapshot> {
     // hnsw_rs ties a reloaded graph's lifetime to its loader and asserts on malformed files.
     // The loader is a few hundred bytes, created once per index generation: it is leaked so the
     // graph can be 'static, and a panic while reading counts as an unreadable graph.
@@ -297,7 +297,11 @@ fn load_graph(dir: &Path, name: &str) -> Option<Graph> {
     let name = name.to_owned();
     std::panic::catch_unwind(move || {
         let loader: &'static mut HnswIo = Box::leak(Box::new(HnswIo::new(&dir, &name)));
-        loader.load_hnsw::<f32, UnitDot>().ok()
+        let graph: Hnsw<'static, f32, UnitDot> = loader.load_hnsw::<f32, UnitDot>().ok()?;
+        if graph.get_nb_point() != slots {
+            return None;
+        }
+        Snapshot::of(&graph, slots)
     })
     .ok()
     .flatten()
@@ -351,5 +355,53 @@ mod tests {
             assert_eq!(hits[0].1, slot);
         }
         assert_eq!(index.snapshot.as_ref().map_or(0, Snapshot::slots), covered);
+    }
+
+    /// Indexes saved before the graph had its own file hold an hnsw_rs dump: they still load,
+    /// with their links, and are searched and appended to like new ones.
+    #[test]
+    fn a_graph_saved_by_hnsw_rs_still_loads() {
+        use hnsw_rs::api::AnnT;
+        let mut rng = StdRng::seed_from_u64(11);
+        let dim = 16;
+        let n = 2_000;
+        let rows: Vec<Vec<f32>> = (0..n).map(|_| unit(&mut rng, dim)).collect();
+        let flat: Vec<f32> = rows.concat();
+        let dir = tempfile::tempdir().expect("dir");
+        fs_err::write(
+            dir.path().join("vectors.f32"),
+            bytemuck::cast_slice::<f32, u8>(&flat),
+        )
+        .expect("vectors");
+        let old: Hnsw<'static, f32, UnitDot> = Hnsw::new(16, n, 16, 100, UnitDot);
+        let batch: Vec<(&[f32], usize)> =
+            rows.iter().enumerate().map(|(i, v)| (&v[..], i)).collect();
+        old.parallel_insert_slice(&batch);
+        let name = old.file_dump(dir.path(), "graph").expect("dump");
+        let params = HnswParams {
+            exact_threshold: 100,
+            ..HnswParams::default()
+        };
+        let mut index = DenseIndex::load(dir.path(), dim, params, n, Some(&name)).expect("load");
+        assert!(index.has_graph());
+        let mut points = Points::default();
+        for i in 0..=n {
+            points.push(PointMeta {
+                chunk_id: i as u64,
+                document_id: "d".into(),
+                kb: "k".into(),
+                metadata: Default::default(),
+            });
+        }
+        let extra = unit(&mut rng, dim);
+        index
+            .append(std::slice::from_ref(&extra), n + 1)
+            .expect("append");
+        for (q, slot) in [(&rows[7], 7u32), (&extra, n as u32)] {
+            let hits = index.search(q, 5, &points, &Filter::default());
+            assert_eq!(hits[0].1, slot);
+        }
+        index.save(dir.path()).expect("save");
+        assert!(dir.path().join(GRAPH_FILE).is_file());
     }
 }

@@ -20,6 +20,7 @@ pub mod catalog;
 pub mod collection;
 pub mod dense;
 pub mod distance;
+pub mod graph;
 pub mod hybrid;
 pub mod points;
 pub mod snapshot;

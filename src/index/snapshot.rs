@@ -1,8 +1,8 @@
-//! A frozen, flat copy of an hnsw_rs graph, searched by our own loop.
+//! A frozen, flat copy of the HNSW graph ([`super::graph`], or an hnsw_rs graph read from an
+//! index saved before it), searched by our own loop.
 //!
-//! hnsw_rs builds and persists the graph well, but its search pays for its mutability on every
-//! query: a lock and an `Arc` per visited neighbour list, a fresh visited set per query. After
-//! each change of the graph we copy its links into compressed arrays (layer 0 as CSR, the few
+//! The mutable graph pays for its mutability on every query (a lock per visited neighbour
+//! list). After each change of the graph we copy its links into compressed arrays (layer 0 as CSR, the few
 //! upper-layer nodes in a map) and search those with a reusable, generation-stamped visited set
 //! and the vectors of [`super::dense`]'s flat array.
 
@@ -13,6 +13,7 @@ use std::collections::{BinaryHeap, HashMap};
 use hnsw_rs::prelude::Hnsw;
 
 use super::distance::{dot, UnitDot};
+use super::graph::Graph;
 
 /// Distance as an orderable key (`1 - cosine`, never NaN for finite vectors).
 #[derive(Clone, Copy, PartialEq)]
@@ -68,7 +69,70 @@ fn prefetch(data: &[f32]) {
 }
 
 impl Snapshot {
-    /// Copies the links of `graph` (whose data ids are slots `0..slots`).
+    /// Copies the links of `graph` over slots `0..slots`.
+    pub fn from_graph(graph: &Graph, slots: usize) -> Option<Self> {
+        let (entry, top_layer) = graph.entry()?;
+        if slots > graph.len() || entry as usize >= slots {
+            return None;
+        }
+        let mut offsets = Vec::with_capacity(slots + 1);
+        let mut links = Vec::with_capacity(slots * 24);
+        let mut upper = HashMap::new();
+        offsets.push(0);
+        for slot in 0..slots as u32 {
+            // Links to nodes added after `slots` stay out: the tail is searched exactly.
+            links.extend(
+                graph
+                    .links(slot, 0)
+                    .into_iter()
+                    .filter(|&n| (n as usize) < slots),
+            );
+            offsets.push(links.len() as u32);
+            let layers = graph.layers(slot);
+            if layers > 1 {
+                let ups = (0..layers)
+                    .map(|l| {
+                        graph
+                            .links(slot, l)
+                            .into_iter()
+                            .filter(|&n| (n as usize) < slots)
+                            .collect()
+                    })
+                    .collect();
+                upper.insert(slot, ups);
+            }
+        }
+        Some(Self {
+            offsets,
+            links,
+            upper,
+            entry,
+            top_layer,
+        })
+    }
+
+    /// The links per slot and layer (layer 0 first) and the entry point: what a [`Graph`] is
+    /// rebuilt from when an index saved by hnsw_rs is loaded.
+    pub fn into_layers(self) -> (Vec<Vec<Vec<u32>>>, (u32, usize)) {
+        let slots = self.slots();
+        let mut upper = self.upper;
+        let layers = (0..slots)
+            .map(|s| {
+                let zero =
+                    self.links[self.offsets[s] as usize..self.offsets[s + 1] as usize].to_vec();
+                match upper.remove(&(s as u32)) {
+                    Some(mut ups) if !ups.is_empty() => {
+                        ups[0] = zero;
+                        ups
+                    }
+                    _ => vec![zero],
+                }
+            })
+            .collect();
+        (layers, (self.entry, self.top_layer))
+    }
+
+    /// Copies the links of an hnsw_rs graph (whose data ids are slots `0..slots`).
     pub fn of(graph: &Hnsw<'static, f32, UnitDot>, slots: usize) -> Option<Self> {
         let mut per_slot: Vec<Vec<u32>> = vec![Vec::new(); slots];
         let mut upper = HashMap::new();
