@@ -177,24 +177,53 @@ pub fn store_step_error(e: StoreError) -> StepError {
     }
 }
 
-/// Takes one document through extract → chunk → embed batches → publish (or stage).
-pub fn process_document(
+/// A document read and chunked, waiting for its vectors.
+struct Prepared {
+    doc: Document,
+    chunked: Chunked,
+    /// Step names are `{prefix}{doc id}/…`.
+    prefix: String,
+    embedder: Arc<dyn Embedder>,
+    chunking: ChunkingStamp,
+}
+
+/// A document's id and how its run ended.
+type Outcome = (String, Result<Finished, Interrupt>);
+
+/// What [`prepare`] found.
+enum Prepare {
+    /// The document's last step is recorded.
+    Done(Finished),
+    /// Extracted and chunked.
+    Chunked(Box<Prepared>),
+}
+
+fn last_step(prefix: &str, doc: &Document, finish: &Finish<'_>) -> String {
+    format!(
+        "{prefix}{}/{}",
+        doc.id,
+        match finish {
+            Finish::Publish => "publish",
+            Finish::Stage { .. } => "stage",
+        }
+    )
+}
+
+/// The `extract` and `chunk` steps of one document.
+fn prepare(
     ctx: &mut Ctx<'_>,
     host: &dyn Host,
     kb: &Kb,
     doc: &Document,
-    finish: Finish<'_>,
+    finish: &Finish<'_>,
     prefix: &str,
-) -> Result<Finished, Interrupt> {
+) -> Result<Prepare, Interrupt> {
     let name = |s: &str| format!("{prefix}{}/{s}", doc.id);
-    let last = name(match finish {
-        Finish::Publish => "publish",
-        Finish::Stage { .. } => "stage",
-    });
+    let last = last_step(prefix, doc, finish);
     if let Some(done) = ctx.done::<Finished>(&last) {
-        return Ok(done);
+        return Ok(Prepare::Done(done));
     }
-    let (embedder, chunking) = match &finish {
+    let (embedder, chunking) = match finish {
         Finish::Publish => (
             host.embedder_for(kb)
                 .map_err(|e| Interrupt::failed(&last, &e.code, e.message))?,
@@ -211,50 +240,196 @@ pub fn process_document(
     let chunked: Chunked = ctx.step(&name("chunk"), &quick_options(), |_| {
         chunk_text(embedder.as_ref(), chunking, doc, &extracted)
     })?;
-    drop(extracted);
+    Ok(Prepare::Chunked(Box::new(Prepared {
+        doc: doc.clone(),
+        chunked,
+        prefix: prefix.to_owned(),
+        embedder,
+        chunking,
+    })))
+}
+
+/// `embed/N` steps named `{name}/embed/N` over `texts`, `embed_batch_chunks` at a time.
+fn embed_steps(
+    ctx: &mut Ctx<'_>,
+    host: &dyn Host,
+    kb: &Kb,
+    embedder: &dyn Embedder,
+    name: &str,
+    texts: &[std::borrow::Cow<'_, str>],
+) -> Result<Vec<Vec<f32>>, Interrupt> {
     let batch = host.limits().embed_batch_chunks.max(1);
-    let mut vectors: Vec<Vec<f32>> = Vec::with_capacity(chunked.chunks.len());
-    for (i, part) in chunked.chunks.chunks(batch).enumerate() {
-        let out: Vectors = ctx.step(&name(&format!("embed/{i}")), &quick_options(), |_| {
+    let mut vectors: Vec<Vec<f32>> = Vec::with_capacity(texts.len());
+    for (i, part) in texts.chunks(batch).enumerate() {
+        let out: Vectors = ctx.step(&format!("{name}/embed/{i}"), &quick_options(), |_| {
             fail::fail_point!("ingest::embed", |_| Err(StepError::fatal(
                 "injected",
                 "failpoint"
             )));
-            let owned: Vec<std::borrow::Cow<'_, str>> =
-                part.iter().map(Chunk::embed_text).collect();
-            let texts: Vec<&str> = owned.iter().map(|t| t.as_ref()).collect();
-            host.embed(&kb.tenant_id, embedder.as_ref(), &texts)
+            let texts: Vec<&str> = part.iter().map(|t| t.as_ref()).collect();
+            host.embed(&kb.tenant_id, embedder, &texts)
                 .map(|v| Vectors::encode(&v))
         })?;
         vectors.extend(out.decode()?);
     }
+    Ok(vectors)
+}
+
+/// The `publish` (or `stage`) step of a prepared document with its vectors.
+fn complete(
+    ctx: &mut Ctx<'_>,
+    host: &dyn Host,
+    kb: &Kb,
+    p: &Prepared,
+    finish: &Finish<'_>,
+    mut vectors: Vec<Vec<f32>>,
+) -> Result<Finished, Interrupt> {
+    let last = last_step(&p.prefix, &p.doc, finish);
     let finished: Finished = match finish {
         Finish::Publish => ctx.step(&last, &quick_options(), |_| {
             publish(
                 host,
                 kb,
-                doc,
-                (embedder.model_id(), chunking),
-                &chunked,
+                &p.doc,
+                (p.embedder.model_id(), p.chunking),
+                &p.chunked,
                 &mut vectors,
             )?;
             Ok(Finished {
-                chunks: chunked.chunks.len(),
+                chunks: p.chunked.chunks.len(),
             })
         })?,
         Finish::Stage { generation, .. } => ctx.step(&last, &quick_options(), |_| {
-            let rows = chunk_rows(&chunked.chunks, &vectors);
+            let rows = chunk_rows(&p.chunked.chunks, &vectors);
             let staged = host
                 .store()
-                .stage_chunks(&doc.id, generation, &rows)
+                .stage_chunks(&p.doc.id, *generation, &rows)
                 .map_err(store_step_error)?;
             Ok(Finished {
                 chunks: staged.map_or(0, |ids| ids.len()),
             })
         })?,
     };
-    ctx.forget(&format!("{prefix}{}/", doc.id), &last)?;
+    ctx.forget(&format!("{}{}/", p.prefix, p.doc.id), &last)?;
     Ok(finished)
+}
+
+/// Takes one document through extract → chunk → embed batches → publish (or stage).
+pub fn process_document(
+    ctx: &mut Ctx<'_>,
+    host: &dyn Host,
+    kb: &Kb,
+    doc: &Document,
+    finish: Finish<'_>,
+    prefix: &str,
+) -> Result<Finished, Interrupt> {
+    let p = match prepare(ctx, host, kb, doc, &finish, prefix)? {
+        Prepare::Done(f) => return Ok(f),
+        Prepare::Chunked(p) => p,
+    };
+    let texts: Vec<std::borrow::Cow<'_, str>> =
+        p.chunked.chunks.iter().map(Chunk::embed_text).collect();
+    let vectors = embed_steps(
+        ctx,
+        host,
+        kb,
+        p.embedder.as_ref(),
+        &format!("{prefix}{}", doc.id),
+        &texts,
+    )?;
+    drop(texts);
+    complete(ctx, host, kb, &p, &finish, vectors)
+}
+
+/// A document of an embedding group.
+enum Member {
+    /// Read and chunked, to embed and publish.
+    Pending(Box<Prepared>),
+    /// Published already (by an attempt of this run before a restart): its chunks keep
+    /// their places in the group, so the group and its recorded steps stay the same.
+    Published { id: String, chunks: usize },
+}
+
+impl Member {
+    fn id(&self) -> &str {
+        match self {
+            Member::Pending(p) => &p.doc.id,
+            Member::Published { id, .. } => id,
+        }
+    }
+
+    fn chunks(&self) -> usize {
+        match self {
+            Member::Pending(p) => p.chunked.chunks.len(),
+            Member::Published { chunks, .. } => *chunks,
+        }
+    }
+}
+
+/// Embeds the chunks of consecutive documents together — full batches even when each
+/// document is small — then publishes the pending ones in order. The steps are named after
+/// the members (`group-{hash}-{chunks}/embed/N`); members are chosen by a rule that sees the
+/// same documents and chunk counts after a restart, so a resumed run finds them. Results are
+/// for the pending members, in order; an embed failure fails each of them.
+fn embed_and_publish_group(
+    ctx: &mut Ctx<'_>,
+    host: &dyn Host,
+    kb: &Kb,
+    group: Vec<Member>,
+) -> Result<Vec<Outcome>, Interrupt> {
+    let ids: Vec<&str> = group.iter().map(Member::id).collect();
+    let total: usize = group.iter().map(Member::chunks).sum();
+    let name = format!(
+        "group-{}-{total}",
+        &crate::util::sha256_hex(ids.join("\n").as_bytes())[..16]
+    );
+    let Some(embedder) = group.iter().find_map(|m| match m {
+        Member::Pending(p) => Some(p.embedder.clone()),
+        Member::Published { .. } => None,
+    }) else {
+        // Every member was published before a restart.
+        ctx.forget(&format!("{name}/"), "")?;
+        return Ok(Vec::new());
+    };
+    // A published member's chunks are only placeholders: its batches were recorded before
+    // any member was published.
+    let texts: Vec<std::borrow::Cow<'_, str>> = group
+        .iter()
+        .flat_map(|m| -> Box<dyn Iterator<Item = std::borrow::Cow<'_, str>>> {
+            match m {
+                Member::Pending(p) => Box::new(p.chunked.chunks.iter().map(Chunk::embed_text)),
+                Member::Published { chunks, .. } => {
+                    Box::new(std::iter::repeat_n(std::borrow::Cow::Borrowed(""), *chunks))
+                }
+            }
+        })
+        .collect();
+    let embedded = embed_steps(ctx, host, kb, embedder.as_ref(), &name, &texts);
+    drop(texts);
+    let pending = group.iter().filter_map(|m| match m {
+        Member::Pending(p) => Some(p),
+        Member::Published { .. } => None,
+    });
+    let mut vectors = match embedded {
+        Ok(v) => v.into_iter(),
+        Err(Interrupt::Failed(f)) => {
+            return Ok(pending
+                .map(|p| (p.doc.id.clone(), Err(Interrupt::Failed(f.clone()))))
+                .collect())
+        }
+        Err(other) => return Err(other),
+    };
+    let mut out = Vec::new();
+    for m in &group {
+        let mine: Vec<Vec<f32>> = vectors.by_ref().take(m.chunks()).collect();
+        let Member::Pending(p) = m else { continue };
+        match complete(ctx, host, kb, p, &Finish::Publish, mine) {
+            Err(e) if !matches!(e, Interrupt::Failed(_)) => return Err(e),
+            result => out.push((p.doc.id.clone(), result)),
+        }
+    }
+    ctx.forget(&format!("{name}/"), "")?;
+    Ok(out)
 }
 
 /// The `extract` step: the stored bytes to text, in the isolated worker; a text longer
@@ -455,27 +630,8 @@ pub fn run_ingest(
     };
     let total = input.documents.len();
     let mut counts = Counts::default();
-    for id in &input.documents {
-        let doc = match store.get_document(&kb.id, id) {
-            Ok(d) => Some(d),
-            Err(StoreError::NotFound { .. }) => None,
-            Err(e) => return Err(e.into()),
-        };
-        let outcome = match doc {
-            // Deleted or superseded before its turn.
-            None => Err(Interrupt::failed(id, "gone", "")),
-            // Published, by this run or by an attempt whose completion was never recorded
-            // (the process died between the commit and the step record).
-            Some(doc) if doc.status == DocumentStatus::Ready => Ok(Finished {
-                chunks: doc.chunk_count as usize,
-            }),
-            Some(doc) if doc.status == DocumentStatus::Failed => Err(Interrupt::failed(
-                id,
-                doc.error_code.as_deref().unwrap_or_default(),
-                doc.error.as_deref().unwrap_or_default(),
-            )),
-            Some(doc) => process_document(ctx, host, &kb, &doc, Finish::Publish, ""),
-        };
+    let batch = host.limits().embed_batch_chunks.max(1);
+    let mut record = |ctx: &mut Ctx<'_>, id: &str, outcome: Result<Finished, Interrupt>| {
         match outcome {
             Ok(f) => {
                 counts.ready += 1;
@@ -492,8 +648,74 @@ pub fn run_ingest(
             Err(other) => return Err(other),
         }
         ctx.progress(counts.json(total))?;
+        Ok::<Value, Interrupt>(counts.json(total))
+    };
+    // Documents are read and chunked one by one; their chunks are embedded in groups of at
+    // least a batch, so many small documents still make full batches.
+    let mut group: Vec<Member> = Vec::new();
+    let mut group_chunks = 0;
+    let mut last = counts_json_placeholder(total);
+    for (n, id) in input.documents.iter().enumerate() {
+        let doc = match store.get_document(&kb.id, id) {
+            Ok(d) => Some(d),
+            Err(StoreError::NotFound { .. }) => None,
+            Err(e) => return Err(e.into()),
+        };
+        let outcome = match doc {
+            // Deleted or superseded before its turn.
+            None => Some(Err(Interrupt::failed(id, "gone", ""))),
+            // Published, by this run or by an attempt whose completion was never recorded
+            // (the process died between the commit and the step record).
+            Some(doc) if doc.status == DocumentStatus::Ready => {
+                group_chunks += doc.chunk_count as usize;
+                group.push(Member::Published {
+                    id: doc.id.clone(),
+                    chunks: doc.chunk_count as usize,
+                });
+                Some(Ok(Finished {
+                    chunks: doc.chunk_count as usize,
+                }))
+            }
+            Some(doc) if doc.status == DocumentStatus::Failed => Some(Err(Interrupt::failed(
+                id,
+                doc.error_code.as_deref().unwrap_or_default(),
+                doc.error.as_deref().unwrap_or_default(),
+            ))),
+            Some(doc) => match prepare(ctx, host, &kb, &doc, &Finish::Publish, "") {
+                Ok(Prepare::Done(f)) => {
+                    group_chunks += f.chunks;
+                    group.push(Member::Published {
+                        id: doc.id.clone(),
+                        chunks: f.chunks,
+                    });
+                    Some(Ok(f))
+                }
+                Ok(Prepare::Chunked(p)) => {
+                    group_chunks += p.chunked.chunks.len();
+                    group.push(Member::Pending(p));
+                    None
+                }
+                Err(e) => Some(Err(e)),
+            },
+        };
+        if let Some(outcome) = outcome {
+            last = record(ctx, id, outcome)?;
+        }
+        if !group.is_empty() && (group_chunks >= batch || n + 1 == total) {
+            for (id, outcome) in
+                embed_and_publish_group(ctx, host, &kb, std::mem::take(&mut group))?
+            {
+                last = record(ctx, &id, outcome)?;
+            }
+            group_chunks = 0;
+        }
     }
-    Ok(counts.json(total))
+    Ok(last)
+}
+
+/// The counts of a run that has not finished a document yet.
+fn counts_json_placeholder(total: usize) -> Value {
+    Counts::default().json(total)
 }
 
 /// An `ingest` run's counts so far.

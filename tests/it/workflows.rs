@@ -162,8 +162,8 @@ fn wait_paused_in(server: &TestServer, id: &str, part: &str, skip: usize) -> Val
     }
 }
 
-/// Chunks whose vectors were persisted by completed `embed/N` steps, given chunk counts by
-/// document id.
+/// Chunks whose vectors were persisted by completed `embed/N` steps (a document's or a
+/// group's), given chunk counts by document id.
 fn persisted_chunks(wf: &Value, counts_by_id: &BTreeMap<String, u64>) -> u64 {
     let mut n = 0;
     for s in wf["steps"].as_array().expect("steps") {
@@ -172,8 +172,17 @@ fn persisted_chunks(wf: &Value, counts_by_id: &BTreeMap<String, u64>) -> u64 {
             continue;
         }
         let parts: Vec<&str> = name.split('/').collect();
-        if let [doc, "embed", i] = parts.as_slice() {
-            let total = counts_by_id[*doc];
+        if let [owner, "embed", i] = parts.as_slice() {
+            // A document's own batches, or a group's (`group-{hash}-{chunks}`: consecutive
+            // documents embedded together).
+            let total = match owner.strip_prefix("group-") {
+                Some(group) => group
+                    .rsplit('-')
+                    .next()
+                    .and_then(|c| c.parse().ok())
+                    .expect("group chunk count"),
+                None => counts_by_id[*owner],
+            };
             let i: u64 = i.parse().expect("batch number");
             n += total.saturating_sub(i * BATCH as u64).min(BATCH as u64);
         }
@@ -333,6 +342,60 @@ fn crash_anywhere_resumes_with_identical_results_and_no_repeated_work() {
         "every staged vector was reused after the crash"
     );
     no_unfinished_workflows(&server);
+    server.stop();
+}
+
+/// Twelve one-paragraph documents in one upload are embedded in full batches across
+/// documents (three `embed` steps of four chunks, not twelve of one), each published once and
+/// found by its own words; a bad file among them fails alone.
+#[test]
+fn small_documents_are_embedded_together() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let server = start(&tmp.path().join("data"), &env(&[]));
+    server.create_kb("notes");
+    let topics = [
+        "lighthouse",
+        "glacier",
+        "orchard",
+        "volcano",
+        "harbour",
+        "meadow",
+        "canyon",
+        "reef",
+        "tundra",
+        "delta",
+        "savanna",
+        "fjord",
+    ];
+    let mut files: Vec<(String, Vec<u8>)> = topics
+        .iter()
+        .map(|t| {
+            (
+                format!("{t}.md"),
+                format!("The {t} survey records one observation about the {t} each spring.")
+                    .into_bytes(),
+            )
+        })
+        .collect();
+    files.insert(5, ("empty.md".to_owned(), b"   \n".to_vec()));
+    let job = upload(&server, "notes", &files);
+    let wf = server.wait_workflow_end(&job);
+    assert_eq!(wf["status"], "completed", "{wf}");
+    assert_eq!(wf["output"]["ready"], 12, "{wf}");
+    assert_eq!(wf["output"]["failed"], 1, "{wf}");
+    let embeds: Vec<&str> = wf["steps"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .filter_map(|s| s["name"].as_str())
+        .filter(|n| n.contains("/embed/"))
+        .collect();
+    assert_eq!(embeds.len(), 3, "{embeds:?}");
+    assert!(embeds.iter().all(|n| n.starts_with("group-")), "{embeds:?}");
+    for t in topics {
+        let hits = server.search("notes", &format!("{t} survey"), 1, "hybrid");
+        assert_eq!(hits[0]["document_name"], format!("{t}.md"), "{hits:?}");
+    }
     server.stop();
 }
 
