@@ -4,7 +4,7 @@
 //! - ingest: the Rust book (`../shared/docs/rust-book`) uploaded end to end (HTTP, stored bytes,
 //!   extraction, chunking, embedding, SQLite, index) — chunks/s and MB/s — and, in the same run,
 //!   the embedder alone on exactly the same chunk texts; the ratio is what the service keeps of
-//!   the model's throughput.
+//!   the model's throughput. The same for 1,000 one-paragraph documents (SciFact abstracts).
 //! - search: a knowledge base of at least 50k chunks (SciFact abstracts plus the Rust book, cut
 //!   into short chunks so that building it takes minutes, cached in
 //!   `data/.groundwork/bench-cache/`), searched by a closed-loop load generator at concurrency
@@ -124,13 +124,34 @@ async fn bench_ingest(embedder: Arc<dyn Embedder>, quick: bool) -> Value {
     if quick {
         files.truncate(20);
     }
-    let bytes: usize = files
+    let parts: Vec<FilePart> = files
         .iter()
-        .map(|f| std::fs::metadata(f).map(|m| m.len() as usize).unwrap_or(0))
-        .sum();
+        .map(|f| FilePart::read(f).expect("read"))
+        .collect();
+    let book = ingest_vs_embedder(embedder.clone(), "the Rust book", parts).await;
+    // One-paragraph documents: SciFact abstracts, one file each.
+    let corpus = std::fs::read_to_string(root().join("../shared/eval/scifact/corpus.jsonl"))
+        .expect("../shared/eval/scifact is needed for this benchmark");
+    let paragraphs: Vec<FilePart> = corpus
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .take(if quick { 200 } else { 1_000 })
+        .map(|v| FilePart {
+            name: format!("{}.txt", v["_id"].as_str().unwrap_or_default()),
+            bytes: v["text"].as_str().unwrap_or_default().as_bytes().to_vec(),
+        })
+        .collect();
+    let small = ingest_vs_embedder(embedder, "one-paragraph documents", paragraphs).await;
+    let mut out = book;
+    out["one_paragraph_documents"] = small;
+    out
+}
 
-    // The embedder alone, on exactly the chunks the service will make (batches of 64 like
-    // the pipeline).
+/// Uploads `parts` end to end through HTTP (stored bytes, extraction, chunking, embedding,
+/// SQLite, index) and, in the same run, embeds exactly the same chunk texts with the embedder
+/// alone in batches of 64; the ratio is what the service keeps of the model's throughput.
+async fn ingest_vs_embedder(embedder: Arc<dyn Embedder>, what: &str, parts: Vec<FilePart>) -> Value {
+    let bytes: usize = parts.iter().map(|p| p.bytes.len()).sum();
     let tokenizer = embedder.tokenizer();
     let chunker = Chunker::new(tokenizer, ChunkingOptions::default());
     let options = ExtractOptions {
@@ -138,10 +159,8 @@ async fn bench_ingest(embedder: Arc<dyn Embedder>, quick: bool) -> Value {
         password: None,
     };
     let mut texts = Vec::new();
-    for f in &files {
-        let bytes = std::fs::read(f).expect("read");
-        let name = f.file_name().map(|n| n.to_string_lossy().into_owned());
-        let doc = extract(&bytes, name.as_deref(), &options).expect("extract");
+    for p in &parts {
+        let doc = extract(&p.bytes, Some(&p.name), &options).expect("extract");
         texts.extend(chunker.chunk("d", &doc).into_iter().map(|c| c.text));
     }
     let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
@@ -152,35 +171,28 @@ async fn bench_ingest(embedder: Arc<dyn Embedder>, quick: bool) -> Value {
     let embed_secs = started.elapsed().as_secs_f64();
     let embed_rate = texts.len() as f64 / embed_secs;
     eprintln!(
-        "embedding only: {} chunks in {embed_secs:.1} s = {embed_rate:.1} chunks/s",
+        "{what}, embedding only: {} chunks in {embed_secs:.1} s = {embed_rate:.1} chunks/s",
         texts.len()
     );
-
-    // End to end through HTTP.
     let dir = tempfile::tempdir().expect("tempdir");
     let service = open(dir.path(), embedder.clone());
     let running = start(service).await;
     let client = Client::new(&running.url, None).expect("client");
-    client.create_kb("rust-book").await.expect("kb");
-    let parts: Vec<FilePart> = files
-        .iter()
-        .map(|f| FilePart::read(f).expect("read"))
-        .collect();
+    client.create_kb("ingest").await.expect("kb");
+    let files = parts.len();
     let started = Instant::now();
-    let jobs = upload_all(&client, "rust-book", parts).await;
+    let jobs = upload_all(&client, "ingest", parts).await;
     let chunks = wait_jobs(&client, &jobs).await;
     let secs = started.elapsed().as_secs_f64();
     stop(running).await;
     let rate = chunks as f64 / secs;
     eprintln!(
-        "end to end: {chunks} chunks from {} files ({:.2} MB) in {secs:.1} s = {rate:.1} chunks/s, {:.3} MB/s; ratio {:.3}",
-        files.len(),
+        "{what}, end to end: {chunks} chunks from {files} files ({:.2} MB) in {secs:.1} s = {rate:.1} chunks/s; ratio {:.3}",
         bytes as f64 / 1e6,
-        bytes as f64 / 1e6 / secs,
         rate / embed_rate
     );
     json!({
-        "files": files.len(), "bytes": bytes, "chunks": chunks,
+        "files": files, "bytes": bytes, "chunks": chunks,
         "e2e_seconds": secs, "e2e_chunks_per_s": rate, "e2e_mb_per_s": bytes as f64 / 1e6 / secs,
         "embed_only_chunks": texts.len(), "embed_only_seconds": embed_secs,
         "embed_only_chunks_per_s": embed_rate, "ratio": rate / embed_rate,
