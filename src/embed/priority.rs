@@ -2,8 +2,9 @@
 //!
 //! Concurrent queries are gathered into one encoder call (micro-batching): the first query to
 //! find no batch running leads — it waits up to `max_wait` for others (or until `max_batch`
-//! have come), runs them all at once and hands each caller its vector — while later arrivals
-//! form the next batch behind it. The queue is bounded: past `capacity` waiting queries a new
+//! have come; not at all when it is alone and the last batch was a single query, so a lone
+//! client pays no wait), runs them all at once and hands each caller its vector — while later
+//! arrivals form the next batch behind it. The queue is bounded: past `capacity` waiting queries a new
 //! one is refused (the caller answers 503) rather than queued without end.
 //!
 //! Bulk work (ingest, reindex) calls [`QueryQueue::yield_to_queries`] between encoder
@@ -48,6 +49,9 @@ struct State {
     oldest: Option<Instant>,
     /// A leader is gathering or running a batch.
     busy: bool,
+    /// Queries in the last batch: a lone query after a lone query does not wait for company
+    /// (no load, nobody to batch with).
+    last_batch: usize,
     next_ticket: u64,
     done: HashMap<u64, Result<Vec<f32>, String>>,
 }
@@ -102,7 +106,12 @@ impl QueryQueue {
             // Lead the next batch: gather until it is full or its oldest query has waited
             // long enough.
             st.busy = true;
-            let deadline = st.oldest.unwrap_or_else(Instant::now) + self.options.max_wait;
+            let wait = if st.last_batch <= 1 && st.pending.len() == 1 {
+                Duration::ZERO
+            } else {
+                self.options.max_wait
+            };
+            let deadline = st.oldest.unwrap_or_else(Instant::now) + wait;
             while st.pending.len() < self.options.max_batch {
                 let now = Instant::now();
                 if now >= deadline {
@@ -115,6 +124,7 @@ impl QueryQueue {
                     .0;
             }
             let take = st.pending.len().min(self.options.max_batch);
+            st.last_batch = take;
             let batch: Vec<(u64, String)> = st.pending.drain(..take).collect();
             st.oldest = (!st.pending.is_empty()).then(Instant::now);
             drop(st);
