@@ -20,7 +20,7 @@ use std::sync::{Mutex, MutexGuard};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::distance::dot;
+use super::distance::{dot, prefetch};
 use super::{io_err, IndexError, Result};
 
 /// Highest layer a node may be drawn on.
@@ -206,7 +206,7 @@ impl Graph {
                 }
             }
             for layer in (0..=level.min(top)).rev() {
-                let found = self.search_layer(scratch, &dist, (ep_dist, ep), layer);
+                let found = self.search_layer(scratch, &row, &dist, (ep_dist, ep), layer);
                 let max = if layer == 0 { self.m0 } else { self.m };
                 let chosen = self.select(&found, self.m, &row);
                 *lock(&self.nodes[slot as usize].links[layer]) =
@@ -237,9 +237,10 @@ impl Graph {
     }
 
     /// The `ef_construction` nearest nodes to the query on `layer`, nearest first.
-    fn search_layer(
+    fn search_layer<'v>(
         &self,
         scratch: &mut Scratch,
+        row: &impl Fn(u32) -> &'v [f32],
         dist: &impl Fn(u32) -> Dist,
         (ep_dist, ep): (Dist, u32),
         layer: usize,
@@ -264,6 +265,11 @@ impl Graph {
                 break;
             }
             self.copy_links(node, layer, &mut scratch.links);
+            for &n in &scratch.links {
+                if scratch.marks[n as usize] != stamp {
+                    prefetch(row(n));
+                }
+            }
             for i in 0..scratch.links.len() {
                 let n = scratch.links[i];
                 if scratch.marks[n as usize] == stamp {

@@ -12,7 +12,7 @@ use std::collections::{BinaryHeap, HashMap};
 
 use hnsw_rs::prelude::Hnsw;
 
-use super::distance::{dot, UnitDot};
+use super::distance::{dot, prefetch, UnitDot};
 use super::graph::Graph;
 
 /// Distance as an orderable key (`1 - cosine`, never NaN for finite vectors).
@@ -51,21 +51,6 @@ struct Scratch {
 
 thread_local! {
     static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
-}
-
-/// Asks the CPU to start loading a vector that is about to be read.
-#[inline(always)]
-fn prefetch(data: &[f32]) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: prefetching is a hint; the address is inside a live slice.
-    unsafe {
-        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-        let p = data.as_ptr() as *const i8;
-        _mm_prefetch(p, _MM_HINT_T0);
-        _mm_prefetch(p.add(64), _MM_HINT_T0);
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = data;
 }
 
 impl Snapshot {
