@@ -666,30 +666,16 @@ pub fn run_ingest(
             None => Some(Err(Interrupt::failed(id, "gone", ""))),
             // Published, by this run or by an attempt whose completion was never recorded
             // (the process died between the commit and the step record).
-            Some(doc) if doc.status == DocumentStatus::Ready => {
-                group_chunks += doc.chunk_count as usize;
-                group.push(Member::Published {
-                    id: doc.id.clone(),
-                    chunks: doc.chunk_count as usize,
-                });
-                Some(Ok(Finished {
-                    chunks: doc.chunk_count as usize,
-                }))
-            }
+            Some(doc) if doc.status == DocumentStatus::Ready => Some(Ok(Finished {
+                chunks: doc.chunk_count as usize,
+            })),
             Some(doc) if doc.status == DocumentStatus::Failed => Some(Err(Interrupt::failed(
                 id,
                 doc.error_code.as_deref().unwrap_or_default(),
                 doc.error.as_deref().unwrap_or_default(),
             ))),
             Some(doc) => match prepare(ctx, host, &kb, &doc, &Finish::Publish, "") {
-                Ok(Prepare::Done(f)) => {
-                    group_chunks += f.chunks;
-                    group.push(Member::Published {
-                        id: doc.id.clone(),
-                        chunks: f.chunks,
-                    });
-                    Some(Ok(f))
-                }
+                Ok(Prepare::Done(f)) => Some(Ok(f)),
                 Ok(Prepare::Chunked(p)) => {
                     group_chunks += p.chunked.chunks.len();
                     group.push(Member::Pending(p));
@@ -699,6 +685,14 @@ pub fn run_ingest(
             },
         };
         if let Some(outcome) = outcome {
+            // A published document keeps its place in its group (see `Member::Published`).
+            if let Ok(f) = &outcome {
+                group_chunks += f.chunks;
+                group.push(Member::Published {
+                    id: id.clone(),
+                    chunks: f.chunks,
+                });
+            }
             last = record(ctx, id, outcome)?;
         }
         if !group.is_empty() && (group_chunks >= batch || n + 1 == total) {

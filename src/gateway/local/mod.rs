@@ -124,6 +124,12 @@ enum Weights {
     Candle(Box<ModelWeights>),
 }
 
+/// Logits as the tensor the sampler reads (no copy).
+fn logits_tensor(logits: Vec<f32>) -> Result<Tensor, LocalError> {
+    let n = logits.len();
+    Ok(Tensor::from_vec(logits, n, &Device::Cpu)?)
+}
+
 impl Weights {
     /// Keeps only the first `len` positions cached (the native pass keeps a prompt's, so the
     /// next prompt may reuse them; candle's cache is rebuilt by every prefill).
@@ -136,14 +142,7 @@ impl Weights {
     /// Logits (as a tensor, for the sampler) after the whole prompt.
     fn prefill(&mut self, ids: &[u32]) -> Result<Tensor, LocalError> {
         match self {
-            Weights::Native(m) => {
-                let logits = m.prefill(ids)?;
-                Ok(Tensor::from_vec(
-                    logits.clone(),
-                    logits.len(),
-                    &Device::Cpu,
-                )?)
-            }
+            Weights::Native(m) => logits_tensor(m.prefill(ids)?),
             Weights::Candle(m) => {
                 let input = Tensor::new(ids, &Device::Cpu)?.unsqueeze(0)?;
                 Ok(m.forward(&input, 0)?.squeeze(0)?)
@@ -154,14 +153,7 @@ impl Weights {
     /// Logits after one more token at position `pos`.
     fn step(&mut self, token: u32, pos: usize) -> Result<Tensor, LocalError> {
         match self {
-            Weights::Native(m) => {
-                let logits = m.step(token)?;
-                Ok(Tensor::from_vec(
-                    logits.clone(),
-                    logits.len(),
-                    &Device::Cpu,
-                )?)
-            }
+            Weights::Native(m) => logits_tensor(m.step(token)?),
             Weights::Candle(m) => {
                 let input = Tensor::new(&[token], &Device::Cpu)?.unsqueeze(0)?;
                 Ok(m.forward(&input, pos)?.squeeze(0)?)
