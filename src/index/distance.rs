@@ -1,4 +1,5 @@
-//! Dot-product distance on unit vectors, with runtime-dispatched AVX-512 and AVX2/FMA kernels.
+//! Dot-product distance on unit vectors, with runtime-dispatched AVX-512 and AVX2/FMA kernels,
+//! and what both graph walks (build and search) share around it: the visited set, prefetching.
 //!
 //! `anndists`' dot distances assert that the dot product never exceeds 1, which rounding can
 //! break on nearly identical vectors; a failed assert would take a search thread down. This
@@ -13,6 +14,43 @@ pub struct UnitDot;
 impl Distance<f32> for UnitDot {
     fn eval(&self, va: &[f32], vb: &[f32]) -> f32 {
         (1.0 - dot(va, vb)).max(0.0)
+    }
+}
+
+/// The nodes one graph walk has visited: a mark per node stamped with the walk's number, so
+/// starting a walk clears nothing (both the graph build and the search reuse one per thread).
+#[derive(Default)]
+pub struct Visited {
+    generation: u32,
+    marks: Vec<u32>,
+}
+
+impl Visited {
+    /// Starts a walk over `nodes` nodes: nothing is visited.
+    pub fn start(&mut self, nodes: usize) {
+        if self.marks.len() < nodes {
+            self.marks.resize(nodes, 0);
+        }
+        self.generation = self.generation.wrapping_add(1);
+        if self.generation == 0 {
+            self.marks.iter_mut().for_each(|m| *m = 0);
+            self.generation = 1;
+        }
+    }
+
+    /// Whether `node` was visited in this walk.
+    #[inline(always)]
+    pub fn seen(&self, node: u32) -> bool {
+        self.marks[node as usize] == self.generation
+    }
+
+    /// Marks `node`; true when it was not visited yet.
+    #[inline(always)]
+    pub fn visit(&mut self, node: u32) -> bool {
+        let m = &mut self.marks[node as usize];
+        let fresh = *m != self.generation;
+        *m = self.generation;
+        fresh
     }
 }
 

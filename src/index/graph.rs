@@ -20,7 +20,7 @@ use std::sync::{Mutex, MutexGuard};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::distance::{dot, prefetch};
+use super::distance::{dot, prefetch, Visited};
 use super::{io_err, IndexError, Result};
 
 /// Highest layer a node may be drawn on.
@@ -55,8 +55,7 @@ pub struct Graph {
 /// Per-thread construction state, reused across insertions.
 #[derive(Default)]
 struct Scratch {
-    generation: u32,
-    marks: Vec<u32>,
+    visited: Visited,
     links: Vec<u32>,
 }
 
@@ -246,18 +245,10 @@ impl Graph {
         layer: usize,
     ) -> Vec<(Dist, u32)> {
         let ef = self.ef_construction;
-        if scratch.marks.len() < self.nodes.len() {
-            scratch.marks.resize(self.nodes.len(), 0);
-        }
-        scratch.generation = scratch.generation.wrapping_add(1);
-        if scratch.generation == 0 {
-            scratch.marks.iter_mut().for_each(|m| *m = 0);
-            scratch.generation = 1;
-        }
-        let stamp = scratch.generation;
+        scratch.visited.start(self.nodes.len());
         let mut candidates = BinaryHeap::with_capacity(ef * 2);
         let mut nearest = BinaryHeap::with_capacity(ef + 1);
-        scratch.marks[ep as usize] = stamp;
+        scratch.visited.visit(ep);
         candidates.push(Reverse((ep_dist, ep)));
         nearest.push((ep_dist, ep));
         while let Some(Reverse((d, node))) = candidates.pop() {
@@ -266,16 +257,15 @@ impl Graph {
             }
             self.copy_links(node, layer, &mut scratch.links);
             for &n in &scratch.links {
-                if scratch.marks[n as usize] != stamp {
+                if !scratch.visited.seen(n) {
                     prefetch(row(n));
                 }
             }
             for i in 0..scratch.links.len() {
                 let n = scratch.links[i];
-                if scratch.marks[n as usize] == stamp {
+                if !scratch.visited.visit(n) {
                     continue;
                 }
-                scratch.marks[n as usize] = stamp;
                 let dn = dist(n);
                 if nearest.len() < ef || nearest.peek().is_some_and(|(far, _)| dn < *far) {
                     candidates.push(Reverse((dn, n)));

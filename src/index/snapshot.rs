@@ -12,7 +12,7 @@ use std::collections::{BinaryHeap, HashMap};
 
 use hnsw_rs::prelude::Hnsw;
 
-use super::distance::{dot, prefetch, UnitDot};
+use super::distance::{dot, prefetch, UnitDot, Visited};
 use super::graph::Graph;
 
 /// Distance as an orderable key (`1 - cosine`, never NaN for finite vectors).
@@ -42,8 +42,7 @@ pub struct Snapshot {
 /// Per-thread search state, reused across queries so a search allocates nothing.
 #[derive(Default)]
 struct Scratch {
-    generation: u32,
-    marks: Vec<u32>,
+    visited: Visited,
     candidates: BinaryHeap<Reverse<(Dist, u32)>>,
     nearest: BinaryHeap<(Dist, u32)>,
     results: BinaryHeap<(Dist, u32)>,
@@ -208,25 +207,16 @@ impl Snapshot {
         let slots = self.offsets.len() - 1;
         SCRATCH.with_borrow_mut(|scratch| {
             let Scratch {
-                generation,
-                marks,
+                visited,
                 candidates,
                 nearest,
                 results,
             } = scratch;
-            if marks.len() < slots {
-                marks.resize(slots, 0);
-            }
-            *generation = generation.wrapping_add(1);
-            if *generation == 0 {
-                marks.iter_mut().for_each(|m| *m = 0);
-                *generation = 1;
-            }
-            let stamp = *generation;
+            visited.start(slots);
             candidates.clear();
             nearest.clear();
             results.clear();
-            marks[ep as usize] = stamp;
+            visited.visit(ep);
             candidates.push(Reverse((ep_dist, ep)));
             nearest.push((ep_dist, ep));
             if allowed(ep) {
@@ -242,10 +232,9 @@ impl Snapshot {
                     prefetch(&vectors[start..start + dim]);
                 }
                 for &n in links {
-                    if marks[n as usize] == stamp {
+                    if !visited.visit(n) {
                         continue;
                     }
-                    marks[n as usize] = stamp;
                     let dn = dist(n);
                     if nearest.len() < ef || nearest.peek().is_some_and(|(far, _)| dn < *far) {
                         candidates.push(Reverse((dn, n)));

@@ -654,7 +654,7 @@ pub fn run_ingest(
     // least a batch, so many small documents still make full batches.
     let mut group: Vec<Member> = Vec::new();
     let mut group_chunks = 0;
-    let mut last = counts_json_placeholder(total);
+    let mut last = Counts::default().json(total);
     for (n, id) in input.documents.iter().enumerate() {
         let doc = match store.get_document(&kb.id, id) {
             Ok(d) => Some(d),
@@ -705,11 +705,6 @@ pub fn run_ingest(
         }
     }
     Ok(last)
-}
-
-/// The counts of a run that has not finished a document yet.
-fn counts_json_placeholder(total: usize) -> Value {
-    Counts::default().json(total)
 }
 
 /// An `ingest` run's counts so far.
