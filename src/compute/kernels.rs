@@ -6,16 +6,24 @@
 //! versions are scalar calls that block vectorisation.
 
 macro_rules! dispatch {
-    ($(#[$doc:meta])* pub fn $name:ident($($arg:ident: $ty:ty),*) $body:block) => {
+    ($(#[$doc:meta])* pub fn $name:ident($($arg:ident: $ty:ty),*) $(-> $ret:ty)? $body:block) => {
         $(#[$doc])*
-        pub fn $name($($arg: $ty),*) {
+        pub fn $name($($arg: $ty),*) $(-> $ret)? {
             #[inline(always)]
-            fn inner($($arg: $ty),*) $body
+            fn inner($($arg: $ty),*) $(-> $ret)? $body
             #[cfg(target_arch = "x86_64")]
             {
-                #[target_feature(enable = "avx2,fma")]
-                unsafe fn avx2($($arg: $ty),*) {
+                #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")]
+                unsafe fn avx512($($arg: $ty),*) $(-> $ret)? {
                     inner($($arg),*)
+                }
+                #[target_feature(enable = "avx2,fma")]
+                unsafe fn avx2($($arg: $ty),*) $(-> $ret)? {
+                    inner($($arg),*)
+                }
+                if has_avx512() {
+                    // SAFETY: the CPU supports the features `avx512` is compiled for.
+                    return unsafe { avx512($($arg),*) };
                 }
                 if std::arch::is_x86_feature_detected!("avx2")
                     && std::arch::is_x86_feature_detected!("fma")
@@ -29,6 +37,14 @@ macro_rules! dispatch {
     };
 }
 
+/// Whether this CPU runs the AVX-512 copies (16 lanes instead of 8).
+#[cfg(target_arch = "x86_64")]
+fn has_avx512() -> bool {
+    use std::arch::is_x86_feature_detected as has;
+    static HAS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *HAS.get_or_init(|| has!("avx512f") && has!("avx512bw") && has!("avx512vl") && has!("avx512dq"))
+}
+
 const LOG2E: f32 = std::f32::consts::LOG2_E;
 const LN2_HI: f32 = 0.693_145_75;
 const LN2_LO: f32 = 1.428_606_8e-6;
@@ -39,13 +55,21 @@ const ROUND: f32 = 12_582_912.0;
 #[inline(always)]
 pub fn exp(x: f32) -> f32 {
     let x = x.clamp(-87.0, 88.0);
-    let n = (x * LOG2E + ROUND) - ROUND;
+    let shifted = x * LOG2E + ROUND;
+    let n = shifted - ROUND;
     let r = x - n * LN2_HI - n * LN2_LO;
     let p = 1.0
         + r * (1.0
             + r * (0.5
                 + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
-    f32::from_bits(((n as i32 + 127) << 23) as u32) * p
+    // The low mantissa bits of `shifted` hold n (two's complement): 2^n is n + 127 in the
+    // exponent field — no float-to-int conversion, so the loop stays vectorised.
+    let two_n = (shifted
+        .to_bits()
+        .wrapping_add(127)
+        .wrapping_sub(ROUND.to_bits()))
+        << 23;
+    f32::from_bits(two_n) * p
 }
 
 /// erf(x) by Abramowitz & Stegun 7.1.26.
@@ -161,6 +185,64 @@ dispatch! {
         for ((v, g), b) in x.iter_mut().zip(gamma).zip(beta) {
             *v = (*v - mean) * inv * *g + *b;
         }
+    }
+}
+
+dispatch! {
+    /// Quantizes one row symmetrically to `[-max_q, max_q]`, stored as `q + max_q + 1` (unsigned,
+    /// as integer dot products with one unsigned operand need), and returns the scale
+    /// (`x ≈ scale · q`; 0 for a zero row). Rounds to nearest, ties to even. With `times`, the
+    /// row quantized is `x · times` (per-channel smoothing, see `qgemm`).
+    pub fn quantize_row(x: &[f32], times: Option<&[f32]>, max_q: f32, q: &mut [u8]) -> f32 {
+        let mut acc = [0f32; 16];
+        let mut tail = 0f32;
+        match times {
+            Some(m) => {
+                let (mut xs, mut ms) = (x.chunks_exact(16), m.chunks_exact(16));
+                for (c, mc) in (&mut xs).zip(&mut ms) {
+                    for i in 0..16 {
+                        let a = (c[i] * mc[i]).abs();
+                        acc[i] = if a > acc[i] { a } else { acc[i] };
+                    }
+                }
+                for (v, m) in xs.remainder().iter().zip(ms.remainder()) {
+                    tail = tail.max((v * m).abs());
+                }
+            }
+            None => {
+                let mut xs = x.chunks_exact(16);
+                for c in &mut xs {
+                    for i in 0..16 {
+                        let a = c[i].abs();
+                        acc[i] = if a > acc[i] { a } else { acc[i] };
+                    }
+                }
+                for v in xs.remainder() {
+                    tail = tail.max(v.abs());
+                }
+            }
+        }
+        let amax = acc.iter().copied().fold(tail, f32::max);
+        let scale = amax / max_q;
+        let inv = if scale > 0.0 { 1.0 / scale } else { 0.0 };
+        // Adding ROUND rounds to an integer held in the low mantissa bits (ties to even), so
+        // no float-to-int conversion breaks the vector loop.
+        let offset = max_q + 1.0 + ROUND;
+        let base = ROUND.to_bits();
+        let one = |v: f32| ((v.clamp(-max_q, max_q) + offset).to_bits().wrapping_sub(base)) as u8;
+        match times {
+            Some(m) => {
+                for ((o, v), m) in q.iter_mut().zip(x).zip(m) {
+                    *o = one(*v * *m * inv);
+                }
+            }
+            None => {
+                for (o, v) in q.iter_mut().zip(x) {
+                    *o = one(*v * inv);
+                }
+            }
+        }
+        scale
     }
 }
 

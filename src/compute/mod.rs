@@ -6,4 +6,5 @@
 
 pub(crate) mod gemm;
 pub(crate) mod kernels;
+pub(crate) mod qgemm;
 pub(crate) mod quant;
