@@ -128,6 +128,9 @@ pub struct EmbedConfig {
     pub batch_size: usize,
     /// Other models a reindex may switch a knowledge base to, by name → folder.
     pub models: std::collections::BTreeMap<String, PathBuf>,
+    /// Arithmetic of the encoder: `auto` (int8 where the CPU has VNNI, else f32), `int8` or
+    /// `f32` (bit-for-bit the sentence-transformers vectors).
+    pub precision: crate::embed::Precision,
 }
 
 impl Default for EmbedConfig {
@@ -136,6 +139,7 @@ impl Default for EmbedConfig {
             model: None,
             batch_size: 32,
             models: Default::default(),
+            precision: Default::default(),
         }
     }
 }

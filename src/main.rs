@@ -121,6 +121,9 @@ enum Command {
         /// Weight of the BM25 ranking in hybrid mode.
         #[arg(long, default_value_t = 1.0)]
         bm25_weight: f32,
+        /// Arithmetic of the encoder (`auto`, `int8`, `f32`).
+        #[arg(long, value_enum, default_value = "auto")]
+        precision: PrecisionArg,
     },
     /// Extract text from files and report what came out (type, pages, characters or error).
     Extract {
@@ -161,6 +164,23 @@ enum ModeArg {
     Bm25,
     Hybrid,
     All,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum PrecisionArg {
+    Auto,
+    Int8,
+    F32,
+}
+
+impl From<PrecisionArg> for groundwork::embed::Precision {
+    fn from(p: PrecisionArg) -> Self {
+        match p {
+            PrecisionArg::Auto => Self::Auto,
+            PrecisionArg::Int8 => Self::Int8,
+            PrecisionArg::F32 => Self::F32,
+        }
+    }
 }
 
 impl ModeArg {
@@ -250,6 +270,7 @@ fn main() -> anyhow::Result<()> {
             rrf_k,
             dense_weight,
             bm25_weight,
+            precision,
         } => {
             let modes = mode.modes();
             let fusion = HybridParams {
@@ -259,7 +280,7 @@ fn main() -> anyhow::Result<()> {
                 ..HybridParams::default()
             };
             cli::tools::eval(
-                &model_dir()?,
+                (&model_dir()?, precision.into()),
                 dataset,
                 split,
                 modes,

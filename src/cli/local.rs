@@ -34,6 +34,7 @@ fn load_embedder(config: &Config) -> anyhow::Result<Arc<dyn Embedder>> {
         &dir,
         EmbedOptions {
             batch_size: config.embed.batch_size,
+            precision: config.embed.precision,
             ..EmbedOptions::default()
         },
     )

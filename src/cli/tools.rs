@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use groundwork::embed::{BertEmbedder, EmbedOptions, Embedder, ModelDir};
+use groundwork::embed::{BertEmbedder, EmbedOptions, Embedder, ModelDir, Precision};
 use groundwork::eval::{self, EvalConfig};
 use groundwork::index::dense::HnswParams;
 use groundwork::index::hybrid::HybridParams;
@@ -18,7 +18,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 /// `groundwork eval`: nDCG@10, recall and MRR of each mode on a BEIR folder.
 pub fn eval(
-    model: &Path,
+    (model, precision): (&Path, Precision),
     dataset: PathBuf,
     split: String,
     modes: Vec<SearchMode>,
@@ -26,7 +26,13 @@ pub fn eval(
     fusion: HybridParams,
     json: bool,
 ) -> anyhow::Result<()> {
-    let embedder = BertEmbedder::load(model, EmbedOptions::default())?;
+    let embedder = BertEmbedder::load(
+        model,
+        EmbedOptions {
+            precision,
+            ..EmbedOptions::default()
+        },
+    )?;
     let bar = ProgressBar::new(0).with_style(
         ProgressStyle::with_template(
             "embedding corpus {bar:40} {pos}/{len} passages · {per_sec} · ETA {eta}",

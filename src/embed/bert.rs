@@ -8,8 +8,28 @@ use super::encoder::{BertConfig, Encoder};
 use super::model_dir::{ModelDir, Pooling};
 use super::priority::{QueryQueue, QueueOptions};
 use super::tokenizer::TextTokenizer;
-use super::{EmbedError, Embedder, Result};
+use super::{EmbedError, Embedder, Int8Kernel, Precision, Result};
 use crate::util::sha256_hex;
+
+/// Text encoded once in f32 when the encoder moves to int8, to measure each layer's input
+/// ranges: short queries and passages of prose, code, numbers and other languages.
+const CALIBRATION: &[&str] = &[
+    "hello",
+    "How do I reset my password?",
+    "what is the capital of France",
+    "Vectors are compared with the cosine of the angle between them; the index keeps the nearest \
+     neighbours of each passage in a graph, so a search visits a few hundred of them instead of \
+     every vector in the collection.",
+    "fn main() { let v: Vec<u32> = (0..10).map(|i| i * 2).collect(); println!(\"{v:?}\"); }",
+    "Revenue grew 12.5% year over year to $4.2 billion in Q3 2024, while operating costs fell \
+     from 1,830 to 1,702 million.",
+    "The patient presented with fever (38.9 °C), elevated CRP and a cough lasting 3 weeks; \
+     antibiotics were started after the chest X-ray showed consolidation.",
+    "Größere Straßen führen über die Brücke nach Köln, où l'on parle aussi français.",
+    "Section 4.2 — Termination. Either party may terminate this Agreement upon thirty (30) \
+     days' written notice if the other party materially breaches it.",
+    "SELECT name, count(*) FROM documents WHERE status = 'ready' GROUP BY name ORDER BY 2 DESC;",
+];
 
 /// Tuning knobs of the local embedder.
 #[derive(Debug, Clone)]
@@ -24,6 +44,11 @@ pub struct EmbedOptions {
     pub concurrent_batches: usize,
     /// How queries are batched and queued.
     pub queries: QueueOptions,
+    /// Arithmetic of the dense layers.
+    pub precision: Precision,
+    /// The int8 kernel, when not the fastest this CPU has (tests and benchmarks of the
+    /// fallbacks).
+    pub int8_kernel: Option<Int8Kernel>,
 }
 
 impl Default for EmbedOptions {
@@ -33,6 +58,8 @@ impl Default for EmbedOptions {
             max_seq_length: None,
             concurrent_batches: 2,
             queries: QueueOptions::default(),
+            precision: Precision::default(),
+            int8_kernel: None,
         }
     }
 }
@@ -47,6 +74,8 @@ pub struct BertEmbedder {
     options: EmbedOptions,
     /// Runs `concurrent_batches` forward passes side by side (absent when 1).
     pool: Option<rayon::ThreadPool>,
+    /// The arithmetic in use (`Auto` resolved).
+    precision: Precision,
     /// Queries waiting, batched, ahead of bulk work.
     queries: QueryQueue,
     /// Runs query batches, so they never queue behind bulk batches on `pool` (the bulk
@@ -72,7 +101,29 @@ impl BertEmbedder {
             .min(config.max_position_embeddings);
         let tokenizer = TextTokenizer::from_file(&dir.join("tokenizer.json"), max_len)?;
         let weights = dir.join("model.safetensors");
-        let encoder = Encoder::load(&weights, &config)?;
+        let detected = options.int8_kernel.or_else(Int8Kernel::detect);
+        let kernel = match options.precision {
+            Precision::F32 => None,
+            Precision::Auto => detected,
+            Precision::Int8 => Some(detected.ok_or_else(|| {
+                fail(
+                    "precision int8 needs a CPU with AVX-512 VNNI or AVX-VNNI; this one has \
+                     neither (use precision \"auto\" or \"f32\")"
+                        .into(),
+                )
+            })?),
+        };
+        let precision = if kernel.is_some() {
+            Precision::Int8
+        } else {
+            Precision::F32
+        };
+        let mut encoder = Encoder::load(&weights, &config)?;
+        if let Some(kernel) = kernel {
+            let calibration = tokenizer.encode_for_model(CALIBRATION)?;
+            let ids: Vec<&[u32]> = calibration.iter().map(|e| e.get_ids()).collect();
+            encoder.quantize(kernel, &ids);
+        }
         let pool = if options.concurrent_batches > 1 {
             Some(
                 rayon::ThreadPoolBuilder::new()
@@ -100,13 +151,18 @@ impl BertEmbedder {
             .concat(),
         );
         let model_id = format!("{}@{}", folder.name, &fingerprint[..12]);
-        tracing::info!(model = %model_id, max_len, pooling = ?folder.pooling, "embedder loaded");
+        let kernel = kernel.map_or("f32 gemm", Int8Kernel::name);
+        tracing::info!(
+            model = %model_id, max_len, pooling = ?folder.pooling, ?precision,
+            kernel, "embedder loaded"
+        );
         Ok(Self {
             encoder,
             tokenizer,
             pooling: folder.pooling,
             dimension: config.hidden_size,
             model_id,
+            precision,
             queries: QueryQueue::new(options.queries),
             options,
             pool,
@@ -136,6 +192,10 @@ impl Embedder for BertEmbedder {
 
     fn tokenizer(&self) -> &TextTokenizer {
         &self.tokenizer
+    }
+
+    fn precision(&self) -> Precision {
+        self.precision
     }
 
     fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>> {

@@ -23,6 +23,10 @@ use serde::Deserialize;
 use super::{EmbedError, Pooling, Result};
 use crate::compute::gemm::{matmul, parallelism, Rhs, SendPtr};
 use crate::compute::kernels;
+use crate::compute::qgemm::{Kernel, QLinear, Scratch};
+
+/// Rows per task of the int8 feed-forward block (their intermediate fits a core's L2 cache).
+const FFN_BLOCK: usize = 64;
 
 /// The fields of a BERT `config.json` the encoder needs.
 #[derive(Debug, Clone, Deserialize)]
@@ -52,6 +56,8 @@ struct Linear {
     b: Vec<f32>,
     inputs: usize,
     outputs: usize,
+    /// The same layer in int8, when the encoder runs at that precision (`w` is then empty).
+    int8: Option<QLinear>,
 }
 
 struct Norm {
@@ -123,6 +129,7 @@ impl Weights {
             b,
             inputs,
             outputs,
+            int8: None,
         })
     }
 
@@ -148,13 +155,32 @@ fn concat_linear(parts: [Linear; 3]) -> Linear {
         b,
         inputs,
         outputs,
+        int8: None,
     }
 }
 
 impl Linear {
+    /// Moves the layer to int8 on `kernel` (int8 weights replace the f32 ones). `act_range`
+    /// is the typical magnitude of each input, when known.
+    fn quantize(&mut self, kernel: Kernel, act_range: Option<&[f32]>) {
+        let q = QLinear::new(
+            kernel,
+            &self.w,
+            &self.b,
+            (self.inputs, self.outputs),
+            act_range,
+        );
+        self.int8 = Some(q);
+        self.w = Vec::new();
+    }
+
     /// `out[rows×outputs] = x[rows×inputs] Wᵀ + b`.
-    fn forward(&self, x: &[f32], rows: usize, out: &mut [f32]) {
+    fn forward(&self, x: &[f32], rows: usize, out: &mut [f32], scratch: &mut Scratch) {
         debug_assert!(x.len() >= rows * self.inputs && out.len() >= rows * self.outputs);
+        if let Some(q) = &self.int8 {
+            q.forward(x, rows, out, scratch);
+            return;
+        }
         // SAFETY: x is rows×inputs, w is outputs×inputs, out is rows×outputs, all row-major.
         unsafe {
             matmul(
@@ -182,7 +208,7 @@ impl Linear {
 }
 
 impl Encoder {
-    /// Loads weights from a safetensors file for the given config.
+    /// Loads weights from a safetensors file for the given config, in f32.
     pub fn load(weights: &Path, config: &BertConfig) -> Result<Self> {
         let tensors = candle_core::safetensors::load(weights, &Device::Cpu)?;
         let prefix = if tensors.keys().any(|k| k.starts_with("bert.")) {
@@ -216,6 +242,7 @@ impl Encoder {
                 ffn_norm: w.norm(&format!("{p}.output.LayerNorm"))?,
             });
         }
+        let embed_norm = w.norm("embeddings.LayerNorm")?;
         let word = w.get(&["embeddings.word_embeddings.weight"])?;
         let act = match config.hidden_act.as_str() {
             "gelu" | "gelu_python" => Activation::GeluErf,
@@ -233,7 +260,7 @@ impl Encoder {
             word,
             position: w.get(&["embeddings.position_embeddings.weight"])?,
             token_type: w.get(&["embeddings.token_type_embeddings.weight"])?,
-            embed_norm: w.norm("embeddings.LayerNorm")?,
+            embed_norm,
             layers,
             hidden: h,
             heads: config.num_attention_heads,
@@ -247,6 +274,50 @@ impl Encoder {
     /// and pools each into one L2-normalised vector. `pause` is called between operations (bulk
     /// work waits there while queries run).
     pub fn embed(&self, seqs: &[&[u32]], pooling: Pooling, pause: &dyn Fn()) -> Vec<Vec<f32>> {
+        self.run(seqs, pooling, pause, &mut |_, _, _| ())
+    }
+
+    /// Moves the dense layers to int8 on `kernel` (embeddings, norms and attention stay f32).
+    /// `calibration` (token ids, as for [`Encoder::embed`]) is encoded once in f32 first: the
+    /// largest magnitude each input channel of each layer reaches there sets how that layer's
+    /// quantization error is split between activations and weights (SmoothQuant, α = ½).
+    pub fn quantize(&mut self, kernel: Kernel, calibration: &[&[u32]]) {
+        let mut ranges: Vec<[Vec<f32>; 4]> = self
+            .layers
+            .iter()
+            .map(|l| [&l.qkv, &l.attn_out, &l.ffn_in, &l.ffn_out].map(|lin| vec![0f32; lin.inputs]))
+            .collect();
+        self.run(calibration, Pooling::Cls, &|| (), &mut |layer, site, x| {
+            let range = &mut ranges[layer][site];
+            for row in x.chunks(range.len()) {
+                range
+                    .iter_mut()
+                    .zip(row)
+                    .for_each(|(m, v)| *m = m.max(v.abs()));
+            }
+        });
+        for (layer, ranges) in self.layers.iter_mut().zip(&ranges) {
+            let sites = [
+                &mut layer.qkv,
+                &mut layer.attn_out,
+                &mut layer.ffn_in,
+                &mut layer.ffn_out,
+            ];
+            for (linear, range) in sites.into_iter().zip(ranges) {
+                linear.quantize(kernel, Some(range));
+            }
+        }
+    }
+
+    /// The forward pass; `observe(layer, site, input)` sees the input of each dense layer
+    /// (sites 0–3: QKV, attention output, feed-forward in, feed-forward out).
+    fn run(
+        &self,
+        seqs: &[&[u32]],
+        pooling: Pooling,
+        pause: &dyn Fn(),
+        observe: &mut dyn FnMut(usize, usize, &[f32]),
+    ) -> Vec<Vec<f32>> {
         let h = self.hidden;
         let starts: Vec<usize> = seqs
             .iter()
@@ -288,23 +359,33 @@ impl Encoder {
         let mut ctx = vec![0f32; total * h];
         let mut tmp = vec![0f32; total * h];
         let mut ffn = vec![0f32; total * inter];
-        for layer in &self.layers {
+        let mut scratch = Scratch::default();
+        for (i, layer) in self.layers.iter().enumerate() {
             pause();
-            layer.qkv.forward(&x, total, &mut qkv);
+            observe(i, 0, &x);
+            layer.qkv.forward(&x, total, &mut qkv, &mut scratch);
             self.attention(&qkv, &starts, &lens, &mut ctx);
             pause();
-            layer.attn_out.forward(&ctx, total, &mut tmp);
+            observe(i, 1, &ctx);
+            layer.attn_out.forward(&ctx, total, &mut tmp, &mut scratch);
             self.residual_norm(&mut tmp, &x, &layer.attn_norm);
             std::mem::swap(&mut x, &mut tmp);
             pause();
-            layer.ffn_in.forward(&x, total, &mut ffn);
-            ffn.par_chunks_mut(inter * 16).for_each(|c| match self.act {
-                Activation::GeluErf => kernels::gelu_erf(c),
-                Activation::GeluTanh => kernels::gelu_tanh(c),
-                Activation::Relu => kernels::relu(c),
-            });
-            pause();
-            layer.ffn_out.forward(&ffn, total, &mut tmp);
+            if let (Some(up), Some(down), true) = (
+                &layer.ffn_in.int8,
+                &layer.ffn_out.int8,
+                total >= 2 * FFN_BLOCK,
+            ) {
+                self.ffn_blocked(up, down, &x, total, &mut tmp);
+            } else {
+                observe(i, 2, &x);
+                layer.ffn_in.forward(&x, total, &mut ffn, &mut scratch);
+                ffn.par_chunks_mut(inter * 16)
+                    .for_each(|c| self.activate(c));
+                pause();
+                observe(i, 3, &ffn);
+                layer.ffn_out.forward(&ffn, total, &mut tmp, &mut scratch);
+            }
             self.residual_norm(&mut tmp, &x, &layer.ffn_norm);
             std::mem::swap(&mut x, &mut tmp);
         }
@@ -331,6 +412,34 @@ impl Encoder {
                 v
             })
             .collect()
+    }
+
+    fn activate(&self, x: &mut [f32]) {
+        match self.act {
+            Activation::GeluErf => kernels::gelu_erf(x),
+            Activation::GeluTanh => kernels::gelu_tanh(x),
+            Activation::Relu => kernels::relu(x),
+        }
+    }
+
+    /// `out = down(act(up(x)))` for int8 layers, [`FFN_BLOCK`] rows at a time per thread, so
+    /// the wide intermediate (4 × hidden per row) stays in cache instead of making a round
+    /// trip through memory between the two products, the activation and the quantization.
+    fn ffn_blocked(&self, up: &QLinear, down: &QLinear, x: &[f32], total: usize, out: &mut [f32]) {
+        let h = self.hidden;
+        let inter = up.outputs();
+        out[..total * h]
+            .par_chunks_mut(FFN_BLOCK * h)
+            .zip(x[..total * h].par_chunks(FFN_BLOCK * h))
+            .for_each_init(
+                || (vec![0f32; FFN_BLOCK * inter], Scratch::default()),
+                |(mid, scratch), (out, x)| {
+                    let rows = x.len() / h;
+                    up.forward_serial(x, rows, mid, scratch);
+                    self.activate(&mut mid[..rows * inter]);
+                    down.forward_serial(mid, rows, out, scratch);
+                },
+            );
     }
 
     /// `out = layer_norm(out + residual)`, row by row in parallel.

@@ -90,6 +90,8 @@ pub struct EvalReport {
     pub split: String,
     /// Embedding model id.
     pub model: String,
+    /// The encoder's arithmetic (`f32` or `int8`).
+    pub precision: crate::embed::Precision,
     /// Corpus size.
     pub documents: usize,
     /// Judged queries.
@@ -179,6 +181,7 @@ pub fn run(config: &EvalConfig, embedder: &dyn Embedder) -> Result<EvalReport> {
         dataset: config.dataset.display().to_string(),
         split: config.split.clone(),
         model: embedder.model_id().to_owned(),
+        precision: embedder.precision(),
         documents: data.corpus.len(),
         queries: queries.len(),
         embed_seconds,
@@ -198,6 +201,9 @@ fn corpus_vectors(
 ) -> Result<(Vec<Vec<f32>>, f64, bool)> {
     let dim = embedder.dimension();
     let mut key = embedder.model_id().as_bytes().to_vec();
+    if embedder.precision() != crate::embed::Precision::F32 {
+        key.extend_from_slice(format!("|{:?}", embedder.precision()).as_bytes());
+    }
     for t in texts {
         key.extend_from_slice(t.as_bytes());
         key.push(0);

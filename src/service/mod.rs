@@ -42,7 +42,7 @@ pub use workflows::{ReindexRequest, WorkflowView};
 
 use crate::clock::Clock;
 use crate::config::Config;
-use crate::embed::Embedder;
+use crate::embed::{EmbedOptions, Embedder};
 use crate::gateway::Gateway;
 use crate::index::CollectionOptions;
 use crate::ingest::isolate::Isolation;
@@ -296,7 +296,11 @@ impl Service {
         let models = Models::new(
             embedder,
             config.embed.models.clone(),
-            config.embed.batch_size,
+            EmbedOptions {
+                batch_size: config.embed.batch_size,
+                precision: config.embed.precision,
+                ..EmbedOptions::default()
+            },
         );
         let indexes = crate::index::Catalog::new(
             &config.data_dir.join("indexes"),

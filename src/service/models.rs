@@ -14,7 +14,8 @@ use crate::store::Kb;
 pub struct Models {
     default: Arc<dyn Embedder>,
     named: BTreeMap<String, PathBuf>,
-    batch_size: usize,
+    /// How models loaded for a reindex or an older knowledge base are run.
+    options: EmbedOptions,
     loaded: RwLock<HashMap<String, Arc<dyn Embedder>>>,
 }
 
@@ -31,14 +32,14 @@ impl Models {
     pub fn new(
         default: Arc<dyn Embedder>,
         named: BTreeMap<String, PathBuf>,
-        batch_size: usize,
+        options: EmbedOptions,
     ) -> Self {
         let mut loaded = HashMap::new();
         loaded.insert(default.model_id().to_owned(), default.clone());
         Self {
             default,
             named,
-            batch_size,
+            options,
             loaded: RwLock::new(loaded),
         }
     }
@@ -49,13 +50,7 @@ impl Models {
     }
 
     fn load(&self, dir: &Path) -> Result<Arc<dyn Embedder>> {
-        let embedder: Arc<dyn Embedder> = Arc::new(BertEmbedder::load(
-            dir,
-            EmbedOptions {
-                batch_size: self.batch_size,
-                ..EmbedOptions::default()
-            },
-        )?);
+        let embedder: Arc<dyn Embedder> = Arc::new(BertEmbedder::load(dir, self.options.clone())?);
         let mut loaded = self.loaded.write().unwrap_or_else(|p| p.into_inner());
         Ok(loaded
             .entry(embedder.model_id().to_owned())
