@@ -12,7 +12,9 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use groundwork::embed::{BertEmbedder, EmbedOptions, Embedder};
+mod support;
+
+use groundwork::embed::{BertEmbedder, EmbedOptions, Embedder, Int8Kernel, Precision};
 use groundwork::index::dense::{DenseIndex, HnswParams};
 use groundwork::index::points::{Filter, PointMeta, Points};
 use groundwork::ingest::extract::{Extracted, Heading};
@@ -21,22 +23,12 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rayon::prelude::*;
 use serde_json::{json, Value};
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
+use support::{percentile, root};
 
 fn out_dir() -> PathBuf {
     let dir = root().join("bench-results");
     std::fs::create_dir_all(&dir).expect("bench-results");
     dir
-}
-
-fn percentile(sorted: &[f64], q: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    sorted[((sorted.len() as f64 * q).ceil() as usize).clamp(1, sorted.len()) - 1]
 }
 
 /// 200–250-word passages: SciFact abstracts cut to a seeded length (synthetic text without
@@ -88,30 +80,63 @@ fn bench_embedding(quick: bool) -> Value {
     .expect("write passages");
     let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
     let mut runs = Vec::new();
-    for concurrent in [1usize, 2] {
+    // f32 on the GEMM kernels, then int8 on every integer kernel this CPU has (the fastest is
+    // the default; the others are the fallbacks of CPUs without it).
+    let mut configs: Vec<(Precision, Option<Int8Kernel>, usize)> =
+        vec![(Precision::F32, None, 1), (Precision::F32, None, 2)];
+    let kernels = Int8Kernel::available();
+    // The portable loop is the reference of the tests, not a kernel any x86-64 CPU runs.
+    for (i, kernel) in kernels
+        .into_iter()
+        .filter(|k| *k != Int8Kernel::Portable)
+        .enumerate()
+    {
+        if i == 0 {
+            configs.push((Precision::Int8, Some(kernel), 1));
+        }
+        configs.push((Precision::Int8, Some(kernel), 2));
+    }
+    let mut exact: Vec<Vec<f32>> = Vec::new();
+    for (precision, kernel, concurrent) in configs {
         let options = EmbedOptions {
             batch_size: 32,
             max_seq_length: None,
             concurrent_batches: concurrent,
+            precision,
+            int8_kernel: kernel,
             ..EmbedOptions::default()
         };
         let embedder =
             BertEmbedder::load(&model, options).expect("load model (run models/fetch.py)");
         embedder.embed(&refs[..32]).expect("warm-up");
         let mut rates = Vec::new();
+        let mut vectors = Vec::new();
         for _ in 0..3 {
             let t = Instant::now();
-            embedder.embed(&refs).expect("embed");
+            vectors = embedder.embed(&refs).expect("embed");
             rates.push(refs.len() as f64 / t.elapsed().as_secs_f64());
         }
         rates.sort_by(f64::total_cmp);
+        let name = kernel.map_or("f32", Int8Kernel::name);
+        let mut run = json!({"precision": precision, "kernel": name,
+            "concurrent_batches": concurrent, "passages_per_s": rates[1], "runs": rates});
+        if precision == Precision::F32 {
+            exact = vectors;
+        } else {
+            let cos: Vec<f64> = exact
+                .iter()
+                .zip(&vectors)
+                .map(|(a, b)| a.iter().zip(b).map(|(x, y)| (x * y) as f64).sum())
+                .collect();
+            let min = cos.iter().copied().fold(1.0, f64::min);
+            let mean = cos.iter().sum::<f64>() / cos.len() as f64;
+            run["cosine_to_f32"] = json!({"min": min, "mean": mean});
+        }
         eprintln!(
-            "embedding, {concurrent} concurrent batch(es): {:.1} passages/s",
+            "embedding, {name}, {concurrent} concurrent batch(es): {:.1} passages/s",
             rates[1]
         );
-        runs.push(
-            json!({"concurrent_batches": concurrent, "passages_per_s": rates[1], "runs": rates}),
-        );
+        runs.push(run);
     }
     let tokens: usize = {
         let embedder = BertEmbedder::load(&model, EmbedOptions::default()).expect("load");
@@ -361,31 +386,22 @@ fn main() {
         .cloned();
     let run = |section: &str| only.as_deref().is_none_or(|o| o == section);
     groundwork::runtime::tune_allocator();
-    let embedding = if run("embedding") {
-        bench_embedding(quick)
-    } else {
-        Value::Null
-    };
-    let chunking = if run("chunking") {
-        bench_chunking()
-    } else {
-        Value::Null
-    };
     let dim = 384;
-    let ann: Vec<Value> = if run("ann") {
-        let base = base_vectors(dim);
-        let sizes: &[usize] = if quick { &[10_000] } else { &[10_000, 100_000] };
-        sizes.iter().map(|&n| bench_ann(n, &base, dim)).collect()
-    } else {
-        Vec::new()
-    };
-    let report = json!({
-        "machine": {"threads": rayon::current_num_threads()},
-        "embedding": embedding,
-        "chunking": chunking,
-        "ann": ann,
+    // Sections not rerun keep their last figures.
+    support::save_results("retrieval", |results| {
+        if run("embedding") {
+            results["embedding"] = bench_embedding(quick);
+        }
+        if run("chunking") {
+            results["chunking"] = bench_chunking();
+        }
+        if run("ann") {
+            let base = base_vectors(dim);
+            let sizes: &[usize] = if quick { &[10_000] } else { &[10_000, 100_000] };
+            results["ann"] = json!(sizes
+                .iter()
+                .map(|&n| bench_ann(n, &base, dim))
+                .collect::<Vec<_>>());
+        }
     });
-    let path = out_dir().join("retrieval.json");
-    std::fs::write(&path, serde_json::to_vec_pretty(&report).expect("json")).expect("write report");
-    eprintln!("wrote {}", path.display());
 }

@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use groundwork::client::{Client, FilePart};
 use groundwork::config::Config;
-use groundwork::embed::{BertEmbedder, EmbedOptions, Embedder};
+use groundwork::embed::{BertEmbedder, EmbedOptions, Embedder, Precision};
 use groundwork::ingest::isolate::Isolation;
 use groundwork::ingest::{extract, Chunker, ChunkingOptions, ExtractOptions};
 use groundwork::service::Service;
@@ -590,10 +590,24 @@ fn main() {
         .iter()
         .position(|a| a == "--only")
         .and_then(|i| args.get(i + 1).cloned());
+    // `--precision f32|int8` runs the embedder at that precision instead of `auto`.
+    let precision = match args
+        .iter()
+        .position(|a| a == "--precision")
+        .and_then(|i| args.get(i + 1))
+        .map(String::as_str)
+    {
+        Some("f32") => Precision::F32,
+        Some("int8") => Precision::Int8,
+        _ => Precision::Auto,
+    };
     let embedder: Arc<dyn Embedder> = Arc::new(
         BertEmbedder::load(
             &root().join("models/all-MiniLM-L6-v2"),
-            EmbedOptions::default(),
+            EmbedOptions {
+                precision,
+                ..EmbedOptions::default()
+            },
         )
         .expect("model (run python3 models/fetch.py)"),
     );
@@ -610,6 +624,7 @@ fn main() {
         .unwrap_or_else(|| json!({}));
     report["quick"] = json!(quick);
     report["model"] = json!(embedder.model_id());
+    report["precision"] = json!(embedder.precision());
     if only.as_deref().is_none_or(|o| o == "ingest") {
         report["ingest"] = rt.block_on(bench_ingest(embedder.clone(), quick));
     }
