@@ -348,7 +348,16 @@ mod tests {
                 "data_dir = \"/tmp/x\"\n[server]\nbind = \"127.0.0.1:9000\"\n",
             )?;
             jail.set_env("GROUNDWORK__INGEST__MAX_FILE_BYTES", "1234");
+            assert_eq!(
+                Config::load(None)
+                    .map_err(|e| e.to_string())?
+                    .embed
+                    .precision,
+                crate::embed::Precision::Auto
+            );
+            jail.set_env("GROUNDWORK__EMBED__PRECISION", "f32");
             let c = Config::load(None).map_err(|e| e.to_string())?;
+            assert_eq!(c.embed.precision, crate::embed::Precision::F32);
             assert_eq!(c.data_dir, PathBuf::from("/tmp/x"));
             assert_eq!(c.server.bind.port(), 9000);
             assert_eq!(c.ingest.max_file_bytes, 1234);

@@ -240,13 +240,14 @@ fn corpus_vectors(
 /// Renders a report as an aligned text table.
 pub fn render_table(report: &EvalReport) -> String {
     let mut out = format!(
-        "dataset {} split {} · {} documents · {} queries · model {}\n\
+        "dataset {} split {} · {} documents · {} queries · model {} ({:?})\n\
          corpus embedding {:.1} s{} · index build {:.2} s\n\n",
         report.dataset,
         report.split,
         report.documents,
         report.queries,
         report.model,
+        report.precision,
         report.embed_seconds,
         if report.embeddings_cached {
             " (cached)"
