@@ -292,10 +292,27 @@ impl LocalChat {
                 // Loaded at the first request, so a server that never chats locally never
                 // spends the memory or the start-up time.
                 let mut loaded: Option<Result<Loaded, LocalError>> = None;
+                // The model's own pool, entered once per job: its parallel loops then start on
+                // a pool thread (a loop too small to share runs inline), where from this thread
+                // each of the ~250 loops of a decoded token was a job sent to the global pool
+                // and waited for.
+                let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+                let pool = match rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .thread_name(|i| format!("groundwork-llm-{i}"))
+                    .build()
+                {
+                    Ok(pool) => pool,
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot start the local model's threads");
+                        return;
+                    }
+                };
                 while let Ok(job) = rx.recv() {
                     if job.tx.is_closed() {
                         continue;
                     }
+                    pool.install(|| {
                     let model = loaded.get_or_insert_with(|| {
                         let started = std::time::Instant::now();
                         let l = find_gguf(&file).and_then(|f| load(&f, context, repeat_penalty, engine));
@@ -311,6 +328,7 @@ impl LocalChat {
                             let _ = job.tx.blocking_send(Err(e.clone()));
                         }
                     }
+                    });
                 }
             })
             .ok();
