@@ -37,29 +37,10 @@ pub enum Kernel {
 
 impl Kernel {
     /// The fastest integer kernel this CPU runs, `None` without VNNI (the portable loop is a
-    /// reference, too slow to serve). `GROUNDWORK_INT8_KERNEL` (`avx512vnni`, `avxvnni`) picks
-    /// a slower one, so a benchmark can measure the fallback on a machine that has more; a
-    /// kernel the CPU lacks is never picked.
+    /// reference, too slow to serve).
     pub fn detect() -> Option<Self> {
         static KERNEL: std::sync::OnceLock<Option<Kernel>> = std::sync::OnceLock::new();
-        *KERNEL.get_or_init(|| {
-            let available: Vec<Kernel> = Self::available()
-                .into_iter()
-                .filter(|k| *k != Self::Portable)
-                .collect();
-            if available.is_empty() {
-                return None;
-            }
-            let wanted = std::env::var("GROUNDWORK_INT8_KERNEL").ok();
-            let chosen = wanted
-                .as_deref()
-                .and_then(|w| available.iter().find(|k| k.name() == w).copied())
-                .unwrap_or(available[0]);
-            if let Some(w) = wanted.filter(|w| *w != chosen.name()) {
-                tracing::warn!(wanted = %w, chosen = chosen.name(), "int8 kernel not available");
-            }
-            Some(chosen)
-        })
+        *KERNEL.get_or_init(|| Self::available().into_iter().find(|k| *k != Self::Portable))
     }
 
     /// Every kernel this CPU runs, fastest first.
@@ -79,7 +60,7 @@ impl Kernel {
         out
     }
 
-    /// The name used in logs, benchmarks and `GROUNDWORK_INT8_KERNEL`.
+    /// The name used in logs and benchmarks.
     pub fn name(self) -> &'static str {
         match self {
             Self::Avx512Vnni => "avx512vnni",
@@ -536,15 +517,9 @@ mod x86 {
 
 #[cfg(test)]
 mod tests {
+    use super::super::test_values::lcg;
     use super::*;
     use proptest::prelude::*;
-
-    fn lcg(seed: &mut u64) -> f32 {
-        *seed = seed
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1_442_695_040_888_963_407);
-        ((*seed >> 33) as f32 / (1u64 << 31) as f32) * 2.0 - 1.0
-    }
 
     fn run(
         kernel: Kernel,

@@ -174,14 +174,8 @@ unsafe fn dot_avx2(w: &[i8], d: &[f32], x: &[f32]) -> f32 {
 
 #[cfg(test)]
 mod tests {
+    use super::super::test_values::lcg;
     use super::*;
-
-    fn lcg(seed: &mut u64) -> f32 {
-        *seed = seed
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1_442_695_040_888_963_407);
-        ((*seed >> 33) as f32 / (1u64 << 31) as f32) * 2.0 - 1.0
-    }
 
     #[test]
     fn matvec_is_the_f32_product_of_the_stored_weights() {
