@@ -191,36 +191,20 @@ dispatch! {
 dispatch! {
     /// Quantizes one row symmetrically to `[-max_q, max_q]`, stored as `q + max_q + 1` (unsigned,
     /// as integer dot products with one unsigned operand need), and returns the scale
-    /// (`x ≈ scale · q`; 0 for a zero row). Rounds to nearest, ties to even. With `times`, the
-    /// row quantized is `x · times` (per-channel smoothing, see `qgemm`).
-    pub fn quantize_row(x: &[f32], times: Option<&[f32]>, max_q: f32, q: &mut [u8]) -> f32 {
+    /// (`x ≈ scale · q`; 0 for a zero row). Rounds to nearest, ties to even. The row quantized
+    /// is `x · times` (per-channel smoothing, see `qgemm`).
+    pub fn quantize_row(x: &[f32], times: &[f32], max_q: f32, q: &mut [u8]) -> f32 {
         let mut acc = [0f32; 16];
         let mut tail = 0f32;
-        match times {
-            Some(m) => {
-                let (mut xs, mut ms) = (x.chunks_exact(16), m.chunks_exact(16));
-                for (c, mc) in (&mut xs).zip(&mut ms) {
-                    for i in 0..16 {
-                        let a = (c[i] * mc[i]).abs();
-                        acc[i] = if a > acc[i] { a } else { acc[i] };
-                    }
-                }
-                for (v, m) in xs.remainder().iter().zip(ms.remainder()) {
-                    tail = tail.max((v * m).abs());
-                }
+        let (mut xs, mut ms) = (x.chunks_exact(16), times.chunks_exact(16));
+        for (c, mc) in (&mut xs).zip(&mut ms) {
+            for i in 0..16 {
+                let a = (c[i] * mc[i]).abs();
+                acc[i] = if a > acc[i] { a } else { acc[i] };
             }
-            None => {
-                let mut xs = x.chunks_exact(16);
-                for c in &mut xs {
-                    for i in 0..16 {
-                        let a = c[i].abs();
-                        acc[i] = if a > acc[i] { a } else { acc[i] };
-                    }
-                }
-                for v in xs.remainder() {
-                    tail = tail.max(v.abs());
-                }
-            }
+        }
+        for (v, m) in xs.remainder().iter().zip(ms.remainder()) {
+            tail = tail.max((v * m).abs());
         }
         let amax = acc.iter().copied().fold(tail, f32::max);
         let scale = amax / max_q;
@@ -230,17 +214,8 @@ dispatch! {
         let offset = max_q + 1.0 + ROUND;
         let base = ROUND.to_bits();
         let one = |v: f32| ((v.clamp(-max_q, max_q) + offset).to_bits().wrapping_sub(base)) as u8;
-        match times {
-            Some(m) => {
-                for ((o, v), m) in q.iter_mut().zip(x).zip(m) {
-                    *o = one(*v * *m * inv);
-                }
-            }
-            None => {
-                for (o, v) in q.iter_mut().zip(x) {
-                    *o = one(*v * inv);
-                }
-            }
+        for ((o, v), m) in q.iter_mut().zip(x).zip(times) {
+            *o = one(*v * *m * inv);
         }
         scale
     }

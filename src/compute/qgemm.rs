@@ -39,8 +39,7 @@ impl Kernel {
     /// The fastest integer kernel this CPU runs, `None` without VNNI (the portable loop is a
     /// reference, too slow to serve).
     pub fn detect() -> Option<Self> {
-        static KERNEL: std::sync::OnceLock<Option<Kernel>> = std::sync::OnceLock::new();
-        *KERNEL.get_or_init(|| Self::available().into_iter().find(|k| *k != Self::Portable))
+        Self::available().into_iter().find(|k| *k != Self::Portable)
     }
 
     /// Every kernel this CPU runs, fastest first.
@@ -77,6 +76,13 @@ impl Kernel {
         }
     }
 
+    /// Where input `k` of output `n` sits in a matrix packed for this kernel with `kp` inputs
+    /// per row.
+    fn packed_at(self, kp: usize, n: usize, k: usize) -> usize {
+        let nr = self.nr();
+        (n / nr) * nr * kp + (k / 4) * nr * 4 + (n % nr) * 4 + k % 4
+    }
+
     /// Rows per tile.
     fn mr(self) -> usize {
         match self {
@@ -99,8 +105,8 @@ pub struct QLinear {
     bias: Vec<f32>,
     /// Per input, `s`: the weights' column is multiplied by it and activations by its inverse
     /// (kept here) before quantization (SmoothQuant), which moves outlier channels' range
-    /// into the weights.
-    smooth_inv: Option<Vec<f32>>,
+    /// into the weights. All ones without an activation range.
+    smooth_inv: Vec<f32>,
     inputs: usize,
     outputs: usize,
     /// `inputs` rounded up to a multiple of 4.
@@ -127,30 +133,22 @@ impl QLinear {
     ) -> Self {
         assert_eq!(w.len(), inputs * outputs);
         assert_eq!(bias.len(), outputs);
-        let smooth = act_range.map(|act| {
-            assert_eq!(act.len(), inputs);
-            (0..inputs)
-                .map(|k| {
-                    let wmax = (0..outputs).fold(0f32, |m, n| m.max(w[n * inputs + k].abs()));
-                    let s = (act[k] / wmax).sqrt();
-                    if s.is_finite() && s > 0.0 {
-                        s
-                    } else {
-                        1.0
-                    }
-                })
-                .collect::<Vec<f32>>()
-        });
-        let smoothed;
-        let w = match &smooth {
-            Some(s) => {
-                smoothed = w
-                    .chunks(inputs)
-                    .flat_map(|row| row.iter().zip(s).map(|(v, s)| v * s))
-                    .collect::<Vec<f32>>();
-                &smoothed[..]
+        let smooth: Vec<f32> = match act_range {
+            Some(act) => {
+                assert_eq!(act.len(), inputs);
+                (0..inputs)
+                    .map(|k| {
+                        let wmax = (0..outputs).fold(0f32, |m, n| m.max(w[n * inputs + k].abs()));
+                        let s = (act[k] / wmax).sqrt();
+                        if s.is_finite() && s > 0.0 {
+                            s
+                        } else {
+                            1.0
+                        }
+                    })
+                    .collect()
             }
-            None => w,
+            None => vec![1.0; inputs],
         };
         let nr = kernel.nr();
         let kp = inputs.div_ceil(4) * 4;
@@ -161,16 +159,19 @@ impl QLinear {
         let mut offset_sum = vec![0i32; panels * nr];
         let mut padded_bias = vec![0f32; panels * nr];
         for n in 0..outputs {
-            let row = &w[n * inputs..(n + 1) * inputs];
+            let row: Vec<f32> = w[n * inputs..(n + 1) * inputs]
+                .iter()
+                .zip(&smooth)
+                .map(|(v, s)| v * s)
+                .collect();
             let amax = row.iter().fold(0f32, |m, v| m.max(v.abs()));
             let s = amax / MAX_Q as f32;
             let inv = if s > 0.0 { 1.0 / s } else { 0.0 };
-            let (panel, lane) = (n / nr, n % nr);
             let mut sum = 0i32;
             for (k, v) in row.iter().enumerate() {
                 let q = (v * inv).round().clamp(-MAX_Q as f32, MAX_Q as f32) as i8;
                 sum += q as i32;
-                packed[panel * nr * kp + (k / 4) * nr * 4 + lane * 4 + k % 4] = q;
+                packed[kernel.packed_at(kp, n, k)] = q;
             }
             scale[n] = s;
             offset_sum[n] = offset * sum;
@@ -182,7 +183,7 @@ impl QLinear {
             scale,
             offset_sum,
             bias: padded_bias,
-            smooth_inv: smooth.map(|s| s.iter().map(|v| 1.0 / v).collect()),
+            smooth_inv: smooth.iter().map(|v| 1.0 / v).collect(),
             inputs,
             outputs,
             kp,
@@ -203,14 +204,11 @@ impl QLinear {
     /// The weights as f32 (what the int8 values stand for), row-major `[outputs × inputs]`.
     #[cfg(test)]
     pub fn dequantize(&self) -> Vec<f32> {
-        let nr = self.kernel.nr();
         let mut w = vec![0f32; self.outputs * self.inputs];
         for n in 0..self.outputs {
             for k in 0..self.inputs {
-                let q =
-                    self.packed[(n / nr) * nr * self.kp + (k / 4) * nr * 4 + (n % nr) * 4 + k % 4];
-                let s_inv = self.smooth_inv.as_ref().map_or(1.0, |s| s[k]);
-                w[n * self.inputs + k] = q as f32 * self.scale[n] * s_inv;
+                let q = self.packed[self.kernel.packed_at(self.kp, n, k)];
+                w[n * self.inputs + k] = q as f32 * self.scale[n] * self.smooth_inv[k];
             }
         }
         w
@@ -287,8 +285,9 @@ impl QLinear {
         }
     }
 
-    /// Quantizes `rows` rows of `x` per row into `scratch`, padding to `padded_rows` rows of
-    /// zeros (`offset`) and each row to `kp` bytes.
+    /// Quantizes `rows` rows of `x` per row into `scratch`, sized for `padded_rows` rows of
+    /// `kp` bytes. The padding is left as it is: padded inputs meet zero weights, and padded
+    /// rows' outputs are never copied out.
     fn quantize_rows(
         &self,
         x: &[f32],
@@ -299,20 +298,16 @@ impl QLinear {
     ) {
         let (k, kp) = (self.inputs, self.kp);
         let max_q = MAX_Q as f32;
-        let offset = (MAX_Q + 1) as u8;
-        scratch.q.clear();
-        scratch.q.resize(padded_rows * kp, offset);
-        scratch.scales.clear();
-        scratch.scales.resize(padded_rows, 0.0);
+        if scratch.q.len() < padded_rows * kp {
+            scratch.q.resize(padded_rows * kp, 0);
+        }
+        if scratch.scales.len() < padded_rows {
+            scratch.scales.resize(padded_rows, 0.0);
+        }
         // Sixteen rows per task when parallel.
         let group = |(q, s, x): (&mut [u8], &mut [f32], &[f32])| {
             for ((qrow, s), xrow) in q.chunks_mut(kp).zip(s).zip(x.chunks(k)) {
-                *s = super::kernels::quantize_row(
-                    xrow,
-                    self.smooth_inv.as_deref(),
-                    max_q,
-                    &mut qrow[..k],
-                );
+                *s = super::kernels::quantize_row(xrow, &self.smooth_inv, max_q, &mut qrow[..k]);
             }
         };
         let (q, s, x) = (
@@ -537,47 +532,39 @@ mod tests {
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(48))]
-        /// Every kernel this CPU has gives exactly the portable loop's result for the same
-        /// activation precision, whatever the shape (tails of rows, outputs and inputs).
+        /// Every kernel this CPU has gives exactly the portable loop's outputs (the integer sums
+        /// are exact and the epilogue is the same arithmetic), with or without smoothing,
+        /// serial or parallel, whatever the shape (tails of rows, outputs and inputs), and a
+        /// scratch reused from a larger call changes nothing.
         #[test]
         fn kernels_agree_with_the_portable_loop(
-            rows in 1usize..21, inputs in 1usize..150, outputs in 1usize..70, seed in any::<u64>()
+            rows in 1usize..21, inputs in 1usize..150, outputs in 1usize..70, seed in any::<u64>(),
+            smooth in any::<bool>()
         ) {
             let mut s = seed;
             let w: Vec<f32> = (0..inputs * outputs).map(|_| lcg(&mut s)).collect();
             let b: Vec<f32> = (0..outputs).map(|_| lcg(&mut s)).collect();
             let x: Vec<f32> = (0..rows * inputs).map(|_| lcg(&mut s) * 4.0).collect();
-            let shape = (rows, inputs, outputs);
+            let range: Vec<f32> = (0..inputs).map(|_| lcg(&mut s).abs() * 8.0).collect();
+            let range = smooth.then_some(range.as_slice());
+            let portable = QLinear::new(Kernel::Portable, &w, &b, (inputs, outputs), range);
+            let mut expected = vec![f32::NAN; rows * outputs];
+            portable.forward(&x, rows, &mut expected, &mut Scratch::default());
             for kernel in Kernel::available() {
-                let got = run(kernel, &w, &b, &x, shape);
-                // The portable loop with the same precision and packing as `kernel`.
-                let q = QLinear::new(kernel, &w, &b, (inputs, outputs), None);
+                let q = QLinear::new(kernel, &w, &b, (inputs, outputs), range);
                 let mut scratch = Scratch::default();
-                let mr = kernel.mr();
-                let tiles = rows.div_ceil(mr);
-                q.quantize_rows(&x, rows, tiles * mr, &mut scratch, true);
-                let nr = kernel.nr();
-                let mut tile = vec![0f32; mr * nr];
-                for t in 0..tiles {
-                    for p in 0..outputs.div_ceil(nr) {
-                        let a = &scratch.q[t * mr * q.kp..(t + 1) * mr * q.kp];
-                        let per = Epilogue {
-                            sa: &scratch.scales[t * mr..(t + 1) * mr],
-                            scale: &q.scale[p * nr..(p + 1) * nr],
-                            offset_sum: &q.offset_sum[p * nr..(p + 1) * nr],
-                            bias: &q.bias[p * nr..(p + 1) * nr],
-                        };
-                        let wp = &q.packed[p * nr * q.kp..(p + 1) * nr * q.kp];
-                        tile_portable(mr, nr, a, q.kp, wp, q.kp / 4, &per, &mut tile);
-                        for r in 0..mr.min(rows - t * mr) {
-                            for c in 0..nr.min(outputs - p * nr) {
-                                prop_assert_eq!(
-                                    got[(t * mr + r) * outputs + p * nr + c].to_bits(),
-                                    tile[r * nr + c].to_bits(),
-                                    "{:?} row {} col {}", kernel, t * mr + r, p * nr + c
-                                );
-                            }
-                        }
+                let mut wide = vec![0f32; 40 * outputs];
+                let big: Vec<f32> = (0..40 * inputs).map(|_| lcg(&mut s) * 9.0).collect();
+                q.forward(&big, 40, &mut wide, &mut scratch);
+                for serial in [false, true] {
+                    let mut got = vec![f32::NAN; rows * outputs];
+                    if serial {
+                        q.forward_serial(&x, rows, &mut got, &mut scratch);
+                    } else {
+                        q.forward(&x, rows, &mut got, &mut scratch);
+                    }
+                    for (i, (g, e)) in got.iter().zip(&expected).enumerate() {
+                        prop_assert_eq!(g.to_bits(), e.to_bits(), "{:?} output {}", kernel, i);
                     }
                 }
             }
