@@ -121,7 +121,8 @@ pub struct Scratch {
 }
 
 impl QLinear {
-    /// Quantizes the row-major `w[outputs × inputs]` and `bias[outputs]` for `kernel`.
+    /// Quantizes the row-major `w[outputs × inputs]` and `bias[outputs]` for `kernel`, which
+    /// must be one of [`Kernel::available`] (panics otherwise).
     /// `act_range`, the typical magnitude of each input, balances the quantization error
     /// between activations and weights channel by channel (factor `√(act / max|w|)`).
     pub fn new(
@@ -133,6 +134,12 @@ impl QLinear {
     ) -> Self {
         assert_eq!(w.len(), inputs * outputs);
         assert_eq!(bias.len(), outputs);
+        // The kernels are called on the strength of this check (see `tile`).
+        assert!(
+            Kernel::available().contains(&kernel),
+            "this CPU cannot run the {} kernel",
+            kernel.name()
+        );
         let smooth: Vec<f32> = match act_range {
             Some(act) => {
                 assert_eq!(act.len(), inputs);
@@ -338,9 +345,9 @@ impl QLinear {
         };
         let groups = self.kp / 4;
         match self.kernel {
-            // SAFETY (both): `detect`/`available` chose the kernel only on a CPU with its
-            // features; `a` holds mr rows of kp bytes, `w` one panel of kp/4 groups of nr × 4
-            // bytes, `tile` mr × nr floats.
+            // SAFETY (both): `new` asserted that this CPU has the kernel's features; `a` holds
+            // mr rows of kp bytes, `w` one panel of kp/4 groups of nr × 4 bytes, `tile` mr × nr
+            // floats.
             #[cfg(target_arch = "x86_64")]
             Kernel::Avx512Vnni => unsafe {
                 x86::tile_avx512vnni(a, self.kp, w, groups, &per, tile)

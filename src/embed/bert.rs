@@ -101,6 +101,11 @@ impl BertEmbedder {
             .min(config.max_position_embeddings);
         let tokenizer = TextTokenizer::from_file(&dir.join("tokenizer.json"), max_len)?;
         let weights = dir.join("model.safetensors");
+        if let Some(k) = options.int8_kernel {
+            if !Int8Kernel::available().contains(&k) {
+                return Err(fail(format!("this CPU cannot run the {} kernel", k.name())));
+            }
+        }
         let detected = options.int8_kernel.or_else(Int8Kernel::detect);
         let kernel = match options.precision {
             Precision::F32 => None,

@@ -50,14 +50,19 @@ fn default_act() -> String {
     "gelu".into()
 }
 
-/// A dense layer, `y = x Wᵀ + b`, with `W` row-major `[out, in]`.
+/// A dense layer, `y = x Wᵀ + b`.
 struct Linear {
-    w: Vec<f32>,
-    b: Vec<f32>,
     inputs: usize,
     outputs: usize,
-    /// The same layer in int8, when the encoder runs at that precision (`w` is then empty).
-    int8: Option<QLinear>,
+    math: Dense,
+}
+
+/// The arithmetic a dense layer runs on.
+enum Dense {
+    /// `W` row-major `[out, in]` and `b`, on the f32 GEMM.
+    F32 { w: Vec<f32>, b: Vec<f32> },
+    /// Both quantized, on the integer kernels.
+    Int8(QLinear),
 }
 
 struct Norm {
@@ -125,11 +130,9 @@ impl Weights {
             });
         }
         Ok(Linear {
-            w,
-            b,
             inputs,
             outputs,
-            int8: None,
+            math: Dense::F32 { w, b },
         })
     }
 
@@ -141,21 +144,22 @@ impl Weights {
     }
 }
 
+/// One layer computing the outputs of three f32 layers with the same inputs, side by side.
 fn concat_linear(parts: [Linear; 3]) -> Linear {
     let inputs = parts[0].inputs;
     let outputs = parts.iter().map(|p| p.outputs).sum();
     let mut w = Vec::with_capacity(inputs * outputs);
     let mut b = Vec::with_capacity(outputs);
     for p in parts {
-        w.extend(p.w);
-        b.extend(p.b);
+        if let Dense::F32 { w: pw, b: pb } = p.math {
+            w.extend(pw);
+            b.extend(pb);
+        }
     }
     Linear {
-        w,
-        b,
         inputs,
         outputs,
-        int8: None,
+        math: Dense::F32 { w, b },
     }
 }
 
@@ -163,24 +167,19 @@ impl Linear {
     /// Moves the layer to int8 on `kernel` (int8 weights replace the f32 ones). `act_range`
     /// is the typical magnitude of each input, when known.
     fn quantize(&mut self, kernel: Kernel, act_range: Option<&[f32]>) {
-        let q = QLinear::new(
-            kernel,
-            &self.w,
-            &self.b,
-            (self.inputs, self.outputs),
-            act_range,
-        );
-        self.int8 = Some(q);
-        self.w = Vec::new();
+        if let Dense::F32 { w, b } = &self.math {
+            let shape = (self.inputs, self.outputs);
+            self.math = Dense::Int8(QLinear::new(kernel, w, b, shape, act_range));
+        }
     }
 
     /// `out[rows×outputs] = x[rows×inputs] Wᵀ + b`.
     fn forward(&self, x: &[f32], rows: usize, out: &mut [f32], scratch: &mut Scratch) {
         debug_assert!(x.len() >= rows * self.inputs && out.len() >= rows * self.outputs);
-        if let Some(q) = &self.int8 {
-            q.forward(x, rows, out, scratch);
-            return;
-        }
+        let (w, b) = match &self.math {
+            Dense::F32 { w, b } => (w, b),
+            Dense::Int8(q) => return q.forward(x, rows, out, scratch),
+        };
         // SAFETY: x is rows×inputs, w is outputs×inputs, out is rows×outputs, all row-major.
         unsafe {
             matmul(
@@ -188,7 +187,7 @@ impl Linear {
                 x.as_ptr(),
                 self.inputs,
                 Rhs::Transposed {
-                    ptr: self.w.as_ptr(),
+                    ptr: w.as_ptr(),
                     rs: self.inputs,
                 },
                 out.as_mut_ptr(),
@@ -202,7 +201,7 @@ impl Linear {
             .for_each(|block| {
                 block
                     .chunks_mut(self.outputs)
-                    .for_each(|r| kernels::add_bias(r, &self.b))
+                    .for_each(|r| kernels::add_bias(r, b))
             });
     }
 }
@@ -358,7 +357,9 @@ impl Encoder {
         let mut qkv = vec![0f32; total * 3 * h];
         let mut ctx = vec![0f32; total * h];
         let mut tmp = vec![0f32; total * h];
-        let mut ffn = vec![0f32; total * inter];
+        // Allocated at the first layer that needs it (the int8 path keeps its intermediate in
+        // per-thread blocks).
+        let mut ffn = Vec::new();
         let mut scratch = Scratch::default();
         for (i, layer) in self.layers.iter().enumerate() {
             pause();
@@ -371,14 +372,17 @@ impl Encoder {
             self.residual_norm(&mut tmp, &x, &layer.attn_norm);
             std::mem::swap(&mut x, &mut tmp);
             pause();
-            if let (Some(up), Some(down), true) = (
-                &layer.ffn_in.int8,
-                &layer.ffn_out.int8,
+            if let (Dense::Int8(up), Dense::Int8(down), true) = (
+                &layer.ffn_in.math,
+                &layer.ffn_out.math,
                 total >= 2 * FFN_BLOCK,
             ) {
                 self.ffn_blocked(up, down, &x, total, &mut tmp);
             } else {
                 observe(i, 2, &x);
+                if ffn.is_empty() {
+                    ffn = vec![0f32; total * inter];
+                }
                 layer.ffn_in.forward(&x, total, &mut ffn, &mut scratch);
                 ffn.par_chunks_mut(inter * 16)
                     .for_each(|c| self.activate(c));

@@ -97,6 +97,17 @@ fn int8_vectors_stay_within_the_quality_bound_on_every_kernel() {
         expected,
         "auto picks int8 where VNNI exists"
     );
+    if expected == Precision::F32 {
+        // No VNNI here: asking for int8 outright is refused rather than served slowly.
+        let refused = BertEmbedder::load(
+            &common::model_dir(),
+            EmbedOptions {
+                precision: Precision::Int8,
+                ..EmbedOptions::default()
+            },
+        );
+        assert!(refused.is_err(), "int8 without VNNI must be refused");
+    }
     // The portable loop is bit-identical to the kernels (unit test) and too slow for a model.
     for kernel in Int8Kernel::available()
         .into_iter()
