@@ -313,21 +313,15 @@ impl LocalChat {
                         continue;
                     }
                     pool.install(|| {
-                    let model = loaded.get_or_insert_with(|| {
-                        let started = std::time::Instant::now();
-                        let l = find_gguf(&file).and_then(|f| load(&f, context, repeat_penalty, engine));
-                        match &l {
-                            Ok(_) => tracing::info!(model = %file.display(), secs = started.elapsed().as_secs_f64(), "local chat model loaded"),
-                            Err(e) => tracing::error!(error = %e, "local chat model unavailable"),
+                        let model = loaded.get_or_insert_with(|| {
+                            load_logged(&file, context, repeat_penalty, engine)
+                        });
+                        match model {
+                            Ok(model) => run(model, job),
+                            Err(e) => {
+                                let _ = job.tx.blocking_send(Err(e.clone()));
+                            }
                         }
-                        l
-                    });
-                    match model {
-                        Ok(model) => run(model, job),
-                        Err(e) => {
-                            let _ = job.tx.blocking_send(Err(e.clone()));
-                        }
-                    }
                     });
                 }
             })
@@ -397,6 +391,26 @@ impl Drop for LocalChat {
     fn drop(&mut self) {
         self.shutdown();
     }
+}
+
+/// The model in or beside `file`, its load logged either way.
+fn load_logged(
+    file: &Path,
+    context: usize,
+    repeat_penalty: f32,
+    engine: LocalEngine,
+) -> Result<Loaded, LocalError> {
+    let started = std::time::Instant::now();
+    let loaded = find_gguf(file).and_then(|f| load(&f, context, repeat_penalty, engine));
+    match &loaded {
+        Ok(_) => tracing::info!(
+            model = %file.display(),
+            secs = started.elapsed().as_secs_f64(),
+            "local chat model loaded"
+        ),
+        Err(e) => tracing::error!(error = %e, "local chat model unavailable"),
+    }
+    loaded
 }
 
 fn run(model: &mut Loaded, job: Job) {
