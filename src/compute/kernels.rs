@@ -41,8 +41,8 @@ macro_rules! dispatch {
 #[cfg(target_arch = "x86_64")]
 fn has_avx512() -> bool {
     use std::arch::is_x86_feature_detected as has;
-    static HAS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *HAS.get_or_init(|| has!("avx512f") && has!("avx512bw") && has!("avx512vl") && has!("avx512dq"))
+    // std caches the detection; each check is an atomic load.
+    has!("avx512f") && has!("avx512bw") && has!("avx512vl") && has!("avx512dq")
 }
 
 const LOG2E: f32 = std::f32::consts::LOG2_E;
