@@ -379,11 +379,7 @@ fn main() {
     }
     let quick = args.iter().any(|a| a == "--quick");
     // `--only embedding|chunking|ann` runs one section.
-    let only = args
-        .iter()
-        .position(|a| a == "--only")
-        .and_then(|i| args.get(i + 1))
-        .cloned();
+    let only = support::only(&args);
     let run = |section: &str| only.as_deref().is_none_or(|o| o == section);
     groundwork::runtime::tune_allocator();
     let dim = 384;
