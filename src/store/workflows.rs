@@ -212,6 +212,14 @@ pub struct WorkflowQuery {
 }
 
 /// Storage of workflow runs.
+///
+/// Durability: every write survives a process crash once it returns. Step records, progress
+/// and dropped outputs ([`save_step`](Self::save_step), [`save_progress`](Self::save_progress),
+/// [`forget_outputs`](Self::forget_outputs)) are the engine's own bookkeeping and need not
+/// wait for the disk: a power loss may drop the latest of them, never an earlier one without
+/// the later ones, and a dropped step runs again (steps are written to be re-run, as after a
+/// crash between a step's effect and its record). Every other write is on disk when it
+/// returns.
 pub trait WorkflowStore: Send + Sync {
     /// Creates a run, or returns the existing one with the same tenant, kind and idempotency
     /// key (`false`).

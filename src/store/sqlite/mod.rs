@@ -107,6 +107,26 @@ impl SqliteStore {
         tx.commit()?;
         Ok(out)
     }
+
+    /// A write of the workflow engine's own bookkeeping (see [`crate::store::WorkflowStore`]):
+    /// committed without waiting for the disk. It survives a process crash like any commit
+    /// (the WAL is in the OS's cache); a power loss may drop it, but only with every later
+    /// commit (the WAL is replayed as a prefix), and the next durable commit makes it durable.
+    fn write_checkpoint<T>(
+        &self,
+        f: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<T>,
+    ) -> Result<T> {
+        let mut conn = lock(&self.writer);
+        conn.execute_batch("PRAGMA synchronous = NORMAL")?;
+        let out = (|| {
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let out = f(&tx)?;
+            tx.commit()?;
+            Ok(out)
+        })();
+        conn.execute_batch("PRAGMA synchronous = FULL")?;
+        out
+    }
 }
 
 const KB_COLS: &str = "id, tenant_id, name, description, embedding_model, dimension, \

@@ -321,7 +321,7 @@ impl WorkflowStore for SqliteStore {
 
     fn save_progress(&self, workflow_id: &str, progress: &Value) -> Result<()> {
         let progress = serde_json::to_string(progress).map_err(json_err)?;
-        self.write(|tx| {
+        self.write_checkpoint(|tx| {
             tx.execute(
                 "UPDATE workflows SET progress = ?2, updated_at = ?3 WHERE id = ?1",
                 params![workflow_id, progress, Utc::now()],
@@ -331,11 +331,11 @@ impl WorkflowStore for SqliteStore {
     }
 
     fn save_step(&self, workflow_id: &str, step: &StepRecord) -> Result<()> {
-        self.write(|tx| upsert_step(tx, workflow_id, step))
+        self.write_checkpoint(|tx| upsert_step(tx, workflow_id, step))
     }
 
     fn forget_outputs(&self, workflow_id: &str, prefix: &str, keep: &str) -> Result<()> {
-        self.write(|tx| {
+        self.write_checkpoint(|tx| {
             tx.execute(
                 "UPDATE workflow_steps SET output = NULL
                  WHERE workflow_id = ?1 AND status = 'completed' AND name != ?3
