@@ -650,8 +650,10 @@ pub fn run_ingest(
         ctx.progress(counts.json(total))?;
         Ok::<Value, Interrupt>(counts.json(total))
     };
-    // Documents are read and chunked one by one; their chunks are embedded in groups of at
-    // least a batch, so many small documents still make full batches.
+    // Documents are read and chunked one by one; their chunks are embedded in groups of about
+    // a batch, so many small documents still make full batches. A group is closed before a
+    // document that would take it past a batch (unless it is empty) and once it holds a batch:
+    // the embedder then gets whole batches, not a full one and a sliver.
     let mut group: Vec<Member> = Vec::new();
     let mut group_chunks = 0;
     let mut last = Counts::default().json(total);
@@ -661,47 +663,61 @@ pub fn run_ingest(
             Err(StoreError::NotFound { .. }) => None,
             Err(e) => return Err(e.into()),
         };
-        let outcome = match doc {
+        // A published document keeps its place in its group (see `Member::Published`).
+        let published = |chunks| Member::Published {
+            id: id.clone(),
+            chunks,
+        };
+        // What the document adds to the group, and its outcome when already settled.
+        let (member, outcome) = match doc {
             // Deleted or superseded before its turn.
-            None => Some(Err(Interrupt::failed(id, "gone", ""))),
+            None => (None, Some(Err(Interrupt::failed(id, "gone", "")))),
             // Published, by this run or by an attempt whose completion was never recorded
             // (the process died between the commit and the step record).
-            Some(doc) if doc.status == DocumentStatus::Ready => Some(Ok(Finished {
-                chunks: doc.chunk_count as usize,
-            })),
-            Some(doc) if doc.status == DocumentStatus::Failed => Some(Err(Interrupt::failed(
-                id,
-                doc.error_code.as_deref().unwrap_or_default(),
-                doc.error.as_deref().unwrap_or_default(),
-            ))),
+            Some(doc) if doc.status == DocumentStatus::Ready => {
+                let chunks = doc.chunk_count as usize;
+                (Some(published(chunks)), Some(Ok(Finished { chunks })))
+            }
+            Some(doc) if doc.status == DocumentStatus::Failed => (
+                None,
+                Some(Err(Interrupt::failed(
+                    id,
+                    doc.error_code.as_deref().unwrap_or_default(),
+                    doc.error.as_deref().unwrap_or_default(),
+                ))),
+            ),
             Some(doc) => match prepare(ctx, host, &kb, &doc, &Finish::Publish, "") {
-                Ok(Prepare::Done(f)) => Some(Ok(f)),
-                Ok(Prepare::Chunked(p)) => {
-                    group_chunks += p.chunked.chunks.len();
-                    group.push(Member::Pending(p));
-                    None
-                }
-                Err(e) => Some(Err(e)),
+                Ok(Prepare::Done(f)) => (Some(published(f.chunks)), Some(Ok(f))),
+                Ok(Prepare::Chunked(p)) => (Some(Member::Pending(p)), None),
+                Err(e) => (None, Some(Err(e))),
             },
         };
+        let mut settled = Vec::new();
+        if member
+            .as_ref()
+            .is_some_and(|m| !group.is_empty() && group_chunks + m.chunks() > batch)
+        {
+            settled = embed_and_publish_group(ctx, host, &kb, std::mem::take(&mut group))?;
+            group_chunks = 0;
+        }
         if let Some(outcome) = outcome {
-            // A published document keeps its place in its group (see `Member::Published`).
-            if let Ok(f) = &outcome {
-                group_chunks += f.chunks;
-                group.push(Member::Published {
-                    id: id.clone(),
-                    chunks: f.chunks,
-                });
-            }
-            last = record(ctx, id, outcome)?;
+            settled.push((id.clone(), outcome));
+        }
+        if let Some(m) = member {
+            group_chunks += m.chunks();
+            group.push(m);
         }
         if !group.is_empty() && (group_chunks >= batch || n + 1 == total) {
-            for (id, outcome) in
-                embed_and_publish_group(ctx, host, &kb, std::mem::take(&mut group))?
-            {
-                last = record(ctx, &id, outcome)?;
-            }
+            settled.extend(embed_and_publish_group(
+                ctx,
+                host,
+                &kb,
+                std::mem::take(&mut group),
+            )?);
             group_chunks = 0;
+        }
+        for (id, outcome) in settled {
+            last = record(ctx, &id, outcome)?;
         }
     }
     Ok(last)

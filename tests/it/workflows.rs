@@ -399,6 +399,49 @@ fn small_documents_are_embedded_together() {
     server.stop();
 }
 
+/// A group of documents is closed before a document that would take it past a batch: with
+/// documents of three chunks and batches of four, each document is its own group of one
+/// `embed` step, never a batch of four followed by a sliver of two.
+#[test]
+fn embed_groups_stop_short_of_a_sliver() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let server = start(&tmp.path().join("data"), &env(&[]));
+    let res = server.post(
+        "/v1/kbs",
+        &json!({ "name": "notes", "chunking": { "max_tokens": 16, "overlap_tokens": 0 } }),
+    );
+    assert_eq!(res.status(), 201, "{}", res.text().unwrap_or_default());
+    let files: Vec<(String, Vec<u8>)> = ["lighthouse", "glacier", "orchard", "volcano"]
+        .iter()
+        .map(|t| {
+            let text = format!(
+                "The {t} keeper writes the weather down at dawn.\n\n\
+                 The {t} log is sent to the office on Fridays.\n\n\
+                 The {t} is painted white every fifth summer."
+            );
+            (format!("{t}.md"), text.into_bytes())
+        })
+        .collect();
+    let job = upload(&server, "notes", &files);
+    let wf = server.wait_workflow_end(&job);
+    assert_eq!(wf["status"], "completed", "{wf}");
+    assert_eq!(wf["output"]["ready"], 4, "{wf}");
+    assert_eq!(wf["output"]["chunks"], 12, "three chunks each: {wf}");
+    let embeds: Vec<&str> = wf["steps"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .filter_map(|s| s["name"].as_str())
+        .filter(|n| n.contains("/embed/"))
+        .collect();
+    assert_eq!(embeds.len(), 4, "{embeds:?}");
+    assert!(
+        embeds.iter().all(|n| n.ends_with("-3/embed/0")),
+        "one step of three chunks per document: {embeds:?}"
+    );
+    server.stop();
+}
+
 #[test]
 fn ingest_runs_expose_steps_events_and_isolate_failures() {
     let tmp = tempfile::tempdir().expect("tmp");
