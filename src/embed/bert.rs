@@ -81,6 +81,10 @@ pub struct BertEmbedder {
     /// Runs query batches, so they never queue behind bulk batches on `pool` (the bulk
     /// threads wait at their next operation while a query batch runs).
     query_pool: rayon::ThreadPool,
+    /// Taken by each bulk call for its whole length: two callers (two ingest runs) take turns
+    /// with the model instead of splitting the cores between two working sets, and the one
+    /// waiting does its other work (extraction, storage) meanwhile.
+    bulk: std::sync::Mutex<()>,
 }
 
 impl BertEmbedder {
@@ -172,6 +176,7 @@ impl BertEmbedder {
             options,
             pool,
             query_pool,
+            bulk: std::sync::Mutex::new(()),
         })
     }
 
@@ -208,10 +213,16 @@ impl Embedder for BertEmbedder {
             return Ok(Vec::new());
         }
         let encodings = self.tokenizer.encode_for_model(texts)?;
+        // A panic in another call cannot leave the model inconsistent: the lock guards turns,
+        // not data.
+        let _turn = self.bulk.lock().unwrap_or_else(|p| p.into_inner());
         // Longest first, so each batch pads to a length close to all of its members.
         let mut order: Vec<usize> = (0..texts.len()).collect();
         order.sort_by_key(|&i| std::cmp::Reverse(encodings[i].len()));
-        let batches: Vec<&[usize]> = order.chunks(self.options.batch_size.max(1)).collect();
+        // As few batches as the batch size allows, of equal sizes (65 texts are 22 + 22 + 21,
+        // not 32 + 32 + 1: a sliver of a batch pays a whole pass's fixed costs).
+        let count = texts.len().div_ceil(self.options.batch_size.max(1));
+        let batches: Vec<&[usize]> = order.chunks(texts.len().div_ceil(count)).collect();
         let run = |members: &&[usize]| -> Result<Vec<Vec<f32>>> {
             let ids: Vec<&[u32]> = members.iter().map(|&i| encodings[i].get_ids()).collect();
             self.embed_batch(&ids)
