@@ -81,10 +81,6 @@ pub struct BertEmbedder {
     /// Runs query batches, so they never queue behind bulk batches on `pool` (the bulk
     /// threads wait at their next operation while a query batch runs).
     query_pool: rayon::ThreadPool,
-    /// Taken by each bulk call for its whole length: two callers (two ingest runs) take turns
-    /// with the model instead of splitting the cores between two working sets, and the one
-    /// waiting does its other work (extraction, storage) meanwhile.
-    bulk: std::sync::Mutex<()>,
 }
 
 impl BertEmbedder {
@@ -176,7 +172,6 @@ impl BertEmbedder {
             options,
             pool,
             query_pool,
-            bulk: std::sync::Mutex::new(()),
         })
     }
 
@@ -213,9 +208,6 @@ impl Embedder for BertEmbedder {
             return Ok(Vec::new());
         }
         let encodings = self.tokenizer.encode_for_model(texts)?;
-        // A panic in another call cannot leave the model inconsistent: the lock guards turns,
-        // not data.
-        let _turn = self.bulk.lock().unwrap_or_else(|p| p.into_inner());
         // Longest first, so each batch pads to a length close to all of its members.
         let mut order: Vec<usize> = (0..texts.len()).collect();
         order.sort_by_key(|&i| std::cmp::Reverse(encodings[i].len()));
