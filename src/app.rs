@@ -10,6 +10,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::agent::{AgentError, Agents, Knowledge, KnowledgeBase, Passage};
 use crate::clock::Clock;
@@ -21,7 +22,7 @@ use crate::index::SearchMode;
 use crate::ingest::isolate::Isolation;
 use crate::principal::Principal;
 use crate::service::{self, Parts, SearchParams, Service, ServiceError};
-use crate::store::{BlobStore, FsBlobStore, SqliteStore, Store};
+use crate::store::{BlobStore, FsBlobStore, PgBlobStore, PgOptions, PgStore, SqliteStore, Store};
 use crate::supervisor::Supervisor;
 use crate::workflow::Engine;
 
@@ -51,8 +52,7 @@ pub fn open(
     let data_dir = config.data_dir.clone();
     fs_err::create_dir_all(&data_dir).map_err(ServiceError::io("the data directory"))?;
     let lock = lock_data_dir(&data_dir)?;
-    let store: Arc<dyn Store> = Arc::new(open_store(&data_dir)?);
-    let blobs: Arc<dyn BlobStore> = Arc::new(FsBlobStore::new(&data_dir.join("blobs")));
+    let Stores { store, blobs } = open_stores(&config)?;
     let engine = Engine::new(
         store.clone(),
         service::engine_options(&config.workflow),
@@ -79,10 +79,36 @@ pub fn open(
     Service::open(config, parts, embedder, isolation)
 }
 
-/// The store of a data directory, without its lock: for what may run beside a server (API
-/// keys).
-pub fn open_store(data_dir: &Path) -> Result<SqliteStore, ServiceError> {
-    Ok(SqliteStore::open(&data_dir.join("groundwork.sqlite3"))?)
+/// Where records and uploaded bytes live.
+pub struct Stores {
+    /// Every record.
+    pub store: Arc<dyn Store>,
+    /// Uploaded bytes by content hash.
+    pub blobs: Arc<dyn BlobStore>,
+}
+
+/// The configured store without the data directory's lock: for what may run beside a server
+/// (API keys). SQLite under the data directory with blobs beside it, or PostgreSQL holding
+/// both (`[store] url`).
+pub fn open_stores(config: &Config) -> Result<Stores, ServiceError> {
+    if config.store.is_postgres() {
+        let options = PgOptions {
+            url: config.store.url.clone(),
+            pool_size: config.store.pool_size,
+            statement_timeout: Duration::from_millis(config.store.statement_timeout_ms),
+            connect_timeout: Duration::from_millis(config.store.connect_timeout_ms),
+        };
+        let pg = Arc::new(PgStore::connect(&options)?);
+        return Ok(Stores {
+            blobs: Arc::new(PgBlobStore::new(pg.clone())),
+            store: pg,
+        });
+    }
+    let data_dir = &config.data_dir;
+    Ok(Stores {
+        store: Arc::new(SqliteStore::open(&data_dir.join("groundwork.sqlite3"))?),
+        blobs: Arc::new(FsBlobStore::new(&data_dir.join("blobs"))),
+    })
 }
 
 /// Takes the data directory's lock, so that two processes never write the same indexes.

@@ -45,6 +45,8 @@ pub struct Config {
     pub agents: crate::agent::AgentsConfig,
     /// Requests and model tokens per minute, per key and per tenant.
     pub rate_limits: RateLimitConfig,
+    /// Where records live: the data directory's SQLite file, or a PostgreSQL database.
+    pub store: StoreConfig,
 }
 
 impl Default for Config {
@@ -61,7 +63,42 @@ impl Default for Config {
             gateway: crate::gateway::GatewayConfig::default(),
             agents: crate::agent::AgentsConfig::default(),
             rate_limits: RateLimitConfig::default(),
+            store: StoreConfig::default(),
         }
+    }
+}
+
+/// The store. Without a URL, records live in SQLite under `data_dir`; with a PostgreSQL URL
+/// they live in that database (blobs included) and `data_dir` keeps only the search indexes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// `postgres://user:password@host:port/database` (or libpq's `key=value` form); empty for
+    /// SQLite.
+    pub url: String,
+    /// PostgreSQL connections kept at most by this process.
+    pub pool_size: u32,
+    /// Milliseconds after which PostgreSQL cancels a statement (0: never).
+    pub statement_timeout_ms: u64,
+    /// Milliseconds to wait for a connection (at start-up: for the database to come up).
+    pub connect_timeout_ms: u64,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            url: String::new(),
+            pool_size: 16,
+            statement_timeout_ms: 30_000,
+            connect_timeout_ms: 10_000,
+        }
+    }
+}
+
+impl StoreConfig {
+    /// Whether records live in PostgreSQL.
+    pub fn is_postgres(&self) -> bool {
+        !self.url.is_empty()
     }
 }
 
@@ -274,6 +311,20 @@ impl Config {
             || w.sync_concurrency == 0
         {
             return bad("workflow.workers and workflow.*_concurrency must be positive");
+        }
+        if self.store.is_postgres() {
+            let url = &self.store.url;
+            if !(url.starts_with("postgres://")
+                || url.starts_with("postgresql://")
+                || url.contains("host="))
+            {
+                return bad(
+                    "store.url must be a PostgreSQL URL (postgres://…) or empty for SQLite",
+                );
+            }
+            if self.store.pool_size == 0 {
+                return bad("store.pool_size must be positive");
+            }
         }
         if self.embed.batch_size == 0 {
             return bad("embed.batch_size must be positive");

@@ -62,6 +62,7 @@ impl From<StoreError> for AgentError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::NotFound { kind, id } => AgentError::NotFound { kind, id },
+            StoreError::Invalid(m) => AgentError::Invalid(m),
             other => AgentError::Store(other),
         }
     }

@@ -11,7 +11,7 @@ use groundwork::embed::{BertEmbedder, EmbedOptions, Embedder};
 use groundwork::index::SearchMode;
 use groundwork::ingest::isolate::Isolation;
 use groundwork::service::{self, CreateKb, Principal, SearchParams, Service, ServiceError, Upload};
-use groundwork::store::{ChunkingStamp, Scope, TenantStore};
+use groundwork::store::{ChunkingStamp, Scope};
 
 use super::{show, KbCommand, KeysCommand, Progress};
 
@@ -341,7 +341,7 @@ pub fn search(
 
 /// `groundwork keys` (the store only; allowed beside a running server).
 pub fn keys(config: Config, cmd: KeysCommand) -> anyhow::Result<()> {
-    let store = groundwork::app::open_store(&config.data_dir)?;
+    let store = groundwork::app::open_stores(&config)?.store;
     match cmd {
         KeysCommand::Create {
             tenant,
@@ -352,7 +352,7 @@ pub fn keys(config: Config, cmd: KeysCommand) -> anyhow::Result<()> {
                 .split(',')
                 .map(|s| Scope::parse(s).with_context(|| format!("unknown scope `{s}`")))
                 .collect::<anyhow::Result<Vec<_>>>()?;
-            let key = service::auth::create_key(&store, &tenant, &name, &scopes)?;
+            let key = service::auth::create_key(store.as_ref(), &tenant, &name, &scopes)?;
             eprintln!(
                 "created key {} for tenant `{}` with scopes {:?}; it is shown only once \
                  (a running server in demo mode needs a restart to require keys):",

@@ -38,7 +38,16 @@ pub enum GatewayError {
     Interrupted(String),
     /// The storage failed.
     #[error(transparent)]
-    Store(#[from] StoreError),
+    Store(StoreError),
+}
+
+impl From<StoreError> for GatewayError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Invalid(m) => GatewayError::Invalid(m),
+            other => GatewayError::Store(other),
+        }
+    }
 }
 
 impl Classify for GatewayError {

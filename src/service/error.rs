@@ -241,6 +241,7 @@ impl From<StoreError> for ServiceError {
         match e {
             StoreError::NotFound { kind, id } => ServiceError::NotFound { kind, id },
             StoreError::Conflict { kind, name } => ServiceError::Conflict { kind, name },
+            StoreError::Invalid(m) => ServiceError::Invalid(m),
             other => ServiceError::Store(other),
         }
     }

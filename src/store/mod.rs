@@ -14,8 +14,10 @@
 
 pub mod agents;
 mod blobs;
+mod codec;
 pub mod gateway;
 mod migrations;
+mod pg;
 pub mod sources;
 mod sqlite;
 mod types;
@@ -24,6 +26,7 @@ pub mod workflows;
 pub use agents::AgentStore;
 pub use blobs::{BlobStore, FsBlobStore};
 pub use gateway::GatewayStore;
+pub use pg::{PgBlobStore, PgOptions, PgStore};
 pub use sources::{Source, SourceStore};
 pub use sqlite::SqliteStore;
 pub use types::*;
@@ -51,6 +54,10 @@ pub enum StoreError {
         /// The taken name.
         name: String,
     },
+    /// A value the database cannot hold (PostgreSQL text refuses the NUL character); the
+    /// request, not the database, is at fault.
+    #[error("{0}")]
+    Invalid(String),
     /// The database is busy or locked for longer than the busy timeout; retrying may succeed.
     #[error("database busy: {0}")]
     Busy(String),

@@ -8,6 +8,7 @@ use std::time::Duration;
 use chrono::Utc;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row};
 
+use super::codec::{json_err, new_id, vector_bytes, CHUNK_SELECT, DOC_COLS, KB_COLS, KEY_SELECT};
 use super::migrations::migrations;
 use super::types::*;
 use super::{DocumentStore, GenerationStore, JobStore, KbStore, Result, StoreError, TenantStore};
@@ -45,22 +46,10 @@ fn open(path: &Path) -> Result<Connection> {
     Ok(conn)
 }
 
-fn new_id() -> String {
-    uuid::Uuid::now_v7().to_string()
-}
-
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // A panic while holding a connection cannot leave SQLite inconsistent (transactions roll
     // back on drop), so a poisoned lock is safe to reuse.
     m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-fn json_err(e: serde_json::Error) -> StoreError {
-    StoreError::Database(format!("stored JSON is unreadable: {e}"))
-}
-
-fn vector_bytes(v: &[f32]) -> &[u8] {
-    bytemuck::cast_slice(v)
 }
 
 impl SqliteStore {
@@ -129,10 +118,6 @@ impl SqliteStore {
     }
 }
 
-const KB_COLS: &str = "id, tenant_id, name, description, embedding_model, dimension, \
-                       chunk_max_tokens, chunk_overlap_tokens, index_seq, created_at, generation, \
-                       model_source";
-
 fn kb_row(r: &Row<'_>) -> rusqlite::Result<Kb> {
     Ok(Kb {
         id: r.get(0)?,
@@ -156,11 +141,6 @@ fn kb_row(r: &Row<'_>) -> rusqlite::Result<Kb> {
 const STALE: &str = "d.status = 'ready' AND (d.embedding_model IS NOT k.embedding_model \
     OR d.chunk_max_tokens IS NOT k.chunk_max_tokens \
     OR d.chunk_overlap_tokens IS NOT k.chunk_overlap_tokens)";
-
-const DOC_COLS: &str = "id, kb_id, job_id, name, media_type, size, sha256, status, error_code, \
-                        error, metadata, chunk_count, pages, warnings, replaces, created_at, \
-                        updated_at, embedding_model, chunk_max_tokens, chunk_overlap_tokens, \
-                        extraction, password";
 
 struct RawDoc {
     doc: Document,
@@ -338,9 +318,6 @@ fn parse_scopes((mut key, scopes): (ApiKeyRecord, String)) -> ApiKeyRecord {
     key.scopes = scopes.split(',').filter_map(Scope::parse).collect();
     key
 }
-
-const KEY_SELECT: &str = "SELECT k.key_id, k.tenant_id, t.name, k.name, k.secret_hash, k.scopes, \
-                          k.created_at, k.revoked_at FROM api_keys k JOIN tenants t ON t.id = k.tenant_id";
 
 impl TenantStore for SqliteStore {
     fn ensure_tenant(&self, name: &str) -> Result<Tenant> {
@@ -939,10 +916,6 @@ impl DocumentStore for SqliteStore {
         })
     }
 }
-
-const CHUNK_SELECT: &str = "SELECT c.id, c.document_id, d.name, c.ordinal, c.start_offset, \
-    c.end_offset, c.text, c.tokens, c.page_start, c.page_end, c.heading_path, c.hash, \
-    c.context, c.ocr_confidence FROM chunks c JOIN documents d ON d.id = c.document_id";
 
 fn chunk_row(r: &Row<'_>) -> rusqlite::Result<(ChunkRecord, String)> {
     Ok((

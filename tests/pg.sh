@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# A throwaway PostgreSQL for the tests and benchmarks:
+#   tests/pg.sh start DIR [PORT]   initdb into DIR (fresh), start it on 127.0.0.1:PORT (default: a
+#                                  free one) and a socket in DIR; prints the admin URL
+#   tests/pg.sh stop DIR           stop it and remove DIR
+#   tests/pg.sh restart DIR        stop (immediate, like a crash) and start again on the same port
+# PostgreSQL 15 comes from Debian's packages (installed when missing). The server runs as an
+# unprivileged user: the caller, or `postgres` when the caller is root.
+set -euo pipefail
+cmd=${1:?start|stop|restart}
+dir=${2:?data directory}
+
+bindir() {
+  local d
+  for d in /usr/lib/postgresql/*/bin; do
+    [ -x "$d/pg_ctl" ] && { echo "$d"; return; }
+  done
+}
+bin=$(bindir || true)
+if [ -z "$bin" ]; then
+  sudo=""
+  [ "$(id -u)" -ne 0 ] && sudo="sudo"
+  echo "installing PostgreSQL from Debian's packages" >&2
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends postgresql-15 >/dev/null
+  bin=$(bindir)
+fi
+
+as_owner() {
+  if [ "$(id -u)" -eq 0 ]; then
+    id postgres >/dev/null 2>&1 || useradd --system --no-create-home postgres
+    runuser -u postgres -- "$@"
+  else
+    "$@"
+  fi
+}
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+run() {
+  # fsync stays on: the benchmarks measure real commits; the tests' crash checks need it too.
+  as_owner "$bin/pg_ctl" -D "$dir/data" -l "$dir/log" -w -t 60 \
+    -o "-p $1 -k $dir -c listen_addresses=127.0.0.1 -c max_connections=400" start >/dev/null
+}
+
+case "$cmd" in
+  start)
+    port=${3:-$(free_port)}
+    rm -rf "$dir"
+    mkdir -p "$dir"
+    [ "$(id -u)" -eq 0 ] && chown postgres "$dir"
+    as_owner "$bin/initdb" -D "$dir/data" -U groundwork -A trust -E UTF8 --no-locale >/dev/null
+    echo "$port" > "$dir/port"
+    run "$port"
+    echo "postgres://groundwork@127.0.0.1:$port/postgres"
+    ;;
+  restart)
+    as_owner "$bin/pg_ctl" -D "$dir/data" -m immediate -w stop >/dev/null || true
+    run "$(cat "$dir/port")"
+    ;;
+  stop)
+    [ -d "$dir/data" ] && as_owner "$bin/pg_ctl" -D "$dir/data" -m fast -w stop >/dev/null || true
+    rm -rf "$dir"
+    ;;
+  *)
+    echo "usage: tests/pg.sh start|stop|restart DIR [PORT]" >&2
+    exit 2
+    ;;
+esac
