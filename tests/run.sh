@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Groundwork's whole test suite, as CI runs it: fetch the models (idempotent, checksummed),
-# check formatting and lints, then run every unit, property and integration test.
+# check formatting and lints, then run every unit, property and integration test — and the
+# integration suite once more with every record in PostgreSQL (a throwaway server started here
+# by tests/pg.sh, stopped and removed on exit).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python3 models/fetch.py
@@ -8,3 +10,7 @@ cargo fmt --all -- --check
 cargo clippy --all-targets --quiet -- -D warnings
 ./tests/ui/setup.sh
 cargo test
+pg_dir=$(mktemp -u -d /tmp/groundwork-pg.XXXXXX)
+trap 'tests/pg.sh stop "$pg_dir"' EXIT
+GROUNDWORK_TEST_PG_URL=$(tests/pg.sh start "$pg_dir") GROUNDWORK_TEST_STORE=postgres \
+  cargo test --test it

@@ -47,6 +47,51 @@ pub fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_groundwork"))
 }
 
+/// Whether this run keeps records in PostgreSQL (`GROUNDWORK_TEST_STORE=postgres`, with the
+/// throwaway server of `tests/pg.sh` at `GROUNDWORK_TEST_PG_URL`) instead of SQLite.
+pub fn on_postgres() -> bool {
+    std::env::var("GROUNDWORK_TEST_STORE").is_ok_and(|s| s == "postgres")
+}
+
+/// The environment that points a `groundwork` process at the store of `data_dir`: nothing for
+/// SQLite (the store is in the directory); on PostgreSQL, a database of the test server named
+/// after the directory (created on first use), so that a restart finds the same records.
+pub fn store_env(data_dir: &std::path::Path) -> Vec<(String, String)> {
+    if !on_postgres() {
+        return Vec::new();
+    }
+    let admin = std::env::var("GROUNDWORK_TEST_PG_URL").expect(
+        "GROUNDWORK_TEST_STORE=postgres needs GROUNDWORK_TEST_PG_URL (tests/run.sh sets it)",
+    );
+    let path = std::path::absolute(data_dir).expect("absolute path");
+    let name = format!(
+        "t_{}",
+        &groundwork::util::sha256_hex(path.to_string_lossy().as_bytes())[..20]
+    );
+    let mut client = postgres::Client::connect(&admin, postgres::NoTls).expect("test PostgreSQL");
+    let exists = client
+        .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name])
+        .expect("pg_database")
+        .is_some();
+    if !exists {
+        client
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .expect("create test database");
+    }
+    let url = match admin.rsplit_once('/') {
+        Some((server, _)) => format!("{server}/{name}"),
+        None => panic!("GROUNDWORK_TEST_PG_URL has no database part: {admin}"),
+    };
+    vec![("GROUNDWORK__STORE__URL".to_owned(), url)]
+}
+
+/// `groundwork` run from the repository root against the store of `data_dir`.
+pub fn cli(data_dir: &std::path::Path) -> std::process::Command {
+    let mut cmd = std::process::Command::new(bin());
+    cmd.current_dir(root()).envs(store_env(data_dir));
+    cmd
+}
+
 /// Writes a tiny BERT model folder (`hidden` dimensions, one layer, deterministic weights,
 /// the default model's tokenizer) for tests that need a second model of another dimension.
 pub fn tiny_bert(dir: &std::path::Path, hidden: usize) {

@@ -3,13 +3,13 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use reqwest::blocking::{multipart, Client, Response};
 use serde_json::{json, Value};
 
-use crate::common::{bin, model_dir, root};
+use crate::common::{cli, model_dir};
 
 /// A running server.
 pub struct TestServer {
@@ -27,8 +27,7 @@ impl TestServer {
     /// Starts `groundwork serve` on `data_dir` with extra environment.
     pub fn start(data_dir: &Path, env: &[(&str, &str)]) -> Self {
         let log = std::fs::File::create(data_dir.with_extension("log")).expect("server log");
-        let mut child = Command::new(bin())
-            .current_dir(root())
+        let mut child = cli(data_dir)
             .args(["serve", "--bind", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
             .arg("--model")

@@ -2,11 +2,9 @@
 //! over HTTP like any client (create, upload, poll, search, replace, delete, bad input,
 //! tenants and keys, restart without re-embedding, the CLI).
 
-use std::process::Command;
-
 use serde_json::{json, Value};
 
-use crate::common::{bin, model_dir, root, shared};
+use crate::common::{cli, model_dir, root, shared};
 use crate::extraction::make_pdf;
 use crate::server::{ok_json, problem, TestServer};
 
@@ -408,8 +406,7 @@ fn a_full_queue_answers_429_with_retry_after() {
 }
 
 pub(crate) fn create_key(data_dir: &std::path::Path, tenant: &str, scopes: &str) -> String {
-    let out = Command::new(bin())
-        .current_dir(root())
+    let out = cli(data_dir)
         .args([
             "keys",
             "create",
@@ -526,8 +523,7 @@ fn tenants_are_isolated_and_scopes_enforced() {
 
     // Keys exist, so a non-loopback bind is allowed; without keys it is refused.
     let empty = dir.path().join("empty");
-    let out = Command::new(bin())
-        .current_dir(root())
+    let out = cli(&empty)
         .args(["serve", "--bind", "0.0.0.0:0", "--data-dir"])
         .arg(&empty)
         .arg("--model")
@@ -616,8 +612,7 @@ fn cli_ingests_and_searches_on_a_data_dir_and_against_a_server() {
     std::fs::write(docs.join("nested/bread.txt"), BREAD_TXT).expect("write");
     std::fs::write(docs.join(".hidden.txt"), "ignored").expect("write");
     let gw = |args: &[&str]| {
-        let out = Command::new(bin())
-            .current_dir(root())
+        let out = cli(&data)
             .args(args)
             .arg("--data-dir")
             .arg(&data)
@@ -642,8 +637,7 @@ fn cli_ingests_and_searches_on_a_data_dir_and_against_a_server() {
 
     // Against a running server (the data directory is locked meanwhile).
     let server = TestServer::start(&data, &[]);
-    let locked = Command::new(bin())
-        .current_dir(root())
+    let locked = cli(&data)
         .args(["kb", "list", "--data-dir"])
         .arg(&data)
         .output()
@@ -652,8 +646,7 @@ fn cli_ingests_and_searches_on_a_data_dir_and_against_a_server() {
     assert!(String::from_utf8_lossy(&locked.stderr).contains("in use"));
     let pdf = dir.path().join("terns.pdf");
     std::fs::write(&pdf, pdf_fixture()).expect("write");
-    let out = Command::new(bin())
-        .current_dir(root())
+    let out = cli(&data)
         .args([
             "ingest",
             pdf.to_str().expect("p"),
