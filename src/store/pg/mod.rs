@@ -138,9 +138,9 @@ impl From<postgres::Error> for StoreError {
             Some(c) if *c == SqlState::ADMIN_SHUTDOWN || *c == SqlState::CANNOT_CONNECT_NOW => {
                 StoreError::Busy(format!("database restarting: {e}"))
             }
-            Some(c) if *c == SqlState::CHARACTER_NOT_IN_REPERTOIRE => StoreError::Invalid(
-                "text must not contain the NUL character (U+0000)".into(),
-            ),
+            Some(c) if *c == SqlState::CHARACTER_NOT_IN_REPERTOIRE => {
+                StoreError::Invalid("text must not contain the NUL character (U+0000)".into())
+            }
             // A write referring to a row deleted meanwhile (a chat racing its agent's DELETE).
             Some(c) if *c == SqlState::FOREIGN_KEY_VIOLATION => StoreError::NotFound {
                 kind: "record this change refers to",
