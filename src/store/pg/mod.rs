@@ -210,6 +210,13 @@ impl PgStore {
             let out = off_runtime(|| self.conn().and_then(|mut c| f(&mut c)));
             match out {
                 Err(StoreError::Busy(_)) if attempt < 3 => backoff(attempt),
+                // A lookup by a value no stored text can hold finds nothing.
+                Err(StoreError::Invalid(reason)) => {
+                    break Err(StoreError::NotFound {
+                        kind: "record",
+                        id: reason,
+                    })
+                }
                 out => break out,
             }
         };
