@@ -90,11 +90,7 @@ impl SqliteStore {
     }
 
     fn write<T>(&self, f: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<T>) -> Result<T> {
-        let mut conn = lock(&self.writer);
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let out = f(&tx)?;
-        tx.commit()?;
-        Ok(out)
+        self.write_with(true, f)
     }
 
     /// A write of the workflow engine's own bookkeeping (see [`crate::store::WorkflowStore`]):
@@ -105,15 +101,28 @@ impl SqliteStore {
         &self,
         f: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<T>,
     ) -> Result<T> {
+        self.write_with(false, f)
+    }
+
+    fn write_with<T>(
+        &self,
+        durable: bool,
+        f: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<T>,
+    ) -> Result<T> {
         let mut conn = lock(&self.writer);
-        conn.execute_batch("PRAGMA synchronous = NORMAL")?;
+        if !durable {
+            conn.execute_batch("PRAGMA synchronous = NORMAL")?;
+        }
         let out = (|| {
             let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             let out = f(&tx)?;
             tx.commit()?;
             Ok(out)
         })();
-        conn.execute_batch("PRAGMA synchronous = FULL")?;
+        if !durable {
+            // Restored whatever the write's outcome: the next writer expects FULL.
+            conn.execute_batch("PRAGMA synchronous = FULL")?;
+        }
         out
     }
 }
