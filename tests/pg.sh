@@ -3,11 +3,10 @@
 #   tests/pg.sh start DIR [PORT]   initdb into DIR (fresh), start it on 127.0.0.1:PORT (default: a
 #                                  free one) and a socket in DIR; prints the admin URL
 #   tests/pg.sh stop DIR           stop it and remove DIR
-#   tests/pg.sh restart DIR        stop (immediate, like a crash) and start again on the same port
 # PostgreSQL 15 comes from Debian's packages (installed when missing). The server runs as an
 # unprivileged user: the caller, or `postgres` when the caller is root.
 set -euo pipefail
-cmd=${1:?start|stop|restart}
+cmd=${1:?start|stop}
 dir=${2:?data directory}
 
 bindir() {
@@ -52,20 +51,15 @@ case "$cmd" in
     mkdir -p "$dir"
     [ "$(id -u)" -eq 0 ] && chown postgres "$dir"
     as_owner "$bin/initdb" -D "$dir/data" -U groundwork -A trust -E UTF8 --no-locale >/dev/null
-    echo "$port" > "$dir/port"
     run "$port"
     echo "postgres://groundwork@127.0.0.1:$port/postgres"
-    ;;
-  restart)
-    as_owner "$bin/pg_ctl" -D "$dir/data" -m immediate -w stop >/dev/null || true
-    run "$(cat "$dir/port")"
     ;;
   stop)
     [ -d "$dir/data" ] && as_owner "$bin/pg_ctl" -D "$dir/data" -m fast -w stop >/dev/null || true
     rm -rf "$dir"
     ;;
   *)
-    echo "usage: tests/pg.sh start|stop|restart DIR [PORT]" >&2
+    echo "usage: tests/pg.sh start|stop DIR [PORT]" >&2
     exit 2
     ;;
 esac

@@ -184,18 +184,6 @@ impl PgStore {
         Ok(store)
     }
 
-    /// Connections open and idle (Prometheus gauges).
-    pub fn pool_state(&self) -> (u32, u32) {
-        let s = self.pool.state();
-        (s.connections, s.idle_connections)
-    }
-
-    /// Whether the database answers now.
-    pub fn ping(&self) -> Result<()> {
-        self.conn()?.simple_query("SELECT 1")?;
-        Ok(())
-    }
-
     fn conn(&self) -> Result<Conn> {
         self.pool.get().map_err(pool_err)
     }
