@@ -55,7 +55,8 @@ fn refs(args: &Args) -> Vec<&(dyn ToSql + Sync)> {
 /// `WHERE` clause and its parameters for a log query.
 fn filter(q: &LogQuery) -> (String, Args) {
     let mut sql = String::from("tenant_id = $1");
-    let mut args: Args = vec![Box::new(q.tenant_id.clone())];
+    // Values are compared as they were written (NUL as U+FFFD, see `text`).
+    let mut args: Args = vec![Box::new(text(&q.tenant_id).into_owned())];
     for (col, v) in [
         ("key_id", &q.key_id),
         ("user_id", &q.user_id),
@@ -65,7 +66,7 @@ fn filter(q: &LogQuery) -> (String, Args) {
         ("status", &q.status),
     ] {
         if let Some(v) = v {
-            args.push(Box::new(v.clone()));
+            args.push(Box::new(text(v).into_owned()));
             sql.push_str(&format!(" AND {col} = ${}", args.len()));
         }
     }
@@ -81,7 +82,8 @@ fn filter(q: &LogQuery) -> (String, Args) {
 }
 
 /// PostgreSQL text cannot hold NUL; a call log keeps the record (its spend above all) with
-/// NULs shown as U+FFFD rather than losing the batch it was written in.
+/// NULs shown as U+FFFD rather than losing the batch it was written in, and lookups (log
+/// filters, spend per user) spell their values the same way, so they find those records.
 fn text(s: &str) -> std::borrow::Cow<'_, str> {
     if s.contains('\0') {
         s.replace('\0', "\u{fffd}").into()
@@ -260,7 +262,7 @@ impl GatewayStore for PgStore {
                         "SELECT COALESCE(SUM(cost_usd), 0) FROM gateway_calls
                          WHERE {col} = $1 AND ts >= $2"
                     ),
-                    &[&subject, &since],
+                    &[&text(subject), &since],
                 )?,
                 None => conn.query_one(
                     "SELECT COALESCE(SUM(cost_usd), 0) FROM gateway_calls WHERE ts >= $1",
@@ -272,20 +274,20 @@ impl GatewayStore for PgStore {
     }
 
     fn cache_get(&self, key: &str, now: DateTime<Utc>) -> Result<Option<CacheEntry>> {
-        // Found and fresh: its recency is bumped in the same statement.
-        self.write(|tx| {
-            Ok(tx
-                .query_opt(
-                    "UPDATE gateway_cache SET last_used = $3 WHERE key = $1 AND expires_at > $2
+        // Found and fresh: its recency is bumped in the same statement, committed on its own
+        // (no transaction around it: recency is best effort, and a miss writes nothing).
+        self.read(|c| {
+            Ok(c.query_opt(
+                "UPDATE gateway_cache SET last_used = $3 WHERE key = $1 AND expires_at > $2
                      RETURNING key, route, value, expires_at",
-                    &[&key, &now, &Utc::now().timestamp_millis()],
-                )?
-                .map(|r| CacheEntry {
-                    key: r.get(0),
-                    route: r.get(1),
-                    value: r.get(2),
-                    expires_at: r.get(3),
-                }))
+                &[&key, &now, &Utc::now().timestamp_millis()],
+            )?
+            .map(|r| CacheEntry {
+                key: r.get(0),
+                route: r.get(1),
+                value: r.get(2),
+                expires_at: r.get(3),
+            }))
         })
     }
 
