@@ -22,7 +22,9 @@ use crate::index::SearchMode;
 use crate::ingest::isolate::Isolation;
 use crate::principal::Principal;
 use crate::service::{self, Parts, SearchParams, Service, ServiceError};
-use crate::store::{BlobStore, FsBlobStore, PgBlobStore, PgOptions, PgStore, SqliteStore, Store};
+use crate::store::{
+    BlobStore, FsBlobStore, PgBlobStore, PgOptions, PgStore, SqliteStore, Store, TlsOptions,
+};
 use crate::supervisor::Supervisor;
 use crate::workflow::Engine;
 
@@ -97,6 +99,11 @@ pub fn open_stores(config: &Config) -> Result<Stores, ServiceError> {
             pool_size: config.store.pool_size,
             statement_timeout: Duration::from_millis(config.store.statement_timeout_ms),
             connect_timeout: Duration::from_millis(config.store.connect_timeout_ms),
+            tls: TlsOptions {
+                ca_file: config.store.tls_ca_file.clone(),
+                client_cert: config.store.tls_client_cert.clone(),
+                client_key: config.store.tls_client_key.clone(),
+            },
         };
         let pg = Arc::new(PgStore::connect(&options)?);
         return Ok(Stores {

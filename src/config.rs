@@ -82,6 +82,13 @@ pub struct StoreConfig {
     pub statement_timeout_ms: u64,
     /// Milliseconds to wait for a connection (at start-up: for the database to come up).
     pub connect_timeout_ms: u64,
+    /// PEM file of the certificate authorities that sign the database's certificate (default:
+    /// the system's roots). Setting it, or `sslmode=require` in the URL, encrypts connections.
+    pub tls_ca_file: Option<PathBuf>,
+    /// PEM client certificate chain, for servers that authenticate clients by certificate.
+    pub tls_client_cert: Option<PathBuf>,
+    /// PEM private key of `tls_client_cert`.
+    pub tls_client_key: Option<PathBuf>,
 }
 
 impl Default for StoreConfig {
@@ -91,6 +98,9 @@ impl Default for StoreConfig {
             pool_size: 16,
             statement_timeout_ms: 30_000,
             connect_timeout_ms: 10_000,
+            tls_ca_file: None,
+            tls_client_cert: None,
+            tls_client_key: None,
         }
     }
 }

@@ -15,8 +15,8 @@ use crate::service::Status;
 /// Liveness and readiness answer.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Health {
-    /// `ok`, or why not.
-    pub status: &'static str,
+    /// `ok`, or why not (`stopping`; `store unavailable: …`).
+    pub status: String,
     /// Seconds since start.
     pub uptime_secs: u64,
 }
@@ -25,25 +25,27 @@ pub struct Health {
 #[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, body = Health)))]
 pub async fn healthz(State(s): State<AppState>) -> Json<Health> {
     Json(Health {
-        status: "ok",
+        status: "ok".into(),
         uptime_secs: s.started.elapsed().as_secs(),
     })
 }
 
-/// Readiness: indexes are loaded and the service accepts work.
+/// Readiness: indexes are loaded, the service accepts work and its database answers.
 #[utoipa::path(get, path = "/readyz", tag = "operations",
     responses((status = 200, body = Health), (status = 503, body = Health)))]
 pub async fn readyz(State(s): State<AppState>) -> (StatusCode, Json<Health>) {
-    let ready = s.service.is_ready();
-    let status = if ready {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
+    let service = s.service.clone();
+    let ready = tokio::task::spawn_blocking(move || service.readiness())
+        .await
+        .unwrap_or_else(|e| Err(format!("readiness check failed: {e}")));
+    let (code, status) = match ready {
+        Ok(()) => (StatusCode::OK, "ok".to_owned()),
+        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, why),
     };
     (
-        status,
+        code,
         Json(Health {
-            status: if ready { "ok" } else { "stopping" },
+            status,
             uptime_secs: s.started.elapsed().as_secs(),
         }),
     )
@@ -57,6 +59,13 @@ pub async fn metrics(State(s): State<AppState>) -> impl IntoResponse {
     metrics::gauge!("groundwork_ingest_queue_depth").set(status.queue_depth as f64);
     metrics::gauge!("groundwork_ingest_queue_capacity").set(status.queue_capacity as f64);
     metrics::gauge!("groundwork_index_chunks").set(status.indexed_chunks as f64);
+    if let Some(pool) = s.service.store_pool() {
+        let busy = pool.open.saturating_sub(pool.idle);
+        metrics::gauge!("groundwork_store_connections", "state" => "busy").set(f64::from(busy));
+        metrics::gauge!("groundwork_store_connections", "state" => "idle")
+            .set(f64::from(pool.idle));
+        metrics::gauge!("groundwork_store_connections_max").set(f64::from(pool.max));
+    }
     let body = s.metrics.as_ref().map(|h| h.render()).unwrap_or_default();
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
 }

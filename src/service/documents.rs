@@ -5,7 +5,9 @@ use serde::Serialize;
 
 use crate::error::Classify;
 use crate::ingest::detect::detect_declared;
-use crate::store::{ChunkRecord, Document, DocumentQuery, Job, Kb, NewDocument, Page, Scope};
+use crate::store::{
+    ChunkRecord, Document, DocumentQuery, Job, Kb, NewDocument, Page, Scope, Section,
+};
 use crate::util::sha256_hex;
 
 use super::{Principal, Result, Service, ServiceError, WorkflowKind};
@@ -205,11 +207,7 @@ impl Service {
                 .put(sha, &u.bytes)
                 .map_err(ServiceError::io("storing an upload"))?;
         }
-        let _admission = self
-            .core
-            .admission
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let _admission = self.core.store.enter(Section::Admission)?;
         let queued = self.core.store.count_unfinished()? as usize;
         if queued + prepared.len() > limits.queue_capacity {
             return Err(ServiceError::QueueFull {
@@ -278,11 +276,7 @@ impl Service {
         let mut created = Vec::new();
         for (index, name, media, sha, u) in prepared {
             let inserted = {
-                let _g = self
-                    .core
-                    .blob_lock
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner());
+                let _blobs = self.core.store.enter(Section::Blobs)?;
                 if !self.core.blobs.contains(&sha) {
                     self.core
                         .blobs
@@ -364,11 +358,7 @@ impl Service {
         let index = self.core.indexes.get(&kb.id)?;
         let order = index.write_order();
         let deleted = {
-            let _g = self
-                .core
-                .blob_lock
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
+            let _blobs = self.core.store.enter(Section::Blobs)?;
             let deleted = self.core.store.delete_document(&kb.id, id)?;
             for sha in &deleted.orphaned {
                 let _ = self.core.blobs.remove(sha);

@@ -1,7 +1,7 @@
 //! Knowledge bases: create, list, read and delete a tenant's knowledge bases (deleting one
 //! drops its documents, chunks, index and the bytes no one else references).
 
-use crate::store::{ChunkingStamp, Kb, KbStats, NewKb, Scope};
+use crate::store::{ChunkingStamp, Kb, KbStats, NewKb, Scope, Section};
 
 use super::{Principal, Result, Service, ServiceError};
 
@@ -120,11 +120,7 @@ impl Service {
         let index = self.core.indexes.get(&kb.id).ok();
         let _order = index.as_ref().map(|i| i.write_order());
         let orphaned = {
-            let _g = self
-                .core
-                .blob_lock
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
+            let _blobs = self.core.store.enter(Section::Blobs)?;
             let orphaned = self.core.store.delete_kb(&kb.id)?;
             for sha in &orphaned {
                 let _ = self.core.blobs.remove(sha);

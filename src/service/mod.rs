@@ -46,7 +46,7 @@ use crate::embed::{EmbedOptions, Embedder};
 use crate::gateway::Gateway;
 use crate::index::CollectionOptions;
 use crate::ingest::isolate::Isolation;
-use crate::store::{BlobStore, Document, Kb, KbStats, NewWorkflow, Scope, Store};
+use crate::store::{BlobStore, Document, Kb, KbStats, NewWorkflow, Scope, Section, Store};
 use crate::supervisor::Supervisor;
 use crate::workflow::{Engine, EngineOptions};
 use models::Models;
@@ -118,14 +118,9 @@ pub struct Core {
     models: Models,
     indexes: crate::index::Catalog,
     engine: Engine,
-    /// Serialises upload admission (count unfinished documents, then register).
-    admission: Mutex<()>,
     isolation: Isolation,
     /// Whether OCR runs (Tesseract's version), or why not: image uploads are refused then.
     ocr: std::result::Result<String, String>,
-    /// Serialises "make sure the bytes exist + register the document" against "delete a
-    /// document + drop bytes nobody references".
-    blob_lock: Mutex<()>,
     stats: Stats,
     /// Requests and model tokens per minute, per key and tenant.
     limiter: ratelimit::RateLimiter,
@@ -151,7 +146,13 @@ impl Core {
         if shas.is_empty() {
             return;
         }
-        let _g = self.blob_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let _blobs = match self.store.enter(Section::Blobs) {
+            Ok(held) => held,
+            Err(e) => {
+                tracing::warn!(error = %e, "stored bytes left for the next cleanup");
+                return;
+            }
+        };
         for sha in shas {
             if let Err(e) = self.blobs.remove(sha) {
                 tracing::warn!(error = %e, "could not remove stored bytes");
@@ -332,10 +333,8 @@ impl Service {
             models,
             indexes,
             engine,
-            admission: Mutex::new(()),
             isolation,
             ocr,
-            blob_lock: Mutex::new(()),
             stats: Stats::default(),
             limiter,
             demo,
@@ -475,8 +474,21 @@ impl Service {
     }
 
     /// Whether the service accepts work.
-    pub fn is_ready(&self) -> bool {
-        !self.core.stopping()
+    /// Whether the service takes work: not stopping, and its store answers (`Err`: why not).
+    /// Blocking (one round trip to the database).
+    pub fn readiness(&self) -> std::result::Result<(), String> {
+        if self.core.stopping() {
+            return Err("stopping".into());
+        }
+        self.core
+            .store
+            .ping()
+            .map_err(|e| format!("store unavailable: {e}"))
+    }
+
+    /// The store's connection pool, for the metrics (none for SQLite).
+    pub fn store_pool(&self) -> Option<crate::store::PoolUse> {
+        self.core.store.pool_use()
     }
 
     /// The caller behind an `Authorization: Bearer` token (any caller in demo mode).

@@ -18,6 +18,7 @@ mod codec;
 pub mod gateway;
 mod migrations;
 mod pg;
+mod sections;
 pub mod sources;
 mod sqlite;
 mod types;
@@ -26,7 +27,8 @@ pub mod workflows;
 pub use agents::AgentStore;
 pub use blobs::{BlobStore, FsBlobStore};
 pub use gateway::GatewayStore;
-pub use pg::{PgBlobStore, PgOptions, PgStore};
+pub use pg::{PgBlobStore, PgOptions, PgStore, TlsOptions};
+pub use sections::{Held, Section, SectionStore};
 pub use sources::{Source, SourceStore};
 pub use sqlite::SqliteStore;
 pub use types::*;
@@ -213,6 +215,14 @@ pub trait JobStore: Send + Sync {
     fn job(&self, tenant_id: &str, id: &str) -> Result<Job>;
 }
 
+/// What operators watch: whether the database answers, and how its connections are used.
+pub trait HealthStore: Send + Sync {
+    /// One round trip to the database.
+    fn ping(&self) -> Result<()>;
+    /// The connection pool's use, where there is a pool.
+    fn pool_use(&self) -> Option<PoolUse>;
+}
+
 /// Everything the service needs from storage.
 pub trait Store:
     TenantStore
@@ -224,6 +234,8 @@ pub trait Store:
     + SourceStore
     + GatewayStore
     + AgentStore
+    + SectionStore
+    + HealthStore
 {
 }
 
@@ -237,5 +249,7 @@ impl<T> Store for T where
         + SourceStore
         + GatewayStore
         + AgentStore
+        + SectionStore
+        + HealthStore
 {
 }

@@ -527,3 +527,14 @@ pub struct GenerationSwitch {
     /// Its chunking.
     pub chunking: ChunkingStamp,
 }
+
+/// A connection pool's use at one moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolUse {
+    /// Connections open (idle or lent out).
+    pub open: u32,
+    /// Open connections waiting to be lent.
+    pub idle: u32,
+    /// The most the pool opens.
+    pub max: u32,
+}

@@ -15,20 +15,27 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use postgres::error::SqlState;
-use postgres::{GenericClient, IsolationLevel, NoTls, Row, Transaction};
+use postgres::{GenericClient, IsolationLevel, Row, Transaction};
 
 use super::codec::{json_err, new_id, vector_bytes, CHUNK_SELECT, DOC_COLS, KB_COLS, KEY_SELECT};
+use super::sections::Local;
 use super::types::*;
-use super::{DocumentStore, GenerationStore, JobStore, KbStore, Result, StoreError, TenantStore};
+use super::{
+    DocumentStore, GenerationStore, HealthStore, Held, JobStore, KbStore, Result, Section,
+    SectionStore, StoreError, TenantStore,
+};
 
 mod agents;
 mod blobs;
 mod gateway;
 mod migrate;
 mod sources;
+mod tls;
 mod workflows;
 
 pub use blobs::PgBlobStore;
+use tls::Tls;
+pub use tls::TlsOptions;
 
 /// How to reach the database.
 #[derive(Debug, Clone)]
@@ -41,6 +48,8 @@ pub struct PgOptions {
     pub statement_timeout: Duration,
     /// How long a caller waits for a free connection or a new one.
     pub connect_timeout: Duration,
+    /// Certificates for encrypted connections (used with the URL's `sslmode`).
+    pub tls: TlsOptions,
 }
 
 impl Default for PgOptions {
@@ -50,6 +59,7 @@ impl Default for PgOptions {
             pool_size: 16,
             statement_timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(10),
+            tls: TlsOptions::default(),
         }
     }
 }
@@ -58,6 +68,7 @@ impl Default for PgOptions {
 #[derive(Debug)]
 struct Manager {
     config: postgres::Config,
+    tls: Tls,
 }
 
 /// A connection that is safe to drop anywhere. The synchronous client closes its connection
@@ -95,16 +106,45 @@ impl std::ops::DerefMut for Client {
     }
 }
 
+/// A failed connection attempt, saying why to the end of its causes (the pool keeps only
+/// the text, and "error performing TLS handshake" alone does not tell an operator what to fix).
+#[derive(Debug)]
+struct ConnectError(String);
+
+impl std::fmt::Display for ConnectError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConnectError {}
+
+impl From<postgres::Error> for ConnectError {
+    fn from(e: postgres::Error) -> Self {
+        let mut text = e.to_string();
+        let mut cause = std::error::Error::source(&e);
+        while let Some(c) = cause {
+            let more = c.to_string();
+            if !text.contains(&more) {
+                text.push_str(": ");
+                text.push_str(&more);
+            }
+            cause = c.source();
+        }
+        ConnectError(text)
+    }
+}
+
 impl r2d2::ManageConnection for Manager {
     type Connection = Client;
-    type Error = postgres::Error;
+    type Error = ConnectError;
 
-    fn connect(&self) -> std::result::Result<Client, postgres::Error> {
-        Ok(Client(Some(self.config.connect(NoTls)?)))
+    fn connect(&self) -> std::result::Result<Client, ConnectError> {
+        Ok(Client(Some(self.tls.connect(&self.config)?)))
     }
 
-    fn is_valid(&self, conn: &mut Client) -> std::result::Result<(), postgres::Error> {
-        conn.simple_query("").map(|_| ())
+    fn is_valid(&self, conn: &mut Client) -> std::result::Result<(), ConnectError> {
+        Ok(conn.simple_query("").map(|_| ())?)
     }
 
     fn has_broken(&self, conn: &mut Client) -> bool {
@@ -115,12 +155,22 @@ impl r2d2::ManageConnection for Manager {
 type Pool = r2d2::Pool<Manager>;
 type Conn = r2d2::PooledConnection<Manager>;
 
+/// How long a readiness check waits for a connection.
+const PING_WAIT: Duration = Duration::from_secs(2);
+
 /// Attempts of a write that keeps meeting serialization failures or lost connections.
 const WRITE_ATTEMPTS: u32 = 12;
 
 /// PostgreSQL-backed [`super::Store`].
 pub struct PgStore {
     pool: Pool,
+    /// Where sections' own connections come from.
+    config: postgres::Config,
+    tls: Tls,
+    /// Per section, this process's turn and the connection holding the section's advisory
+    /// lock (kept for the next turn; outside the pool, so waiting callers hold no pooled
+    /// connection and a lock can never return to the pool held).
+    sections: Local<Option<Client>>,
 }
 
 impl From<postgres::Error> for StoreError {
@@ -169,7 +219,11 @@ impl PgStore {
         config.application_name("groundwork");
         let timeout_ms = options.statement_timeout.as_millis();
         config.options(&format!("-c statement_timeout={timeout_ms}"));
-        let manager = Manager { config };
+        let tls = Tls::choose(config.get_ssl_mode(), &options.tls)?;
+        let manager = Manager {
+            config: config.clone(),
+            tls: tls.clone(),
+        };
         let pool = r2d2::Pool::builder()
             .max_size(options.pool_size.max(1))
             .min_idle(Some(0))
@@ -178,7 +232,12 @@ impl PgStore {
             // round trip before every call.
             .test_on_check_out(false)
             .build_unchecked(manager);
-        let store = Self { pool };
+        let store = Self {
+            pool,
+            config,
+            tls,
+            sections: Local::default(),
+        };
         let mut conn = store.conn()?;
         migrate::to_latest(&mut conn)?;
         Ok(store)
@@ -235,35 +294,64 @@ impl PgStore {
         let mut attempt = 0;
         let out = loop {
             attempt += 1;
-            let mut committing = false;
-            let out = off_runtime(|| {
+            let out = off_runtime(|| -> std::result::Result<T, Failed> {
                 let mut conn = self.conn()?;
                 let mut tx = conn
                     .build_transaction()
                     .isolation_level(IsolationLevel::Serializable)
-                    .start()?;
+                    .start()
+                    .map_err(StoreError::from)?;
                 if !durable {
-                    tx.batch_execute("SET LOCAL synchronous_commit = off")?;
+                    tx.batch_execute("SET LOCAL synchronous_commit = off")
+                        .map_err(StoreError::from)?;
                 }
                 let out = f(&mut tx)?;
-                committing = true;
-                tx.commit()?;
+                tx.commit().map_err(Failed::at_commit)?;
                 Ok(out)
             });
             match out {
+                Ok(v) => break Ok(v),
                 // The commit may have happened: only the caller can tell whether to redo it.
-                Err(StoreError::Busy(m)) if committing && !m.starts_with("concurrent change") => {
+                Err(Failed::CommitCut(e)) => {
                     break Err(StoreError::Busy(format!(
-                        "outcome unknown, the commit was cut: {m}"
+                        "outcome unknown, the commit was cut: {e}"
                     )))
                 }
-                Err(StoreError::Busy(_)) if attempt < WRITE_ATTEMPTS => backoff(attempt),
-                out => break out,
+                Err(Failed::Before(StoreError::Busy(_))) if attempt < WRITE_ATTEMPTS => {
+                    backoff(attempt)
+                }
+                Err(Failed::Before(e)) => break Err(e),
             }
         };
         metrics::histogram!("groundwork_store_query_seconds", "kind" => "write")
             .record(started.elapsed().as_secs_f64());
         out
+    }
+}
+
+/// How one attempt of a write failed.
+enum Failed {
+    /// Before or at the commit, with nothing committed: retryable when [`StoreError::Busy`].
+    Before(StoreError),
+    /// The connection was lost while the commit was under way: it may or may not have landed.
+    CommitCut(postgres::Error),
+}
+
+impl Failed {
+    /// A commit refused by the server (a serialization failure detected at commit) committed
+    /// nothing; a commit without an answer (no SQLSTATE: the connection failed) is unknown.
+    fn at_commit(e: postgres::Error) -> Self {
+        if e.code().is_some() {
+            Failed::Before(e.into())
+        } else {
+            Failed::CommitCut(e)
+        }
+    }
+}
+
+impl From<StoreError> for Failed {
+    fn from(e: StoreError) -> Self {
+        Failed::Before(e)
     }
 }
 
@@ -507,6 +595,96 @@ fn key_row(r: &Row) -> ApiKeyRecord {
         scopes: scopes.split(',').filter_map(Scope::parse).collect(),
         created_at: r.get(6),
         revoked_at: r.get(7),
+    }
+}
+
+/// The first key of every advisory lock Groundwork takes ("GW"); the second is the section's.
+const ADVISORY_CLASS: i32 = 0x4757;
+
+/// A section held: this process's turn, and the server's advisory lock on the connection.
+struct SectionGuard<'a> {
+    turn: std::sync::MutexGuard<'a, Option<Client>>,
+    section: Section,
+}
+
+impl Drop for SectionGuard<'_> {
+    fn drop(&mut self) {
+        let section = self.section.number();
+        let released = off_runtime(|| {
+            self.turn.as_mut().map(|c| {
+                c.query_one(
+                    "SELECT pg_advisory_unlock($1, $2)",
+                    &[&ADVISORY_CLASS, &section],
+                )
+            })
+        });
+        if !matches!(released, Some(Ok(_))) {
+            // Closing the session releases its locks on the server.
+            tracing::warn!(
+                ?section,
+                "could not leave a section; closing its connection"
+            );
+            *self.turn = None;
+        }
+    }
+}
+
+impl HealthStore for PgStore {
+    fn ping(&self) -> Result<()> {
+        // Once, and soon: readiness reports the database as it is now, not once a connection
+        // could be made after retrying for the whole connect timeout.
+        off_runtime(|| {
+            let mut conn = match self.pool.try_get() {
+                Some(idle) => idle,
+                None => self
+                    .pool
+                    .get_timeout(PING_WAIT.min(self.pool.connection_timeout()))
+                    .map_err(pool_err)?,
+            };
+            Ok(conn.simple_query("SELECT 1").map(|_| ())?)
+        })
+    }
+
+    fn pool_use(&self) -> Option<PoolUse> {
+        let state = self.pool.state();
+        Some(PoolUse {
+            open: state.connections,
+            idle: state.idle_connections,
+            max: self.pool.max_size(),
+        })
+    }
+}
+
+impl SectionStore for PgStore {
+    fn enter(&self, section: Section) -> Result<Held<'_>> {
+        let mut turn = self.sections.lock(section);
+        let key = section.number();
+        let started = Instant::now();
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let out = off_runtime(|| -> Result<()> {
+                if turn.as_ref().is_none_or(|c| c.is_closed()) {
+                    *turn = Some(Client(Some(self.tls.connect(&self.config)?)));
+                }
+                let client = turn.as_mut().expect("connected above");
+                client.query_one("SELECT pg_advisory_lock($1, $2)", &[&ADVISORY_CLASS, &key])?;
+                Ok(())
+            });
+            match out {
+                Ok(()) => break,
+                Err(e) => {
+                    *turn = None;
+                    if !e.is_retryable() || attempt >= 3 {
+                        return Err(e);
+                    }
+                    backoff(attempt);
+                }
+            }
+        }
+        metrics::histogram!("groundwork_store_query_seconds", "kind" => "section")
+            .record(started.elapsed().as_secs_f64());
+        Ok(Held::new(SectionGuard { turn, section }))
     }
 }
 

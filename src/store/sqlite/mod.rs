@@ -10,8 +10,12 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row};
 
 use super::codec::{json_err, new_id, vector_bytes, CHUNK_SELECT, DOC_COLS, KB_COLS, KEY_SELECT};
 use super::migrations::migrations;
+use super::sections::Local;
 use super::types::*;
-use super::{DocumentStore, GenerationStore, JobStore, KbStore, Result, StoreError, TenantStore};
+use super::{
+    DocumentStore, GenerationStore, HealthStore, Held, JobStore, KbStore, Result, Section,
+    SectionStore, StoreError, TenantStore,
+};
 
 mod agents;
 mod gateway;
@@ -26,6 +30,9 @@ pub struct SqliteStore {
     path: PathBuf,
     writer: Mutex<Connection>,
     readers: Mutex<Vec<Connection>>,
+    /// One process owns a SQLite store (the service locks its data directory), so its
+    /// sections are plain mutexes.
+    sections: Local<()>,
 }
 
 fn open(path: &Path) -> Result<Connection> {
@@ -67,6 +74,7 @@ impl SqliteStore {
             path: path.to_owned(),
             writer: Mutex::new(writer),
             readers: Mutex::new(Vec::new()),
+            sections: Local::default(),
         })
     }
 
@@ -326,6 +334,22 @@ fn key_row(r: &Row<'_>) -> rusqlite::Result<(ApiKeyRecord, String)> {
 fn parse_scopes((mut key, scopes): (ApiKeyRecord, String)) -> ApiKeyRecord {
     key.scopes = scopes.split(',').filter_map(Scope::parse).collect();
     key
+}
+
+impl HealthStore for SqliteStore {
+    fn ping(&self) -> Result<()> {
+        self.read(|c| Ok(c.query_row("SELECT 1", [], |_| Ok(()))?))
+    }
+
+    fn pool_use(&self) -> Option<PoolUse> {
+        None
+    }
+}
+
+impl SectionStore for SqliteStore {
+    fn enter(&self, section: Section) -> Result<Held<'_>> {
+        Ok(Held::new(self.sections.lock(section)))
+    }
 }
 
 impl TenantStore for SqliteStore {

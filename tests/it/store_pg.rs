@@ -1,0 +1,320 @@
+//! The PostgreSQL store against servers of its own (started with `tests/pg.sh`, so these run
+//! in the first pass of `tests/run.sh` whichever store the rest of the suite uses): encrypted
+//! and verified connections, sections that exclude across processes, and a database that
+//! crashes and restarts in the middle of an ingest.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use groundwork::store::{HealthStore, PgOptions, PgStore, Section, SectionStore, TenantStore};
+use serde_json::Value;
+
+use crate::common::{cli, on_postgres, root, shared};
+use crate::server::{ok_json, TestServer};
+
+/// A throwaway PostgreSQL server, stopped and removed on drop.
+struct Cluster {
+    dir: PathBuf,
+    url: String,
+}
+
+impl Cluster {
+    fn start(dir: &Path) -> Self {
+        let url = pg(&["start", dir.to_str().expect("utf-8")]);
+        Self {
+            dir: dir.to_owned(),
+            url,
+        }
+    }
+
+    fn arg(&self) -> &str {
+        self.dir.to_str().expect("utf-8")
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new(root().join("tests/pg.sh"))
+            .args(["stop", self.arg()])
+            .status();
+    }
+}
+
+/// Runs `tests/pg.sh` with `args`; returns its output line.
+fn pg(args: &[&str]) -> String {
+    let out = std::process::Command::new(root().join("tests/pg.sh"))
+        .args(args)
+        .output()
+        .expect("tests/pg.sh");
+    assert!(
+        out.status.success(),
+        "tests/pg.sh {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .expect("utf-8")
+        .trim()
+        .to_owned()
+}
+
+/// Whether this pass runs these tests: the first one (the PostgreSQL pass would repeat them
+/// unchanged, their servers being their own).
+fn first_pass() -> bool {
+    !on_postgres()
+}
+
+#[test]
+fn connections_are_encrypted_and_the_server_certificate_verified() {
+    if !first_pass() {
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tmp");
+    let cluster = Cluster::start(&tmp.path().join("pg"));
+    let ca = pg(&["tls", cluster.arg()]);
+    let data = tmp.path().join("data");
+    let keys = |url: &str, ca: Option<&str>| {
+        let mut cmd = cli(&data);
+        cmd.args([
+            "keys",
+            "create",
+            "--tenant",
+            "t",
+            "--scopes",
+            "read",
+            "--data-dir",
+        ])
+        .arg(&data)
+        .env("GROUNDWORK__STORE__URL", url)
+        .env("GROUNDWORK__STORE__CONNECT_TIMEOUT_MS", "3000");
+        if let Some(ca) = ca {
+            cmd.env("GROUNDWORK__STORE__TLS_CA_FILE", ca);
+        }
+        cmd.output().expect("groundwork keys")
+    };
+    // Required TLS, a server certificate no trusted authority signed: refused, and said why.
+    let required = format!("{}?sslmode=require", cluster.url);
+    let out = keys(&required, None);
+    assert!(!out.status.success(), "an unverified server was trusted");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("certificate"), "{err}");
+    // Its CA configured: connected.
+    let out = keys(&required, Some(&ca));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A CA file alone turns TLS on (the URL's default `prefer`); every session is encrypted.
+    let server = TestServer::start(
+        &data,
+        &[
+            ("GROUNDWORK__STORE__URL", cluster.url.as_str()),
+            ("GROUNDWORK__STORE__TLS_CA_FILE", ca.as_str()),
+        ],
+    );
+    assert_eq!(server.get("/readyz").status(), 200);
+    let mut admin = postgres::Client::connect(&cluster.url, postgres::NoTls).expect("admin");
+    let sessions: Vec<(bool, String)> = admin
+        .query(
+            "SELECT s.ssl, s.version FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) \
+             WHERE a.application_name = 'groundwork'",
+            &[],
+        )
+        .expect("pg_stat_ssl")
+        .iter()
+        .map(|r| (r.get(0), r.get::<_, Option<String>>(1).unwrap_or_default()))
+        .collect();
+    assert!(!sessions.is_empty());
+    assert!(
+        sessions
+            .iter()
+            .all(|(ssl, v)| *ssl && v.starts_with("TLSv1.")),
+        "{sessions:?}"
+    );
+    server.stop();
+}
+
+#[test]
+fn sections_exclude_across_processes_without_holding_pooled_connections() {
+    if !first_pass() {
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tmp");
+    let cluster = Cluster::start(&tmp.path().join("pg"));
+    let options = PgOptions {
+        url: cluster.url.clone(),
+        // One pooled connection each: a caller waiting for a section must not hold it.
+        pool_size: 1,
+        ..PgOptions::default()
+    };
+    // Two stores = two processes' worth of sessions.
+    let stores: Vec<Arc<PgStore>> = (0..2)
+        .map(|_| Arc::new(PgStore::connect(&options).expect("connect")))
+        .collect();
+    let inside = Arc::new(AtomicUsize::new(0));
+    let most = Arc::new(AtomicUsize::new(0));
+    let entries = Arc::new(AtomicUsize::new(0));
+    let threads: Vec<_> = (0..8)
+        .map(|i| {
+            let store = stores[i % 2].clone();
+            let (inside, most, entries) = (inside.clone(), most.clone(), entries.clone());
+            std::thread::spawn(move || {
+                for _ in 0..10 {
+                    let _held = store.enter(Section::Admission).expect("enter");
+                    let now = inside.fetch_add(1, Ordering::SeqCst) + 1;
+                    most.fetch_max(now, Ordering::SeqCst);
+                    // Work on the store inside the section (as admission does).
+                    store.ping().expect("ping inside the section");
+                    std::thread::sleep(Duration::from_millis(2));
+                    inside.fetch_sub(1, Ordering::SeqCst);
+                    entries.fetch_add(1, Ordering::SeqCst);
+                }
+            })
+        })
+        .collect();
+    // Meanwhile callers queue for the section, another section and the pool stay usable.
+    for store in &stores {
+        let _blobs = store.enter(Section::Blobs).expect("another section");
+        store.has_keys().expect("a read while others wait");
+    }
+    for t in threads {
+        t.join().expect("thread");
+    }
+    assert_eq!(entries.load(Ordering::SeqCst), 80);
+    assert_eq!(most.load(Ordering::SeqCst), 1, "two holders at once");
+}
+
+/// The `n` shortest Rust book chapters (the test's time goes to the crash, not to embedding).
+fn chapters(n: usize) -> Option<Vec<(String, Vec<u8>)>> {
+    let dir = shared("docs/rust-book")?;
+    let mut names: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .expect("book")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "md"))
+        .collect();
+    names.sort_by_key(|p| {
+        (
+            std::fs::metadata(p).map(|m| m.len()).unwrap_or(0),
+            p.clone(),
+        )
+    });
+    Some(
+        names
+            .into_iter()
+            .take(n)
+            .map(|p| {
+                let name = p.file_name().expect("name").to_string_lossy().into_owned();
+                (name, std::fs::read(&p).expect("chapter"))
+            })
+            .collect(),
+    )
+}
+
+#[test]
+fn a_database_crash_mid_ingest_leaves_every_document_ready_exactly_once() {
+    if !first_pass() {
+        return;
+    }
+    let Some(files) = chapters(24) else { return };
+    let tmp = tempfile::tempdir().expect("tmp");
+    let cluster = Cluster::start(&tmp.path().join("pg"));
+    let server = TestServer::start(
+        &tmp.path().join("data"),
+        &[
+            ("GROUNDWORK__STORE__URL", cluster.url.as_str()),
+            // Many small steps, so the crash lands between and inside them.
+            ("GROUNDWORK__INGEST__EMBED_BATCH_CHUNKS", "8"),
+        ],
+    );
+    server.create_kb("book");
+    let upload: Vec<(&str, Vec<u8>)> = files.iter().map(|(n, b)| (n.as_str(), b.clone())).collect();
+    let receipt = ok_json(server.upload("book", &upload, None));
+    let job_id = receipt["job_id"].as_str().expect("job").to_owned();
+    // Crash the database once a few documents are ready and most are not.
+    let started = Instant::now();
+    loop {
+        let job = ok_json(server.get(&format!("/v1/jobs/{job_id}")));
+        let ready = job["ready"].as_u64().unwrap_or(0);
+        if ready >= 2 {
+            assert!(
+                ready < files.len() as u64 / 2,
+                "ingest outran the test: {job}"
+            );
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(120), "{job}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let restart = {
+        let dir = cluster.arg().to_owned();
+        std::thread::spawn(move || pg(&["restart", &dir, "immediate", "3"]))
+    };
+    // While it is down the service says it is not ready, and why.
+    std::thread::sleep(Duration::from_millis(1_000));
+    let res = server.get("/readyz");
+    assert_eq!(res.status(), 503);
+    let body: Value = res.json().expect("json");
+    assert!(
+        body["status"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("store unavailable"),
+        "{body}"
+    );
+    restart.join().expect("restart");
+    let restarted = Instant::now();
+    let job = server.wait_job(&job_id);
+    eprintln!(
+        "database crashed after {:.1} s of ingest; the rest took {:.1} s after its restart",
+        started.elapsed().as_secs_f64() - restarted.elapsed().as_secs_f64() - 3.0,
+        restarted.elapsed().as_secs_f64()
+    );
+    assert_eq!(job["ready"], files.len(), "{job}");
+    assert_eq!(job["failed"], 0, "{job}");
+    assert_eq!(server.get("/readyz").status(), 200);
+
+    // Every document once, every chunk once.
+    let docs = ok_json(server.get("/v1/kbs/book/documents?limit=500"));
+    let items = docs["items"].as_array().expect("items");
+    assert_eq!(items.len(), files.len(), "{docs}");
+    let mut names: Vec<&str> = items
+        .iter()
+        .map(|d| d["name"].as_str().expect("name"))
+        .collect();
+    names.sort();
+    names.dedup();
+    assert_eq!(names.len(), files.len());
+    let mut total = 0;
+    for d in items {
+        assert_eq!(d["status"], "ready", "{d}");
+        let id = d["id"].as_str().expect("id");
+        let chunks = ok_json(server.get(&format!("/v1/kbs/book/documents/{id}/chunks?limit=1000")));
+        let ordinals: Vec<u64> = chunks["items"]
+            .as_array()
+            .expect("chunks")
+            .iter()
+            .map(|c| c["ordinal"].as_u64().expect("ordinal"))
+            .collect();
+        assert_eq!(
+            ordinals,
+            (0..ordinals.len() as u64).collect::<Vec<_>>(),
+            "{}",
+            d["name"]
+        );
+        assert_eq!(d["chunk_count"].as_u64(), Some(ordinals.len() as u64));
+        total += ordinals.len();
+    }
+    // The index holds exactly the stored chunks, and answers.
+    let status = ok_json(server.get("/v1/status"));
+    assert_eq!(
+        status["indexed_chunks"].as_u64(),
+        Some(total as u64),
+        "{status}"
+    );
+    assert!(!server
+        .search("book", "ownership and borrowing", 5, "hybrid")
+        .is_empty());
+    server.stop();
+}
