@@ -27,6 +27,8 @@
 //!   200 concurrent calls, bounded chunks and documents, per-file upload results, the `infer`
 //!   scope, agent configs and tenants' status, one error vocabulary, rate limits, and the
 //!   OpenAPI document against schemathesis;
+//! - `store_pg`: the PostgreSQL store on servers of its own — verified TLS, sections that
+//!   exclude across processes, a database crash in the middle of an ingest;
 //! - `workflows`: durable ingest, crash recovery (SIGKILL at fail points), reindexing while
 //!   searching, a model of another dimension, folder sources on a schedule.
 
@@ -46,4 +48,5 @@ mod limits;
 mod local_model;
 mod server;
 mod service_api;
+mod store_pg;
 mod workflows;
