@@ -130,6 +130,10 @@ impl Bm25Index {
         let avg_len = (self.live_len as f32 / n).max(1.0);
         let Bm25Params { k1, b } = self.params;
         let mut scores: HashMap<u32, f32> = HashMap::new();
+        // In term order: a float sum depends on its order, and a hash map's differs between
+        // maps, which made the same query score a few ulps apart from one call to the next.
+        let mut query_terms: Vec<(u32, u32)> = query_terms.into_iter().collect();
+        query_terms.sort_unstable();
         for (term, qtf) in query_terms {
             let list = &self.postings[term as usize];
             let df = list.len() as f32;
@@ -168,6 +172,32 @@ mod tests {
             idx.add(slot, t);
         }
         (idx, points)
+    }
+
+    #[test]
+    fn a_query_scores_the_same_bits_every_time() {
+        let texts = [
+            "rust ownership borrowing lifetimes traits generics closures iterators",
+            "cargo crates modules packages workspaces rust",
+            "threads channels mutex arc ownership send sync",
+            "traits generics lifetimes smart pointers box rc refcell",
+        ];
+        let (idx, points) = build(&texts);
+        let query = "ownership lifetimes traits generics rust threads closures cargo box sync";
+        let first: Vec<(u32, u32)> = idx
+            .search(query, 4, &points, &Filter::default())
+            .iter()
+            .map(|(s, slot)| (s.to_bits(), *slot))
+            .collect();
+        for _ in 0..50 {
+            let (again, points) = build(&texts);
+            let scores: Vec<(u32, u32)> = again
+                .search(query, 4, &points, &Filter::default())
+                .iter()
+                .map(|(s, slot)| (s.to_bits(), *slot))
+                .collect();
+            assert_eq!(scores, first);
+        }
     }
 
     #[test]
