@@ -94,18 +94,7 @@ pub struct Stores {
 /// both (`[store] url`).
 pub fn open_stores(config: &Config) -> Result<Stores, ServiceError> {
     if config.store.is_postgres() {
-        let options = PgOptions {
-            url: config.store.url.clone(),
-            pool_size: config.store.pool_size,
-            statement_timeout: Duration::from_millis(config.store.statement_timeout_ms),
-            connect_timeout: Duration::from_millis(config.store.connect_timeout_ms),
-            tls: TlsOptions {
-                ca_file: config.store.tls_ca_file.clone(),
-                client_cert: config.store.tls_client_cert.clone(),
-                client_key: config.store.tls_client_key.clone(),
-            },
-        };
-        let pg = Arc::new(PgStore::connect(&options)?);
+        let pg = open_pg(config)?;
         return Ok(Stores {
             blobs: Arc::new(PgBlobStore::new(pg.clone())),
             store: pg,
@@ -116,6 +105,57 @@ pub fn open_stores(config: &Config) -> Result<Stores, ServiceError> {
         store: Arc::new(SqliteStore::open(&data_dir.join("groundwork.sqlite3"))?),
         blobs: Arc::new(FsBlobStore::new(&data_dir.join("blobs"))),
     })
+}
+
+/// The PostgreSQL store of `[store]` (connected, its schema migrated).
+fn open_pg(config: &Config) -> Result<Arc<PgStore>, ServiceError> {
+    let options = PgOptions {
+        url: config.store.url.clone(),
+        pool_size: config.store.pool_size,
+        statement_timeout: Duration::from_millis(config.store.statement_timeout_ms),
+        connect_timeout: Duration::from_millis(config.store.connect_timeout_ms),
+        tls: TlsOptions {
+            ca_file: config.store.tls_ca_file.clone(),
+            client_cert: config.store.tls_client_cert.clone(),
+            client_key: config.store.tls_client_key.clone(),
+        },
+    };
+    Ok(Arc::new(PgStore::connect(&options)?))
+}
+
+/// Copies the SQLite deployment in `from` (its database and uploaded bytes) into the
+/// PostgreSQL store of `to` (`[store]`), verifying every table (see [`crate::store::copy`]).
+/// Takes `from`'s lock, so never beside a server running on it; brings the source's schema
+/// up to date first, as starting this version's server on it would.
+pub fn migrate(
+    from: &Path,
+    to: &Config,
+    progress: &mut dyn FnMut(crate::store::copy::Progress),
+) -> Result<Vec<crate::store::copy::TableReport>, ServiceError> {
+    let database = from.join("groundwork.sqlite3");
+    if !database.is_file() {
+        return Err(ServiceError::Invalid(format!(
+            "{} holds no Groundwork database (groundwork.sqlite3)",
+            from.display()
+        )));
+    }
+    if !to.store.is_postgres() {
+        return Err(ServiceError::Invalid(
+            "the target must be a PostgreSQL URL (postgres://...)".into(),
+        ));
+    }
+    let _lock = lock_data_dir(from)?;
+    let source = SqliteStore::open(&database)?;
+    let source_blobs = FsBlobStore::new(&from.join("blobs"));
+    let target = open_pg(to)?;
+    let target_blobs = PgBlobStore::new(target.clone());
+    Ok(crate::store::copy::sqlite_to_postgres(
+        &source,
+        &source_blobs,
+        &target,
+        &target_blobs,
+        progress,
+    )?)
 }
 
 /// Takes the data directory's lock, so that two processes never write the same indexes.

@@ -95,6 +95,16 @@ enum Command {
         #[command(subcommand)]
         command: cli::KeysCommand,
     },
+    /// Copy a whole SQLite deployment (records and uploaded bytes) into PostgreSQL, verifying
+    /// row counts and checksums per table; safe to run again.
+    Migrate {
+        /// The data directory of the deployment to copy (its server stopped).
+        #[arg(long)]
+        from: PathBuf,
+        /// The target database (`postgres://...`); `[store]` options such as TLS apply.
+        #[arg(long)]
+        to: String,
+    },
     /// Evaluate retrieval on a BEIR-format data set.
     Eval {
         /// Folder with corpus.jsonl, queries.jsonl and qrels/.
@@ -261,6 +271,7 @@ fn main() -> anyhow::Result<()> {
             cli::run_reindex(config, target, kb, cli.model.as_deref(), chunking)?
         }
         Command::Keys { command } => cli::run_keys(config()?, command)?,
+        Command::Migrate { from, to } => cli::migrate(config()?, &from, to)?,
         Command::Eval {
             dataset,
             split,

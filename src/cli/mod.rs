@@ -1,4 +1,4 @@
-//! The binary's commands: `serve`, `ingest`, `search`, `kb`, `keys`, `eval-answers`, and the
+//! The binary's commands: `serve`, `ingest`, `search`, `kb`, `keys`, `migrate`, `eval-answers`, and the
 //! offline tools in `tools`. Part of the binary, not the library: argument handling, progress
 //! bars and output formatting only.
 //!
@@ -307,4 +307,45 @@ pub fn run_search(
 /// `groundwork keys`.
 pub fn run_keys(config: Config, cmd: KeysCommand) -> anyhow::Result<()> {
     local::keys(config, cmd)
+}
+
+/// `groundwork migrate --from DATA_DIR --to URL`: a bar over rows, then a line per table.
+pub fn migrate(mut config: Config, from: &Path, to: String) -> anyhow::Result<()> {
+    use groundwork::store::copy::Progress as Copy;
+    config.store.url = to;
+    let bar = ProgressBar::new(0).with_style(
+        ProgressStyle::with_template("{spinner} {bar:30} {pos}/{len} rows · {msg} · ETA {eta}")
+            .context("progress template")?,
+    );
+    bar.enable_steady_tick(Duration::from_millis(200));
+    let started = Instant::now();
+    let reports = groundwork::app::migrate(from, &config, &mut |p| match p {
+        Copy::Total(n) => bar.set_length(n),
+        Copy::Table(t) => bar.set_message(t),
+        Copy::Rows(n) => bar.inc(n),
+        Copy::Blobs(n) => {
+            bar.set_message("blobs");
+            bar.inc_length(n);
+        }
+    });
+    bar.finish_and_clear();
+    let reports = reports?;
+    println!(
+        "{:<20} {:>10} {:>10} {:>10}  checksum",
+        "table", "source", "target", "inserted"
+    );
+    for r in &reports {
+        println!(
+            "{:<20} {:>10} {:>10} {:>10}  {}",
+            r.table, r.source_rows, r.target_rows, r.inserted, r.checksum
+        );
+    }
+    let inserted: u64 = reports.iter().map(|r| r.inserted).sum();
+    let rows: u64 = reports.iter().map(|r| r.source_rows).sum();
+    eprintln!(
+        "verified: {rows} rows in {} tables match (counts and checksums); {inserted} inserted in {:.1} s",
+        reports.len(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
 }

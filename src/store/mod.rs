@@ -15,6 +15,7 @@
 pub mod agents;
 mod blobs;
 mod codec;
+pub mod copy;
 pub mod gateway;
 mod migrations;
 mod pg;

@@ -318,3 +318,233 @@ fn a_database_crash_mid_ingest_leaves_every_document_ready_exactly_once() {
         .is_empty());
     server.stop();
 }
+
+/// What a client sees of a deployment that must survive `migrate` unchanged.
+fn observed(server: &TestServer) -> Value {
+    // First: the searches below are logged calls too.
+    let logs = ok_json(server.get("/v1/gateway/logs?limit=100"));
+    let mut searches = Vec::new();
+    for mode in ["hybrid", "bm25", "dense"] {
+        for q in [
+            "how do I install Rust",
+            "ownership and borrowing",
+            "what does drop do",
+        ] {
+            let hits: Vec<Value> = server
+                .search("book", q, 8, mode)
+                .iter()
+                .map(|h| {
+                    serde_json::json!([
+                        h["document_name"],
+                        h["ordinal"],
+                        h["text"],
+                        h["score"],
+                        h["chunk_id"]
+                    ])
+                })
+                .collect();
+            searches.push(serde_json::json!({ "mode": mode, "q": q, "hits": hits }));
+        }
+    }
+    let agent = ok_json(server.get("/v1/agents/ops"));
+    let conversations = ok_json(server.get("/v1/agents/ops/conversations"));
+    let mut messages = Vec::new();
+    for c in conversations["items"].as_array().expect("items") {
+        let id = c["id"].as_str().expect("id");
+        messages.push(ok_json(
+            server.get(&format!("/v1/agents/ops/conversations/{id}/messages")),
+        ));
+    }
+    serde_json::json!({
+        "searches": searches,
+        "agent": [agent["state"], agent["version"]],
+        "conversations": conversations,
+        "messages": messages,
+        "logs": logs["items"],
+        "documents": ok_json(server.get("/v1/kbs/book/documents?limit=500"))["items"],
+    })
+}
+
+/// `v` with every time cut to the microsecond, the precision PostgreSQL keeps (SQLite keeps
+/// the nanoseconds it was given).
+fn to_micros(v: &Value) -> Value {
+    match v {
+        Value::String(s) => match chrono::DateTime::parse_from_rfc3339(s) {
+            Ok(t) if s.len() >= 20 => Value::String(
+                t.with_timezone(&chrono::Utc)
+                    .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+            ),
+            _ => v.clone(),
+        },
+        Value::Array(items) => Value::Array(items.iter().map(to_micros).collect()),
+        Value::Object(map) => {
+            Value::Object(map.iter().map(|(k, v)| (k.clone(), to_micros(v))).collect())
+        }
+        other => other.clone(),
+    }
+}
+
+fn migrate(from: &Path, to: &str) -> std::process::Output {
+    cli(from)
+        .args(["migrate", "--from"])
+        .arg(from)
+        .args(["--to", to])
+        .output()
+        .expect("groundwork migrate")
+}
+
+#[test]
+fn migrate_copies_a_deployment_that_answers_the_same_and_is_idempotent() {
+    if !first_pass() {
+        return;
+    }
+    let Some(files) = chapters(12) else { return };
+    let llm = crate::fake_llm::FakeLlm::start();
+    llm.answer("gpt-main", "Install it with rustup [1].");
+    let toml = crate::agents::fake_config(&llm.base);
+    let tmp = tempfile::tempdir().expect("tmp");
+    let cluster = Cluster::start(&tmp.path().join("pg"));
+
+    // A SQLite deployment: the book, an agent with state and history, gateway logs.
+    let before = tmp.path().join("before");
+    std::fs::create_dir_all(&before).expect("dir");
+    let server = TestServer::start_with_config(&before, &toml, &[]);
+    server.create_kb("book");
+    let upload: Vec<(&str, Vec<u8>)> = files.iter().map(|(n, b)| (n.as_str(), b.clone())).collect();
+    let receipt = ok_json(server.upload("book", &upload, None));
+    let job = server.wait_job(receipt["job_id"].as_str().expect("job"));
+    assert_eq!(job["ready"], files.len(), "{job}");
+    ok_json(server.send(
+        "PUT",
+        "/v1/agents/ops/state",
+        Some(&serde_json::json!({"shelf": "book", "turns": 2})),
+        &[],
+    ));
+    for question in ["How do I install Rust?", "And on Windows?"] {
+        let a = ok_json(server.post(
+            "/v1/agents/ops/chat",
+            &serde_json::json!({ "message": question }),
+        ));
+        assert!(a["conversation_id"].is_string(), "{a}");
+    }
+    let expected = observed(&server);
+    assert!(!expected["logs"].as_array().expect("logs").is_empty());
+    server.stop();
+
+    // Copied, verified, and a second run copies nothing and verifies again.
+    let data = before.join("data");
+    let out = migrate(&data, &cluster.url);
+    let report = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let chunks_line = report
+        .lines()
+        .find(|l| l.starts_with("chunks "))
+        .expect("a line for chunks");
+    let cells: Vec<&str> = chunks_line.split_whitespace().collect();
+    assert!(
+        cells[1].parse::<u64>().expect("rows") > files.len() as u64,
+        "{report}"
+    );
+    assert_eq!(cells[1], cells[2], "{report}");
+    assert_eq!(cells[1], cells[3], "every chunk inserted once: {report}");
+    let out = migrate(&data, &cluster.url);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let again = String::from_utf8_lossy(&out.stdout).into_owned();
+    for line in again.lines().skip(1) {
+        let cells: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(cells[3], "0", "a re-run inserted rows: {line}");
+    }
+    assert_eq!(
+        report
+            .lines()
+            .map(|l| l.split_whitespace().last())
+            .collect::<Vec<_>>(),
+        again
+            .lines()
+            .map(|l| l.split_whitespace().last())
+            .collect::<Vec<_>>(),
+        "same checksums"
+    );
+
+    // A server on the database alone (a fresh data directory: indexes rebuilt from the
+    // stored vectors) answers exactly as before.
+    let after = tmp.path().join("after");
+    std::fs::create_dir_all(&after).expect("dir");
+    let server = TestServer::start_with_config(
+        &after,
+        &toml,
+        &[("GROUNDWORK__STORE__URL", cluster.url.as_str())],
+    );
+    let got = to_micros(&observed(&server));
+    let expected = to_micros(&expected);
+    for (g, e) in got["searches"]
+        .as_array()
+        .expect("searches")
+        .iter()
+        .zip(expected["searches"].as_array().expect("searches"))
+    {
+        let brief = |v: &Value| -> Vec<String> {
+            v["hits"]
+                .as_array()
+                .expect("hits")
+                .iter()
+                .map(|h| format!("{}#{} {}", h[0], h[1], h[3]))
+                .collect()
+        };
+        assert_eq!(
+            g,
+            e,
+            "{} {}: {:?} vs {:?}",
+            e["mode"],
+            e["q"],
+            brief(g),
+            brief(e)
+        );
+    }
+    assert_eq!(got["agent"], expected["agent"]);
+    assert_eq!(got["conversations"], expected["conversations"]);
+    assert_eq!(got["messages"], expected["messages"]);
+    // Every call logged before the copy, unchanged (the searches of `observed` on the first
+    // server were logged after its list was read, and were copied too).
+    let logs_after = got["logs"].as_array().expect("logs");
+    for e in expected["logs"].as_array().expect("logs") {
+        assert!(logs_after.contains(e), "not copied as it was: {e}");
+    }
+    assert_eq!(got["documents"], expected["documents"]);
+    // Uploaded bytes came along (a reindex or a replica reads them from the database).
+    let mut admin = postgres::Client::connect(&cluster.url, postgres::NoTls).expect("admin");
+    let blobs: i64 = admin
+        .query_one("SELECT count(DISTINCT sha256) FROM blobs", &[])
+        .expect("blobs")
+        .get(0);
+    assert_eq!(blobs as usize, files.len());
+    // New chunks get new ids (the identity moved past the copied ones).
+    let job = ok_json(server.upload(
+        "book",
+        &[(
+            "new.md",
+            b"# New\n\nA new chapter about lifetimes.".to_vec(),
+        )],
+        None,
+    ));
+    let job = server.wait_job(job["job_id"].as_str().expect("job"));
+    assert_eq!(job["ready"], 1, "{job}");
+    server.stop();
+
+    // Another deployment into the same database: refused, named.
+    let other = tmp.path().join("other");
+    std::fs::create_dir_all(&other).expect("dir");
+    crate::service_api::create_key(&other, "default", "admin");
+    let out = migrate(&other, &cluster.url);
+    assert!(!out.status.success(), "two deployments merged");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("another deployment"), "{err}");
+}

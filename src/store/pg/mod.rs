@@ -243,6 +243,19 @@ impl PgStore {
         Ok(store)
     }
 
+    /// A connection of the pool for a whole-store pass (the copy from SQLite); blocking, so
+    /// for a thread of its own, not the async runtime.
+    pub(in crate::store) fn with_client<T>(
+        &self,
+        f: impl FnOnce(&mut postgres::Client) -> Result<T>,
+    ) -> Result<T> {
+        off_runtime(|| {
+            let mut conn = self.conn()?;
+            let client: &mut postgres::Client = &mut conn;
+            f(client)
+        })
+    }
+
     fn conn(&self) -> Result<Conn> {
         self.pool.get().map_err(pool_err)
     }

@@ -83,6 +83,14 @@ impl SqliteStore {
         &self.path
     }
 
+    /// A reader connection for a whole-store pass (the copy into PostgreSQL).
+    pub(in crate::store) fn with_reader<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T>,
+    ) -> Result<T> {
+        self.read(f)
+    }
+
     fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
         let conn = lock(&self.readers).pop();
         let conn = match conn {
