@@ -18,9 +18,15 @@
 //!   during it (the goal is 0), with their latency.
 //!
 //! - cold: `groundwork serve` from start to listening on a 100k-chunk knowledge base.
+//! - stores: the same work on SQLite and on PostgreSQL (a throwaway server from `tests/pg.sh`,
+//!   on loopback, fsync on) in one run — the Rust book ingested (chunks/s), hybrid and bm25
+//!   search on it at concurrency 8 (req/s, p99), agent state writes at concurrency 16
+//!   (writes/s, p99) — and PostgreSQL's ratio to SQLite for each.
 //!
-//! `cargo bench --bench service [-- --quick] [-- --only ingest|search|cold|reindex]`; each run
-//! updates its sections of the JSON file.
+//! `cargo bench --bench service [-- --quick] [-- --only ingest|search|cold|reindex|stores]`;
+//! each run updates its sections of the JSON file.
+
+mod support;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -34,16 +40,7 @@ use groundwork::ingest::{extract, Chunker, ChunkingOptions, ExtractOptions};
 use groundwork::service::Service;
 use serde_json::{json, Value};
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn percentile(sorted: &[f64], q: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    sorted[((sorted.len() as f64 * q).ceil() as usize).clamp(1, sorted.len()) - 1]
-}
+use support::{cpu_flags, percentile, root};
 
 struct Running {
     url: String,
@@ -73,10 +70,17 @@ async fn stop(r: Running) {
 }
 
 fn open(data_dir: &Path, embedder: Arc<dyn Embedder>) -> Service {
-    let config = Config {
+    open_on(data_dir, "", embedder)
+}
+
+/// A service on `data_dir` keeping its records in SQLite there (`store_url` empty) or in the
+/// PostgreSQL database at `store_url`.
+fn open_on(data_dir: &Path, store_url: &str, embedder: Arc<dyn Embedder>) -> Service {
+    let mut config = Config {
         data_dir: data_dir.to_owned(),
         ..Config::default()
     };
+    config.store.url = store_url.to_owned();
     let isolation = Isolation::with_program(PathBuf::from(env!("CARGO_BIN_EXE_groundwork")));
     groundwork::app::open(config, embedder, isolation).expect("open service")
 }
@@ -216,23 +220,16 @@ async fn ingest_vs_embedder(
     })
 }
 
-/// CPU time this process has used (user + system), from `/proc/self/stat`.
+/// CPU time this process has used (user + system, all threads).
 fn cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    // Fields after the command name (which is in parentheses): utime and stime are the 12th
-    // and 13th, in clock ticks (100 per second on Linux).
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map_or("", |(_, rest)| rest)
-        .split_whitespace()
-        .collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|f| f.parse::<f64>().ok())
-            .unwrap_or(0.0)
+    // SAFETY: getrusage fills the struct it is given; zeroed is a valid `rusage`.
+    let usage = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_SELF, &mut usage);
+        usage
     };
-    (ticks(11) + ticks(12)) / 100.0
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    secs(usage.ru_utime) + secs(usage.ru_stime)
 }
 
 /// Picks the largest chunk size that cuts `docs` into at least `target` chunks.
@@ -334,6 +331,7 @@ async fn build_search_kb(
 
 async fn load(
     client: &Client,
+    kb: &'static str,
     queries: &[String],
     concurrency: usize,
     mode: &str,
@@ -354,7 +352,7 @@ async fn load(
                 let q = &queries[i % queries.len()];
                 i += 1;
                 let t = Instant::now();
-                match client.search("bench", q, 10, &mode).await {
+                match client.search(kb, q, 10, &mode).await {
                     Ok(r) if r["results"].as_array().is_some_and(|a| !a.is_empty()) => {
                         lat.push(t.elapsed().as_secs_f64() * 1000.0)
                     }
@@ -399,11 +397,11 @@ async fn bench_search(embedder: Arc<dyn Embedder>, quick: bool) -> Value {
             .collect();
     let secs = if quick { 5.0 } else { 20.0 };
     // Warm-up (page cache, allocator, connection pool).
-    load(&client, &queries, 4, "hybrid", 2.0).await;
+    load(&client, "bench", &queries, 4, "hybrid", 2.0).await;
     let mut rows = Vec::new();
     for mode in ["hybrid", "bm25"] {
         for c in [1, 8, 32] {
-            rows.push(load(&client, &queries, c, mode, secs).await);
+            rows.push(load(&client, "bench", &queries, c, mode, secs).await);
         }
     }
     let during_ingest = search_during_ingest(&client, &queries, secs).await;
@@ -416,7 +414,7 @@ async fn bench_search(embedder: Arc<dyn Embedder>, quick: bool) -> Value {
 /// without pause into another knowledge base of the same server: latency under a heavy ingest
 /// against idle, in the same run.
 async fn search_during_ingest(client: &Client, queries: &[String], secs: f64) -> Value {
-    let idle = load(client, queries, 8, "hybrid", secs).await;
+    let idle = load(client, "bench", queries, 8, "hybrid", secs).await;
     client.create_kb("bench-ingest").await.expect("kb");
     let files = Arc::new(rust_book());
     let stop_uploads = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -445,7 +443,7 @@ async fn search_during_ingest(client: &Client, queries: &[String], secs: f64) ->
     }
     // Let the ingest queue fill before measuring.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let busy = load(client, queries, 8, "hybrid", secs).await;
+    let busy = load(client, "bench", queries, 8, "hybrid", secs).await;
     stop_uploads.store(true, std::sync::atomic::Ordering::Relaxed);
     let mut uploads = 0;
     for u in uploaders {
@@ -611,6 +609,169 @@ async fn bench_reindex(embedder: Arc<dyn Embedder>, quick: bool) -> Value {
     row
 }
 
+/// A throwaway PostgreSQL (`tests/pg.sh`), stopped and removed on drop.
+struct Postgres {
+    dir: PathBuf,
+    url: String,
+}
+
+impl Postgres {
+    fn start() -> Self {
+        let dir = std::env::temp_dir().join(format!("groundwork-bench-pg-{}", std::process::id()));
+        let out = std::process::Command::new(root().join("tests/pg.sh"))
+            .arg("start")
+            .arg(&dir)
+            .output()
+            .expect("tests/pg.sh");
+        assert!(
+            out.status.success(),
+            "tests/pg.sh start: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let url = String::from_utf8(out.stdout)
+            .expect("utf-8")
+            .trim()
+            .to_owned();
+        Self { dir, url }
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new(root().join("tests/pg.sh"))
+            .arg("stop")
+            .arg(&self.dir)
+            .status();
+    }
+}
+
+/// Questions about the Rust book for the store comparison's searches.
+const BOOK_QUESTIONS: [&str; 12] = [
+    "how do I spawn a thread and wait for it",
+    "what is ownership and why does Rust need it",
+    "borrowing rules for mutable references",
+    "how do I read a file into a string",
+    "what does the question mark operator do",
+    "difference between String and &str",
+    "how to define a trait with a default method",
+    "iterators and closures performance",
+    "sending values between threads with channels",
+    "what is a smart pointer like Box",
+    "how do lifetimes prevent dangling references",
+    "how do I publish a crate to crates.io",
+];
+
+/// Agent state writes (JSON Merge Patch, each answered after its commit) from `clients`
+/// concurrent clients over 200 agents for `secs` seconds.
+async fn state_writes(url: &str, clients: usize, secs: f64) -> Value {
+    let http = reqwest::Client::new();
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let deadline = Instant::now() + Duration::from_secs_f64(secs);
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..clients)
+        .map(|_| {
+            let (http, next, url) = (http.clone(), next.clone(), url.to_owned());
+            tokio::spawn(async move {
+                let (mut lat, mut errors) = (Vec::new(), 0u64);
+                while Instant::now() < deadline {
+                    let k = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let t = Instant::now();
+                    let res = http
+                        .patch(format!("{url}/v1/agents/a-{}/state", k % 200))
+                        .json(&json!({ "last": k }))
+                        .send()
+                        .await;
+                    match res {
+                        Ok(r) if r.status().is_success() => {
+                            let _ = r.bytes().await;
+                            lat.push(t.elapsed().as_secs_f64() * 1e3);
+                        }
+                        _ => errors += 1,
+                    }
+                }
+                (lat, errors)
+            })
+        })
+        .collect();
+    let (mut all, mut errors) = (Vec::new(), 0);
+    for t in tasks {
+        let (l, e) = t.await.expect("writer");
+        all.extend(l);
+        errors += e;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    all.sort_by(f64::total_cmp);
+    let row = json!({
+        "concurrency": clients, "writes": all.len(), "errors": errors,
+        "writes_per_s": all.len() as f64 / elapsed,
+        "p50_ms": percentile(&all, 0.5), "p99_ms": percentile(&all, 0.99),
+    });
+    eprintln!("agent state writes: {row}");
+    row
+}
+
+/// The same ingest, searches and agent writes on SQLite and on PostgreSQL in one run.
+async fn bench_stores(embedder: Arc<dyn Embedder>, quick: bool) -> Value {
+    let pg = Postgres::start();
+    let mut files = rust_book();
+    if quick {
+        files.truncate(20);
+    }
+    let secs = if quick { 3.0 } else { 10.0 };
+    let queries: Vec<String> = BOOK_QUESTIONS.iter().map(|q| q.to_string()).collect();
+    let mut out = json!({ "cpu_flags": cpu_flags(), "files": files.len(),
+                          "search_seconds": secs, "postgres": "15, loopback TCP, fsync on" });
+    for (store, url) in [("sqlite", ""), ("postgres", pg.url.as_str())] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let service = open_on(dir.path(), url, embedder.clone());
+        let running = start(service).await;
+        let client = Client::new(&running.url, None).expect("client");
+        client.create_kb("bench").await.expect("kb");
+        let parts: Vec<FilePart> = files
+            .iter()
+            .map(|f| FilePart::read(f).expect("read"))
+            .collect();
+        let started = Instant::now();
+        let jobs = upload_all(&client, "bench", parts).await;
+        let chunks = wait_jobs(&client, &jobs).await;
+        let ingest_secs = started.elapsed().as_secs_f64();
+        eprintln!(
+            "{store}: ingest {chunks} chunks in {ingest_secs:.1} s = {:.1} chunks/s",
+            chunks as f64 / ingest_secs
+        );
+        load(&client, "bench", &queries, 4, "hybrid", 1.0).await;
+        let hybrid = load(&client, "bench", &queries, 8, "hybrid", secs).await;
+        let bm25 = load(&client, "bench", &queries, 8, "bm25", secs).await;
+        let writes = state_writes(&running.url, 16, secs).await;
+        stop(running).await;
+        out[store] = json!({
+            "chunks": chunks, "ingest_seconds": ingest_secs,
+            "ingest_chunks_per_s": chunks as f64 / ingest_secs,
+            "hybrid": hybrid, "bm25": bm25, "agent_state_writes": writes,
+        });
+    }
+    let ratio = |path: &[&str]| {
+        let get = |store: &str| {
+            path.iter()
+                .fold(&out[store], |v, k| &v[*k])
+                .as_f64()
+                .unwrap_or(f64::NAN)
+        };
+        get("postgres") / get("sqlite")
+    };
+    let ratios = json!({
+        "ingest_chunks_per_s": ratio(&["ingest_chunks_per_s"]),
+        "hybrid_rps": ratio(&["hybrid", "rps"]),
+        "hybrid_p99": ratio(&["hybrid", "p99_ms"]),
+        "bm25_rps": ratio(&["bm25", "rps"]),
+        "bm25_p99": ratio(&["bm25", "p99_ms"]),
+        "agent_writes_per_s": ratio(&["agent_state_writes", "writes_per_s"]),
+    });
+    eprintln!("postgres / sqlite: {ratios}");
+    out["postgres_over_sqlite"] = ratios;
+    out
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.iter().any(|a| a == "--list") {
@@ -668,6 +829,9 @@ fn main() {
     }
     if only.as_deref().is_none_or(|o| o == "reindex") {
         report["reindex"] = rt.block_on(bench_reindex(embedder.clone(), quick));
+    }
+    if only.as_deref().is_none_or(|o| o == "stores") {
+        report["stores"] = rt.block_on(bench_stores(embedder.clone(), quick));
     }
     std::fs::create_dir_all(&out).expect("bench-results");
     std::fs::write(&path, serde_json::to_string_pretty(&report).expect("json")).expect("write");

@@ -1,8 +1,9 @@
 //! [`AgentStore`] on PostgreSQL.
 
 use chrono::{DateTime, Utc};
-use postgres::{Row, Transaction};
+use postgres::Row;
 
+use super::session::Session;
 use super::{count, new_id, u, PgStore};
 use crate::store::agents::*;
 use crate::store::{Page, Result, StoreError};
@@ -109,7 +110,7 @@ fn not_found(kind: &'static str, id: impl ToString) -> StoreError {
     }
 }
 
-fn insert_task(tx: &mut Transaction<'_>, t: &NewTask) -> Result<TaskRecord> {
+fn insert_task(tx: &mut Session<'_, '_>, t: &NewTask) -> Result<TaskRecord> {
     let now = Utc::now();
     let row = tx.query_one(
         &format!(
@@ -631,14 +632,12 @@ impl AgentStore for PgStore {
         }
         self.write(|tx| {
             let now = Utc::now();
-            let st = tx.prepare(
-                "INSERT INTO agent_events (stream_id, seq, tenant_id, agent_id, event, data,
+            let st = "INSERT INTO agent_events (stream_id, seq, tenant_id, agent_id, event, data,
                                            created_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
-            )?;
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING";
             for e in events {
                 tx.execute(
-                    &st,
+                    st,
                     &[
                         &e.stream_id,
                         &(e.seq as i64),

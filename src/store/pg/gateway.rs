@@ -99,7 +99,7 @@ fn text_opt(s: &Option<String>) -> Option<std::borrow::Cow<'_, str>> {
 impl GatewayStore for PgStore {
     fn insert_calls(&self, calls: &[CallLog]) -> Result<()> {
         self.write(|tx| {
-            let stmt = tx.prepare(&format!(
+            let stmt = format!(
                 "INSERT INTO gateway_calls ({COLS}) VALUES \
                  ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
                   $18, $19, $20, $21, $22, $23)
@@ -109,7 +109,7 @@ impl GatewayStore for PgStore {
                     tokens_out = excluded.tokens_out, cost_usd = excluded.cost_usd,
                     cache = excluded.cache, guardrails = excluded.guardrails,
                     request = excluded.request, response = excluded.response"
-            ))?;
+            );
             for c in calls {
                 let attempts = c.attempts.to_string();
                 let guardrails = c.guardrails.to_string();

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use postgres::error::SqlState;
-use postgres::{GenericClient, IsolationLevel, Row, Transaction};
+use postgres::{IsolationLevel, Row};
 
 use super::codec::{json_err, new_id, vector_bytes, CHUNK_SELECT, DOC_COLS, KB_COLS, KEY_SELECT};
 use super::sections::Local;
@@ -29,11 +29,13 @@ mod agents;
 mod blobs;
 mod gateway;
 mod migrate;
+mod session;
 mod sources;
 mod tls;
 mod workflows;
 
 pub use blobs::PgBlobStore;
+use session::{Session, Statements};
 use tls::Tls;
 pub use tls::TlsOptions;
 
@@ -75,7 +77,22 @@ struct Manager {
 /// by blocking on its own runtime, which panics on a thread that drives the service's async
 /// runtime (where the last reference to the store may go at shutdown): there the client is
 /// dropped on a thread of its own.
-struct Client(Option<postgres::Client>);
+struct Client(Option<postgres::Client>, Statements);
+
+impl Client {
+    fn new(client: postgres::Client) -> Self {
+        Client(Some(client), Statements::default())
+    }
+
+    /// The connection with its statement cache, for a [`Session`].
+    fn parts(&mut self) -> (&mut postgres::Client, &mut Statements) {
+        let client = self
+            .0
+            .as_mut()
+            .expect("a pooled connection is present until dropped");
+        (client, &mut self.1)
+    }
+}
 
 impl Drop for Client {
     fn drop(&mut self) {
@@ -140,7 +157,7 @@ impl r2d2::ManageConnection for Manager {
     type Error = ConnectError;
 
     fn connect(&self) -> std::result::Result<Client, ConnectError> {
-        Ok(Client(Some(self.tls.connect(&self.config)?)))
+        Ok(Client::new(self.tls.connect(&self.config)?))
     }
 
     fn is_valid(&self, conn: &mut Client) -> std::result::Result<(), ConnectError> {
@@ -238,8 +255,10 @@ impl PgStore {
             tls,
             sections: Local::default(),
         };
-        let mut conn = store.conn()?;
-        migrate::to_latest(&mut conn)?;
+        off_runtime(|| {
+            let mut conn = store.conn()?;
+            migrate::to_latest(&mut conn)
+        })?;
         Ok(store)
     }
 
@@ -262,12 +281,16 @@ impl PgStore {
 
     /// Runs a read on a pooled connection (statements see committed data as of their start);
     /// retried on a lost connection.
-    fn read<T>(&self, mut f: impl FnMut(&mut Conn) -> Result<T>) -> Result<T> {
+    fn read<T>(&self, mut f: impl FnMut(&mut Session<'_, '_>) -> Result<T>) -> Result<T> {
         let started = Instant::now();
         let mut attempt = 0;
         let out = loop {
             attempt += 1;
-            let out = off_runtime(|| self.conn().and_then(|mut c| f(&mut c)));
+            let out = off_runtime(|| {
+                let mut conn = self.conn()?;
+                let (client, statements) = conn.parts();
+                f(&mut Session::client(client, statements))
+            });
             match out {
                 Err(StoreError::Busy(_)) if attempt < 3 => backoff(attempt),
                 // A lookup by a value no stored text can hold finds nothing.
@@ -287,21 +310,21 @@ impl PgStore {
 
     /// Runs `f` in one `SERIALIZABLE` transaction and commits it; a serialization failure or
     /// a connection lost before the commit runs it again from the start.
-    fn write<T>(&self, f: impl FnMut(&mut Transaction<'_>) -> Result<T>) -> Result<T> {
+    fn write<T>(&self, f: impl FnMut(&mut Session<'_, '_>) -> Result<T>) -> Result<T> {
         self.write_with(true, f)
     }
 
     /// A write of the workflow engine's own bookkeeping (see [`super::WorkflowStore`]): the
     /// commit does not wait for the WAL flush (`synchronous_commit = off`), so a server crash
     /// may drop the latest of them, never an earlier one without the later ones.
-    fn write_checkpoint<T>(&self, f: impl FnMut(&mut Transaction<'_>) -> Result<T>) -> Result<T> {
+    fn write_checkpoint<T>(&self, f: impl FnMut(&mut Session<'_, '_>) -> Result<T>) -> Result<T> {
         self.write_with(false, f)
     }
 
     fn write_with<T>(
         &self,
         durable: bool,
-        mut f: impl FnMut(&mut Transaction<'_>) -> Result<T>,
+        mut f: impl FnMut(&mut Session<'_, '_>) -> Result<T>,
     ) -> Result<T> {
         let started = Instant::now();
         let mut attempt = 0;
@@ -309,7 +332,8 @@ impl PgStore {
             attempt += 1;
             let out = off_runtime(|| -> std::result::Result<T, Failed> {
                 let mut conn = self.conn()?;
-                let mut tx = conn
+                let (client, statements) = conn.parts();
+                let mut tx = client
                     .build_transaction()
                     .isolation_level(IsolationLevel::Serializable)
                     .start()
@@ -318,7 +342,7 @@ impl PgStore {
                     tx.batch_execute("SET LOCAL synchronous_commit = off")
                         .map_err(StoreError::from)?;
                 }
-                let out = f(&mut tx)?;
+                let out = f(&mut Session::tx(&mut tx, statements))?;
                 tx.commit().map_err(Failed::at_commit)?;
                 Ok(out)
             });
@@ -470,7 +494,7 @@ fn docs(rows: Vec<Row>) -> Result<Vec<Document>> {
     rows.iter().map(doc_row).collect()
 }
 
-fn get_doc(c: &mut impl GenericClient, kb_id: &str, id: &str) -> Result<Document> {
+fn get_doc(c: &mut Session<'_, '_>, kb_id: &str, id: &str) -> Result<Document> {
     let row = c.query_opt(
         &format!("SELECT {DOC_COLS} FROM documents WHERE id = $1 AND kb_id = $2"),
         &[&id, &kb_id],
@@ -486,7 +510,7 @@ fn ids(rows: Vec<Row>) -> Vec<u64> {
 }
 
 /// Ids of a document's chunks in the serving generation (those an index holds).
-fn chunk_ids_of(c: &mut impl GenericClient, document_id: &str) -> Result<Vec<u64>> {
+fn chunk_ids_of(c: &mut Session<'_, '_>, document_id: &str) -> Result<Vec<u64>> {
     Ok(ids(c.query(
         "SELECT c.id FROM chunks c JOIN documents d ON d.id = c.document_id
          JOIN kbs k ON k.id = d.kb_id
@@ -497,7 +521,7 @@ fn chunk_ids_of(c: &mut impl GenericClient, document_id: &str) -> Result<Vec<u64
 
 /// Inserts chunks of one generation in one statement; returns their ids in order.
 fn insert_chunks(
-    tx: &mut Transaction<'_>,
+    tx: &mut Session<'_, '_>,
     document_id: &str,
     generation: i64,
     chunks: &[ChunkRow<'_>],
@@ -568,7 +592,7 @@ fn insert_chunks(
 }
 
 /// Removes a document row (chunks cascade); returns its content hash if now unreferenced.
-fn remove_document(tx: &mut Transaction<'_>, id: &str) -> Result<Option<String>> {
+fn remove_document(tx: &mut Session<'_, '_>, id: &str) -> Result<Option<String>> {
     let sha: Option<String> = tx
         .query_opt(
             "DELETE FROM documents WHERE id = $1 RETURNING sha256",
@@ -589,7 +613,7 @@ fn remove_document(tx: &mut Transaction<'_>, id: &str) -> Result<Option<String>>
     })
 }
 
-fn bump_seq(tx: &mut Transaction<'_>, kb_id: &str) -> Result<u64> {
+fn bump_seq(tx: &mut Session<'_, '_>, kb_id: &str) -> Result<u64> {
     let row = tx.query_one(
         "UPDATE kbs SET index_seq = index_seq + 1 WHERE id = $1 RETURNING index_seq",
         &[&kb_id],
@@ -678,7 +702,7 @@ impl SectionStore for PgStore {
             attempt += 1;
             let out = off_runtime(|| -> Result<()> {
                 if turn.as_ref().is_none_or(|c| c.is_closed()) {
-                    *turn = Some(Client(Some(self.tls.connect(&self.config)?)));
+                    *turn = Some(Client::new(self.tls.connect(&self.config)?));
                 }
                 let client = turn.as_mut().expect("connected above");
                 client.query_one("SELECT pg_advisory_lock($1, $2)", &[&ADVISORY_CLASS, &key])?;
@@ -1011,7 +1035,7 @@ impl DocumentStore for PgStore {
     }
 
     fn get_document(&self, kb_id: &str, id: &str) -> Result<Document> {
-        self.read(|c| get_doc(&mut ***c, kb_id, id))
+        self.read(|c| get_doc(c, kb_id, id))
     }
 
     fn list_documents(&self, kb_id: &str, query: &DocumentQuery) -> Result<Page<Document>> {

@@ -1,9 +1,10 @@
 //! [`WorkflowStore`] on PostgreSQL.
 
 use chrono::{DateTime, Utc};
-use postgres::{GenericClient, Row};
+use postgres::Row;
 use serde_json::Value;
 
+use super::session::Session;
 use super::{count, json_err, u, PgStore};
 use crate::store::workflows::*;
 use crate::store::{Page, Result, StoreError};
@@ -45,7 +46,7 @@ fn wfs(rows: Vec<Row>) -> Result<Vec<WorkflowRecord>> {
     rows.iter().map(wf_row).collect()
 }
 
-fn get_wf(c: &mut impl GenericClient, id: &str) -> Result<WorkflowRecord> {
+fn get_wf(c: &mut Session<'_, '_>, id: &str) -> Result<WorkflowRecord> {
     let row = c.query_opt(
         &format!("SELECT {WF_COLS} FROM workflows WHERE id = $1"),
         &[&id],
@@ -56,7 +57,7 @@ fn get_wf(c: &mut impl GenericClient, id: &str) -> Result<WorkflowRecord> {
     })?)
 }
 
-fn upsert_step(c: &mut impl GenericClient, workflow_id: &str, s: &StepRecord) -> Result<()> {
+fn upsert_step(c: &mut Session<'_, '_>, workflow_id: &str, s: &StepRecord) -> Result<()> {
     let output = s
         .output
         .as_ref()
@@ -89,7 +90,7 @@ fn upsert_step(c: &mut impl GenericClient, workflow_id: &str, s: &StepRecord) ->
 }
 
 fn by_key(
-    c: &mut impl GenericClient,
+    c: &mut Session<'_, '_>,
     tenant_id: &str,
     kind: &str,
     key: &str,
@@ -113,7 +114,7 @@ impl WorkflowStore for PgStore {
         kind: &str,
         key: &str,
     ) -> Result<Option<WorkflowRecord>> {
-        self.read(|c| by_key(&mut ***c, tenant_id, kind, key))
+        self.read(|c| by_key(c, tenant_id, kind, key))
     }
 
     fn create_workflow(&self, new: &NewWorkflow) -> Result<(WorkflowRecord, bool)> {
@@ -144,7 +145,7 @@ impl WorkflowStore for PgStore {
     }
 
     fn workflow(&self, id: &str) -> Result<WorkflowRecord> {
-        self.read(|c| get_wf(&mut ***c, id))
+        self.read(|c| get_wf(c, id))
     }
 
     fn list_workflows(&self, q: &WorkflowQuery) -> Result<Page<WorkflowRecord>> {
