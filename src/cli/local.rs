@@ -66,24 +66,28 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .build()?)
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// SIGINT or SIGTERM, with both handlers installed before this returns: the caller announces
+/// "listening" only after, so a signal sent as soon as it reads that line stops the server
+/// gracefully instead of killing it (a handler installed on the future's first poll left a
+/// window where the default action still applied).
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut interrupt = signal(SignalKind::interrupt()).context("SIGINT handler")?;
+        let mut terminate = signal(SignalKind::terminate()).context("SIGTERM handler")?;
+        Ok(async move {
+            tokio::select! {
+                _ = interrupt.recv() => {},
+                _ = terminate.recv() => {},
             }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
+        })
+    }
     #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
+    {
+        Ok(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
     }
 }
 
@@ -214,10 +218,11 @@ pub fn serve(config: Config, args: LocalArgs) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("binding {bind}"))?;
         let addr = listener.local_addr()?;
+        let stop = shutdown_signal()?;
         tracing::info!(%addr, "listening");
         println!("listening on http://{addr}");
         let agents = groundwork::app::agents(&service);
-        groundwork::api::serve(service, agents, listener, shutdown_signal()).await?;
+        groundwork::api::serve(service, agents, listener, stop).await?;
         anyhow::Ok(())
     })
 }
