@@ -658,7 +658,7 @@ const BOOK_QUESTIONS: [&str; 12] = [
     "sending values between threads with channels",
     "what is a smart pointer like Box",
     "how do lifetimes prevent dangling references",
-    "how do I publish a crate to crates.io",
+    "how do I publish my own crate",
 ];
 
 /// Agent state writes (JSON Merge Patch, each answered after its commit) from `clients`

@@ -29,8 +29,10 @@
 //!   OpenAI-compatible server — through routes with retries, fallback and timeouts, a response
 //!   cache, atomic budget reservations, guardrails and a call log; served as the
 //!   OpenAI-compatible `/v1/chat/completions`, `/v1/embeddings` and `/v1/models`.
-//! - [`store`]: SQLite schema, migrations and repositories behind narrow traits; uploaded
-//!   bytes by content hash. The source of truth, vectors included.
+//! - [`store`]: the schema, migrations and repositories behind narrow traits, in SQLite (the
+//!   default) or PostgreSQL (`[store] url`); uploaded bytes by content hash; sections that
+//!   exclude across processes; `migrate`'s verified copy from one to the other. The source
+//!   of truth, vectors included.
 //! - [`embed`]: the [`embed::Embedder`] trait and the candle BERT embedder that loads any
 //!   sentence-transformers folder (all-MiniLM-L6-v2 by default).
 //! - [`ingest`]: turning bytes into text ([`ingest::extract`], PDF parsing isolated in a child
