@@ -267,8 +267,7 @@ fn a_database_crash_mid_ingest_leaves_every_document_ready_exactly_once() {
     let restarted = Instant::now();
     let job = server.wait_job(&job_id);
     eprintln!(
-        "database crashed after {:.1} s of ingest; the rest took {:.1} s after its restart",
-        started.elapsed().as_secs_f64() - restarted.elapsed().as_secs_f64() - 3.0,
+        "the ingest finished {:.1} s after the database came back",
         restarted.elapsed().as_secs_f64()
     );
     assert_eq!(job["ready"], files.len(), "{job}");

@@ -646,19 +646,19 @@ struct SectionGuard<'a> {
 
 impl Drop for SectionGuard<'_> {
     fn drop(&mut self) {
-        let section = self.section.number();
+        let key = self.section.number();
         let released = off_runtime(|| {
             self.turn.as_mut().map(|c| {
                 c.query_one(
                     "SELECT pg_advisory_unlock($1, $2)",
-                    &[&ADVISORY_CLASS, &section],
+                    &[&ADVISORY_CLASS, &key],
                 )
             })
         });
         if !matches!(released, Some(Ok(_))) {
             // Closing the session releases its locks on the server.
             tracing::warn!(
-                ?section,
+                section = ?self.section,
                 "could not leave a section; closing its connection"
             );
             *self.turn = None;
