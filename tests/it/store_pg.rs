@@ -238,10 +238,8 @@ fn a_database_crash_mid_ingest_leaves_every_document_ready_exactly_once() {
         let job = ok_json(server.get(&format!("/v1/jobs/{job_id}")));
         let ready = job["ready"].as_u64().unwrap_or(0);
         if ready >= 2 {
-            assert!(
-                ready < files.len() as u64 / 2,
-                "ingest outran the test: {job}"
-            );
+            // Mid-ingest is what matters (documents finish in embedding groups).
+            assert!(ready < files.len() as u64, "ingest outran the test: {job}");
             break;
         }
         assert!(started.elapsed() < Duration::from_secs(120), "{job}");
