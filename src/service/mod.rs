@@ -46,7 +46,9 @@ use crate::embed::{EmbedOptions, Embedder};
 use crate::gateway::Gateway;
 use crate::index::CollectionOptions;
 use crate::ingest::isolate::Isolation;
-use crate::store::{BlobStore, Document, Kb, KbStats, NewWorkflow, Scope, Section, Store};
+use crate::store::{
+    BlobStore, Document, Kb, KbStats, NewWorkflow, ReplicaRecord, Scope, Section, Store,
+};
 use crate::supervisor::Supervisor;
 use crate::workflow::{Engine, EngineOptions};
 use models::Models;
@@ -122,6 +124,8 @@ pub struct Core {
     /// Whether OCR runs (Tesseract's version), or why not: image uploads are refused then.
     ocr: std::result::Result<String, String>,
     stats: Stats,
+    /// This process as the other replicas see it.
+    replica: ReplicaRecord,
     /// Requests and model tokens per minute, per key and tenant.
     limiter: ratelimit::RateLimiter,
     /// Every model call (chat, embeddings) passes through it.
@@ -200,6 +204,47 @@ pub struct InstanceStatus {
     pub chunks_embedded: u64,
     /// Queries embedded by this process since it started.
     pub queries_embedded: u64,
+    /// The processes serving this store (this one included), latest heartbeat first.
+    pub replicas: Vec<ReplicaStatus>,
+}
+
+/// One process serving the store, as its heartbeat row says.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct ReplicaStatus {
+    /// Random id chosen at its start.
+    pub id: String,
+    /// Its machine's host name.
+    pub host: String,
+    /// Its process id there.
+    pub pid: u32,
+    /// Its Groundwork version.
+    pub version: String,
+    /// When it started.
+    pub started_at: chrono::DateTime<chrono::Utc>,
+    /// Its latest heartbeat.
+    pub heartbeat_at: chrono::DateTime<chrono::Utc>,
+    /// Whether that heartbeat is recent (within three periods).
+    pub alive: bool,
+    /// Whether it is the process that answered.
+    pub this: bool,
+}
+
+/// How often a replica refreshes its row.
+const HEARTBEAT: Duration = Duration::from_secs(5);
+
+/// The identity this process announces.
+fn this_replica() -> ReplicaRecord {
+    let now = chrono::Utc::now();
+    ReplicaRecord {
+        id: uuid::Uuid::new_v4().to_string(),
+        host: std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_owned())
+            .unwrap_or_else(|_| "unknown".into()),
+        pid: std::process::id(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        started_at: now,
+        heartbeat_at: now,
+    }
 }
 
 /// The knowledge-base service. Cheap to clone.
@@ -336,6 +381,7 @@ impl Service {
             isolation,
             ocr,
             stats: Stats::default(),
+            replica: this_replica(),
             limiter,
             demo,
             stopping: AtomicBool::new(false),
@@ -361,6 +407,23 @@ impl Service {
             .every("save-indexes", Duration::from_secs(2), move || {
                 if !c.stopping() {
                     c.indexes.save_dirty();
+                }
+            })
+            .map_err(ServiceError::io("the clock thread"))?;
+        let c = core.clone();
+        clock
+            .every("replica-heartbeat", HEARTBEAT, move || {
+                if c.stopping() {
+                    return;
+                }
+                let now = chrono::Utc::now();
+                let beat = ReplicaRecord {
+                    heartbeat_at: now,
+                    ..c.replica.clone()
+                };
+                // Rows silent for a day are replicas that died without saying so.
+                if let Err(e) = c.store.heartbeat(&beat, now - chrono::Duration::days(1)) {
+                    tracing::warn!(error = %e, "replica heartbeat not recorded");
                 }
             })
             .map_err(ServiceError::io("the clock thread"))?;
@@ -437,6 +500,9 @@ impl Service {
         if let Some(bg) = background {
             self.core.engine.shutdown();
             bg.clock.stop();
+            if let Err(e) = self.core.store.remove_replica(&self.core.replica.id) {
+                tracing::warn!(error = %e, "replica row left for the others to expire");
+            }
         }
         self.core.gateway.shutdown();
         let saved = self.core.indexes.save_dirty();
@@ -486,6 +552,31 @@ impl Service {
             .map_err(|e| format!("store unavailable: {e}"))
     }
 
+    /// The replicas on record, alive or not (empty if the store cannot say).
+    fn replicas(&self) -> Vec<ReplicaStatus> {
+        let now = chrono::Utc::now();
+        let recent = chrono::Duration::from_std(HEARTBEAT * 3).unwrap_or_default();
+        match self.core.store.replicas() {
+            Ok(rows) => rows
+                .into_iter()
+                .map(|r| ReplicaStatus {
+                    alive: now - r.heartbeat_at <= recent,
+                    this: r.id == self.core.replica.id,
+                    id: r.id,
+                    host: r.host,
+                    pid: r.pid,
+                    version: r.version,
+                    started_at: r.started_at,
+                    heartbeat_at: r.heartbeat_at,
+                })
+                .collect(),
+            Err(e) => {
+                tracing::warn!(error = %e, "replicas unavailable");
+                Vec::new()
+            }
+        }
+    }
+
     /// The store's connection pool, for the metrics (none for SQLite).
     pub fn store_pool(&self) -> Option<crate::store::PoolUse> {
         self.core.store.pool_use()
@@ -524,6 +615,7 @@ impl Service {
             indexed_chunks: self.core.indexes.total_chunks(),
             chunks_embedded: self.core.stats.chunks_embedded.load(Ordering::Relaxed),
             queries_embedded: self.core.stats.queries_embedded.load(Ordering::Relaxed),
+            replicas: self.replicas(),
         }
     }
 

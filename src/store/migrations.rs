@@ -11,6 +11,7 @@ pub(super) fn migrations() -> Migrations<'static> {
         M::up(include_str!("sql/sqlite/0003_gateway.sql")),
         M::up(include_str!("sql/sqlite/0004_agents.sql")),
         M::up(include_str!("sql/sqlite/0005_extraction.sql")),
+        M::up(include_str!("sql/sqlite/0006_replicas.sql")),
     ])
 }
 

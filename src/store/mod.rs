@@ -19,6 +19,7 @@ pub mod copy;
 pub mod gateway;
 mod migrations;
 mod pg;
+pub mod replicas;
 mod sections;
 pub mod sources;
 mod sqlite;
@@ -29,6 +30,7 @@ pub use agents::AgentStore;
 pub use blobs::{BlobStore, FsBlobStore};
 pub use gateway::GatewayStore;
 pub use pg::{PgBlobStore, PgOptions, PgStore, TlsOptions};
+pub use replicas::{ReplicaRecord, ReplicaStore};
 pub use sections::{Held, Section, SectionStore};
 pub use sources::{Source, SourceStore};
 pub use sqlite::SqliteStore;
@@ -237,6 +239,7 @@ pub trait Store:
     + AgentStore
     + SectionStore
     + HealthStore
+    + ReplicaStore
 {
 }
 
@@ -252,5 +255,6 @@ impl<T> Store for T where
         + AgentStore
         + SectionStore
         + HealthStore
+        + ReplicaStore
 {
 }

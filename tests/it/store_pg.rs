@@ -545,3 +545,40 @@ fn migrate_copies_a_deployment_that_answers_the_same_and_is_idempotent() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("another deployment"), "{err}");
 }
+
+#[test]
+fn replicas_on_one_database_list_each_other_and_a_stopped_one_leaves() {
+    if !first_pass() {
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tmp");
+    let cluster = Cluster::start(&tmp.path().join("pg"));
+    let env = [("GROUNDWORK__STORE__URL", cluster.url.as_str())];
+    let a = TestServer::start(&tmp.path().join("a"), &env);
+    let b = TestServer::start(&tmp.path().join("b"), &env);
+    let replicas = |server: &TestServer| -> Vec<Value> {
+        ok_json(server.get("/v1/status"))["instance"]["replicas"]
+            .as_array()
+            .cloned()
+            .expect("replicas")
+    };
+    let seen = replicas(&a);
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    assert!(seen.iter().all(|r| r["alive"] == true), "{seen:?}");
+    assert_eq!(seen.iter().filter(|r| r["this"] == true).count(), 1);
+    let from_b = replicas(&b);
+    let ids = |v: &[Value]| {
+        let mut ids: Vec<String> = v.iter().map(|r| r["id"].to_string()).collect();
+        ids.sort();
+        ids
+    };
+    assert_eq!(ids(&seen), ids(&from_b), "both see the same replicas");
+    let b_id = from_b.iter().find(|r| r["this"] == true).expect("b itself")["id"].clone();
+    // A replica that stops says so; the other lists only itself.
+    b.stop();
+    let left = replicas(&a);
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert_ne!(left[0]["id"], b_id);
+    assert_eq!(left[0]["this"], true);
+    a.stop();
+}

@@ -7,7 +7,10 @@ use postgres::Client;
 use crate::store::{Result, StoreError};
 
 /// Every migration, oldest first: one SQL file each under `sql/postgres/`, numbered.
-const MIGRATIONS: &[&str] = &[include_str!("../sql/postgres/0001_schema.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../sql/postgres/0001_schema.sql"),
+    include_str!("../sql/postgres/0002_replicas.sql"),
+];
 
 /// Key of the advisory lock held while migrating ("groundwk" in ASCII).
 const LOCK: i64 = 0x67726f756e64776b;

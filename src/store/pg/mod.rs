@@ -29,6 +29,7 @@ mod agents;
 mod blobs;
 mod gateway;
 mod migrate;
+mod replicas;
 mod session;
 mod sources;
 mod tls;

@@ -19,6 +19,7 @@ use super::{
 
 mod agents;
 mod gateway;
+mod replicas;
 mod sources;
 mod workflows;
 

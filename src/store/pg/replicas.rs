@@ -1,0 +1,59 @@
+//! [`ReplicaStore`] on PostgreSQL.
+
+use chrono::{DateTime, Utc};
+
+use super::PgStore;
+use crate::store::replicas::{ReplicaRecord, ReplicaStore};
+use crate::store::Result;
+
+impl ReplicaStore for PgStore {
+    fn heartbeat(&self, r: &ReplicaRecord, forget_before: DateTime<Utc>) -> Result<()> {
+        self.write_checkpoint(|tx| {
+            tx.execute(
+                "INSERT INTO replicas (id, host, pid, version, started_at, heartbeat_at)
+                 VALUES ($1, $2, $3, $4, $5, $6)
+                 ON CONFLICT (id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at",
+                &[
+                    &r.id,
+                    &r.host,
+                    &i64::from(r.pid),
+                    &r.version,
+                    &r.started_at,
+                    &r.heartbeat_at,
+                ],
+            )?;
+            tx.execute(
+                "DELETE FROM replicas WHERE heartbeat_at < $1",
+                &[&forget_before],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn replicas(&self) -> Result<Vec<ReplicaRecord>> {
+        self.read(|c| {
+            Ok(c.query(
+                "SELECT id, host, pid, version, started_at, heartbeat_at FROM replicas
+                 ORDER BY heartbeat_at DESC",
+                &[],
+            )?
+            .iter()
+            .map(|r| ReplicaRecord {
+                id: r.get(0),
+                host: r.get(1),
+                pid: r.get::<_, i64>(2) as u32,
+                version: r.get(3),
+                started_at: r.get(4),
+                heartbeat_at: r.get(5),
+            })
+            .collect())
+        })
+    }
+
+    fn remove_replica(&self, id: &str) -> Result<()> {
+        self.write(|tx| {
+            tx.execute("DELETE FROM replicas WHERE id = $1", &[&id])?;
+            Ok(())
+        })
+    }
+}

@@ -1,0 +1,53 @@
+//! [`ReplicaStore`] on SQLite (one process owns the file: the list holds that process).
+
+use chrono::{DateTime, Utc};
+use rusqlite::params;
+
+use super::SqliteStore;
+use crate::store::replicas::{ReplicaRecord, ReplicaStore};
+use crate::store::Result;
+
+impl ReplicaStore for SqliteStore {
+    fn heartbeat(&self, r: &ReplicaRecord, forget_before: DateTime<Utc>) -> Result<()> {
+        self.write_checkpoint(|tx| {
+            tx.execute(
+                "INSERT INTO replicas (id, host, pid, version, started_at, heartbeat_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT (id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at",
+                params![r.id, r.host, r.pid, r.version, r.started_at, r.heartbeat_at],
+            )?;
+            tx.execute(
+                "DELETE FROM replicas WHERE heartbeat_at < ?1",
+                params![forget_before],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn replicas(&self) -> Result<Vec<ReplicaRecord>> {
+        self.read(|c| {
+            let mut stmt = c.prepare(
+                "SELECT id, host, pid, version, started_at, heartbeat_at FROM replicas
+                 ORDER BY heartbeat_at DESC",
+            )?;
+            let rows = stmt.query_map([], |r| {
+                Ok(ReplicaRecord {
+                    id: r.get(0)?,
+                    host: r.get(1)?,
+                    pid: r.get(2)?,
+                    version: r.get(3)?,
+                    started_at: r.get(4)?,
+                    heartbeat_at: r.get(5)?,
+                })
+            })?;
+            Ok(rows.collect::<rusqlite::Result<_>>()?)
+        })
+    }
+
+    fn remove_replica(&self, id: &str) -> Result<()> {
+        self.write(|tx| {
+            tx.execute("DELETE FROM replicas WHERE id = ?1", params![id])?;
+            Ok(())
+        })
+    }
+}
