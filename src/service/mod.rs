@@ -189,6 +189,9 @@ pub struct Status {
     /// Instance-wide counters: only for an `admin` key of the default tenant (and in demo
     /// mode), `null` for everyone else; `/metrics` has them too.
     pub instance: Option<InstanceStatus>,
+    /// The processes serving this store (this one included), latest heartbeat first; for the
+    /// same callers as `instance`.
+    pub replicas: Option<Vec<ReplicaStatus>>,
 }
 
 /// Counters of the whole instance.
@@ -204,8 +207,6 @@ pub struct InstanceStatus {
     pub chunks_embedded: u64,
     /// Queries embedded by this process since it started.
     pub queries_embedded: u64,
-    /// The processes serving this store (this one included), latest heartbeat first.
-    pub replicas: Vec<ReplicaStatus>,
 }
 
 /// One process serving the store, as its heartbeat row says.
@@ -615,7 +616,6 @@ impl Service {
             indexed_chunks: self.core.indexes.total_chunks(),
             chunks_embedded: self.core.stats.chunks_embedded.load(Ordering::Relaxed),
             queries_embedded: self.core.stats.queries_embedded.load(Ordering::Relaxed),
-            replicas: self.replicas(),
         }
     }
 
@@ -676,6 +676,7 @@ impl Service {
             embedding_model: self.core.models.default_model().model_id().to_owned(),
             demo_mode: self.core.demo.is_some(),
             instance: operator.then(|| self.instance_status()),
+            replicas: operator.then(|| self.replicas()),
         })
     }
 }

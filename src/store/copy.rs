@@ -522,7 +522,7 @@ fn copy_blobs(
         .collect::<rusqlite::Result<_>>()?;
     progress(Progress::Blobs(shas.len() as u64));
     let io = |sha: &str, e: std::io::Error| migration_err("blobs", format!("{sha}: {e}"));
-    let (mut present, mut inserted) = (0u64, 0u64);
+    let (mut present, mut verified, mut inserted) = (0u64, 0u64, 0u64);
     let mut sum = Checksum::default();
     for sha in &shas {
         if !source.contains(sha) {
@@ -551,12 +551,13 @@ fn copy_blobs(
                 format!("{sha}: the copied bytes do not match their hash"),
             ));
         }
+        verified += 1;
         progress(Progress::Rows(1));
     }
     Ok(TableReport {
         table: "blobs".into(),
         source_rows: present,
-        target_rows: present,
+        target_rows: verified,
         inserted,
         checksum: sum.hex(),
     })

@@ -592,7 +592,7 @@ fn a_restart_serves_identical_results_without_re_embedding() {
     assert_eq!(st["chunks_embedded"], 0, "{st}");
     assert_eq!(st["indexed_chunks"].as_u64(), Some(indexed));
     // The stopped process took its replica row with it: this one is alone.
-    let replicas = st["instance"]["replicas"].as_array().expect("replicas");
+    let replicas = st["replicas"].as_array().expect("replicas");
     assert_eq!(replicas.len(), 1, "{st}");
     assert_eq!(
         (&replicas[0]["this"], &replicas[0]["alive"]),

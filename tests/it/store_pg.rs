@@ -1,5 +1,5 @@
-//! The PostgreSQL store against servers of its own (started with `tests/pg.sh`, so these run
-//! in the first pass of `tests/run.sh` whichever store the rest of the suite uses): encrypted
+//! The PostgreSQL store against servers of its own (started with `tests/pg.sh`, whichever
+//! store the rest of the suite uses; `tests/run.sh` runs them in its first pass only): encrypted
 //! and verified connections, sections that exclude across processes, and a database that
 //! crashes and restarts in the middle of an ingest.
 
@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use groundwork::store::{HealthStore, PgOptions, PgStore, Section, SectionStore, TenantStore};
 use serde_json::Value;
 
-use crate::common::{cli, on_postgres, root, shared};
+use crate::common::{cli, root, shared};
 use crate::server::{ok_json, TestServer};
 
 /// A throwaway PostgreSQL server, stopped and removed on drop.
@@ -59,17 +59,8 @@ fn pg(args: &[&str]) -> String {
         .to_owned()
 }
 
-/// Whether this pass runs these tests: the first one (the PostgreSQL pass would repeat them
-/// unchanged, their servers being their own).
-fn first_pass() -> bool {
-    !on_postgres()
-}
-
 #[test]
 fn connections_are_encrypted_and_the_server_certificate_verified() {
-    if !first_pass() {
-        return;
-    }
     let tmp = tempfile::tempdir().expect("tmp");
     let cluster = Cluster::start(&tmp.path().join("pg"));
     let ca = pg(&["tls", cluster.arg()]);
@@ -138,9 +129,6 @@ fn connections_are_encrypted_and_the_server_certificate_verified() {
 
 #[test]
 fn sections_exclude_across_processes_without_holding_pooled_connections() {
-    if !first_pass() {
-        return;
-    }
     let tmp = tempfile::tempdir().expect("tmp");
     let cluster = Cluster::start(&tmp.path().join("pg"));
     let options = PgOptions {
@@ -214,9 +202,6 @@ fn chapters(n: usize) -> Option<Vec<(String, Vec<u8>)>> {
 
 #[test]
 fn a_database_crash_mid_ingest_leaves_every_document_ready_exactly_once() {
-    if !first_pass() {
-        return;
-    }
     let Some(files) = chapters(24) else { return };
     let tmp = tempfile::tempdir().expect("tmp");
     let cluster = Cluster::start(&tmp.path().join("pg"));
@@ -392,9 +377,6 @@ fn migrate(from: &Path, to: &str) -> std::process::Output {
 
 #[test]
 fn migrate_copies_a_deployment_that_answers_the_same_and_is_idempotent() {
-    if !first_pass() {
-        return;
-    }
     let Some(files) = chapters(12) else { return };
     let llm = crate::fake_llm::FakeLlm::start();
     llm.answer("gpt-main", "Install it with rustup [1].");
@@ -548,16 +530,13 @@ fn migrate_copies_a_deployment_that_answers_the_same_and_is_idempotent() {
 
 #[test]
 fn replicas_on_one_database_list_each_other_and_a_stopped_one_leaves() {
-    if !first_pass() {
-        return;
-    }
     let tmp = tempfile::tempdir().expect("tmp");
     let cluster = Cluster::start(&tmp.path().join("pg"));
     let env = [("GROUNDWORK__STORE__URL", cluster.url.as_str())];
     let a = TestServer::start(&tmp.path().join("a"), &env);
     let b = TestServer::start(&tmp.path().join("b"), &env);
     let replicas = |server: &TestServer| -> Vec<Value> {
-        ok_json(server.get("/v1/status"))["instance"]["replicas"]
+        ok_json(server.get("/v1/status"))["replicas"]
             .as_array()
             .cloned()
             .expect("replicas")
