@@ -55,9 +55,10 @@ pub fn open(
     fs_err::create_dir_all(&data_dir).map_err(ServiceError::io("the data directory"))?;
     let lock = lock_data_dir(&data_dir)?;
     let Stores { store, blobs } = open_stores(&config)?;
+    let replica = service::this_replica();
     let engine = Engine::new(
         store.clone(),
-        service::engine_options(&config.workflow),
+        service::engine_options(&config.workflow, &replica.id),
         supervisor.clone(),
     );
     let root = std::env::current_dir().map_err(ServiceError::io("the working directory"))?;
@@ -77,6 +78,7 @@ pub fn open(
         clock: Clock::new(supervisor.clone()),
         supervisor,
         lock,
+        replica,
     };
     Service::open(config, parts, embedder, isolation)
 }

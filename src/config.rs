@@ -124,6 +124,9 @@ pub struct WorkflowConfig {
     pub reindex_concurrency: usize,
     /// Folder syncs executing at once.
     pub sync_concurrency: usize,
+    /// How long a replica's claim on a run holds without renewal (renewed every third of
+    /// it): the longest a run waits after its replica died before another takes it over.
+    pub lease_secs: f64,
 }
 
 impl Default for WorkflowConfig {
@@ -133,6 +136,7 @@ impl Default for WorkflowConfig {
             ingest_concurrency: 2,
             reindex_concurrency: 1,
             sync_concurrency: 1,
+            lease_secs: 15.0,
         }
     }
 }
@@ -321,6 +325,9 @@ impl Config {
             || w.sync_concurrency == 0
         {
             return bad("workflow.workers and workflow.*_concurrency must be positive");
+        }
+        if !(w.lease_secs >= 1.0 && w.lease_secs <= 3600.0) {
+            return bad("workflow.lease_secs must be between 1 and 3600");
         }
         if self.store.is_postgres() {
             let url = &self.store.url;

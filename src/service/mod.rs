@@ -234,7 +234,7 @@ pub struct ReplicaStatus {
 const HEARTBEAT: Duration = Duration::from_secs(5);
 
 /// The identity this process announces.
-fn this_replica() -> ReplicaRecord {
+pub fn this_replica() -> ReplicaRecord {
     let now = chrono::Utc::now();
     ReplicaRecord {
         id: uuid::Uuid::new_v4().to_string(),
@@ -276,6 +276,8 @@ pub struct Parts {
     pub clock: Clock,
     /// The data directory's lock, held for the service's life (one process per directory).
     pub lock: std::fs::File,
+    /// This process among the store's replicas (its id also names its workflow claims).
+    pub replica: ReplicaRecord,
 }
 
 /// The kinds of workflow the service runs (the engine itself stores any kind as text).
@@ -300,9 +302,12 @@ impl WorkflowKind {
     }
 }
 
-/// The workflow engine's settings for the service's workflow kinds.
-pub fn engine_options(w: &crate::config::WorkflowConfig) -> EngineOptions {
+/// The workflow engine's settings for the service's workflow kinds, claiming runs as `holder`
+/// (the replica's id).
+pub fn engine_options(w: &crate::config::WorkflowConfig, holder: &str) -> EngineOptions {
     EngineOptions {
+        holder: holder.to_owned(),
+        lease: Duration::from_secs_f64(w.lease_secs.max(0.5)),
         workers: w.workers,
         concurrency: [
             (WorkflowKind::Ingest, w.ingest_concurrency),
@@ -334,6 +339,7 @@ impl Service {
             supervisor,
             clock,
             lock,
+            replica,
         } = parts;
         let demo = if store.has_keys()? {
             None
@@ -382,7 +388,7 @@ impl Service {
             isolation,
             ocr,
             stats: Stats::default(),
-            replica: this_replica(),
+            replica,
             limiter,
             demo,
             stopping: AtomicBool::new(false),

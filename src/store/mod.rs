@@ -36,8 +36,8 @@ pub use sources::{Source, SourceStore};
 pub use sqlite::SqliteStore;
 pub use types::*;
 pub use workflows::{
-    AttemptError, NewWorkflow, StepRecord, StepStatus, WorkflowQuery, WorkflowRecord,
-    WorkflowStatus, WorkflowStore,
+    claim_lost, AttemptError, Claim, ClaimRequest, LeaseState, NewWorkflow, StepRecord, StepStatus,
+    WorkflowQuery, WorkflowRecord, WorkflowStatus, WorkflowStore,
 };
 
 /// Errors of the store.

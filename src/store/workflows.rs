@@ -5,7 +5,10 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::{Page, Result};
+use std::collections::HashMap;
+use std::time::Duration;
+
+use super::{Page, Result, StoreError};
 
 /// Where a workflow run is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -211,6 +214,103 @@ pub struct WorkflowQuery {
     pub limit: u64,
 }
 
+/// A run as claimed by one process: writes made under it land only while no later claim of
+/// the run exists (a process whose lease expired while it was still executing — stalled, or
+/// cut off from the database — must not overwrite the work of the process that took over).
+#[derive(Debug, Clone, Copy)]
+pub struct Claim<'a> {
+    /// The run.
+    pub workflow_id: &'a str,
+    /// Its `runs` counter as the claim left it: each claim advances it, so it names the claim.
+    pub run: u32,
+}
+
+impl<'a> Claim<'a> {
+    /// The claim a claimed run carries.
+    pub fn of(wf: &'a WorkflowRecord) -> Self {
+        Self {
+            workflow_id: &wf.id,
+            run: wf.runs,
+        }
+    }
+}
+
+/// What [`WorkflowStore::claim_workflows`] may take.
+#[derive(Debug, Clone)]
+pub struct ClaimRequest<'a> {
+    /// The claiming process (its replica id).
+    pub holder: &'a str,
+    /// How long the claim holds without renewal.
+    pub lease: Duration,
+    /// Wake times up to this have passed.
+    pub now: DateTime<Utc>,
+    /// Most runs to claim.
+    pub free: usize,
+    /// Most runs of a kind executing at once over every process (kinds not listed: 1).
+    pub limits: &'a HashMap<String, usize>,
+    /// Runs this process is executing (never claimed again while it does).
+    pub exclude: &'a [String],
+}
+
+impl ClaimRequest<'_> {
+    /// The cluster-wide limit of a kind.
+    pub fn limit(&self, kind: &str) -> usize {
+        self.limits.get(kind).copied().unwrap_or(1).max(1)
+    }
+
+    /// Picks from `candidates` (oldest first) what may be claimed, given `live` runs per kind
+    /// whose leases hold.
+    pub fn pick(
+        &self,
+        candidates: Vec<WorkflowRecord>,
+        mut live: HashMap<String, usize>,
+    ) -> Vec<WorkflowRecord> {
+        let mut picked = Vec::new();
+        for wf in candidates {
+            if picked.len() >= self.free {
+                break;
+            }
+            if self.exclude.contains(&wf.id) {
+                continue;
+            }
+            let n = live.entry(wf.kind.clone()).or_default();
+            if *n >= self.limit(&wf.kind) {
+                continue;
+            }
+            *n += 1;
+            picked.push(wf);
+        }
+        picked
+    }
+}
+
+/// A renewed (or lost) lease.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseState {
+    /// The run.
+    pub workflow_id: String,
+    /// Still held by the renewing process under the same claim.
+    pub held: bool,
+    /// Cancellation was asked for (by any process).
+    pub cancel_requested: bool,
+}
+
+/// What a fenced write fails with when the run was claimed again since.
+pub const CLAIM_LOST: &str = "workflow claim";
+
+/// Whether `e` says that a fenced write found its claim superseded.
+pub fn claim_lost(e: &StoreError) -> bool {
+    matches!(e, StoreError::Conflict { kind, .. } if *kind == CLAIM_LOST)
+}
+
+/// The error of a fenced write whose claim was superseded.
+pub fn superseded(workflow_id: &str) -> StoreError {
+    StoreError::Conflict {
+        kind: CLAIM_LOST,
+        name: workflow_id.to_owned(),
+    }
+}
+
 /// Storage of workflow runs.
 ///
 /// Durability: every write survives a process crash once it returns. Step records, progress
@@ -237,20 +337,37 @@ pub trait WorkflowStore: Send + Sync {
     fn list_workflows(&self, query: &WorkflowQuery) -> Result<Page<WorkflowRecord>>;
     /// A run's steps in order, outputs included.
     fn steps(&self, workflow_id: &str) -> Result<Vec<StepRecord>>;
-    /// Runs a worker may pick up now, oldest first: queued ones and sleeping or waiting ones
-    /// whose wake time has passed.
-    fn runnable_workflows(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<WorkflowRecord>>;
-    /// Runs left `running` by a process that stopped; they become `queued`. Returns how many.
+    /// Claims runs for `req.holder`, oldest first, and returns them `running` with their
+    /// `runs` counter advanced (the claim's token, see [`Claim`]): queued runs, sleeping or
+    /// waiting ones whose wake time has passed or whose cancellation was asked for, and
+    /// running ones whose lease expired (their holder stopped renewing: it died or lost the
+    /// database). At most `req.free` runs, and per kind at most its limit minus the runs of
+    /// that kind whose leases are live on any process. Claims never interleave: two
+    /// processes claiming at once see each other's claims.
+    fn claim_workflows(&self, req: &ClaimRequest<'_>) -> Result<Vec<WorkflowRecord>>;
+    /// Extends the leases of runs `holder` still holds by `lease`. Returns, per run asked
+    /// for, whether it is still held and whether its cancellation was asked for.
+    fn renew_leases(
+        &self,
+        holder: &str,
+        claims: &[Claim<'_>],
+        lease: Duration,
+    ) -> Result<Vec<LeaseState>>;
+    /// Runs left `running` by an earlier process that no other process can be executing; they
+    /// become `queued`. On a store one process owns (SQLite) that is every running run; on a
+    /// shared store none (a dead holder's leases expire instead). Returns how many.
     fn requeue_interrupted(&self) -> Result<usize>;
-    /// Saves a run's status, wake time, awaited event, output, error and run counter.
-    /// `cancel_requested` is never overwritten (see [`WorkflowStore::request_cancel`]).
+    /// Saves the state a claimed run ended its turn in (status, wake time, awaited event,
+    /// output, error, start and end), and releases its claim. Fenced by `wf.runs`: a run
+    /// claimed again since is left alone ([`claim_lost`]). `cancel_requested` is never
+    /// overwritten (see [`WorkflowStore::request_cancel`]).
     fn save_workflow(&self, wf: &WorkflowRecord) -> Result<()>;
-    /// Saves a run's progress.
-    fn save_progress(&self, workflow_id: &str, progress: &Value) -> Result<()>;
-    /// Inserts or replaces a step.
-    fn save_step(&self, workflow_id: &str, step: &StepRecord) -> Result<()>;
+    /// Saves a claimed run's progress (fenced, see [`Claim`]).
+    fn save_progress(&self, claim: &Claim<'_>, progress: &Value) -> Result<()>;
+    /// Inserts or replaces a claimed run's step (fenced, see [`Claim`]).
+    fn save_step(&self, claim: &Claim<'_>, step: &StepRecord) -> Result<()>;
     /// Drops the outputs of completed steps whose names start with `prefix` (except `keep`).
-    fn forget_outputs(&self, workflow_id: &str, prefix: &str, keep: &str) -> Result<()>;
+    fn forget_outputs(&self, claim: &Claim<'_>, prefix: &str, keep: &str) -> Result<()>;
     /// Asks a run to stop; a run not executing stops at once. Returns the run after.
     fn request_cancel(&self, id: &str) -> Result<WorkflowRecord>;
     /// Makes a failed or cancelled run runnable again: its failed steps start over (their
@@ -261,6 +378,7 @@ pub trait WorkflowStore: Send + Sync {
     /// Consumes the oldest unconsumed event with this name and, in the same transaction,
     /// saves `step` completed with the event's payload as output (so an event is never lost
     /// nor consumed twice). `None` when no such event is waiting.
-    fn take_event(&self, workflow_id: &str, name: &str, step: &StepRecord)
+    /// Fenced, see [`Claim`].
+    fn take_event(&self, claim: &Claim<'_>, name: &str, step: &StepRecord)
         -> Result<Option<Value>>;
 }

@@ -30,8 +30,8 @@ use serde_json::Value;
 
 use crate::backoff::Backoff;
 use crate::store::{
-    AttemptError, NewWorkflow, StepRecord, StepStatus, StoreError, WorkflowRecord, WorkflowStatus,
-    WorkflowStore,
+    claim_lost, AttemptError, Claim, ClaimRequest, NewWorkflow, StepRecord, StepStatus, StoreError,
+    WorkflowRecord, WorkflowStatus, WorkflowStore,
 };
 use crate::supervisor::{Supervisor, Thread};
 
@@ -143,8 +143,10 @@ pub enum Interrupt {
     },
     /// Cancellation was requested.
     Cancelled,
-    /// The process is stopping; the run resumes at the next start.
+    /// The process is stopping; the run is released for another process or the next start.
     Stopping,
+    /// Another process took the run over (this one's lease lapsed): nothing more is written.
+    Lost,
     /// A step failed for good and the handler did not absorb it.
     Failed(StepFailure),
     /// Storage failed.
@@ -164,7 +166,11 @@ impl Interrupt {
 
 impl From<StoreError> for Interrupt {
     fn from(e: StoreError) -> Self {
-        Interrupt::Store(e)
+        if claim_lost(&e) {
+            Interrupt::Lost
+        } else {
+            Interrupt::Store(e)
+        }
     }
 }
 
@@ -215,9 +221,15 @@ pub struct Event {
 /// Engine settings.
 #[derive(Debug, Clone)]
 pub struct EngineOptions {
+    /// Who claims runs (the replica's id; unique per process).
+    pub holder: String,
+    /// How long a claim holds without renewal; renewed every third of it while the run
+    /// executes, and taken over by another process once it lapses.
+    pub lease: Duration,
     /// Worker threads (runs executing at once).
     pub workers: usize,
-    /// Most runs of one type executing at once (types not listed: 1).
+    /// Most runs of one type executing at once over every process sharing the store (types
+    /// not listed: 1).
     pub concurrency: HashMap<String, usize>,
     /// How often the run table is polled for due work when nothing signals.
     pub poll: Duration,
@@ -225,8 +237,8 @@ pub struct EngineOptions {
 
 struct Slots {
     busy: usize,
-    in_flight: HashSet<String>,
-    per_kind: HashMap<String, usize>,
+    /// Runs executing here, with their claims' tokens.
+    in_flight: HashMap<String, u32>,
     kicked: bool,
 }
 
@@ -237,8 +249,12 @@ struct Inner {
     stopping: AtomicBool,
     slots: Mutex<Slots>,
     /// Runs asked to stop while this process runs them; checked before every step without a
-    /// store read (a cancel asked before a start is in the run's record).
+    /// store read (a cancel asked before a start is in the run's record; one asked on another
+    /// process arrives with the next lease renewal).
     cancelled: Mutex<HashSet<String>>,
+    /// Runs executing here whose claim another process took over (the lease lapsed): they
+    /// stop at their next step without writing anything more.
+    lost: Mutex<HashSet<String>>,
     wake: Condvar,
     events: tokio::sync::broadcast::Sender<Event>,
 }
@@ -271,11 +287,11 @@ impl Engine {
                 stopping: AtomicBool::new(false),
                 slots: Mutex::new(Slots {
                     busy: 0,
-                    in_flight: HashSet::new(),
-                    per_kind: HashMap::new(),
+                    in_flight: HashMap::new(),
                     kicked: false,
                 }),
                 cancelled: Mutex::new(HashSet::new()),
+                lost: Mutex::new(HashSet::new()),
                 wake: Condvar::new(),
                 events,
             }),
@@ -293,7 +309,8 @@ impl Engine {
             .insert(handler.kind(), handler);
     }
 
-    /// Requeues runs a previous process left executing and starts the threads.
+    /// Requeues runs a previous process left executing (where the store can tell they are
+    /// nobody's) and starts the threads.
     pub fn start(&self) -> Result<(), WorkflowError> {
         let resumed = self.inner.store.requeue_interrupted()?;
         if resumed > 0 {
@@ -326,8 +343,8 @@ impl Engine {
         Ok(())
     }
 
-    /// Stops taking work, lets executing steps finish (their runs resume at the next start)
-    /// and joins the threads.
+    /// Stops taking work, lets executing steps finish (their runs are released, for another
+    /// process or the next start) and joins the threads.
     pub fn shutdown(&self) {
         self.inner.stopping.store(true, Ordering::SeqCst);
         self.inner.kick();
@@ -420,52 +437,57 @@ impl Inner {
         });
     }
 
-    fn limit(&self, kind: &str) -> usize {
-        self.options
-            .concurrency
-            .get(kind)
-            .copied()
-            .unwrap_or(1)
-            .max(1)
-    }
-
     fn dispatch(&self, tx: mpsc::Sender<WorkflowRecord>) {
+        let renew_every = self.options.lease / 3;
+        let mut renewed = Instant::now();
         while !self.stopping() {
-            let free = {
+            if renewed.elapsed() >= renew_every {
+                self.renew();
+                renewed = Instant::now();
+            }
+            let (free, exclude) = {
                 let s = lock(&self.slots);
-                self.options.workers.max(1).saturating_sub(s.busy)
+                (
+                    self.options.workers.max(1).saturating_sub(s.busy),
+                    s.in_flight.keys().cloned().collect::<Vec<_>>(),
+                )
             };
             if free > 0 {
-                match self.store.runnable_workflows(Utc::now(), 256) {
-                    Ok(candidates) => {
+                let claimed = self.store.claim_workflows(&ClaimRequest {
+                    holder: &self.options.holder,
+                    lease: self.options.lease,
+                    now: Utc::now(),
+                    free,
+                    limits: &self.options.concurrency,
+                    exclude: &exclude,
+                });
+                match claimed {
+                    Ok(claimed) => {
+                        if !claimed.is_empty() {
+                            metrics::counter!("groundwork_workflow_claims_total")
+                                .increment(claimed.len() as u64);
+                        }
                         let mut s = lock(&self.slots);
-                        for wf in candidates {
-                            if s.busy >= self.options.workers.max(1) {
-                                break;
-                            }
-                            if s.in_flight.contains(&wf.id) {
-                                continue;
-                            }
-                            let running = s.per_kind.get(&wf.kind).copied().unwrap_or(0);
-                            if running >= self.limit(&wf.kind) {
-                                continue;
-                            }
+                        for wf in claimed {
                             s.busy += 1;
-                            s.in_flight.insert(wf.id.clone());
-                            *s.per_kind.entry(wf.kind.clone()).or_default() += 1;
+                            s.in_flight.insert(wf.id.clone(), wf.runs);
                             if tx.send(wf).is_err() {
                                 return;
                             }
                         }
                     }
-                    Err(e) => tracing::error!(error = %e, "cannot read due workflows"),
+                    Err(e) => tracing::error!(error = %e, "cannot claim due workflows"),
                 }
             }
             let mut s = lock(&self.slots);
             if !s.kicked && !self.stopping() {
+                let wait = self
+                    .options
+                    .poll
+                    .min(renew_every.saturating_sub(renewed.elapsed()));
                 s = self
                     .wake
-                    .wait_timeout(s, self.options.poll)
+                    .wait_timeout(s, wait)
                     .unwrap_or_else(|p| p.into_inner())
                     .0;
             }
@@ -474,18 +496,52 @@ impl Inner {
         // Dropping `tx` ends the workers once they finish their current run.
     }
 
+    /// Extends the leases of the runs executing here; a run another process took over is
+    /// marked lost, one whose cancellation was asked for (anywhere) cancelled.
+    fn renew(&self) {
+        let held: Vec<(String, u32)> = lock(&self.slots)
+            .in_flight
+            .iter()
+            .map(|(id, run)| (id.clone(), *run))
+            .collect();
+        if held.is_empty() {
+            return;
+        }
+        let claims: Vec<Claim<'_>> = held
+            .iter()
+            .map(|(id, run)| Claim {
+                workflow_id: id,
+                run: *run,
+            })
+            .collect();
+        match self
+            .store
+            .renew_leases(&self.options.holder, &claims, self.options.lease)
+        {
+            Ok(states) => {
+                for state in states {
+                    if !state.held {
+                        tracing::warn!(workflow = %state.workflow_id, "claim taken over by another replica; stopping here");
+                        lock(&self.lost).insert(state.workflow_id.clone());
+                    }
+                    if state.cancel_requested {
+                        lock(&self.cancelled).insert(state.workflow_id);
+                    }
+                }
+            }
+            // The leases run on; the next renewal (or a fenced write) tells whether they held.
+            Err(e) => tracing::warn!(error = %e, "cannot renew workflow leases"),
+        }
+    }
+
     fn release(&self, wf: &WorkflowRecord) {
         let mut s = lock(&self.slots);
         s.busy = s.busy.saturating_sub(1);
         s.in_flight.remove(&wf.id);
-        if let Some(n) = s.per_kind.get_mut(&wf.kind) {
-            *n = n.saturating_sub(1);
-        }
         s.kicked = true;
         drop(s);
-        if wf.status.is_terminal() {
-            lock(&self.cancelled).remove(&wf.id);
-        }
+        lock(&self.lost).remove(&wf.id);
+        lock(&self.cancelled).remove(&wf.id);
         self.wake.notify_all();
     }
 
@@ -503,6 +559,7 @@ impl Inner {
                 message: format!("no handler for workflow type `{}`", wf.kind),
             })),
             Some(_) if self.stopping() => Err(Interrupt::Stopping),
+            Some(_) if lock(&self.lost).contains(&wf.id) => Err(Interrupt::Lost),
             Some(_) if wf.cancel_requested || lock(&self.cancelled).contains(&wf.id) => {
                 Err(Interrupt::Cancelled)
             }
@@ -541,6 +598,13 @@ impl Inner {
                 wf.finished_at = Some(now);
             }
             Err(Interrupt::Stopping) => wf.status = WorkflowStatus::Queued,
+            Err(Interrupt::Lost) => {
+                tracing::warn!(workflow = %wf.id, kind = %wf.kind, "run taken over by another replica");
+                metrics::counter!("groundwork_workflow_runs_lost_total", "kind" => wf.kind.clone())
+                    .increment(1);
+                self.release(&wf);
+                return;
+            }
             Err(Interrupt::Failed(f)) => {
                 wf.status = WorkflowStatus::Failed;
                 wf.error = Some(f.to_string());
@@ -557,9 +621,18 @@ impl Inner {
                 wf.finished_at = Some(now);
             }
         }
-        if let Err(e) = self.store.save_workflow(&wf) {
-            // The run stays `running` in the store and is resumed at the next start.
-            tracing::error!(workflow = %wf.id, error = %e, "cannot record the run's state");
+        match self.store.save_workflow(&wf) {
+            Ok(()) => {}
+            Err(e) if claim_lost(&e) => {
+                tracing::warn!(workflow = %wf.id, "run taken over by another replica before its state was saved");
+                self.release(&wf);
+                return;
+            }
+            // The run stays `running` in the store; once its lease lapses it is claimed again
+            // (at the next start, on a store this process owns).
+            Err(e) => {
+                tracing::error!(workflow = %wf.id, error = %e, "cannot record the run's state")
+            }
         }
         tracing::info!(workflow = %wf.id, kind = %wf.kind, status = wf.status.as_str(), "workflow run ended");
         metrics::counter!("groundwork_workflow_runs_total", "kind" => wf.kind.clone(), "status" => wf.status.as_str())
@@ -568,13 +641,8 @@ impl Inner {
         self.release(&wf);
     }
 
+    /// Runs a claimed run (the claim recorded it running, with its start and run count).
     fn run(&self, wf: &mut WorkflowRecord, handler: &dyn Handler) -> Result<Value, Interrupt> {
-        wf.status = WorkflowStatus::Running;
-        wf.runs += 1;
-        wf.started_at.get_or_insert_with(Utc::now);
-        wf.wake_at = None;
-        wf.waiting_for = None;
-        self.store.save_workflow(wf)?;
         self.emit(wf, "status", None, None);
         let steps = self.store.steps(&wf.id)?;
         let next_position = steps.iter().map(|s| s.position + 1).max().unwrap_or(0);
@@ -648,6 +716,9 @@ impl Ctx<'_> {
         if self.engine.stopping() {
             return Err(Interrupt::Stopping);
         }
+        if lock(&self.engine.lost).contains(&self.wf.id) {
+            return Err(Interrupt::Lost);
+        }
         if lock(&self.engine.cancelled).contains(&self.wf.id) {
             return Err(Interrupt::Cancelled);
         }
@@ -659,7 +730,9 @@ impl Ctx<'_> {
         if self.wf.progress == progress {
             return Ok(());
         }
-        self.engine.store.save_progress(&self.wf.id, &progress)?;
+        self.engine
+            .store
+            .save_progress(&Claim::of(&self.wf), &progress)?;
         self.engine
             .emit(&self.wf, "progress", None, Some(&progress));
         self.wf.progress = progress;
@@ -671,7 +744,7 @@ impl Ctx<'_> {
     pub fn forget(&mut self, prefix: &str, keep: &str) -> Result<(), Interrupt> {
         self.engine
             .store
-            .forget_outputs(&self.wf.id, prefix, keep)?;
+            .forget_outputs(&Claim::of(&self.wf), prefix, keep)?;
         for (name, s) in self.steps.iter_mut() {
             if name.starts_with(prefix) && name != keep {
                 s.output = None;
@@ -700,7 +773,7 @@ impl Ctx<'_> {
     }
 
     fn save(&mut self, step: StepRecord) -> Result<(), Interrupt> {
-        self.engine.store.save_step(&self.wf.id, &step)?;
+        self.engine.store.save_step(&Claim::of(&self.wf), &step)?;
         self.engine.emit(&self.wf, "step", Some(&step), None);
         self.steps.insert(step.name.clone(), step);
         Ok(())
@@ -915,7 +988,11 @@ impl Ctx<'_> {
                 Some(now + chrono::Duration::from_std(timeout).unwrap_or(chrono::Duration::MAX));
             self.save(rec.clone())?;
         }
-        if let Some(payload) = self.engine.store.take_event(&self.wf.id, name, &rec)? {
+        if let Some(payload) = self
+            .engine
+            .store
+            .take_event(&Claim::of(&self.wf), name, &rec)?
+        {
             rec.status = StepStatus::Completed;
             rec.output = Some(payload.clone());
             rec.finished_at = Some(Utc::now());

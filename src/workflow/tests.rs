@@ -151,9 +151,17 @@ impl Harness {
     }
 
     fn engine(&self) -> Engine {
+        self.engine_as("test")
+    }
+
+    /// An engine claiming as `holder` (engines with different holders are two processes
+    /// sharing the store).
+    fn engine_as(&self, holder: &str) -> Engine {
         let engine = Engine::new(
             self.store.clone(),
             EngineOptions {
+                holder: holder.into(),
+                lease: Duration::from_secs(5),
                 workers: 3,
                 concurrency: HashMap::from([("busy".to_owned(), 2), ("steps".to_owned(), 4)]),
                 poll: Duration::from_millis(20),
@@ -352,6 +360,115 @@ fn concurrency_limit_per_type_holds() {
         assert_eq!(h.finished(id).status, WorkflowStatus::Completed);
     }
     assert_eq!(h.probe.max_concurrent.load(Ordering::SeqCst), 2);
+    engine.shutdown();
+}
+
+#[test]
+fn concurrency_limit_per_type_holds_over_processes_sharing_the_store() {
+    let h = Harness::new();
+    let one = h.engine_as("one");
+    let two = h.engine_as("two");
+    let ids: Vec<String> = (0..8)
+        .map(|i| {
+            h.create(
+                if i % 2 == 0 { &one } else { &two },
+                "busy",
+                json!({}),
+                None,
+            )
+        })
+        .collect();
+    for id in &ids {
+        let wf = h.finished(id);
+        assert_eq!(wf.status, WorkflowStatus::Completed);
+        assert_eq!(wf.runs, 1, "each run claimed once");
+    }
+    // Six workers between them; the `busy` limit (2) counts both processes' runs.
+    assert_eq!(h.probe.max_concurrent.load(Ordering::SeqCst), 2);
+    one.shutdown();
+    two.shutdown();
+}
+
+#[test]
+fn a_lapsed_claim_is_taken_over_and_its_old_holder_can_write_nothing() {
+    let h = Harness::new();
+    // A process that claimed a run and died (or stalled) without renewing: its claim is
+    // made by hand, with a short lease.
+    let id = uuid::Uuid::now_v7().to_string();
+    h.store
+        .create_workflow(&NewWorkflow {
+            id: id.clone(),
+            tenant_id: h.tenant.clone(),
+            kind: "steps".into(),
+            subject: None,
+            idempotency_key: None,
+            input: json!({}),
+        })
+        .expect("create");
+    let limits = HashMap::new();
+    let claim = |holder: &str, lease_ms: u64| {
+        h.store
+            .claim_workflows(&ClaimRequest {
+                holder,
+                lease: Duration::from_millis(lease_ms),
+                now: Utc::now(),
+                free: 4,
+                limits: &limits,
+                exclude: &[],
+            })
+            .expect("claim")
+    };
+    let dead = claim("dead", 300);
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].status, WorkflowStatus::Running);
+    assert_eq!(dead[0].runs, 1);
+    // While its lease holds nobody else gets the run.
+    assert!(claim("other", 300).is_empty());
+    let stale = dead[0].clone();
+    let old = Claim::of(&stale);
+    let step = StepRecord {
+        name: "a".into(),
+        position: 0,
+        status: StepStatus::Completed,
+        attempts: 1,
+        output: Some(json!(1)),
+        errors: Vec::new(),
+        wake_at: None,
+        started_at: Utc::now(),
+        finished_at: Some(Utc::now()),
+    };
+    h.store.save_step(&old, &step).expect("the holder writes");
+    std::thread::sleep(Duration::from_millis(400));
+    // The lease lapsed: a live engine takes the run over and finishes it from step `b`.
+    let engine = h.engine_as("alive");
+    let wf = h.finished(&id);
+    assert_eq!(wf.status, WorkflowStatus::Completed);
+    assert_eq!(wf.runs, 2);
+    assert_eq!(
+        h.probe.count("a"),
+        0,
+        "the dead holder's step is not run again"
+    );
+    assert_eq!(h.probe.count("c"), 1);
+    // The old holder, were it still running, is fenced off and told so.
+    let err = h.store.save_step(&old, &step).expect_err("fenced");
+    assert!(crate::store::claim_lost(&err), "{err}");
+    let err = h
+        .store
+        .save_progress(&old, &json!({ "late": true }))
+        .expect_err("fenced");
+    assert!(crate::store::claim_lost(&err), "{err}");
+    let err = h.store.save_workflow(&stale).expect_err("fenced");
+    assert!(crate::store::claim_lost(&err), "{err}");
+    let renewed = h
+        .store
+        .renew_leases("dead", &[old], Duration::from_secs(5))
+        .expect("renew");
+    assert!(!renewed[0].held);
+    assert_eq!(
+        h.store.workflow(&id).expect("wf").status,
+        WorkflowStatus::Completed
+    );
     engine.shutdown();
 }
 

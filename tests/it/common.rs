@@ -82,7 +82,15 @@ pub fn store_env(data_dir: &std::path::Path) -> Vec<(String, String)> {
         Some((server, _)) => format!("{server}/{name}"),
         None => panic!("GROUNDWORK_TEST_PG_URL has no database part: {admin}"),
     };
-    vec![("GROUNDWORK__STORE__URL".to_owned(), url)]
+    vec![
+        ("GROUNDWORK__STORE__URL".to_owned(), url),
+        // Tests restart killed servers: a killed server's runs are taken over 5 s after its
+        // last renewal instead of the default 15 (on SQLite a restart takes them at once).
+        (
+            "GROUNDWORK__WORKFLOW__LEASE_SECS".to_owned(),
+            "5".to_owned(),
+        ),
+    ]
 }
 
 /// `groundwork` run from the repository root against the store of `data_dir`.

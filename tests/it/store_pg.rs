@@ -8,7 +8,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use groundwork::store::{HealthStore, PgOptions, PgStore, Section, SectionStore, TenantStore};
+use groundwork::store::{
+    claim_lost, Claim, ClaimRequest, HealthStore, NewWorkflow, PgOptions, PgStore, Section,
+    SectionStore, TenantStore, WorkflowStatus, WorkflowStore,
+};
 use serde_json::Value;
 
 use crate::common::{cli, root, shared};
@@ -560,4 +563,157 @@ fn replicas_on_one_database_list_each_other_and_a_stopped_one_leaves() {
     assert_ne!(left[0]["id"], b_id);
     assert_eq!(left[0]["this"], true);
     a.stop();
+}
+
+#[test]
+fn workflow_claims_hold_the_kind_limit_across_processes_and_lapsed_ones_are_taken_over() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let cluster = Cluster::start(&tmp.path().join("pg"));
+    let options = PgOptions {
+        url: cluster.url.clone(),
+        pool_size: 4,
+        ..PgOptions::default()
+    };
+    // Three stores = three processes' worth of sessions.
+    let stores: Vec<Arc<PgStore>> = (0..3)
+        .map(|_| Arc::new(PgStore::connect(&options).expect("connect")))
+        .collect();
+    let tenant = stores[0].ensure_tenant("t").expect("tenant").id;
+    const RUNS: usize = 300;
+    for i in 0..RUNS {
+        stores[i % 3]
+            .create_workflow(&NewWorkflow {
+                id: format!("wf-{i:04}"),
+                tenant_id: tenant.clone(),
+                kind: if i % 2 == 0 { "limited" } else { "noop" }.into(),
+                subject: None,
+                idempotency_key: None,
+                input: Value::Null,
+            })
+            .expect("create");
+    }
+    let limits: std::collections::HashMap<String, usize> =
+        [("limited".to_owned(), 3), ("noop".to_owned(), 64)].into();
+    let limited_now = Arc::new(AtomicUsize::new(0));
+    let limited_most = Arc::new(AtomicUsize::new(0));
+    let claimed = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    // Six claimers (two per process), each executing what it claims as a no-op run.
+    let threads: Vec<_> = (0..6)
+        .map(|t| {
+            let store = stores[t % 3].clone();
+            let limits = limits.clone();
+            let (now, most, claimed) = (limited_now.clone(), limited_most.clone(), claimed.clone());
+            std::thread::spawn(move || {
+                let holder = format!("replica-{t}");
+                let mut idle = 0;
+                while idle < 20 {
+                    let got = store
+                        .claim_workflows(&ClaimRequest {
+                            holder: &holder,
+                            lease: Duration::from_secs(30),
+                            now: chrono::Utc::now(),
+                            free: 2,
+                            limits: &limits,
+                            exclude: &[],
+                        })
+                        .expect("claim");
+                    if got.is_empty() {
+                        idle += 1;
+                        std::thread::sleep(Duration::from_millis(5));
+                        continue;
+                    }
+                    idle = 0;
+                    for mut wf in got {
+                        assert_eq!(wf.status, WorkflowStatus::Running);
+                        assert_eq!(wf.runs, 1, "{} claimed twice", wf.id);
+                        claimed.fetch_add(1, Ordering::SeqCst);
+                        let limited = wf.kind == "limited";
+                        if limited {
+                            let n = now.fetch_add(1, Ordering::SeqCst) + 1;
+                            most.fetch_max(n, Ordering::SeqCst);
+                            std::thread::sleep(Duration::from_millis(2));
+                            // Counted out before the release commits: never above the truth.
+                            now.fetch_sub(1, Ordering::SeqCst);
+                        }
+                        wf.status = WorkflowStatus::Completed;
+                        wf.finished_at = Some(chrono::Utc::now());
+                        store.save_workflow(&wf).expect("release");
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().expect("claimer");
+    }
+    let took = started.elapsed();
+    assert_eq!(
+        claimed.load(Ordering::SeqCst),
+        RUNS,
+        "every run claimed exactly once"
+    );
+    let most = limited_most.load(Ordering::SeqCst);
+    assert!(
+        most <= 3,
+        "{most} `limited` runs at once over three processes (limit 3)"
+    );
+    eprintln!(
+        "claims: {RUNS} runs claimed and released by 6 claimers over 3 pools in {:.2} s \
+         ({:.0} claims/s); `limited` runs at once at most {most}",
+        took.as_secs_f64(),
+        RUNS as f64 / took.as_secs_f64()
+    );
+
+    // A claim whose holder stops renewing is taken over once its lease lapses, and the old
+    // holder is fenced off.
+    stores[0]
+        .create_workflow(&NewWorkflow {
+            id: "lapsing".into(),
+            tenant_id: tenant.clone(),
+            kind: "noop".into(),
+            subject: None,
+            idempotency_key: None,
+            input: Value::Null,
+        })
+        .expect("create");
+    let claim = |store: &PgStore, holder: &str| {
+        store
+            .claim_workflows(&ClaimRequest {
+                holder,
+                lease: Duration::from_millis(500),
+                now: chrono::Utc::now(),
+                free: 1,
+                limits: &limits,
+                exclude: &[],
+            })
+            .expect("claim")
+    };
+    let first = claim(&stores[0], "dead");
+    assert_eq!(first.len(), 1);
+    assert!(
+        claim(&stores[1], "alive").is_empty(),
+        "taken while its lease holds"
+    );
+    let renewed = stores[0]
+        .renew_leases("dead", &[Claim::of(&first[0])], Duration::from_millis(500))
+        .expect("renew");
+    assert!(renewed[0].held);
+    std::thread::sleep(Duration::from_millis(700));
+    let second = claim(&stores[1], "alive");
+    assert_eq!(second.len(), 1, "taken over after the lease lapsed");
+    assert_eq!(second[0].runs, 2);
+    let renewed = stores[0]
+        .renew_leases("dead", &[Claim::of(&first[0])], Duration::from_millis(500))
+        .expect("renew");
+    assert!(!renewed[0].held);
+    let err = stores[0]
+        .save_progress(&Claim::of(&first[0]), &Value::Bool(true))
+        .expect_err("fenced");
+    assert!(claim_lost(&err), "{err}");
+    let err = stores[0].save_workflow(&first[0]).expect_err("fenced");
+    assert!(claim_lost(&err), "{err}");
+    stores[1]
+        .save_progress(&Claim::of(&second[0]), &Value::Bool(true))
+        .expect("the new holder writes");
 }

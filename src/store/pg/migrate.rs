@@ -10,6 +10,7 @@ use crate::store::{Result, StoreError};
 const MIGRATIONS: &[&str] = &[
     include_str!("../sql/postgres/0001_schema.sql"),
     include_str!("../sql/postgres/0002_replicas.sql"),
+    include_str!("../sql/postgres/0003_claims.sql"),
 ];
 
 /// Key of the advisory lock held while migrating ("groundwk" in ASCII).

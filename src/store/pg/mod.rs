@@ -322,8 +322,24 @@ impl PgStore {
         self.write_with(false, f)
     }
 
+    /// A workflow claim: like [`Self::write_checkpoint`] but at `READ COMMITTED`, for a
+    /// transaction that first queues on an advisory lock and must then see what the holders
+    /// before it committed (a serializable snapshot would predate its turn).
+    fn write_claims<T>(&self, f: impl FnMut(&mut Session<'_, '_>) -> Result<T>) -> Result<T> {
+        self.write_at(IsolationLevel::ReadCommitted, false, f)
+    }
+
     fn write_with<T>(
         &self,
+        durable: bool,
+        f: impl FnMut(&mut Session<'_, '_>) -> Result<T>,
+    ) -> Result<T> {
+        self.write_at(IsolationLevel::Serializable, durable, f)
+    }
+
+    fn write_at<T>(
+        &self,
+        isolation: IsolationLevel,
         durable: bool,
         mut f: impl FnMut(&mut Session<'_, '_>) -> Result<T>,
     ) -> Result<T> {
@@ -336,7 +352,7 @@ impl PgStore {
                 let (client, statements) = conn.parts();
                 let mut tx = client
                     .build_transaction()
-                    .isolation_level(IsolationLevel::Serializable)
+                    .isolation_level(isolation)
                     .start()
                     .map_err(StoreError::from)?;
                 if !durable {
@@ -636,8 +652,12 @@ fn key_row(r: &Row) -> ApiKeyRecord {
     }
 }
 
-/// The first key of every advisory lock Groundwork takes ("GW"); the second is the section's.
+/// The first key of every advisory lock Groundwork takes ("GW"); the second is the section's
+/// (or [`CLAIMS_KEY`]).
 const ADVISORY_CLASS: i32 = 0x4757;
+
+/// The second key of the lock workflow claims queue on (apart from every section's).
+const CLAIMS_KEY: i32 = 100;
 
 /// A section held: this process's turn, and the server's advisory lock on the connection.
 struct SectionGuard<'a> {

@@ -1,11 +1,14 @@
 //! [`WorkflowStore`] on PostgreSQL.
 
-use chrono::{DateTime, Utc};
+use std::collections::HashMap;
+use std::time::Duration;
+
+use chrono::Utc;
 use postgres::Row;
 use serde_json::Value;
 
 use super::session::Session;
-use super::{count, json_err, u, PgStore};
+use super::{count, json_err, u, PgStore, ADVISORY_CLASS, CLAIMS_KEY};
 use crate::store::workflows::*;
 use crate::store::{Page, Result, StoreError};
 
@@ -55,6 +58,29 @@ fn get_wf(c: &mut Session<'_, '_>, id: &str) -> Result<WorkflowRecord> {
         kind: "workflow",
         id: id.to_owned(),
     })?)
+}
+
+/// A lease's length as the seconds `make_interval` takes.
+fn lease_secs(lease: Duration) -> f64 {
+    lease.as_secs_f64()
+}
+
+/// Fails unless `claim` is the run's latest claim, and keeps it so until the commit: the row
+/// is share-locked, so a claim taking the run over waits for this transaction (and this one,
+/// serializable, fails and retries if the takeover committed first).
+fn fence(c: &mut Session<'_, '_>, claim: &Claim<'_>) -> Result<()> {
+    let run = c.query_opt(
+        "SELECT runs FROM workflows WHERE id = $1 FOR SHARE",
+        &[&claim.workflow_id],
+    )?;
+    match run.map(|r| u(&r, 0)) {
+        Some(run) if run == u64::from(claim.run) => Ok(()),
+        Some(_) => Err(superseded(claim.workflow_id)),
+        None => Err(StoreError::NotFound {
+            kind: "workflow",
+            id: claim.workflow_id.to_owned(),
+        }),
+    }
 }
 
 fn upsert_step(c: &mut Session<'_, '_>, workflow_id: &str, s: &StepRecord) -> Result<()> {
@@ -208,29 +234,111 @@ impl WorkflowStore for PgStore {
         })
     }
 
-    fn runnable_workflows(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<WorkflowRecord>> {
-        self.read(|c| {
-            wfs(c.query(
+    fn claim_workflows(&self, req: &ClaimRequest<'_>) -> Result<Vec<WorkflowRecord>> {
+        if req.free == 0 {
+            return Ok(Vec::new());
+        }
+        let lease = lease_secs(req.lease);
+        // Claims queue on one transaction-scoped advisory lock and run at READ COMMITTED, so
+        // each statement after the lock sees every claim committed before it: the count of
+        // live leases per kind is exact when the limits are checked. Leases are measured on
+        // the database's clock, the one every process shares.
+        self.write_claims(|tx| {
+            tx.execute(
+                "SELECT pg_advisory_xact_lock($1, $2)",
+                &[&ADVISORY_CLASS, &CLAIMS_KEY],
+            )?;
+            let live: HashMap<String, usize> = tx
+                .query(
+                    "SELECT kind, COUNT(*) FROM workflows
+                     WHERE status = 'running' AND lease_until > clock_timestamp() GROUP BY kind",
+                    &[],
+                )?
+                .iter()
+                .map(|r| (r.get::<_, String>(0), u(r, 1) as usize))
+                .collect();
+            let candidates = wfs(tx.query(
                 &format!(
                     "SELECT {WF_COLS} FROM workflows
                      WHERE status = 'queued'
                         OR (status IN ('sleeping', 'waiting') AND wake_at IS NOT NULL
                             AND wake_at <= $1)
                         OR (status IN ('sleeping', 'waiting') AND cancel_requested)
-                     ORDER BY created_at, id LIMIT $2"
+                        OR (status = 'running'
+                            AND (lease_until IS NULL OR lease_until <= clock_timestamp()))
+                     ORDER BY created_at, id LIMIT 256
+                     FOR UPDATE SKIP LOCKED"
                 ),
-                &[&now, &count(limit as u64)],
+                &[&req.now],
+            )?)?;
+            let ids: Vec<String> = req
+                .pick(candidates, live)
+                .into_iter()
+                .map(|wf| wf.id)
+                .collect();
+            if ids.is_empty() {
+                return Ok(Vec::new());
+            }
+            wfs(tx.query(
+                &format!(
+                    "UPDATE workflows SET status = 'running', claimed_by = $2,
+                            lease_until = clock_timestamp() + make_interval(secs => $3),
+                            runs = runs + 1, wake_at = NULL, waiting_for = NULL,
+                            started_at = COALESCE(started_at, $4), updated_at = $4
+                     WHERE id = ANY($1)
+                     RETURNING {WF_COLS}"
+                ),
+                &[&ids, &req.holder, &lease, &Utc::now()],
             )?)
+            .map(|mut v| {
+                v.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+                v
+            })
+        })
+    }
+
+    fn renew_leases(
+        &self,
+        holder: &str,
+        claims: &[Claim<'_>],
+        lease: Duration,
+    ) -> Result<Vec<LeaseState>> {
+        if claims.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<&str> = claims.iter().map(|c| c.workflow_id).collect();
+        let runs: Vec<i64> = claims.iter().map(|c| i64::from(c.run)).collect();
+        let lease = lease_secs(lease);
+        self.write_checkpoint(|tx| {
+            let rows = tx.query(
+                "WITH asked AS (SELECT * FROM unnest($1::TEXT[], $2::BIGINT[]) AS a(id, run)),
+                      renewed AS (
+                          UPDATE workflows w
+                          SET lease_until = clock_timestamp() + make_interval(secs => $4)
+                          FROM asked
+                          WHERE w.id = asked.id AND w.runs = asked.run AND w.claimed_by = $3
+                            AND w.status = 'running'
+                          RETURNING w.id)
+                 SELECT asked.id, asked.id IN (SELECT id FROM renewed),
+                        COALESCE(w.cancel_requested, FALSE)
+                 FROM asked LEFT JOIN workflows w ON w.id = asked.id",
+                &[&ids, &runs, &holder, &lease],
+            )?;
+            Ok(rows
+                .iter()
+                .map(|r| LeaseState {
+                    workflow_id: r.get(0),
+                    held: r.get(1),
+                    cancel_requested: r.get(2),
+                })
+                .collect())
         })
     }
 
     fn requeue_interrupted(&self) -> Result<usize> {
-        self.write(|tx| {
-            Ok(tx.execute(
-                "UPDATE workflows SET status = 'queued', updated_at = $1 WHERE status = 'running'",
-                &[&Utc::now()],
-            )? as usize)
-        })
+        // Other processes may be executing the runs marked running: their leases, not this
+        // process's start, decide when they are taken over.
+        Ok(0)
     }
 
     fn save_workflow(&self, wf: &WorkflowRecord) -> Result<()> {
@@ -249,10 +357,11 @@ impl WorkflowStore for PgStore {
                                      WHERE e.workflow_id = $1 AND e.name = $4 AND NOT e.consumed)
                                  THEN 'queued' ELSE $2 END,
                         wake_at = $3, waiting_for = $4, output = $5,
-                        error = $6, runs = $7, updated_at = $8, started_at = $9, finished_at = $10,
+                        error = $6, updated_at = $8, started_at = $9, finished_at = $10,
                         cancel_requested = CASE WHEN $2 IN ('completed', 'failed', 'cancelled')
-                                                THEN FALSE ELSE cancel_requested END
-                 WHERE id = $1",
+                                                THEN FALSE ELSE cancel_requested END,
+                        claimed_by = NULL, lease_until = NULL
+                 WHERE id = $1 AND runs = $7",
                 &[
                     &wf.id,
                     &wf.status.as_str(),
@@ -267,37 +376,47 @@ impl WorkflowStore for PgStore {
                 ],
             )?;
             if n == 0 {
-                return Err(StoreError::NotFound {
-                    kind: "workflow",
-                    id: wf.id.clone(),
-                });
+                get_wf(tx, &wf.id)?;
+                return Err(superseded(&wf.id));
             }
             Ok(())
         })
     }
 
-    fn save_progress(&self, workflow_id: &str, progress: &Value) -> Result<()> {
+    fn save_progress(&self, claim: &Claim<'_>, progress: &Value) -> Result<()> {
         let progress = serde_json::to_string(progress).map_err(json_err)?;
         self.write_checkpoint(|tx| {
-            tx.execute(
-                "UPDATE workflows SET progress = $2, updated_at = $3 WHERE id = $1",
-                &[&workflow_id, &progress, &Utc::now()],
+            let n = tx.execute(
+                "UPDATE workflows SET progress = $2, updated_at = $3 WHERE id = $1 AND runs = $4",
+                &[
+                    &claim.workflow_id,
+                    &progress,
+                    &Utc::now(),
+                    &i64::from(claim.run),
+                ],
             )?;
+            if n == 0 {
+                return Err(superseded(claim.workflow_id));
+            }
             Ok(())
         })
     }
 
-    fn save_step(&self, workflow_id: &str, step: &StepRecord) -> Result<()> {
-        self.write_checkpoint(|tx| upsert_step(tx, workflow_id, step))
+    fn save_step(&self, claim: &Claim<'_>, step: &StepRecord) -> Result<()> {
+        self.write_checkpoint(|tx| {
+            fence(tx, claim)?;
+            upsert_step(tx, claim.workflow_id, step)
+        })
     }
 
-    fn forget_outputs(&self, workflow_id: &str, prefix: &str, keep: &str) -> Result<()> {
+    fn forget_outputs(&self, claim: &Claim<'_>, prefix: &str, keep: &str) -> Result<()> {
         self.write_checkpoint(|tx| {
+            fence(tx, claim)?;
             tx.execute(
                 "UPDATE workflow_steps SET output = NULL
                  WHERE workflow_id = $1 AND status = 'completed' AND name <> $3
                    AND left(name, length($2)) = $2",
-                &[&workflow_id, &prefix, &keep],
+                &[&claim.workflow_id, &prefix, &keep],
             )?;
             Ok(())
         })
@@ -372,11 +491,13 @@ impl WorkflowStore for PgStore {
 
     fn take_event(
         &self,
-        workflow_id: &str,
+        claim: &Claim<'_>,
         name: &str,
         step: &StepRecord,
     ) -> Result<Option<Value>> {
+        let workflow_id = claim.workflow_id;
         self.write(|tx| {
+            fence(tx, claim)?;
             let Some(event) = tx.query_opt(
                 "SELECT id, payload FROM workflow_events
                  WHERE workflow_id = $1 AND name = $2 AND NOT consumed

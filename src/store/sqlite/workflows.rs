@@ -1,6 +1,9 @@
 //! [`WorkflowStore`] on SQLite.
 
-use chrono::{DateTime, Utc};
+use std::collections::HashMap;
+use std::time::Duration;
+
+use chrono::Utc;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use serde_json::Value;
 
@@ -76,6 +79,23 @@ fn get_wf(c: &Connection, id: &str) -> Result<WorkflowRecord> {
         id: id.to_owned(),
     })?
     .finish()
+}
+
+/// Fails unless `claim` is the run's latest claim (the transaction holds the file's write lock,
+/// so it stays so until the commit).
+fn fence(c: &Connection, claim: &Claim<'_>) -> Result<()> {
+    let current: Option<u32> = c
+        .prepare_cached("SELECT runs FROM workflows WHERE id = ?1")?
+        .query_row([claim.workflow_id], |r| r.get(0))
+        .optional()?;
+    match current {
+        Some(run) if run == claim.run => Ok(()),
+        Some(_) => Err(superseded(claim.workflow_id)),
+        None => Err(StoreError::NotFound {
+            kind: "workflow",
+            id: claim.workflow_id.to_owned(),
+        }),
+    }
 }
 
 fn collect(
@@ -254,23 +274,97 @@ impl WorkflowStore for SqliteStore {
         })
     }
 
-    fn runnable_workflows(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<WorkflowRecord>> {
-        self.read(|c| {
-            let mut stmt = c.prepare_cached(&format!(
+    fn claim_workflows(&self, req: &ClaimRequest<'_>) -> Result<Vec<WorkflowRecord>> {
+        if req.free == 0 {
+            return Ok(Vec::new());
+        }
+        // One process writes this file at a time: the claim is one transaction of it.
+        self.write_checkpoint(|tx| {
+            let now = Utc::now();
+            let mut live: HashMap<String, usize> = HashMap::new();
+            let mut stmt = tx.prepare_cached(
+                "SELECT kind, COUNT(*) FROM workflows
+                 WHERE status = 'running' AND lease_until > ?1 GROUP BY kind",
+            )?;
+            for row in
+                stmt.query_map([now], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?
+            {
+                let (kind, n) = row?;
+                live.insert(kind, n as usize);
+            }
+            let mut stmt = tx.prepare_cached(&format!(
                 "SELECT {WF_COLS} FROM workflows
                  WHERE status = 'queued'
                     OR (status IN ('sleeping', 'waiting') AND wake_at IS NOT NULL AND wake_at <= ?1)
                     OR (status IN ('sleeping', 'waiting') AND cancel_requested = 1)
-                 ORDER BY created_at, id LIMIT ?2"
+                    OR (status = 'running' AND (lease_until IS NULL OR lease_until <= ?2))
+                 ORDER BY created_at, id LIMIT 256"
             ))?;
-            collect(&mut stmt, params![now, limit as i64])
+            let candidates = collect(&mut stmt, params![req.now, now])?;
+            let until =
+                now + chrono::Duration::from_std(req.lease).unwrap_or(chrono::Duration::MAX);
+            let mut claimed = Vec::new();
+            for wf in req.pick(candidates, live) {
+                tx.prepare_cached(
+                    "UPDATE workflows SET status = 'running', claimed_by = ?2, lease_until = ?3,
+                            runs = runs + 1, wake_at = NULL, waiting_for = NULL,
+                            started_at = COALESCE(started_at, ?4), updated_at = ?4
+                     WHERE id = ?1",
+                )?
+                .execute(params![wf.id, req.holder, until, now])?;
+                claimed.push(get_wf(tx, &wf.id)?);
+            }
+            Ok(claimed)
+        })
+    }
+
+    fn renew_leases(
+        &self,
+        holder: &str,
+        claims: &[Claim<'_>],
+        lease: Duration,
+    ) -> Result<Vec<LeaseState>> {
+        if claims.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.write_checkpoint(|tx| {
+            let now = Utc::now();
+            let until = now + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::MAX);
+            let mut out = Vec::with_capacity(claims.len());
+            for c in claims {
+                let held = tx
+                    .prepare_cached(
+                        "UPDATE workflows SET lease_until = ?4
+                         WHERE id = ?1 AND runs = ?2 AND claimed_by = ?3 AND status = 'running'",
+                    )?
+                    .execute(params![c.workflow_id, c.run, holder, until])?
+                    == 1;
+                let cancel_requested = tx
+                    .query_row(
+                        "SELECT cancel_requested FROM workflows WHERE id = ?1",
+                        [c.workflow_id],
+                        |r| r.get::<_, i64>(0),
+                    )
+                    .optional()?
+                    .is_some_and(|v| v != 0);
+                out.push(LeaseState {
+                    workflow_id: c.workflow_id.to_owned(),
+                    held,
+                    cancel_requested,
+                });
+            }
+            Ok(out)
         })
     }
 
     fn requeue_interrupted(&self) -> Result<usize> {
+        // The data directory's lock makes this process the file's only user: whatever is
+        // running was left so by a process that is gone.
         self.write(|tx| {
             Ok(tx.execute(
-                "UPDATE workflows SET status = 'queued', updated_at = ?1 WHERE status = 'running'",
+                "UPDATE workflows SET status = 'queued', claimed_by = NULL, lease_until = NULL,
+                        updated_at = ?1
+                 WHERE status = 'running'",
                 [Utc::now()],
             )?)
         })
@@ -292,10 +386,11 @@ impl WorkflowStore for SqliteStore {
                                      WHERE e.workflow_id = ?1 AND e.name = ?4 AND e.consumed = 0)
                                  THEN 'queued' ELSE ?2 END,
                         wake_at = ?3, waiting_for = ?4, output = ?5,
-                        error = ?6, runs = ?7, updated_at = ?8, started_at = ?9, finished_at = ?10,
+                        error = ?6, updated_at = ?8, started_at = ?9, finished_at = ?10,
                         cancel_requested = CASE WHEN ?2 IN ('completed', 'failed', 'cancelled')
-                                                THEN 0 ELSE cancel_requested END
-                 WHERE id = ?1",
+                                                THEN 0 ELSE cancel_requested END,
+                        claimed_by = NULL, lease_until = NULL
+                 WHERE id = ?1 AND runs = ?7",
                 params![
                     wf.id,
                     wf.status.as_str(),
@@ -310,37 +405,42 @@ impl WorkflowStore for SqliteStore {
                 ],
             )?;
             if n == 0 {
-                return Err(StoreError::NotFound {
-                    kind: "workflow",
-                    id: wf.id.clone(),
-                });
+                get_wf(tx, &wf.id)?;
+                return Err(superseded(&wf.id));
             }
             Ok(())
         })
     }
 
-    fn save_progress(&self, workflow_id: &str, progress: &Value) -> Result<()> {
+    fn save_progress(&self, claim: &Claim<'_>, progress: &Value) -> Result<()> {
         let progress = serde_json::to_string(progress).map_err(json_err)?;
         self.write_checkpoint(|tx| {
-            tx.execute(
-                "UPDATE workflows SET progress = ?2, updated_at = ?3 WHERE id = ?1",
-                params![workflow_id, progress, Utc::now()],
+            let n = tx.execute(
+                "UPDATE workflows SET progress = ?2, updated_at = ?3 WHERE id = ?1 AND runs = ?4",
+                params![claim.workflow_id, progress, Utc::now(), claim.run],
             )?;
+            if n == 0 {
+                return Err(superseded(claim.workflow_id));
+            }
             Ok(())
         })
     }
 
-    fn save_step(&self, workflow_id: &str, step: &StepRecord) -> Result<()> {
-        self.write_checkpoint(|tx| upsert_step(tx, workflow_id, step))
+    fn save_step(&self, claim: &Claim<'_>, step: &StepRecord) -> Result<()> {
+        self.write_checkpoint(|tx| {
+            fence(tx, claim)?;
+            upsert_step(tx, claim.workflow_id, step)
+        })
     }
 
-    fn forget_outputs(&self, workflow_id: &str, prefix: &str, keep: &str) -> Result<()> {
+    fn forget_outputs(&self, claim: &Claim<'_>, prefix: &str, keep: &str) -> Result<()> {
         self.write_checkpoint(|tx| {
+            fence(tx, claim)?;
             tx.execute(
                 "UPDATE workflow_steps SET output = NULL
                  WHERE workflow_id = ?1 AND status = 'completed' AND name != ?3
                    AND substr(name, 1, length(?2)) = ?2",
-                params![workflow_id, prefix, keep],
+                params![claim.workflow_id, prefix, keep],
             )?;
             Ok(())
         })
@@ -415,11 +515,13 @@ impl WorkflowStore for SqliteStore {
 
     fn take_event(
         &self,
-        workflow_id: &str,
+        claim: &Claim<'_>,
         name: &str,
         step: &StepRecord,
     ) -> Result<Option<Value>> {
+        let workflow_id = claim.workflow_id;
         self.write(|tx| {
+            fence(tx, claim)?;
             let event: Option<(i64, String)> = tx
                 .query_row(
                     "SELECT id, payload FROM workflow_events
