@@ -212,7 +212,8 @@ impl Knowledge for ServiceKnowledge {
             mode,
             ..SearchParams::default()
         };
-        let (kb_id, hits) = self.0.search(p, kb, &params).map_err(foreign)?;
+        let crate::service::Found { kb_id, hits, .. } =
+            self.0.search(p, kb, &params).map_err(foreign)?;
         Ok(hits
             .into_iter()
             .map(|h| Passage {

@@ -58,6 +58,11 @@ pub struct SearchRequestBody {
     /// Restrictions.
     #[serde(default)]
     pub filter: SearchFilter,
+    /// Read-your-writes across replicas: answer only once this replica's index reflects
+    /// this sequence number of the knowledge base (an ingest run's `index_seq`, or the
+    /// knowledge base's); 503 `index_behind` when it does not within 10 s.
+    #[serde(default)]
+    pub min_seq: Option<u64>,
 }
 
 /// Which chunks a search may return.
@@ -82,6 +87,8 @@ pub struct SearchResponse {
     pub mode: SearchMode,
     /// Results.
     pub results: Vec<SearchHit>,
+    /// The knowledge base's sequence number the answering replica's index reflected.
+    pub index_seq: u64,
     /// Server time spent, milliseconds.
     pub took_ms: f64,
 }
@@ -154,7 +161,8 @@ pub async fn delete(
 #[utoipa::path(post, path = "/v1/kbs/{kb}/search", tag = "search", request_body = SearchRequestBody,
     params(("kb" = String, Path, description = "id or name")),
     responses((status = 200, body = SearchResponse), (status = 404, body = super::Problem),
-              (status = 422, body = super::Problem)))]
+              (status = 422, body = super::Problem),
+              (status = 503, description = "`index_behind`: this replica's index has not reached `min_seq`", body = super::Problem)))]
 pub async fn search(
     State(s): State<AppState>,
     Caller(p): Caller,
@@ -182,12 +190,14 @@ pub async fn search(
         mode,
         document_ids: body.filter.document_ids,
         metadata,
+        min_seq: body.min_seq,
     };
-    let (kb_id, results) = blocking(move || service.search(&p, &kb, &params)).await?;
+    let found = blocking(move || service.search(&p, &kb, &params)).await?;
     Ok(Json(SearchResponse {
-        kb_id,
+        kb_id: found.kb_id,
         mode,
-        results: dto::all(results),
+        results: dto::all(found.hits),
+        index_seq: found.index_seq,
         took_ms: started.elapsed().as_secs_f64() * 1000.0,
     }))
 }

@@ -338,7 +338,8 @@ pub fn search(
         },
     );
     service.shutdown();
-    let (kb_id, results) = out?;
+    let found = out?;
+    let (kb_id, results) = (found.kb_id, found.hits);
     // The server's shapes, so that both modes of the CLI print the same JSON.
     let results: Vec<dto::SearchHit> = dto::all(results);
     Ok(serde_json::json!({ "kb_id": kb_id, "results": results }))

@@ -8,8 +8,11 @@
 //! its sequence equals the store's, otherwise it is rebuilt from the stored vectors (never
 //! re-embedded).
 //!
+//! Another process's changes arrive through the store's change log ([`KbIndex::follow`]),
+//! applied under the same write order, so an index reflects a prefix of the store's changes.
+//!
 //! Owns the per-KB locks: callers get guards, never the lock fields. Must never commit to the
-//! store: it only reads stored vectors to rebuild.
+//! store: it only reads stored vectors and the change log.
 
 use std::collections::HashMap;
 use std::ops::Deref;
@@ -19,7 +22,7 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard};
 
 use super::Result;
 use super::{io_err, Collection, CollectionOptions, IndexError, IndexStamp, NewPoint, PointMeta};
-use crate::store::{DocumentStore, Kb, StoreError, StoredPoint};
+use crate::store::{ChangeKind, DocumentStore, IndexChange, Kb, Store, StoreError, StoredPoint};
 use crate::util::write_atomic;
 
 const SEQ_FILE: &str = "SEQ";
@@ -120,6 +123,112 @@ impl KbIndex {
             self.saved_seq.store(u64::MAX, Ordering::SeqCst);
         }
         Ok(seq)
+    }
+
+    /// The store's sequence number the index reflects.
+    pub fn applied_seq(&self) -> u64 {
+        self.applied_seq.load(Ordering::SeqCst)
+    }
+
+    /// Applies the store's logged changes after the applied sequence, up to `until` (every
+    /// one logged when `None`): how a replica takes in what other processes committed, and how
+    /// a writer closes the gap before applying its own change. Each publish's points are read
+    /// back from the store. Returns `false` when the log cannot bring the index there (entries
+    /// forgotten, a generation switch, vectors of another model): the caller rebuilds it.
+    pub fn follow(
+        &self,
+        order: &WriteOrder<'_>,
+        kb_id: &str,
+        store: &dyn Store,
+        until: Option<u64>,
+    ) -> Result<bool> {
+        self.check(order);
+        loop {
+            let applied = self.applied_seq();
+            if until.is_some_and(|u| applied >= u) {
+                return Ok(true);
+            }
+            let Some(changes) = store
+                .index_changes(kb_id, applied, 256)
+                .map_err(IndexError::Store)?
+            else {
+                return Ok(false);
+            };
+            if changes.is_empty() {
+                // Nothing logged after `applied`: fine unless a later number was asked for.
+                return Ok(until.is_none_or(|u| applied >= u));
+            }
+            for change in changes {
+                if until.is_some_and(|u| change.seq > u) {
+                    return Ok(true);
+                }
+                if !self.apply_logged(order, kb_id, store, &change)? {
+                    return Ok(false);
+                }
+            }
+        }
+    }
+
+    fn apply_logged(
+        &self,
+        order: &WriteOrder<'_>,
+        kb_id: &str,
+        store: &dyn Store,
+        change: &IndexChange,
+    ) -> Result<bool> {
+        let mut points = Vec::new();
+        match change.kind {
+            ChangeKind::Switch => return Ok(false),
+            ChangeKind::Delete => {}
+            ChangeKind::Publish => {
+                if let Some(doc) = &change.document_id {
+                    points = store.document_points(doc).map_err(IndexError::Store)?;
+                }
+            }
+        }
+        let model_id = read(&self.collection).stamp().model_id.clone();
+        let added: Vec<NewPoint<'_>> = points
+            .iter_mut()
+            .map(|p| NewPoint {
+                meta: PointMeta {
+                    chunk_id: p.chunk_id,
+                    document_id: p.document_id.clone(),
+                    kb: kb_id.to_owned(),
+                    metadata: std::mem::take(&mut p.metadata),
+                },
+                vector: std::mem::take(&mut p.vector),
+                text: &p.text,
+            })
+            .collect();
+        match self.apply(order, &model_id, &change.removed, added, change.seq) {
+            Ok(()) => {}
+            // Points of a generation this index does not hold: a switch happened since.
+            Err(IndexError::Dimension { .. }) | Err(IndexError::ModelMismatch { .. }) => {
+                return Ok(false)
+            }
+            Err(e) => return Err(e),
+        }
+        metrics::histogram!("groundwork_index_follow_lag_seconds").record(
+            (chrono::Utc::now() - change.at)
+                .to_std()
+                .unwrap_or_default()
+                .as_secs_f64(),
+        );
+        Ok(true)
+    }
+
+    /// Installs a collection rebuilt from the store as of `seq`, unless the index already
+    /// reflects a later change (then the rebuild is stale: `false`).
+    pub fn replace(&self, order: &WriteOrder<'_>, collection: Collection, seq: u64) -> bool {
+        self.check(order);
+        let mut c = write(&self.collection);
+        if self.applied_seq() > seq {
+            return false;
+        }
+        *c = collection;
+        self.applied_seq.store(seq, Ordering::SeqCst);
+        self.saved_seq.store(u64::MAX, Ordering::SeqCst);
+        true
     }
 
     /// Live chunks.
@@ -223,6 +332,49 @@ impl Catalog {
         store: &dyn DocumentStore,
     ) -> Result<Collection> {
         Ok(rebuild(kb_id, kb_name, stamp, self.options, generation, store)?.0)
+    }
+
+    /// Builds a collection from a KB's serving generation as the store holds it now; returns
+    /// it with the sequence number it reflects (see [`KbIndex::replace`]).
+    pub fn build_serving(&self, kb: &Kb, store: &dyn DocumentStore) -> Result<(Collection, u64)> {
+        let stamp = IndexStamp {
+            model_id: kb.embedding_model.clone(),
+            dimension: kb.dimension as usize,
+        };
+        rebuild(&kb.id, &kb.name, &stamp, self.options, None, store)
+    }
+
+    /// Brings `index` (of `kb_id`, whose write order the caller holds) up to `until`, or to
+    /// everything committed: the logged changes, else a rebuild from the store's serving
+    /// generation. Returns whether it rebuilt.
+    pub fn bring_up(
+        &self,
+        kb_id: &str,
+        index: &KbIndex,
+        order: &WriteOrder<'_>,
+        store: &dyn Store,
+        until: Option<u64>,
+    ) -> Result<bool> {
+        if index.follow(order, kb_id, store, until)? {
+            return Ok(false);
+        }
+        let kb = store.kb_by_id(kb_id).map_err(IndexError::Store)?;
+        let started = std::time::Instant::now();
+        let (collection, seq) = self.build_serving(&kb, store)?;
+        if index.replace(order, collection, seq) {
+            tracing::info!(kb = %kb.name, seq, ms = started.elapsed().as_millis() as u64, "index rebuilt to follow the store");
+        }
+        Ok(true)
+    }
+
+    /// Whether a knowledge base's index is loaded.
+    pub fn contains(&self, kb_id: &str) -> bool {
+        read(&self.map).contains_key(kb_id)
+    }
+
+    /// The knowledge bases whose indexes are loaded.
+    pub fn kb_ids(&self) -> Vec<String> {
+        read(&self.map).keys().cloned().collect()
     }
 
     /// Forgets a knowledge base's index and removes its files.

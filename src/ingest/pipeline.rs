@@ -595,15 +595,28 @@ fn publish(
         .as_ref()
         .map(|(_, ids)| ids.as_slice())
         .unwrap_or(&[]);
-    index
-        .apply(
+    // Changes other replicas committed just before this one go in first, in order (a rebuild
+    // instead takes this one in too).
+    host.catalog()
+        .bring_up(
+            &kb.id,
+            &index,
             &order,
-            &kb.embedding_model,
-            removed,
-            points,
-            published.index_seq,
+            host.store(),
+            Some(published.index_seq - 1),
         )
-        .map_err(|e| StepError::fatal("index_error", e.to_string()))?;
+        .map_err(|e| StepError::retryable("index_error", e.to_string()))?;
+    if index.applied_seq() < published.index_seq {
+        index
+            .apply(
+                &order,
+                &kb.embedding_model,
+                removed,
+                points,
+                published.index_seq,
+            )
+            .map_err(|e| StepError::fatal("index_error", e.to_string()))?;
+    }
     drop(order);
     host.remove_blobs(&published.orphaned);
     metrics::counter!("groundwork_ingest_documents_total", "status" => "ready").increment(1);
@@ -718,6 +731,17 @@ pub fn run_ingest(
         }
         for (id, outcome) in settled {
             last = record(ctx, &id, outcome)?;
+        }
+    }
+    // A sequence number at which every document of the run is searchable: read after the
+    // last publish, for a client's read-your-writes (`min_seq`) on any replica.
+    if let Value::Object(out) = &mut last {
+        match store.kb_by_id(&kb.id) {
+            Ok(now) => {
+                out.insert("index_seq".into(), now.index_seq.into());
+            }
+            Err(StoreError::NotFound { .. }) => {}
+            Err(e) => return Err(e.into()),
         }
     }
     Ok(last)

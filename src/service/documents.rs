@@ -355,7 +355,7 @@ impl Service {
     pub fn delete_document(&self, p: &Principal, kb: &str, id: &str) -> Result<()> {
         p.require(Scope::Write)?;
         let kb = self.kb(p, kb)?;
-        let index = self.core.indexes.get(&kb.id)?;
+        let index = self.core.index_of(&kb.id)?;
         let order = index.write_order();
         let deleted = {
             let _blobs = self.core.store.enter(Section::Blobs)?;
@@ -365,13 +365,23 @@ impl Service {
             }
             deleted
         };
-        index.apply(
+        // Changes other replicas committed just before this one go in first, in order.
+        self.core.indexes.bring_up(
+            &kb.id,
+            &index,
             &order,
-            &kb.embedding_model,
-            &deleted.chunk_ids,
-            Vec::new(),
-            deleted.index_seq,
+            self.core.store.as_ref(),
+            Some(deleted.index_seq - 1),
         )?;
+        if index.applied_seq() < deleted.index_seq {
+            index.apply(
+                &order,
+                &kb.embedding_model,
+                &deleted.chunk_ids,
+                Vec::new(),
+                deleted.index_seq,
+            )?;
+        }
         Ok(())
     }
 

@@ -60,6 +60,17 @@ pub enum ServiceError {
     /// The service is starting or stopping.
     #[error("the service is {0}")]
     Unavailable(&'static str),
+    /// This replica's index of a knowledge base did not reach the sequence number a caller
+    /// asked to read at (`min_seq`) in time.
+    #[error("the index of knowledge base `{kb}` is at sequence {applied}, not yet {wanted}; retry shortly (another replica may already be there)")]
+    IndexBehind {
+        /// The knowledge base.
+        kb: String,
+        /// The sequence this replica's index reflects.
+        applied: u64,
+        /// The sequence asked for.
+        wanted: u64,
+    },
     /// Another process (a running server?) holds the data directory.
     #[error("the data directory {} is in use by another process (a running server? use --server URL)", .0.display())]
     Locked(std::path::PathBuf),
@@ -108,7 +119,9 @@ impl Classify for ServiceError {
             ServiceError::Unauthenticated => ErrorKind::Unauthenticated,
             ServiceError::Forbidden(_) => ErrorKind::Forbidden,
             ServiceError::QueueFull { .. } | ServiceError::RateLimited(_) => ErrorKind::RateLimited,
-            ServiceError::Unavailable(_) => ErrorKind::Unavailable,
+            ServiceError::Unavailable(_) | ServiceError::IndexBehind { .. } => {
+                ErrorKind::Unavailable
+            }
             ServiceError::Store(e) if e.is_retryable() => ErrorKind::Unavailable,
             ServiceError::Embed(EmbedError::Overloaded) => ErrorKind::Unavailable,
             ServiceError::Locked(_)
@@ -145,6 +158,7 @@ impl Classify for ServiceError {
             ServiceError::QueueFull { .. } => "queue_full",
             ServiceError::RateLimited(_) => "rate_limited",
             ServiceError::Unavailable(_) => "unavailable",
+            ServiceError::IndexBehind { .. } => "index_behind",
             ServiceError::Locked(_) => "data_dir_locked",
             ServiceError::Store(e) if e.is_retryable() => "store_busy",
             ServiceError::Store(_) => "store_error",
@@ -163,6 +177,7 @@ impl Classify for ServiceError {
             ServiceError::QueueFull { retry_after, .. } => Some(*retry_after),
             ServiceError::RateLimited(l) => Some(l.retry_after_secs),
             ServiceError::Unavailable(_) => Some(5),
+            ServiceError::IndexBehind { .. } => Some(1),
             ServiceError::Embed(EmbedError::Overloaded) => Some(1),
             ServiceError::Store(e) if e.is_retryable() => Some(1),
             _ => None,
@@ -188,6 +203,12 @@ impl Classify for ServiceError {
             ServiceError::RateLimited(l) => {
                 extra.insert("limit".into(), l.limit.into());
                 extra.insert("scope".into(), l.scope.into());
+            }
+            ServiceError::IndexBehind {
+                applied, wanted, ..
+            } => {
+                extra.insert("index_seq".into(), (*applied).into());
+                extra.insert("min_seq".into(), (*wanted).into());
             }
             _ => {}
         }

@@ -16,6 +16,7 @@
 pub mod auth;
 mod documents;
 mod error;
+mod follow;
 pub mod ingest;
 mod kbs;
 pub mod models;
@@ -37,7 +38,7 @@ pub use error::{Result, ServiceError};
 
 pub use documents::{display_name, Accepted, Receipt, Refused, Upload};
 pub use kbs::{CreateKb, KbView};
-pub use search::{SearchHit, SearchParams};
+pub use search::{Found, SearchHit, SearchParams};
 pub use workflows::{ReindexRequest, WorkflowView};
 
 use crate::clock::Clock;
@@ -142,6 +143,22 @@ pub struct Core {
 }
 
 impl Core {
+    /// Whether other processes may change the store (then this one follows their changes).
+    fn follows(&self) -> bool {
+        self.config.store.is_postgres()
+    }
+
+    /// The index of a knowledge base; on a shared store, one another replica created is
+    /// loaded on first use.
+    fn index_of(&self, kb_id: &str) -> Result<Arc<crate::index::KbIndex>> {
+        match self.indexes.get(kb_id) {
+            Err(crate::index::IndexError::NotLoaded) if self.follows() => {
+                follow::catch_up(self, kb_id, None)
+            }
+            other => Ok(other?),
+        }
+    }
+
     fn stopping(&self) -> bool {
         self.stopping.load(Ordering::SeqCst)
     }
@@ -257,6 +274,8 @@ pub struct Service {
 
 struct Background {
     clock: Clock,
+    /// Keeps the indexes in step with other replicas (shared stores only).
+    follower: Option<crate::supervisor::Thread>,
 }
 
 /// What the service runs on, built by the composition root (`crate::app`) from the
@@ -436,13 +455,38 @@ impl Service {
             .map_err(ServiceError::io("the clock thread"))?;
         let c = core.clone();
         clock
+            .every(
+                "forget-index-changes",
+                Duration::from_secs(3600),
+                move || {
+                    // A replica behind by more than a day rebuilds from the stored vectors instead.
+                    let before = chrono::Utc::now() - chrono::Duration::days(1);
+                    if let Err(e) = c.store.forget_changes(before) {
+                        tracing::warn!(error = %e, "old index changes not forgotten");
+                    }
+                },
+            )
+            .map_err(ServiceError::io("the clock thread"))?;
+        let c = core.clone();
+        clock
             .every("start-due-syncs", Duration::from_secs(1), move || {
                 if !c.stopping() {
                     sources::start_due(&c);
                 }
             })
             .map_err(ServiceError::io("the clock thread"))?;
-        *service.background.lock().unwrap_or_else(|p| p.into_inner()) = Some(Background { clock });
+        let follower = if core.follows() {
+            let weak = Arc::downgrade(&core);
+            Some(
+                core.supervisor
+                    .thread("gw-index-follow", move || follow::run(weak))
+                    .map_err(ServiceError::io("the index follower thread"))?,
+            )
+        } else {
+            None
+        };
+        *service.background.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some(Background { clock, follower });
         Ok(service)
     }
 
@@ -507,6 +551,9 @@ impl Service {
         if let Some(bg) = background {
             self.core.engine.shutdown();
             bg.clock.stop();
+            if let Some(follower) = bg.follower {
+                follower.join();
+            }
             if let Err(e) = self.core.store.remove_replica(&self.core.replica.id) {
                 tracing::warn!(error = %e, "replica row left for the others to expire");
             }

@@ -244,7 +244,7 @@ fn swap(
     plan: &Plan,
     collection: &mut crate::index::Collection,
 ) -> Result<Option<u64>, ServiceError> {
-    let index = core.indexes.get(kb_id)?;
+    let index = core.index_of(kb_id)?;
     let order = index.write_order();
     let kb = core.store.kb_by_id(kb_id)?;
     if kb.generation >= plan.generation {

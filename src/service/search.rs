@@ -2,12 +2,12 @@
 //! with metadata and document filters; embeddings for callers that rank passages themselves.
 
 use std::collections::BTreeMap;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::index::{Filter, SearchMode, SearchRequest};
 use crate::store::{ChunkRecord, Kb, Scope};
 
-use super::{Principal, Result, Service, ServiceError};
+use super::{follow, Principal, Result, Service, ServiceError};
 
 /// One search.
 #[derive(Debug, Clone, Default)]
@@ -22,7 +22,24 @@ pub struct SearchParams {
     pub document_ids: Option<Vec<String>>,
     /// Only documents whose metadata has these values.
     pub metadata: BTreeMap<String, String>,
+    /// Answer from an index that reflects at least this sequence number of the knowledge
+    /// base (read-your-writes across replicas: the number a publish returned).
+    pub min_seq: Option<u64>,
 }
+
+/// What a search found.
+#[derive(Debug, Clone)]
+pub struct Found {
+    /// The knowledge base searched.
+    pub kb_id: String,
+    /// The results, best first.
+    pub hits: Vec<SearchHit>,
+    /// The knowledge base's sequence number the index searched reflected.
+    pub index_seq: u64,
+}
+
+/// Longest a search waits for this replica's index to reach its `min_seq`.
+const MIN_SEQ_WAIT: Duration = Duration::from_secs(10);
 
 /// One search result.
 #[derive(Debug, Clone, PartialEq)]
@@ -37,12 +54,7 @@ pub struct SearchHit {
 
 impl Service {
     /// Searches a knowledge base; returns its id and the results, best first.
-    pub fn search(
-        &self,
-        p: &Principal,
-        kb: &str,
-        params: &SearchParams,
-    ) -> Result<(String, Vec<SearchHit>)> {
+    pub fn search(&self, p: &Principal, kb: &str, params: &SearchParams) -> Result<Found> {
         p.require(Scope::Read)?;
         let limits = self.core.config.search;
         let query = params.query.trim();
@@ -64,6 +76,9 @@ impl Service {
             )));
         }
         let mut kb = self.kb(p, kb)?;
+        if let Some(seq) = params.min_seq {
+            follow::wait_for(&self.core, &kb.id, seq, MIN_SEQ_WAIT)?;
+        }
         let filter = Filter {
             kb: None,
             document_ids: params.document_ids.clone(),
@@ -72,14 +87,14 @@ impl Service {
         // A reindex may switch the model between embedding the query and reading the index:
         // then the query is embedded again with the new one (once is enough; switches are rare).
         let mut attempts = 0;
-        let (hits, mut chunks) = loop {
+        let (hits, mut chunks, index_seq) = loop {
             attempts += 1;
             let vector = if params.mode == SearchMode::Bm25 {
                 None
             } else {
                 Some(self.embed_query(&kb, query)?)
             };
-            let index = self.core.indexes.get(&kb.id)?;
+            let index = self.core.index_of(&kb.id)?;
             // The index guard is held until the chunks are read, so a reindex switching
             // generations (which takes the index's write lock around its store commit) can
             // never delete the rows behind ids this search got from the old generation.
@@ -87,8 +102,13 @@ impl Service {
             if guard.stamp().model_id != kb.embedding_model && vector.is_some() && attempts < 3 {
                 drop(guard);
                 kb = self.core.store.kb_by_id(&kb.id)?;
+                if self.core.follows() {
+                    // Another replica switched the generation: this one's index follows.
+                    follow::wait_for(&self.core, &kb.id, kb.index_seq, MIN_SEQ_WAIT)?;
+                }
                 continue;
             }
+            let index_seq = index.applied_seq();
             let hits = guard.search(&SearchRequest {
                 vector: vector.as_deref(),
                 text: query,
@@ -104,7 +124,7 @@ impl Service {
                 .into_iter()
                 .map(|c| (c.id, c))
                 .collect();
-            break (hits, chunks);
+            break (hits, chunks, index_seq);
         };
         let hits = hits
             .into_iter()
@@ -116,7 +136,11 @@ impl Service {
                 })
             })
             .collect();
-        Ok((kb.id, hits))
+        Ok(Found {
+            kb_id: kb.id,
+            hits,
+            index_seq,
+        })
     }
 
     /// Embeds `texts` with the model of knowledge base `kb` (an id or name of the caller's

@@ -13,6 +13,7 @@ pub(super) fn migrations() -> Migrations<'static> {
         M::up(include_str!("sql/sqlite/0005_extraction.sql")),
         M::up(include_str!("sql/sqlite/0006_replicas.sql")),
         M::up(include_str!("sql/sqlite/0007_claims.sql")),
+        M::up(include_str!("sql/sqlite/0008_index_changes.sql")),
     ])
 }
 

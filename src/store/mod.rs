@@ -14,6 +14,7 @@
 
 pub mod agents;
 mod blobs;
+pub mod changes;
 mod codec;
 pub mod copy;
 pub mod gateway;
@@ -28,6 +29,7 @@ pub mod workflows;
 
 pub use agents::AgentStore;
 pub use blobs::{BlobStore, FsBlobStore};
+pub use changes::{ChangeKind, ChangeStore, IndexChange};
 pub use gateway::GatewayStore;
 pub use pg::{PgBlobStore, PgOptions, PgStore, TlsOptions};
 pub use replicas::{ReplicaRecord, ReplicaStore};
@@ -229,6 +231,7 @@ pub trait HealthStore: Send + Sync {
 /// Everything the service needs from storage.
 pub trait Store:
     TenantStore
+    + ChangeStore
     + KbStore
     + DocumentStore
     + JobStore
@@ -245,6 +248,7 @@ pub trait Store:
 
 impl<T> Store for T where
     T: TenantStore
+        + ChangeStore
         + KbStore
         + DocumentStore
         + JobStore

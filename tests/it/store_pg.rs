@@ -717,3 +717,231 @@ fn workflow_claims_hold_the_kind_limit_across_processes_and_lapsed_ones_are_take
         .save_progress(&Claim::of(&second[0]), &Value::Bool(true))
         .expect("the new holder writes");
 }
+
+/// The `p`-quantile of `xs` (sorted in place).
+fn quantile(xs: &mut [f64], p: f64) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    xs[((xs.len() - 1) as f64 * p).round() as usize]
+}
+
+/// `n` Markdown files cut from the Rust book's chapters at a line boundary near `bytes` (the
+/// test's time goes to the replicas, not to embedding).
+fn short_files(n: usize, bytes: usize) -> Option<Vec<(String, Vec<u8>)>> {
+    Some(
+        chapters(n)?
+            .into_iter()
+            .map(|(name, text)| {
+                let cut = text
+                    .iter()
+                    .enumerate()
+                    .skip(bytes)
+                    .find(|(_, b)| **b == b'\n')
+                    .map_or(text.len(), |(i, _)| i);
+                (name, text[..cut].to_vec())
+            })
+            .collect(),
+    )
+}
+
+#[test]
+fn three_replicas_share_an_ingest_survive_a_kill_and_answer_alike() {
+    let Some(files) = short_files(95, 1_500) else {
+        return;
+    };
+    let tmp = tempfile::tempdir().expect("tmp");
+    let cluster = Cluster::start(&tmp.path().join("pg"));
+    let env = [
+        ("GROUNDWORK__STORE__URL", cluster.url.as_str()),
+        // Two runs per replica, six ingest runs at once over the three (the kind's limit
+        // holds cluster-wide): each replica has work in hand.
+        ("GROUNDWORK__WORKFLOW__WORKERS", "2"),
+        ("GROUNDWORK__WORKFLOW__INGEST_CONCURRENCY", "6"),
+        // A dead replica's runs are taken over 3 s after its last renewal.
+        ("GROUNDWORK__WORKFLOW__LEASE_SECS", "3"),
+    ];
+    let dirs: Vec<PathBuf> = (0..3).map(|i| tmp.path().join(format!("r{i}"))).collect();
+    let mut replicas: Vec<Option<TestServer>> = dirs
+        .iter()
+        .map(|d| Some(TestServer::start(d, &env)))
+        .collect();
+    let r = |replicas: &[Option<TestServer>], i: usize| -> TestServer {
+        replicas[i].as_ref().expect("running").with_key(None)
+    };
+    r(&replicas, 0).create_kb("book");
+    // One upload per file, round-robin over the live replicas; the third is killed (SIGKILL)
+    // a third of the way, with runs in hand and the rest of the uploads still to come.
+    let started = Instant::now();
+    let mut jobs = Vec::new();
+    let mut killed = None;
+    for (i, (name, bytes)) in files.iter().enumerate() {
+        if i == files.len() / 3 {
+            while ok_json(r(&replicas, 0).get("/v1/kbs/book"))["stats"]["ready"]
+                .as_u64()
+                .expect("ready")
+                < 3
+            {
+                assert!(started.elapsed() < Duration::from_secs(120));
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            replicas[2].take().expect("running").kill();
+            killed = Some(Instant::now());
+        }
+        let live = if killed.is_some() { i % 2 } else { i % 3 };
+        let receipt = ok_json(r(&replicas, live).upload("book", &[(name, bytes.clone())], None));
+        jobs.push(receipt["job_id"].as_str().expect("job").to_owned());
+    }
+    for job in &jobs {
+        let job = r(&replicas, 0).wait_job(job);
+        assert_eq!(job["ready"], 1, "{job}");
+        assert_eq!(job["failed"], 0, "{job}");
+    }
+    eprintln!(
+        "3 replicas: {} uploads ready {:.1} s after the first upload, {:.1} s after the kill",
+        files.len(),
+        started.elapsed().as_secs_f64(),
+        killed.expect("killed").elapsed().as_secs_f64()
+    );
+    // The killed replica's runs were taken over (claimed a second time), not lost.
+    let runs = ok_json(r(&replicas, 0).get("/v1/workflows?kind=ingest&limit=200"));
+    let runs = runs["items"].as_array().expect("items");
+    assert_eq!(runs.len(), files.len());
+    assert!(runs.iter().all(|w| w["status"] == "completed"), "{runs:?}");
+    let taken_over = runs.iter().filter(|w| w["runs"].as_u64() > Some(1)).count();
+    assert!(
+        taken_over >= 1,
+        "no run of the killed replica was taken over"
+    );
+    eprintln!("{taken_over} ingest runs taken over from the killed replica");
+
+    // Every document once, every chunk once.
+    let docs = ok_json(r(&replicas, 0).get("/v1/kbs/book/documents?limit=500"));
+    let items = docs["items"].as_array().expect("items");
+    assert_eq!(items.len(), files.len());
+    let mut names: Vec<&str> = items
+        .iter()
+        .map(|d| d["name"].as_str().expect("name"))
+        .collect();
+    names.sort();
+    names.dedup();
+    assert_eq!(names.len(), files.len());
+    let mut total = 0;
+    for d in items {
+        assert_eq!(d["status"], "ready", "{d}");
+        let id = d["id"].as_str().expect("id");
+        let chunks =
+            ok_json(r(&replicas, 1).get(&format!("/v1/kbs/book/documents/{id}/chunks?limit=1000")));
+        let ordinals: Vec<u64> = chunks["items"]
+            .as_array()
+            .expect("chunks")
+            .iter()
+            .map(|c| c["ordinal"].as_u64().expect("ordinal"))
+            .collect();
+        assert_eq!(ordinals, (0..ordinals.len() as u64).collect::<Vec<_>>());
+        total += ordinals.len();
+    }
+
+    // The killed replica comes back; all three answer alike at the latest sequence.
+    replicas[2] = Some(TestServer::start(&dirs[2], &env));
+    let seq = ok_json(r(&replicas, 0).get("/v1/kbs/book"))["index_seq"]
+        .as_u64()
+        .expect("index_seq");
+    let queries = [
+        "ownership and borrowing",
+        "how do I read a file",
+        "trait objects and dynamic dispatch",
+        "cargo workspaces",
+        "panic or Result",
+    ];
+    for q in queries {
+        for mode in ["hybrid", "bm25", "dense"] {
+            let answers: Vec<Value> = (0..3)
+                .map(|i| {
+                    ok_json(r(&replicas, i).post(
+                        "/v1/kbs/book/search",
+                        &serde_json::json!({ "query": q, "top_k": 8, "mode": mode, "min_seq": seq }),
+                    ))
+                })
+                .collect();
+            let ranked = |a: &Value| -> Vec<(u64, String)> {
+                a["results"]
+                    .as_array()
+                    .expect("results")
+                    .iter()
+                    .map(|h| {
+                        (
+                            h["chunk_id"].as_u64().expect("chunk id"),
+                            format!("{:.5}", h["score"].as_f64().expect("score")),
+                        )
+                    })
+                    .collect()
+            };
+            assert!(!ranked(&answers[0]).is_empty(), "{q}");
+            for a in &answers[1..] {
+                assert_eq!(ranked(a), ranked(&answers[0]), "{q} ({mode})");
+                assert!(a["index_seq"].as_u64() >= Some(seq));
+            }
+        }
+    }
+    let status = ok_json(r(&replicas, 1).get("/v1/status"));
+    assert_eq!(
+        status["indexed_chunks"].as_u64(),
+        Some(total as u64),
+        "{status}"
+    );
+
+    // Follow lag: a document deleted through one replica leaves the others' indexes.
+    let mut lags = Vec::new();
+    for (n, d) in items.iter().take(20).enumerate() {
+        let id = d["id"].as_str().expect("id");
+        let writer = r(&replicas, n % 3);
+        assert_eq!(
+            writer
+                .delete(&format!("/v1/kbs/book/documents/{id}"))
+                .status(),
+            204
+        );
+        let deleted_at = Instant::now();
+        let want = ok_json(writer.get("/v1/kbs/book"))["index_seq"]
+            .as_u64()
+            .expect("seq");
+        let reader = r(&replicas, (n + 1) % 3);
+        loop {
+            let res = ok_json(reader.post(
+                "/v1/kbs/book/search",
+                &serde_json::json!({ "query": "rust", "top_k": 1, "mode": "bm25" }),
+            ));
+            if res["index_seq"].as_u64() >= Some(want) {
+                lags.push(deleted_at.elapsed().as_secs_f64() * 1000.0);
+                break;
+            }
+            assert!(
+                deleted_at.elapsed() < Duration::from_secs(10),
+                "no follow: {res}"
+            );
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        // Read-your-writes on a third replica: never the deleted document.
+        let third = r(&replicas, (n + 2) % 3);
+        let res = ok_json(third.post(
+            "/v1/kbs/book/search",
+            &serde_json::json!({
+                "query": d["name"].as_str().expect("name"), "top_k": 50, "mode": "bm25",
+                "min_seq": want
+            }),
+        ));
+        assert!(res["results"]
+            .as_array()
+            .expect("results")
+            .iter()
+            .all(|h| h["document_id"] != id));
+    }
+    eprintln!(
+        "follow lag (delete answered on one replica → visible on another), 20 changes: \
+         p50 {:.1} ms, p99 {:.1} ms",
+        quantile(&mut lags.clone(), 0.5),
+        quantile(&mut lags, 0.99)
+    );
+    for s in replicas.into_iter().flatten() {
+        s.stop();
+    }
+}

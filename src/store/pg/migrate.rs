@@ -11,6 +11,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../sql/postgres/0001_schema.sql"),
     include_str!("../sql/postgres/0002_replicas.sql"),
     include_str!("../sql/postgres/0003_claims.sql"),
+    include_str!("../sql/postgres/0004_index_changes.sql"),
 ];
 
 /// Key of the advisory lock held while migrating ("groundwk" in ASCII).

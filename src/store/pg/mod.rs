@@ -21,12 +21,13 @@ use super::codec::{json_err, new_id, vector_bytes, CHUNK_SELECT, DOC_COLS, KB_CO
 use super::sections::Local;
 use super::types::*;
 use super::{
-    DocumentStore, GenerationStore, HealthStore, Held, JobStore, KbStore, Result, Section,
-    SectionStore, StoreError, TenantStore,
+    ChangeKind, DocumentStore, GenerationStore, HealthStore, Held, JobStore, KbStore, Result,
+    Section, SectionStore, StoreError, TenantStore,
 };
 
 mod agents;
 mod blobs;
+mod changes;
 mod gateway;
 mod migrate;
 mod replicas;
@@ -189,6 +190,9 @@ pub struct PgStore {
     /// lock (kept for the next turn; outside the pool, so waiting callers hold no pooled
     /// connection and a lock can never return to the pool held).
     sections: Local<Option<Client>>,
+    /// The connection that LISTENs for index changes (outside the pool: a listening session
+    /// must stay the same one), opened on the first wait.
+    listener: std::sync::Mutex<Option<Client>>,
 }
 
 impl From<postgres::Error> for StoreError {
@@ -255,6 +259,7 @@ impl PgStore {
             config,
             tls,
             sections: Local::default(),
+            listener: std::sync::Mutex::new(None),
         };
         off_runtime(|| {
             let mut conn = store.conn()?;
@@ -630,12 +635,35 @@ fn remove_document(tx: &mut Session<'_, '_>, id: &str) -> Result<Option<String>>
     })
 }
 
-fn bump_seq(tx: &mut Session<'_, '_>, kb_id: &str) -> Result<u64> {
+/// Advances a knowledge base's index sequence, logs what changed at the new number and
+/// notifies the replicas that follow the log (delivered when the transaction commits).
+fn bump_seq(
+    tx: &mut Session<'_, '_>,
+    kb_id: &str,
+    kind: ChangeKind,
+    document_id: Option<&str>,
+    removed: &[u64],
+) -> Result<u64> {
     let row = tx.query_one(
         "UPDATE kbs SET index_seq = index_seq + 1 WHERE id = $1 RETURNING index_seq",
         &[&kb_id],
     )?;
-    Ok(u(&row, 0))
+    let seq = u(&row, 0);
+    let removed = serde_json::to_string(removed).map_err(json_err)?;
+    tx.execute(
+        "INSERT INTO index_changes (kb_id, seq, kind, document_id, removed, created_at)
+         VALUES ($1, $2, $3, $4, $5, $6)",
+        &[
+            &kb_id,
+            &(seq as i64),
+            &kind.as_str(),
+            &document_id,
+            &removed,
+            &Utc::now(),
+        ],
+    )?;
+    tx.execute("SELECT pg_notify('groundwork_index', $1)", &[&kb_id])?;
+    Ok(seq)
 }
 
 fn key_row(r: &Row) -> ApiKeyRecord {
@@ -1214,7 +1242,14 @@ impl DocumentStore for PgStore {
                     replaced = Some((old, ids));
                 }
             }
-            let index_seq = bump_seq(tx, &kb_id)?;
+            let removed = replaced.as_ref().map_or(&[][..], |(_, ids)| ids.as_slice());
+            let index_seq = bump_seq(
+                tx,
+                &kb_id,
+                ChangeKind::Publish,
+                Some(p.document_id),
+                removed,
+            )?;
             Ok(Published {
                 chunk_ids,
                 replaced,
@@ -1229,7 +1264,7 @@ impl DocumentStore for PgStore {
             get_doc(tx, kb_id, id)?;
             let chunk_ids = chunk_ids_of(tx, id)?;
             let orphaned = remove_document(tx, id)?.into_iter().collect();
-            let index_seq = bump_seq(tx, kb_id)?;
+            let index_seq = bump_seq(tx, kb_id, ChangeKind::Delete, Some(id), &chunk_ids)?;
             Ok(Deleted {
                 chunk_ids,
                 index_seq,
@@ -1535,7 +1570,7 @@ impl GenerationStore for PgStore {
                     &i64::from(switch.chunking.overlap_tokens),
                 ],
             )?;
-            Ok(Some(bump_seq(tx, kb_id)?))
+            Ok(Some(bump_seq(tx, kb_id, ChangeKind::Switch, None, &[])?))
         })
     }
 

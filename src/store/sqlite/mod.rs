@@ -13,11 +13,12 @@ use super::migrations::migrations;
 use super::sections::Local;
 use super::types::*;
 use super::{
-    DocumentStore, GenerationStore, HealthStore, Held, JobStore, KbStore, Result, Section,
-    SectionStore, StoreError, TenantStore,
+    ChangeKind, DocumentStore, GenerationStore, HealthStore, Held, JobStore, KbStore, Result,
+    Section, SectionStore, StoreError, TenantStore,
 };
 
 mod agents;
+mod changes;
 mod gateway;
 mod replicas;
 mod sources;
@@ -315,12 +316,32 @@ fn remove_document(conn: &Connection, id: &str) -> Result<Option<String>> {
     })
 }
 
-fn bump_seq(conn: &Connection, kb_id: &str) -> Result<u64> {
+/// Advances a knowledge base's index sequence and logs what changed at the new number.
+fn bump_seq(
+    conn: &Connection,
+    kb_id: &str,
+    kind: ChangeKind,
+    document_id: Option<&str>,
+    removed: &[u64],
+) -> Result<u64> {
     let seq: i64 = conn.query_row(
         "UPDATE kbs SET index_seq = index_seq + 1 WHERE id = ?1 RETURNING index_seq",
         [kb_id],
         |r| r.get(0),
     )?;
+    let removed = serde_json::to_string(removed).map_err(json_err)?;
+    conn.prepare_cached(
+        "INSERT INTO index_changes (kb_id, seq, kind, document_id, removed, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?
+    .execute(params![
+        kb_id,
+        seq,
+        kind.as_str(),
+        document_id,
+        removed,
+        Utc::now()
+    ])?;
     Ok(seq as u64)
 }
 
@@ -850,7 +871,14 @@ impl DocumentStore for SqliteStore {
                     replaced = Some((old, ids));
                 }
             }
-            let index_seq = bump_seq(tx, &kb_id)?;
+            let removed = replaced.as_ref().map_or(&[][..], |(_, ids)| ids.as_slice());
+            let index_seq = bump_seq(
+                tx,
+                &kb_id,
+                ChangeKind::Publish,
+                Some(p.document_id),
+                removed,
+            )?;
             Ok(Published {
                 chunk_ids,
                 replaced,
@@ -865,7 +893,7 @@ impl DocumentStore for SqliteStore {
             get_doc(tx, kb_id, id)?;
             let chunk_ids = chunk_ids_of(tx, id)?;
             let orphaned = remove_document(tx, id)?.into_iter().collect();
-            let index_seq = bump_seq(tx, kb_id)?;
+            let index_seq = bump_seq(tx, kb_id, ChangeKind::Delete, Some(id), &chunk_ids)?;
             Ok(Deleted {
                 chunk_ids,
                 index_seq,
@@ -1176,7 +1204,7 @@ impl GenerationStore for SqliteStore {
                     switch.chunking.overlap_tokens
                 ],
             )?;
-            Ok(Some(bump_seq(tx, kb_id)?))
+            Ok(Some(bump_seq(tx, kb_id, ChangeKind::Switch, None, &[])?))
         })
     }
 
