@@ -68,6 +68,7 @@ pub fn open(
         embedder.clone(),
         &root,
         supervisor.clone(),
+        config.store.is_postgres().then_some(replica.id.as_str()),
     )
     .map_err(|e| ServiceError::Invalid(format!("gateway: {e}")))?;
     let parts = Parts {

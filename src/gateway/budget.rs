@@ -5,10 +5,17 @@
 //! never by the number of calls racing through a check, the race other gateways have.
 //!
 //! Settled spend is recovered from the call log at start (per window), so restarts do not reset
-//! budgets. Pure bookkeeping: no I/O except the loader it is given.
+//! budgets. On a store shared by several replicas the accounts live in the store instead
+//! ([`Shared`]): a reservation is one transaction of conditional updates there, so the limit
+//! holds over every replica together; a reservation whose replica died before settling is
+//! released when it expires. Bookkeeping only: no I/O except the loader or store it is given.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::store::gateway::{BudgetAccount, BudgetHold, GatewayStore};
+use crate::store::StoreError;
 
 use chrono::{DateTime, Datelike, NaiveDate, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
@@ -138,6 +145,25 @@ struct Account {
 
 type AccountKey = (usize, String, i64);
 
+/// Why a reservation was not made.
+#[derive(Debug)]
+pub enum Refused {
+    /// A budget would be passed.
+    Exceeded(Exceeded),
+    /// The shared accounts could not be read (the call is refused, never let through).
+    Store(StoreError),
+}
+
+/// Accounts kept in a store several replicas share.
+pub struct Shared {
+    /// Where the accounts live.
+    pub store: Arc<dyn GatewayStore>,
+    /// This replica (recorded with each reservation).
+    pub holder: String,
+    /// How long an unsettled reservation holds (longer than any call may take).
+    pub hold_for: Duration,
+}
+
 /// Loads settled spend: (scope column, subject, window start) → USD.
 pub type SpendLoader = dyn Fn(Option<&'static str>, &str, DateTime<Utc>) -> f64 + Send + Sync;
 
@@ -146,6 +172,7 @@ pub struct Budgets {
     budgets: Vec<BudgetConfig>,
     accounts: Mutex<HashMap<AccountKey, Account>>,
     loader: Box<SpendLoader>,
+    shared: Option<Shared>,
 }
 
 /// An open reservation; settle it with [`Budgets::settle`].
@@ -154,6 +181,8 @@ pub struct Budgets {
 pub struct Reservation {
     accounts: Vec<AccountKey>,
     amount: f64,
+    /// Its id and accounts in the shared store.
+    shared: Option<(String, Vec<BudgetAccount>)>,
 }
 
 impl Reservation {
@@ -170,6 +199,101 @@ impl Budgets {
             budgets,
             accounts: Mutex::new(HashMap::new()),
             loader,
+            shared: None,
+        }
+    }
+
+    /// Keeps the accounts in a store shared with other replicas instead of this process.
+    pub fn shared(mut self, shared: Shared) -> Self {
+        self.shared = Some(shared);
+        self
+    }
+
+    /// Releases shared reservations whose replica died before settling them.
+    pub fn expire_holds(&self) {
+        if let Some(sh) = &self.shared {
+            match sh.store.expire_budget_holds(Utc::now()) {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(reservations = n, "expired budget reservations released"),
+                Err(e) => tracing::warn!(error = %e, "cannot release expired budget reservations"),
+            }
+        }
+    }
+
+    /// The budgets applying to `who` now: (budget index, subject, window start, reset).
+    fn applying<'a>(
+        &'a self,
+        who: &'a Subjects,
+        now: DateTime<Utc>,
+    ) -> impl Iterator<
+        Item = (
+            usize,
+            &'a BudgetConfig,
+            &'a str,
+            DateTime<Utc>,
+            Option<DateTime<Utc>>,
+        ),
+    > + 'a {
+        self.budgets.iter().enumerate().filter_map(move |(i, b)| {
+            let subject = who.of(b.scope)?;
+            if b.id.as_deref().is_some_and(|id| id != subject) {
+                return None;
+            }
+            let (start, resets_at) = b.window.bounds(now);
+            Some((i, b, subject, start, resets_at))
+        })
+    }
+
+    fn reserve_shared(
+        &self,
+        sh: &Shared,
+        who: &Subjects,
+        amount: f64,
+    ) -> Result<Reservation, Refused> {
+        let now = Utc::now();
+        let mut resets = Vec::new();
+        let accounts: Vec<BudgetAccount> = self
+            .applying(who, now)
+            .map(|(i, b, subject, start, resets_at)| {
+                resets.push((b.scope, resets_at));
+                BudgetAccount {
+                    budget: format!("{i}:{:?}:{:?}", b.scope, b.window).to_lowercase(),
+                    subject: subject.to_owned(),
+                    window_start: start,
+                    limit_usd: b.limit_usd,
+                    column: b.scope.column(),
+                }
+            })
+            .collect();
+        if accounts.is_empty() || amount <= 0.0 {
+            // A free call always passes (so a budget can fall back to a local model).
+            return Ok(Reservation::default());
+        }
+        let id = uuid::Uuid::new_v4().to_string();
+        let hold = BudgetHold {
+            id: id.clone(),
+            holder: sh.holder.clone(),
+            amount,
+            expires_at: now
+                + chrono::Duration::from_std(sh.hold_for).unwrap_or(chrono::Duration::hours(1)),
+            accounts,
+        };
+        match sh.store.reserve_budget(&hold).map_err(Refused::Store)? {
+            Ok(()) => Ok(Reservation {
+                accounts: Vec::new(),
+                amount,
+                shared: Some((id, hold.accounts)),
+            }),
+            Err(refusal) => {
+                let a = &hold.accounts[refusal.account];
+                Err(Refused::Exceeded(Exceeded {
+                    scope: resets[refusal.account].0,
+                    subject: a.subject.clone(),
+                    limit_usd: a.limit_usd,
+                    spent_usd: refusal.settled_usd,
+                    resets_at: resets[refusal.account].1,
+                }))
+            }
         }
     }
 
@@ -179,21 +303,17 @@ impl Budgets {
     }
 
     /// Reserves `amount` USD against every budget applying to `who`, or none if one refuses.
-    pub fn reserve(&self, who: &Subjects, amount: f64) -> Result<Reservation, Exceeded> {
+    pub fn reserve(&self, who: &Subjects, amount: f64) -> Result<Reservation, Refused> {
         if self.budgets.is_empty() {
             return Ok(Reservation::default());
+        }
+        if let Some(sh) = &self.shared {
+            return self.reserve_shared(sh, who, amount);
         }
         let now = Utc::now();
         let mut accounts = self.accounts.lock().unwrap_or_else(|p| p.into_inner());
         let mut keys = Vec::new();
-        for (i, b) in self.budgets.iter().enumerate() {
-            let Some(subject) = who.of(b.scope) else {
-                continue;
-            };
-            if b.id.as_deref().is_some_and(|id| id != subject) {
-                continue;
-            }
-            let (start, resets_at) = b.window.bounds(now);
+        for (i, b, subject, start, resets_at) in self.applying(who, now) {
             let key = (i, subject.to_owned(), start.timestamp());
             let acct = accounts.entry(key.clone()).or_insert_with(|| Account {
                 settled: (self.loader)(b.scope.column(), subject, start),
@@ -201,13 +321,13 @@ impl Budgets {
             });
             // A free call always passes (so a budget can fall back to a local model).
             if amount > 0.0 && acct.settled + acct.reserved + amount > b.limit_usd {
-                return Err(Exceeded {
+                return Err(Refused::Exceeded(Exceeded {
                     scope: b.scope,
                     subject: subject.to_owned(),
                     limit_usd: b.limit_usd,
                     spent_usd: acct.settled,
                     resets_at,
-                });
+                }));
             }
             keys.push(key);
         }
@@ -219,11 +339,20 @@ impl Budgets {
         Ok(Reservation {
             accounts: keys,
             amount,
+            shared: None,
         })
     }
 
     /// Replaces a reservation by the real cost.
     pub fn settle(&self, r: Reservation, cost: f64) {
+        if let (Some(sh), Some((id, accounts))) = (&self.shared, &r.shared) {
+            if let Err(e) = sh.store.settle_budget(id, accounts, cost) {
+                // The reservation stays held until it expires: the spend is over-counted for
+                // that long, never under-counted.
+                tracing::error!(error = %e, reservation = %id, "budget reservation not settled");
+            }
+            return;
+        }
         if r.accounts.is_empty() {
             return;
         }
@@ -281,10 +410,79 @@ mod tests {
         let total = 0.25 + *spent.lock().expect("lock");
         assert!(total <= 1.0 + 1e-9, "spent {total}");
         assert!(total > 0.98, "stopped early at {total}");
-        let e = budgets.reserve(&who("k"), 0.05).expect_err("exhausted");
+        let Err(Refused::Exceeded(e)) = budgets.reserve(&who("k"), 0.05) else {
+            panic!("exhausted")
+        };
         assert!(e.resets_at.is_some());
         assert!(budgets.reserve(&who("k"), 0.0).is_ok(), "free calls pass");
         assert!(budgets.reserve(&who("other"), 0.5).is_ok());
+    }
+
+    #[test]
+    fn budgets_kept_in_a_shared_store_hold_over_replicas_and_dead_holds_expire() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let store: Arc<dyn GatewayStore> = Arc::new(
+            crate::store::SqliteStore::open(&dir.path().join("db.sqlite3")).expect("store"),
+        );
+        let config = vec![BudgetConfig {
+            scope: BudgetScope::Key,
+            id: None,
+            window: Window::Day,
+            limit_usd: 1.0,
+        }];
+        // Two replicas' ledgers over one store (their own memory would allow 1 USD each).
+        let replica = |name: &str, hold_for: Duration| {
+            Arc::new(
+                Budgets::new(config.clone(), Box::new(|_, _, _| 0.0)).shared(Shared {
+                    store: store.clone(),
+                    holder: name.into(),
+                    hold_for,
+                }),
+            )
+        };
+        let (a, b) = (
+            replica("a", Duration::from_secs(60)),
+            replica("b", Duration::from_secs(60)),
+        );
+        let spent = Arc::new(Mutex::new(0.0f64));
+        let threads: Vec<_> = (0..8)
+            .map(|i| {
+                let (l, spent) = (
+                    if i % 2 == 0 { a.clone() } else { b.clone() },
+                    spent.clone(),
+                );
+                std::thread::spawn(move || {
+                    for _ in 0..40 {
+                        if let Ok(r) = l.reserve(&who("k"), 0.01) {
+                            *spent.lock().expect("lock") += 0.009;
+                            l.settle(r, 0.009);
+                        }
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().expect("thread");
+        }
+        let total = *spent.lock().expect("lock");
+        assert!(total <= 1.0 + 1e-9, "spent {total} over two replicas");
+        assert!(total > 0.98, "stopped early at {total}");
+        let Err(Refused::Exceeded(e)) = b.reserve(&who("k"), 0.05) else {
+            panic!("exhausted for every replica")
+        };
+        assert!((e.spent_usd - total).abs() < 1e-6, "{e:?}");
+        // A replica dies holding a reservation: the money is held until the hold expires.
+        let dying = replica("dying", Duration::from_millis(1));
+        let held = dying.reserve(&who("j"), 0.7).expect("reserve");
+        std::mem::forget(held);
+        assert!(
+            a.reserve(&who("j"), 0.5).is_err(),
+            "held by the dead replica"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+        a.expire_holds();
+        let r = a.reserve(&who("j"), 0.5).expect("released");
+        a.settle(r, 0.5);
     }
 
     #[test]

@@ -325,11 +325,12 @@ impl Gateway {
         let prompt_tokens = prompt_token_bound(&call.messages);
         let (reservation, targets) = match self.reserve(&ctx, &route, &call, prompt_tokens).await {
             Ok(r) => r,
-            Err(exceeded) => {
+            Err(super::budget::Refused::Exceeded(exceeded)) => {
                 self.log_refusal(&ctx, &route, "chat", "budget_exceeded", started)
                     .await;
                 return Err(GatewayError::BudgetExceeded(exceeded));
             }
+            Err(super::budget::Refused::Store(e)) => return Err(GatewayError::Store(e)),
         };
 
         let run = Run {
@@ -428,7 +429,7 @@ impl Gateway {
         route: &Route,
         call: &Call,
         prompt_tokens: u32,
-    ) -> std::result::Result<(Reservation, Vec<Target>), super::budget::Exceeded> {
+    ) -> std::result::Result<(Reservation, Vec<Target>), super::budget::Refused> {
         let uses_local = route
             .targets
             .iter()
@@ -451,13 +452,15 @@ impl Gateway {
         let worst = route.targets.iter().map(estimate).fold(0.0, f64::max);
         // The caller's own cap first (no shared state: its owner serialises its calls).
         let reserve = |amount: f64| match ctx.spend_cap_usd {
-            Some(cap) if amount > 0.0 && amount > cap => Err(super::budget::Exceeded {
-                scope: super::budget::BudgetScope::Agent,
-                subject: ctx.agent.clone().unwrap_or_default(),
-                limit_usd: cap.max(0.0),
-                spent_usd: 0.0,
-                resets_at: None,
-            }),
+            Some(cap) if amount > 0.0 && amount > cap => {
+                Err(super::budget::Refused::Exceeded(super::budget::Exceeded {
+                    scope: super::budget::BudgetScope::Agent,
+                    subject: ctx.agent.clone().unwrap_or_default(),
+                    limit_usd: cap.max(0.0),
+                    spent_usd: 0.0,
+                    resets_at: None,
+                }))
+            }
             _ => self.inner.budgets.reserve(&who, amount),
         };
         match reserve(worst) {

@@ -37,7 +37,7 @@ pub use chat::{ChatReply, ReplyMeta, StreamEvent, StreamEvents};
 pub use config::GatewayConfig;
 pub use error::{GatewayError, Result};
 
-use budget::{Budgets, Subjects};
+use budget::{Budgets, Refused, Subjects};
 use config::{Price, ProviderKind};
 use guard::Guardrails;
 use local::LocalChat;
@@ -144,15 +144,26 @@ fn api_key(name: &str, c: &config::ProviderConfig) -> Option<String> {
     key
 }
 
+/// How long a reservation of a replica that died before settling it holds the money.
+const BUDGET_HOLD: std::time::Duration = std::time::Duration::from_secs(600);
+
 impl Gateway {
+    /// Releases budget reservations whose replica died before settling them (shared stores;
+    /// housekeeping calls it every minute).
+    pub fn expire_budget_holds(&self) {
+        self.inner.budgets.expire_holds();
+    }
+
     /// Builds the providers, starts the local chat model thread and the log writer.
-    /// `root` resolves the default local model folder.
+    /// `root` resolves the default local model folder. `replica` is this process's id when
+    /// the store is shared by several replicas: budgets are then counted in the store.
     pub fn new(
         config: GatewayConfig,
         store: Arc<dyn GatewayStore>,
         embedder: Arc<dyn Embedder>,
         root: &Path,
         supervisor: Supervisor,
+        replica: Option<&str>,
     ) -> Result<Self> {
         config.validate().map_err(GatewayError::Invalid)?;
         let guard = config.guardrails.compile().map_err(GatewayError::Invalid)?;
@@ -212,7 +223,7 @@ impl Gateway {
             .map(|(n, c)| (n.clone(), Route::from_config(n, c)))
             .collect();
         let loader_store = store.clone();
-        let budgets = Budgets::new(
+        let mut budgets = Budgets::new(
             config.budgets.clone(),
             Box::new(move |column, subject, since| {
                 loader_store
@@ -223,6 +234,13 @@ impl Gateway {
                     })
             }),
         );
+        if let Some(holder) = replica {
+            budgets = budgets.shared(budget::Shared {
+                store: store.clone(),
+                holder: holder.to_owned(),
+                hold_for: BUDGET_HOLD,
+            });
+        }
         let log = LogWriter::start(store.clone(), 8192, &supervisor);
         Ok(Self {
             inner: Arc::new(Inner {
@@ -356,11 +374,12 @@ impl Gateway {
             .fold(0.0, f64::max);
         let reservation = match self.inner.budgets.reserve(&who, estimate) {
             Ok(r) => r,
-            Err(e) => {
+            Err(Refused::Exceeded(e)) => {
                 self.log_refusal(&ctx, &route, "embeddings", "budget_exceeded", started)
                     .await;
                 return Err(GatewayError::BudgetExceeded(e));
             }
+            Err(Refused::Store(e)) => return Err(GatewayError::Store(e)),
         };
         let mut attempts = Vec::new();
         let mut last: Option<ProviderError> = None;

@@ -135,8 +135,77 @@ pub struct CacheEntry {
     pub expires_at: DateTime<Utc>,
 }
 
+/// One budget's account in one window, as a reservation draws on it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BudgetAccount {
+    /// The budget (its place in the configuration, scope and window).
+    pub budget: String,
+    /// Whose spend (a key, user, agent or route; empty for the global budget).
+    pub subject: String,
+    /// Start of the window.
+    pub window_start: DateTime<Utc>,
+    /// Most USD settled + reserved in the window.
+    pub limit_usd: f64,
+    /// The call-log column the account's past spend is summed from when it is opened
+    /// (`None`: every call).
+    pub column: Option<&'static str>,
+}
+
+impl BudgetAccount {
+    /// The account's key as a reservation records it.
+    pub fn key(&self) -> (String, String, DateTime<Utc>) {
+        (self.budget.clone(), self.subject.clone(), self.window_start)
+    }
+}
+
+/// The accounts of a reservation as it is recorded (budget, subject, window start).
+pub fn hold_accounts(accounts: &[BudgetAccount]) -> Result<String> {
+    let keys: Vec<_> = accounts.iter().map(BudgetAccount::key).collect();
+    serde_json::to_string(&keys).map_err(super::codec::json_err)
+}
+
+/// The accounts of a recorded reservation.
+pub fn parse_hold_accounts(raw: &str) -> Result<Vec<(String, String, DateTime<Utc>)>> {
+    serde_json::from_str(raw).map_err(super::codec::json_err)
+}
+
+/// A reservation to record.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BudgetHold {
+    /// Its id (settled by it).
+    pub id: String,
+    /// The reserving process (replica id).
+    pub holder: String,
+    /// USD reserved on every account.
+    pub amount: f64,
+    /// When it is released if never settled (its process died).
+    pub expires_at: DateTime<Utc>,
+    /// The accounts, all or none.
+    pub accounts: Vec<BudgetAccount>,
+}
+
+/// Why a reservation was refused.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BudgetRefusal {
+    /// The account (index into the hold's) whose limit the amount would pass.
+    pub account: usize,
+    /// Its settled spend in the window.
+    pub settled_usd: f64,
+}
+
 /// Storage of the gateway.
 pub trait GatewayStore: Send + Sync {
+    /// Adds `hold.amount` to the reserved sum of every account of `hold`, or to none when one
+    /// of them would then pass its limit (a free call always passes); accounts not yet open
+    /// open with the window's spend in the call log. Exact under any concurrency, over every
+    /// process sharing the store.
+    fn reserve_budget(&self, hold: &BudgetHold) -> Result<std::result::Result<(), BudgetRefusal>>;
+    /// Replaces reservation `id` on `accounts` by the real `cost` (the reserved amount is
+    /// released unless the reservation had expired; the cost is settled either way).
+    fn settle_budget(&self, id: &str, accounts: &[BudgetAccount], cost: f64) -> Result<()>;
+    /// Releases reservations that expired (their process died before settling); returns how
+    /// many.
+    fn expire_budget_holds(&self, now: DateTime<Utc>) -> Result<usize>;
     /// Appends calls to the log (one transaction).
     fn insert_calls(&self, calls: &[CallLog]) -> Result<()>;
     /// A page of the log, newest first.

@@ -15,7 +15,7 @@ use crate::server::{ok_json, problem, TestServer};
 
 const UPSTREAM_KEY: &str = "sk-upstream-secret-key-0123456789abcdef";
 
-fn config(openai: &str, anthropic: &str, extra: &str) -> String {
+pub(crate) fn config(openai: &str, anthropic: &str, extra: &str) -> String {
     format!(
         r#"
 [gateway.providers.oai]
@@ -129,7 +129,7 @@ fn logs(server: &TestServer, query: &str) -> Vec<Value> {
 }
 
 /// Waits for the asynchronous call log to hold `n` calls matching `query`.
-fn wait_logs(server: &TestServer, query: &str, n: usize) -> Vec<Value> {
+pub(crate) fn wait_logs(server: &TestServer, query: &str, n: usize) -> Vec<Value> {
     let started = Instant::now();
     loop {
         let items = logs(server, query);

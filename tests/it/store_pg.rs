@@ -945,3 +945,99 @@ fn three_replicas_share_an_ingest_survive_a_kill_and_answer_alike() {
         s.stop();
     }
 }
+
+#[test]
+fn budgets_hold_over_three_replicas_under_200_concurrent_calls() {
+    use crate::fake_llm::FakeLlm;
+    let (oai, claude) = (FakeLlm::start(), FakeLlm::start());
+    let tmp = tempfile::tempdir().expect("tmp");
+    let cluster = Cluster::start(&tmp.path().join("pg"));
+    // 1,000 USD per million tokens both ways; one route capped at 1.5 USD a day.
+    let extra = r#"
+[gateway.routes.capped]
+targets = ["oai/gpt-priced"]
+cache_ttl_secs = 0
+
+[gateway.prices.gpt-priced]
+input = 1000.0
+output = 1000.0
+
+[[gateway.budgets]]
+scope = "route"
+id = "capped"
+window = "day"
+limit_usd = 1.5
+"#;
+    let toml = crate::gateway::config(&oai.base, &claude.base, extra);
+    let env = [("GROUNDWORK__STORE__URL", cluster.url.as_str())];
+    let replicas: Vec<TestServer> = (0..3)
+        .map(|i| {
+            let dir = tmp.path().join(format!("r{i}"));
+            std::fs::create_dir_all(&dir).expect("dir");
+            TestServer::start_with_config(&dir, &toml, &env)
+        })
+        .collect();
+    let body = serde_json::json!({"model": "capped", "max_tokens": 20, "temperature": 0.5,
+                                  "messages": [{"role": "user", "content": "How tall is the tower?"}]});
+    let started = Instant::now();
+    let answers: Vec<(u16, String)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..200)
+            .map(|i| {
+                let (server, body) = (&replicas[i % 3], &body);
+                s.spawn(move || {
+                    let res = server.post("/v1/chat/completions", body);
+                    (res.status().as_u16(), res.text().unwrap_or_default())
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("thread"))
+            .collect()
+    });
+    let took = started.elapsed();
+    let ok = answers.iter().filter(|(s, _)| *s == 200).count();
+    let refused = answers.iter().filter(|(s, _)| *s == 429).count();
+    let other: Vec<_> = answers
+        .iter()
+        .filter(|(s, _)| *s != 200 && *s != 429)
+        .take(2)
+        .collect();
+    assert_eq!(
+        ok + refused,
+        200,
+        "{other:?}\n{}",
+        std::fs::read_to_string(tmp.path().join("r0/data.log"))
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("ERROR") || l.contains("error"))
+            .take(3)
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    assert!(ok > 10 && refused > 0, "ok {ok}");
+    let calls = crate::gateway::wait_logs(&replicas[1], "route=capped&status=ok&limit=500", ok);
+    let settled: f64 = calls
+        .iter()
+        .map(|c| c["cost_usd"].as_f64().expect("cost"))
+        .sum();
+    assert!(
+        settled <= 1.5 + 1e-9,
+        "settled {settled} over three replicas"
+    );
+    // Each call reserves its worst case: (prompt bytes + role + 16 framing + 20) tokens.
+    let largest_reservation =
+        ("How tall is the tower?".len() as f64 + "user".len() as f64 + 16.0 + 20.0) * 0.001;
+    assert!(
+        ok as f64 >= (1.5 / largest_reservation).floor() - 1.0,
+        "stopped early after {ok} calls"
+    );
+    eprintln!(
+        "budget over 3 replicas: 200 concurrent calls in {:.2} s, {ok} served, {refused} refused, \
+         {settled:.3} of 1.5 USD settled",
+        took.as_secs_f64()
+    );
+    for s in replicas {
+        s.stop();
+    }
+}

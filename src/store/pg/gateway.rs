@@ -4,8 +4,12 @@ use chrono::{DateTime, Utc};
 use postgres::types::ToSql;
 use postgres::Row;
 
+use super::session::Session;
 use super::{count, PgStore};
-use crate::store::gateway::{CacheEntry, CallLog, GatewayStore, LogQuery, UsageGroup, UsageRow};
+use crate::store::gateway::{
+    hold_accounts, parse_hold_accounts, BudgetAccount, BudgetHold, BudgetRefusal, CacheEntry,
+    CallLog, GatewayStore, LogQuery, UsageGroup, UsageRow,
+};
 use crate::store::{Page, Result};
 
 const COLS: &str = "id, tenant_id, ts, kind, key_id, user_id, agent_id, route, provider, model, \
@@ -94,6 +98,28 @@ fn text(s: &str) -> std::borrow::Cow<'_, str> {
 
 fn text_opt(s: &Option<String>) -> Option<std::borrow::Cow<'_, str>> {
     s.as_deref().map(text)
+}
+
+/// Settled spend since `since` where `column` equals `subject` (every call when `None`).
+fn spend(
+    conn: &mut Session<'_, '_>,
+    column: Option<&'static str>,
+    subject: &str,
+    since: DateTime<Utc>,
+) -> Result<f64> {
+    let row = match column {
+        Some(col) => conn.query_one(
+            &format!(
+                "SELECT COALESCE(SUM(cost_usd), 0) FROM gateway_calls WHERE {col} = $1 AND ts >= $2"
+            ),
+            &[&text(subject), &since],
+        )?,
+        None => conn.query_one(
+            "SELECT COALESCE(SUM(cost_usd), 0) FROM gateway_calls WHERE ts >= $1",
+            &[&since],
+        )?,
+    };
+    Ok(row.get(0))
 }
 
 impl GatewayStore for PgStore {
@@ -255,21 +281,129 @@ impl GatewayStore for PgStore {
         subject: &str,
         since: DateTime<Utc>,
     ) -> Result<f64> {
-        self.read(|conn| {
-            let row = match column {
-                Some(col) => conn.query_one(
-                    &format!(
-                        "SELECT COALESCE(SUM(cost_usd), 0) FROM gateway_calls
-                         WHERE {col} = $1 AND ts >= $2"
-                    ),
-                    &[&text(subject), &since],
-                )?,
-                None => conn.query_one(
-                    "SELECT COALESCE(SUM(cost_usd), 0) FROM gateway_calls WHERE ts >= $1",
-                    &[&since],
-                )?,
-            };
-            Ok(row.get(0))
+        self.read(|conn| spend(conn, column, subject, since))
+    }
+
+    fn reserve_budget(&self, hold: &BudgetHold) -> Result<std::result::Result<(), BudgetRefusal>> {
+        let accounts = hold_accounts(&hold.accounts)?;
+        // READ COMMITTED: the conditional UPDATE re-checks its condition on the latest row
+        // after waiting for a concurrent reserver, so each account's check-and-add is one
+        // atomic step on the server; accounts are taken in key order (no deadlock).
+        let mut order: Vec<usize> = (0..hold.accounts.len()).collect();
+        order.sort_by_key(|&i| hold.accounts[i].key());
+        self.write_committed(|tx| {
+            let mut added = Vec::new();
+            for &i in &order {
+                let a = &hold.accounts[i];
+                let key: [&(dyn ToSql + Sync); 3] = [&a.budget, &a.subject, &a.window_start];
+                let open = tx
+                    .query_opt(
+                        "SELECT 1 FROM budget_accounts
+                         WHERE budget = $1 AND subject = $2 AND window_start = $3",
+                        &key,
+                    )?
+                    .is_some();
+                if !open {
+                    let opening = spend(tx, a.column, &a.subject, a.window_start)?;
+                    tx.execute(
+                        "INSERT INTO budget_accounts (budget, subject, window_start, settled)
+                         VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+                        &[&a.budget, &a.subject, &a.window_start, &opening],
+                    )?;
+                }
+                let took = tx.query_opt(
+                    "UPDATE budget_accounts SET reserved = reserved + $4::FLOAT8
+                     WHERE budget = $1 AND subject = $2 AND window_start = $3
+                       AND ($4::FLOAT8 <= 0 OR settled + reserved + $4::FLOAT8 <= $5::FLOAT8)
+                     RETURNING settled",
+                    &[
+                        &a.budget,
+                        &a.subject,
+                        &a.window_start,
+                        &hold.amount,
+                        &a.limit_usd,
+                    ],
+                )?;
+                if took.is_none() {
+                    let settled: f64 = tx
+                        .query_one(
+                            "SELECT settled FROM budget_accounts
+                             WHERE budget = $1 AND subject = $2 AND window_start = $3",
+                            &key,
+                        )?
+                        .get(0);
+                    // All or none: what this reservation added to earlier accounts goes back.
+                    for &j in &added {
+                        let b: &BudgetAccount = &hold.accounts[j];
+                        tx.execute(
+                            "UPDATE budget_accounts SET reserved = GREATEST(reserved - $4::FLOAT8, 0)
+                             WHERE budget = $1 AND subject = $2 AND window_start = $3",
+                            &[&b.budget, &b.subject, &b.window_start, &hold.amount],
+                        )?;
+                    }
+                    return Ok(Err(BudgetRefusal {
+                        account: i,
+                        settled_usd: settled,
+                    }));
+                }
+                added.push(i);
+            }
+            tx.execute(
+                "INSERT INTO budget_holds (id, holder, amount, accounts, expires_at)
+                 VALUES ($1, $2, $3, $4, $5)",
+                &[
+                    &hold.id,
+                    &hold.holder,
+                    &hold.amount,
+                    &accounts,
+                    &hold.expires_at,
+                ],
+            )?;
+            Ok(Ok(()))
+        })
+    }
+
+    fn settle_budget(&self, id: &str, accounts: &[BudgetAccount], cost: f64) -> Result<()> {
+        let mut sorted: Vec<&BudgetAccount> = accounts.iter().collect();
+        sorted.sort_by_key(|a| a.key());
+        self.write_committed(|tx| {
+            let released: f64 = tx
+                .query_opt(
+                    "DELETE FROM budget_holds WHERE id = $1 RETURNING amount",
+                    &[&id],
+                )?
+                .map_or(0.0, |r| r.get(0));
+            for a in &sorted {
+                tx.execute(
+                    "UPDATE budget_accounts SET reserved = GREATEST(reserved - $4::FLOAT8, 0),
+                            settled = settled + $5::FLOAT8
+                     WHERE budget = $1 AND subject = $2 AND window_start = $3",
+                    &[&a.budget, &a.subject, &a.window_start, &released, &cost],
+                )?;
+            }
+            Ok(())
+        })
+    }
+
+    fn expire_budget_holds(&self, now: DateTime<Utc>) -> Result<usize> {
+        self.write_committed(|tx| {
+            let expired = tx.query(
+                "DELETE FROM budget_holds WHERE expires_at < $1 RETURNING amount, accounts",
+                &[&now],
+            )?;
+            for r in &expired {
+                let amount: f64 = r.get(0);
+                let mut keys = parse_hold_accounts(r.get(1))?;
+                keys.sort();
+                for (budget, subject, window_start) in keys {
+                    tx.execute(
+                        "UPDATE budget_accounts SET reserved = GREATEST(reserved - $4::FLOAT8, 0)
+                         WHERE budget = $1 AND subject = $2 AND window_start = $3",
+                        &[&budget, &subject, &window_start, &amount],
+                    )?;
+                }
+            }
+            Ok(expired.len())
         })
     }
 

@@ -12,6 +12,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../sql/postgres/0002_replicas.sql"),
     include_str!("../sql/postgres/0003_claims.sql"),
     include_str!("../sql/postgres/0004_index_changes.sql"),
+    include_str!("../sql/postgres/0005_budgets.sql"),
 ];
 
 /// Key of the advisory lock held while migrating ("groundwk" in ASCII).

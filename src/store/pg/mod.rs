@@ -334,6 +334,13 @@ impl PgStore {
         self.write_at(IsolationLevel::ReadCommitted, false, f)
     }
 
+    /// A durable write at `READ COMMITTED`, for conditional updates that must see (and wait
+    /// for) concurrent writers of the same rows instead of failing on them: each statement
+    /// re-reads the rows it changes.
+    fn write_committed<T>(&self, f: impl FnMut(&mut Session<'_, '_>) -> Result<T>) -> Result<T> {
+        self.write_at(IsolationLevel::ReadCommitted, true, f)
+    }
+
     fn write_with<T>(
         &self,
         durable: bool,

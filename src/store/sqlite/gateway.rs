@@ -4,7 +4,10 @@ use chrono::{DateTime, Utc};
 use rusqlite::{params, params_from_iter, OptionalExtension, Row};
 
 use super::SqliteStore;
-use crate::store::gateway::{CacheEntry, CallLog, GatewayStore, LogQuery, UsageGroup, UsageRow};
+use crate::store::gateway::{
+    hold_accounts, parse_hold_accounts, BudgetAccount, BudgetHold, BudgetRefusal, CacheEntry,
+    CallLog, GatewayStore, LogQuery, UsageGroup, UsageRow,
+};
 use crate::store::{Page, Result};
 
 const COLS: &str = "id, tenant_id, ts, kind, key_id, user_id, agent_id, route, provider, model, \
@@ -82,6 +85,28 @@ fn filter(q: &LogQuery) -> (String, Vec<rusqlite::types::Value>) {
         args.push(V::Text(sql_time(u)));
     }
     (sql, args)
+}
+
+/// Settled spend since `since` where `column` equals `subject` (every call when `None`).
+fn spend(
+    conn: &rusqlite::Connection,
+    column: Option<&'static str>,
+    subject: &str,
+    since: DateTime<Utc>,
+) -> Result<f64> {
+    let v: Option<f64> = match column {
+        Some(col) => conn.query_row(
+            &format!("SELECT SUM(cost_usd) FROM gateway_calls WHERE {col} = ?1 AND ts >= ?2"),
+            params![subject, since],
+            |r| r.get(0),
+        )?,
+        None => conn.query_row(
+            "SELECT SUM(cost_usd) FROM gateway_calls WHERE ts >= ?1",
+            params![since],
+            |r| r.get(0),
+        )?,
+    };
+    Ok(v.unwrap_or(0.0))
 }
 
 impl GatewayStore for SqliteStore {
@@ -221,22 +246,112 @@ impl GatewayStore for SqliteStore {
         subject: &str,
         since: DateTime<Utc>,
     ) -> Result<f64> {
-        self.read(|conn| {
-            let v: Option<f64> = match column {
-                Some(col) => conn.query_row(
-                    &format!(
-                        "SELECT SUM(cost_usd) FROM gateway_calls WHERE {col} = ?1 AND ts >= ?2"
-                    ),
-                    params![subject, since],
-                    |r| r.get(0),
-                )?,
-                None => conn.query_row(
-                    "SELECT SUM(cost_usd) FROM gateway_calls WHERE ts >= ?1",
-                    params![since],
-                    |r| r.get(0),
-                )?,
-            };
-            Ok(v.unwrap_or(0.0))
+        self.read(|conn| spend(conn, column, subject, since))
+    }
+
+    fn reserve_budget(&self, hold: &BudgetHold) -> Result<std::result::Result<(), BudgetRefusal>> {
+        let accounts = hold_accounts(&hold.accounts)?;
+        // One writer at a time on this file: read, check and add in one transaction.
+        self.write(|tx| {
+            for (i, a) in hold.accounts.iter().enumerate() {
+                let row: Option<(f64, f64)> = tx
+                    .prepare_cached(
+                        "SELECT settled, reserved FROM budget_accounts
+                         WHERE budget = ?1 AND subject = ?2 AND window_start = ?3",
+                    )?
+                    .query_row(params![a.budget, a.subject, a.window_start], |r| {
+                        Ok((r.get(0)?, r.get(1)?))
+                    })
+                    .optional()?;
+                let (settled, reserved) = match row {
+                    Some(r) => r,
+                    None => {
+                        let opening = spend(tx, a.column, &a.subject, a.window_start)?;
+                        tx.execute(
+                            "INSERT INTO budget_accounts (budget, subject, window_start, settled)
+                             VALUES (?1, ?2, ?3, ?4)",
+                            params![a.budget, a.subject, a.window_start, opening],
+                        )?;
+                        (opening, 0.0)
+                    }
+                };
+                if hold.amount > 0.0 && settled + reserved + hold.amount > a.limit_usd {
+                    return Ok(Err(BudgetRefusal {
+                        account: i,
+                        settled_usd: settled,
+                    }));
+                }
+            }
+            for a in &hold.accounts {
+                tx.prepare_cached(
+                    "UPDATE budget_accounts SET reserved = reserved + ?4
+                     WHERE budget = ?1 AND subject = ?2 AND window_start = ?3",
+                )?
+                .execute(params![
+                    a.budget,
+                    a.subject,
+                    a.window_start,
+                    hold.amount
+                ])?;
+            }
+            tx.prepare_cached(
+                "INSERT INTO budget_holds (id, holder, amount, accounts, expires_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?
+            .execute(params![
+                hold.id,
+                hold.holder,
+                hold.amount,
+                accounts,
+                hold.expires_at
+            ])?;
+            Ok(Ok(()))
+        })
+    }
+
+    fn settle_budget(&self, id: &str, accounts: &[BudgetAccount], cost: f64) -> Result<()> {
+        self.write(|tx| {
+            let released: f64 = tx
+                .prepare_cached("DELETE FROM budget_holds WHERE id = ?1 RETURNING amount")?
+                .query_row([id], |r| r.get(0))
+                .optional()?
+                .unwrap_or(0.0);
+            for a in accounts {
+                tx.prepare_cached(
+                    "UPDATE budget_accounts SET reserved = MAX(reserved - ?4, 0),
+                            settled = settled + ?5
+                     WHERE budget = ?1 AND subject = ?2 AND window_start = ?3",
+                )?
+                .execute(params![
+                    a.budget,
+                    a.subject,
+                    a.window_start,
+                    released,
+                    cost
+                ])?;
+            }
+            Ok(())
+        })
+    }
+
+    fn expire_budget_holds(&self, now: DateTime<Utc>) -> Result<usize> {
+        self.write(|tx| {
+            let expired: Vec<(f64, String)> = tx
+                .prepare(
+                    "DELETE FROM budget_holds WHERE expires_at < ?1 RETURNING amount, accounts",
+                )?
+                .query_map([now], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<rusqlite::Result<_>>()?;
+            for (amount, raw) in &expired {
+                for (budget, subject, window_start) in parse_hold_accounts(raw)? {
+                    tx.execute(
+                        "UPDATE budget_accounts SET reserved = MAX(reserved - ?4, 0)
+                         WHERE budget = ?1 AND subject = ?2 AND window_start = ?3",
+                        params![budget, subject, window_start, amount],
+                    )?;
+                }
+            }
+            Ok(expired.len())
         })
     }
 
