@@ -1041,3 +1041,103 @@ limit_usd = 1.5
         s.stop();
     }
 }
+
+#[test]
+fn a_rolling_restart_of_three_replicas_fails_no_search() {
+    let Some(files) = short_files(12, 1_500) else {
+        return;
+    };
+    let tmp = tempfile::tempdir().expect("tmp");
+    let cluster = Cluster::start(&tmp.path().join("pg"));
+    let env = [("GROUNDWORK__STORE__URL", cluster.url.as_str())];
+    let dirs: Vec<PathBuf> = (0..3).map(|i| tmp.path().join(format!("r{i}"))).collect();
+    let mut replicas: Vec<Option<TestServer>> = dirs
+        .iter()
+        .map(|d| Some(TestServer::start(d, &env)))
+        .collect();
+    let r = |replicas: &[Option<TestServer>], i: usize| -> TestServer {
+        replicas[i].as_ref().expect("running").with_key(None)
+    };
+    r(&replicas, 0).create_kb("book");
+    let upload: Vec<(&str, Vec<u8>)> = files.iter().map(|(n, b)| (n.as_str(), b.clone())).collect();
+    let job = ok_json(r(&replicas, 1).upload("book", &upload, None))["job_id"]
+        .as_str()
+        .expect("job")
+        .to_owned();
+    r(&replicas, 2).wait_job(&job);
+    // What a load balancer does: the live replicas' addresses, and a refused connection tried
+    // on the next one (HAProxy's `retries` + `option redispatch` in deploy/haproxy.cfg). One
+    // connection per request, as HAProxy's `http-server-close` makes.
+    let urls = Arc::new(std::sync::RwLock::new(
+        (0..3)
+            .map(|i| r(&replicas, i).url.clone())
+            .collect::<Vec<_>>(),
+    ));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (done, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let searchers: Vec<_> = (0..4)
+        .map(|t| {
+            let (urls, stop, done, failed) =
+                (urls.clone(), stop.clone(), done.clone(), failed.clone());
+            std::thread::spawn(move || {
+                let http = reqwest::blocking::Client::builder()
+                    .pool_max_idle_per_host(0)
+                    .timeout(Duration::from_secs(30))
+                    .build()
+                    .expect("client");
+                let mut n = t;
+                while !stop.load(Ordering::SeqCst) {
+                    let targets = urls.read().expect("urls").clone();
+                    let mut answered = false;
+                    for k in 0..targets.len() {
+                        let url = &targets[(n + k) % targets.len()];
+                        let res = http
+                            .post(format!("{url}/v1/kbs/book/search"))
+                            .json(&serde_json::json!({ "query": "ownership", "top_k": 3 }))
+                            .send();
+                        match res {
+                            // Refused: this replica is down; the next one is asked.
+                            Err(e) if e.is_connect() => continue,
+                            Ok(r) if r.status() == 200 => answered = true,
+                            Ok(r) => eprintln!("search failed: {} {:?}", r.status(), r.text()),
+                            Err(e) => eprintln!("search failed: {e}"),
+                        }
+                        break;
+                    }
+                    if answered {
+                        done.fetch_add(1, Ordering::SeqCst);
+                    } else {
+                        failed.fetch_add(1, Ordering::SeqCst);
+                    }
+                    n += 1;
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    // One at a time, as `systemctl restart groundwork@N` does: stop (SIGTERM: in-flight
+    // requests finish, new connections are refused), start again on the same data directory,
+    // wait until ready, then the next.
+    let started = Instant::now();
+    for (i, dir) in dirs.iter().enumerate() {
+        replicas[i].take().expect("running").stop();
+        replicas[i] = Some(TestServer::start(dir, &env));
+        urls.write().expect("urls")[i] = r(&replicas, i).url.clone();
+        assert_eq!(r(&replicas, i).get("/readyz").status(), 200);
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    stop.store(true, Ordering::SeqCst);
+    for s in searchers {
+        s.join().expect("searcher");
+    }
+    let (done, failed) = (done.load(Ordering::SeqCst), failed.load(Ordering::SeqCst));
+    eprintln!(
+        "rolling restart of 3 replicas over {:.1} s: {done} searches answered, {failed} failed",
+        started.elapsed().as_secs_f64()
+    );
+    assert!(done > 100, "{done} searches");
+    assert_eq!(failed, 0);
+    for s in replicas.into_iter().flatten() {
+        s.stop();
+    }
+}
