@@ -38,6 +38,7 @@ pub fn agents(service: &Service) -> Agents {
         service.config().agents.clone(),
         service.supervisor().clone(),
         service.clock().clone(),
+        service.replica_id().to_owned(),
     )
 }
 

@@ -162,6 +162,10 @@ struct Handle {
     turn: Arc<tokio::sync::Mutex<()>>,
 }
 
+/// A replica silent this long (no heartbeat) is taken for gone: its running tasks go back to
+/// their queues.
+const REPLICA_SILENCE_SECS: i64 = 15;
+
 struct Inner {
     knowledge: Arc<dyn Knowledge>,
     gateway: Gateway,
@@ -173,6 +177,8 @@ struct Inner {
     supervisor: Supervisor,
     /// Runs the periodic jobs (schedules, wake-ups, event retention).
     clock: Clock,
+    /// This process's replica id: the claimer of the tasks it runs.
+    replica: String,
     stopping: AtomicBool,
     http: reqwest::Client,
 }
@@ -231,6 +237,7 @@ impl Agents {
         config: AgentsConfig,
         supervisor: Supervisor,
         clock: Clock,
+        replica: String,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
@@ -242,6 +249,7 @@ impl Agents {
                 hub: stream::Hub::new(supervisor.clone()),
                 supervisor,
                 clock,
+                replica,
                 stopping: AtomicBool::new(false),
                 http: reqwest::Client::builder()
                     .timeout(Duration::from_secs(30))
@@ -255,8 +263,8 @@ impl Agents {
     /// agents' periodic jobs on the clock (call it inside the tokio runtime the agents run
     /// on).
     pub async fn start(&self) -> Result<()> {
-        let store = self.inner.store.clone();
-        let requeued = blocking(move || store.requeue_running_tasks()).await?;
+        let agents = self.clone();
+        let requeued = blocking(move || agents.requeue_orphaned_tasks()).await?;
         if requeued > 0 {
             tracing::info!(
                 tasks = requeued,
@@ -268,6 +276,15 @@ impl Agents {
             AgentError::Unavailable("unable to start its clock thread")
         })?;
         Ok(())
+    }
+
+    /// Puts back the tasks left running by a process that is gone (this one's last run, or
+    /// another replica that stopped beating); returns how many.
+    fn requeue_orphaned_tasks(&self) -> std::result::Result<u64, crate::store::StoreError> {
+        let alive_since = Utc::now() - chrono::Duration::seconds(REPLICA_SILENCE_SECS);
+        self.inner
+            .store
+            .requeue_running_tasks(&self.inner.replica, alive_since)
     }
 
     /// Stops scheduling; agents finish the command at hand.

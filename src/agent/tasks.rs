@@ -300,7 +300,8 @@ impl Runner {
     pub(super) async fn start_next(&mut self) {
         let store = self.agents.inner.store.clone();
         let (t, a) = self.key.clone();
-        match blocking(move || store.claim_task(&t, &a, Utc::now())).await {
+        let holder = self.agents.inner.replica.clone();
+        match blocking(move || store.claim_task(&t, &a, Utc::now(), &holder)).await {
             Ok(Some(task)) => {
                 self.agents
                     .publish(&self.key, super::AgentEvent::Task { task: task.clone() });
@@ -469,6 +470,13 @@ pub(super) fn schedule_jobs(agents: &Agents, rt: tokio::runtime::Handle) -> std:
     clock.every("wake-due-agents", Duration::from_secs(5), move || {
         if a.is_stopping() {
             return;
+        }
+        // Tasks of a replica that died go back to their queues first (then due, they wake
+        // their agents here, on whichever replica).
+        match a.requeue_orphaned_tasks() {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(tasks = n, "tasks of a replica gone silent requeued"),
+            Err(e) => tracing::warn!(error = %e, "could not requeue orphaned tasks"),
         }
         match a.inner.store.agents_with_due_tasks(Utc::now()) {
             Ok(due) => wake_all(&a, &h, due),

@@ -563,6 +563,11 @@ impl Service {
         tracing::info!(indexes_saved = saved, "service stopped");
     }
 
+    /// This process's id among the store's replicas.
+    pub fn replica_id(&self) -> &str {
+        &self.core.replica.id
+    }
+
     /// The model gateway.
     pub fn gateway(&self) -> &Gateway {
         &self.core.gateway

@@ -376,12 +376,14 @@ pub trait AgentStore: Send + Sync {
     /// Queues a task.
     fn enqueue_task(&self, t: &NewTask) -> Result<TaskRecord>;
     /// The head of the agent's queue (lowest id not finished) if it is due: marked running
-    /// with one more attempt. A head waiting for its retry time blocks the queue (FIFO).
+    /// with one more attempt, claimed by `holder` (the replica's id). A head waiting for its
+    /// retry time blocks the queue (FIFO).
     fn claim_task(
         &self,
         tenant_id: &str,
         agent_id: &str,
         now: DateTime<Utc>,
+        holder: &str,
     ) -> Result<Option<TaskRecord>>;
     /// When the head of the agent's queue is due, if it has one.
     fn next_task_time(&self, tenant_id: &str, agent_id: &str) -> Result<Option<DateTime<Utc>>>;
@@ -391,8 +393,12 @@ pub trait AgentStore: Send + Sync {
     fn task(&self, tenant_id: &str, agent_id: &str, id: i64) -> Result<TaskRecord>;
     /// The agent's tasks, newest first.
     fn list_tasks(&self, tenant_id: &str, agent_id: &str, limit: u64) -> Result<Vec<TaskRecord>>;
-    /// At start: attempts that were running when the process died go back to pending.
-    fn requeue_running_tasks(&self) -> Result<u64>;
+    /// Puts back in their queues the tasks left running by processes that are gone: claimed
+    /// by none, or by a replica other than `holder` whose heartbeat is older than
+    /// `alive_since` or absent (a replica that stopped removes its row; one killed stops
+    /// beating). On a store one process owns (SQLite) that is every task not claimed by
+    /// `holder`. Returns how many.
+    fn requeue_running_tasks(&self, holder: &str, alive_since: DateTime<Utc>) -> Result<u64>;
     /// Agents with a pending task due at `now`.
     fn agents_with_due_tasks(&self, now: DateTime<Utc>) -> Result<Vec<(String, String)>>;
 

@@ -1141,3 +1141,70 @@ fn a_rolling_restart_of_three_replicas_fails_no_search() {
         s.stop();
     }
 }
+
+#[test]
+fn a_starting_replica_requeues_only_the_tasks_of_replicas_gone_silent() {
+    use groundwork::store::agents::NewTask;
+    use groundwork::store::replicas::{ReplicaRecord, ReplicaStore};
+    use groundwork::store::AgentStore;
+    let tmp = tempfile::tempdir().expect("tmp");
+    let cluster = Cluster::start(&tmp.path().join("pg"));
+    let store = PgStore::connect(&PgOptions {
+        url: cluster.url.clone(),
+        ..PgOptions::default()
+    })
+    .expect("connect");
+    let tenant = store.ensure_tenant("t").expect("tenant").id;
+    let now = chrono::Utc::now();
+    let beat = |id: &str, at: chrono::DateTime<chrono::Utc>| {
+        store
+            .heartbeat(
+                &ReplicaRecord {
+                    id: id.into(),
+                    host: "h".into(),
+                    pid: 1,
+                    version: "v".into(),
+                    started_at: at,
+                    heartbeat_at: at,
+                },
+                now - chrono::Duration::days(1),
+            )
+            .expect("heartbeat")
+    };
+    // Replica `alive` beats; replica `dead` last beat a minute ago.
+    beat("alive", now);
+    beat("dead", now - chrono::Duration::seconds(60));
+    let mut claimed = Vec::new();
+    for (agent, holder) in [("a1", "alive"), ("a2", "dead"), ("a3", "newcomer")] {
+        store
+            .load_agent(&tenant, agent, &serde_json::json!({}))
+            .expect("agent");
+        store
+            .enqueue_task(&NewTask {
+                tenant_id: tenant.clone(),
+                agent_id: agent.into(),
+                kind: "state.patch".into(),
+                payload: serde_json::json!({}),
+                max_attempts: 3,
+                run_at: now,
+                schedule_id: None,
+            })
+            .expect("task");
+        let t = store
+            .claim_task(&tenant, agent, now, holder)
+            .expect("claim")
+            .expect("due");
+        claimed.push((agent, t.id));
+    }
+    // A newcomer starts: only the silent replica's task goes back (not the live one's, not
+    // its own).
+    let requeued = store
+        .requeue_running_tasks("newcomer", now - chrono::Duration::seconds(15))
+        .expect("requeue");
+    assert_eq!(requeued, 1);
+    for (agent, id) in claimed {
+        let t = store.task(&tenant, agent, id).expect("task");
+        let want = if agent == "a2" { "pending" } else { "running" };
+        assert_eq!(t.status.as_str(), want, "{agent}");
+    }
+}

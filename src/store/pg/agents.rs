@@ -402,6 +402,7 @@ impl AgentStore for PgStore {
         tenant_id: &str,
         agent_id: &str,
         now: DateTime<Utc>,
+        holder: &str,
     ) -> Result<Option<TaskRecord>> {
         self.write(|tx| {
             let head = tx.query_opt(
@@ -420,10 +421,10 @@ impl AgentStore for PgStore {
             let row = tx.query_one(
                 &format!(
                     "UPDATE agent_tasks SET status = 'running', attempts = attempts + 1,
-                            updated_at = $2
+                            updated_at = $2, claimed_by = $3
                      WHERE id = $1 RETURNING {TASK_COLS}"
                 ),
-                &[&task.id, &now],
+                &[&task.id, &now, &holder],
             )?;
             Ok(Some(task_row(&row)))
         })
@@ -505,13 +506,18 @@ impl AgentStore for PgStore {
         })
     }
 
-    fn requeue_running_tasks(&self) -> Result<u64> {
+    fn requeue_running_tasks(&self, holder: &str, alive_since: DateTime<Utc>) -> Result<u64> {
+        // Other replicas may be running tasks: only those of replicas gone silent go back.
         self.write(|tx| {
             Ok(tx.execute(
                 "UPDATE agent_tasks SET status = 'pending',
                         last_error = COALESCE(last_error, 'interrupted by a restart')
-                 WHERE status = 'running'",
-                &[],
+                 WHERE status = 'running'
+                   AND (claimed_by IS NULL
+                        OR (claimed_by <> $1
+                            AND claimed_by NOT IN (SELECT id FROM replicas
+                                                   WHERE heartbeat_at >= $2)))",
+                &[&holder, &alive_since],
             )?)
         })
     }

@@ -418,6 +418,7 @@ impl AgentStore for SqliteStore {
         tenant_id: &str,
         agent_id: &str,
         now: DateTime<Utc>,
+        holder: &str,
     ) -> Result<Option<TaskRecord>> {
         self.write(|tx| {
             let head = tx
@@ -436,8 +437,8 @@ impl AgentStore for SqliteStore {
             }
             tx.execute(
                 "UPDATE agent_tasks SET status = 'running', attempts = attempts + 1, \
-                 updated_at = ?2 WHERE id = ?1",
-                params![task.id, now],
+                 updated_at = ?2, claimed_by = ?3 WHERE id = ?1",
+                params![task.id, now, holder],
             )?;
             Ok(Some(tx.query_row(
                 &format!("SELECT {TASK_COLS} FROM agent_tasks WHERE id = ?1"),
@@ -517,13 +518,15 @@ impl AgentStore for SqliteStore {
         })
     }
 
-    fn requeue_running_tasks(&self) -> Result<u64> {
+    fn requeue_running_tasks(&self, holder: &str, _alive_since: DateTime<Utc>) -> Result<u64> {
+        // The data directory's lock makes this process the file's only user: a task it did
+        // not claim was left running by a process that is gone.
         self.write(|tx| {
             Ok(tx.execute(
                 "UPDATE agent_tasks SET status = 'pending', \
                  last_error = COALESCE(last_error, 'interrupted by a restart') \
-                 WHERE status = 'running'",
-                [],
+                 WHERE status = 'running' AND (claimed_by IS NULL OR claimed_by <> ?1)",
+                [holder],
             )? as u64)
         })
     }
