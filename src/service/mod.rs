@@ -163,6 +163,19 @@ impl Core {
         self.stopping.load(Ordering::SeqCst)
     }
 
+    /// Records this replica's heartbeat (and forgets replicas silent for a day: they died
+    /// without saying so).
+    fn beat(&self) {
+        let now = chrono::Utc::now();
+        let beat = ReplicaRecord {
+            heartbeat_at: now,
+            ..self.replica.clone()
+        };
+        if let Err(e) = self.store.heartbeat(&beat, now - chrono::Duration::days(1)) {
+            tracing::warn!(error = %e, "replica heartbeat not recorded");
+        }
+    }
+
     fn remove_blobs(&self, shas: &[String]) {
         if shas.is_empty() {
             return;
@@ -436,20 +449,13 @@ impl Service {
                 }
             })
             .map_err(ServiceError::io("the clock thread"))?;
+        // The first beat before the service is handed out: a replica that answers is listed.
+        core.beat();
         let c = core.clone();
         clock
             .every("replica-heartbeat", HEARTBEAT, move || {
-                if c.stopping() {
-                    return;
-                }
-                let now = chrono::Utc::now();
-                let beat = ReplicaRecord {
-                    heartbeat_at: now,
-                    ..c.replica.clone()
-                };
-                // Rows silent for a day are replicas that died without saying so.
-                if let Err(e) = c.store.heartbeat(&beat, now - chrono::Duration::days(1)) {
-                    tracing::warn!(error = %e, "replica heartbeat not recorded");
+                if !c.stopping() {
+                    c.beat();
                 }
             })
             .map_err(ServiceError::io("the clock thread"))?;
