@@ -27,6 +27,17 @@ use crate::util::write_atomic;
 
 const SEQ_FILE: &str = "SEQ";
 
+/// How far [`KbIndex::follow`] got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Followed {
+    /// The index reflects what was asked for (everything committed, or `until`).
+    Reached,
+    /// Everything committed is applied, but the number asked for is not committed yet.
+    NotYet,
+    /// The log cannot bring the index there: rebuild it from the stored vectors.
+    Rebuild,
+}
+
 /// One knowledge base's index.
 pub struct KbIndex {
     dir: PathBuf,
@@ -133,37 +144,46 @@ impl KbIndex {
     /// Applies the store's logged changes after the applied sequence, up to `until` (every
     /// one logged when `None`): how a replica takes in what other processes committed, and how
     /// a writer closes the gap before applying its own change. Each publish's points are read
-    /// back from the store. Returns `false` when the log cannot bring the index there (entries
-    /// forgotten, a generation switch, vectors of another model): the caller rebuilds it.
+    /// back from the store. [`Followed::Rebuild`] when the log cannot bring the index there
+    /// (entries forgotten, a generation switch, vectors of another model): the caller
+    /// rebuilds it.
     pub fn follow(
         &self,
         order: &WriteOrder<'_>,
         kb_id: &str,
         store: &dyn Store,
         until: Option<u64>,
-    ) -> Result<bool> {
+    ) -> Result<Followed> {
         self.check(order);
         loop {
             let applied = self.applied_seq();
             if until.is_some_and(|u| applied >= u) {
-                return Ok(true);
+                return Ok(Followed::Reached);
             }
             let Some(changes) = store
                 .index_changes(kb_id, applied, 256)
                 .map_err(IndexError::Store)?
             else {
-                return Ok(false);
+                return Ok(Followed::Rebuild);
             };
             if changes.is_empty() {
-                // Nothing logged after `applied`: fine unless a later number was asked for.
-                return Ok(until.is_none_or(|u| applied >= u));
+                // Nothing logged after `applied`: either nothing was committed since (a number
+                // asked for is not there yet), or the log lost its entries.
+                let committed = store.kb_by_id(kb_id).map_err(IndexError::Store)?.index_seq;
+                return Ok(if committed > applied {
+                    Followed::Rebuild
+                } else if until.is_some_and(|u| applied < u) {
+                    Followed::NotYet
+                } else {
+                    Followed::Reached
+                });
             }
             for change in changes {
                 if until.is_some_and(|u| change.seq > u) {
-                    return Ok(true);
+                    return Ok(Followed::Reached);
                 }
                 if !self.apply_logged(order, kb_id, store, &change)? {
-                    return Ok(false);
+                    return Ok(Followed::Rebuild);
                 }
             }
         }
@@ -355,7 +375,7 @@ impl Catalog {
         store: &dyn Store,
         until: Option<u64>,
     ) -> Result<bool> {
-        if index.follow(order, kb_id, store, until)? {
+        if index.follow(order, kb_id, store, until)? != Followed::Rebuild {
             return Ok(false);
         }
         let kb = store.kb_by_id(kb_id).map_err(IndexError::Store)?;

@@ -25,7 +25,7 @@ pub mod hybrid;
 pub mod points;
 pub mod snapshot;
 
-pub use catalog::{Catalog, KbIndex, WriteOrder};
+pub use catalog::{Catalog, Followed, KbIndex, WriteOrder};
 pub use collection::{
     Collection, CollectionOptions, IndexStamp, NewPoint, SearchMode, SearchRequest,
 };
