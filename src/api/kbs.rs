@@ -60,7 +60,8 @@ pub struct SearchRequestBody {
     pub filter: SearchFilter,
     /// Read-your-writes across replicas: answer only once this replica's index reflects
     /// this sequence number of the knowledge base (an ingest run's `index_seq`, or the
-    /// knowledge base's); 503 `index_behind` when it does not within 10 s.
+    /// knowledge base's); 422 when it is ahead of the knowledge base's latest number, 503
+    /// `index_behind` when this replica does not reach it within 10 s.
     #[serde(default)]
     pub min_seq: Option<u64>,
 }

@@ -77,6 +77,15 @@ impl Service {
         }
         let mut kb = self.kb(p, kb)?;
         if let Some(seq) = params.min_seq {
+            // Numbers are handed out after their commit: one above the committed sequence
+            // was never returned by this deployment, and waiting for it would be in vain.
+            if seq > kb.index_seq {
+                return Err(ServiceError::Invalid(format!(
+                    "min_seq {seq} is ahead of knowledge base `{}`, whose latest sequence \
+                     number is {}; pass a number a publish or search returned",
+                    kb.name, kb.index_seq
+                )));
+            }
             follow::wait_for(&self.core, &kb.id, seq, MIN_SEQ_WAIT)?;
         }
         let filter = Filter {

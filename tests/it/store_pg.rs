@@ -1065,8 +1065,9 @@ fn a_rolling_restart_of_three_replicas_fails_no_search() {
         .expect("job")
         .to_owned();
     r(&replicas, 2).wait_job(&job);
-    // What a load balancer does: the live replicas' addresses, and a refused connection tried
-    // on the next one (HAProxy's `retries` + `option redispatch` in deploy/haproxy.cfg). One
+    // What a load balancer does: the live replicas' addresses, and a search whose connection
+    // was refused or closed without an answer tried on the next one (`retries`, `option
+    // redispatch` and `retry-on conn-failure empty-response` in deploy/haproxy.cfg). One
     // connection per request, as HAProxy's `http-server-close` makes.
     let urls = Arc::new(std::sync::RwLock::new(
         (0..3)
@@ -1096,8 +1097,10 @@ fn a_rolling_restart_of_three_replicas_fails_no_search() {
                             .json(&serde_json::json!({ "query": "ownership", "top_k": 3 }))
                             .send();
                         match res {
-                            // Refused: this replica is down; the next one is asked.
-                            Err(e) if e.is_connect() => continue,
+                            // Refused, or closed before any answer (a connection still in the
+                            // listen queue of a replica that stops): the search never ran
+                            // there, and the next replica is asked.
+                            Err(e) if e.is_connect() || e.is_request() => continue,
                             Ok(r) if r.status() == 200 => answered = true,
                             Ok(r) => eprintln!("search failed: {} {:?}", r.status(), r.text()),
                             Err(e) => eprintln!("search failed: {e}"),
