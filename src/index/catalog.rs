@@ -207,19 +207,7 @@ impl KbIndex {
             }
         }
         let model_id = read(&self.collection).stamp().model_id.clone();
-        let added: Vec<NewPoint<'_>> = points
-            .iter_mut()
-            .map(|p| NewPoint {
-                meta: PointMeta {
-                    chunk_id: p.chunk_id,
-                    document_id: p.document_id.clone(),
-                    kb: kb_id.to_owned(),
-                    metadata: std::mem::take(&mut p.metadata),
-                },
-                vector: std::mem::take(&mut p.vector),
-                text: &p.text,
-            })
-            .collect();
+        let added = new_points(kb_id, &mut points);
         match self.apply(order, &model_id, &change.removed, added, change.seq) {
             Ok(()) => {}
             // Points of a generation this index does not hold: a switch happened since.
@@ -431,6 +419,23 @@ impl Catalog {
     }
 }
 
+/// Stored points as the collection takes them (vectors and metadata moved out, texts lent).
+fn new_points<'a>(kb_id: &str, points: &'a mut [StoredPoint]) -> Vec<NewPoint<'a>> {
+    points
+        .iter_mut()
+        .map(|p| NewPoint {
+            meta: PointMeta {
+                chunk_id: p.chunk_id,
+                document_id: p.document_id.clone(),
+                kb: kb_id.to_owned(),
+                metadata: std::mem::take(&mut p.metadata),
+            },
+            vector: std::mem::take(&mut p.vector),
+            text: &p.text,
+        })
+        .collect()
+}
+
 fn rebuild(
     kb_id: &str,
     kb_name: &str,
@@ -443,19 +448,7 @@ fn rebuild(
     let mut collection = Collection::new(stamp.clone(), options);
     let mut batch: Vec<StoredPoint> = Vec::with_capacity(4096);
     let flush = |batch: &mut Vec<StoredPoint>, collection: &mut Collection| -> Result<()> {
-        let points = batch
-            .iter_mut()
-            .map(|p| NewPoint {
-                meta: PointMeta {
-                    chunk_id: p.chunk_id,
-                    document_id: p.document_id.clone(),
-                    kb: kb_id.to_owned(),
-                    metadata: std::mem::take(&mut p.metadata),
-                },
-                vector: std::mem::take(&mut p.vector),
-                text: &p.text,
-            })
-            .collect();
+        let points = new_points(kb_id, batch);
         collection.upsert(&stamp.model_id, points)?;
         batch.clear();
         Ok(())
