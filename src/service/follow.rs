@@ -86,8 +86,16 @@ pub(super) fn run(core: Weak<Core>) {
         if c.stopping() {
             return;
         }
-        for kb in &notified {
-            follow_one(&c, kb);
+        for (kb, seq) in &notified {
+            // The writer's own change (and one already caught up by a waiting search) is
+            // there: nothing to read.
+            let there = c
+                .indexes
+                .get(kb)
+                .is_ok_and(|index| index.applied_seq() >= *seq);
+            if !there {
+                follow_one(&c, kb);
+            }
         }
         if last_poll.elapsed() >= POLL {
             poll(&c);

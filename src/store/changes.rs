@@ -73,9 +73,10 @@ pub trait ChangeStore: Send + Sync {
     fn index_seqs(&self) -> Result<BTreeMap<String, u64>>;
     /// The searchable points of one ready document in its knowledge base's serving generation.
     fn document_points(&self, document_id: &str) -> Result<Vec<StoredPoint>>;
-    /// Waits at most `timeout` for notice of new changes; returns the knowledge bases named
-    /// (empty: nothing arrived in time, or this store does not notify — readers then poll).
-    fn await_changes(&self, timeout: Duration) -> Result<Vec<String>>;
+    /// Waits at most `timeout` for notice of new changes; returns the knowledge bases named,
+    /// each with the latest sequence number announced (empty: nothing arrived in time, or this
+    /// store does not notify — readers then poll).
+    fn await_changes(&self, timeout: Duration) -> Result<Vec<(String, u64)>>;
     /// Drops entries older than `before`, keeping each knowledge base's latest. Returns how
     /// many went.
     fn forget_changes(&self, before: DateTime<Utc>) -> Result<usize>;

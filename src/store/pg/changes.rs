@@ -83,7 +83,7 @@ impl ChangeStore for PgStore {
         })
     }
 
-    fn await_changes(&self, timeout: Duration) -> Result<Vec<String>> {
+    fn await_changes(&self, timeout: Duration) -> Result<Vec<(String, u64)>> {
         let mut listener = self.listener.lock().unwrap_or_else(|p| p.into_inner());
         let out = off_runtime(|| -> Result<Vec<String>> {
             if listener.as_ref().is_none_or(|c| c.is_closed()) {
@@ -93,27 +93,23 @@ impl ChangeStore for PgStore {
             }
             let client = listener.as_mut().expect("connected above");
             let mut notes = client.notifications();
-            let mut kbs = Vec::new();
+            let mut payloads = Vec::new();
             let first = notes.timeout_iter(timeout).next()?;
             if let Some(n) = first {
-                kbs.push(n.payload().to_owned());
+                payloads.push(n.payload().to_owned());
                 // Whatever else already arrived, without waiting again.
                 let mut more = notes.iter();
                 while let Some(n) = more.next()? {
-                    kbs.push(n.payload().to_owned());
+                    payloads.push(n.payload().to_owned());
                 }
             }
-            Ok(kbs)
+            Ok(payloads)
         });
         if out.is_err() {
             // Opened again on the next wait.
             *listener = None;
         }
-        out.map(|mut kbs| {
-            kbs.sort();
-            kbs.dedup();
-            kbs
-        })
+        Ok(latest_per_kb(&out?))
     }
 
     fn forget_changes(&self, before: DateTime<Utc>) -> Result<usize> {
@@ -124,5 +120,34 @@ impl ChangeStore for PgStore {
                 &[&before],
             )? as usize)
         })
+    }
+}
+
+/// `SEQ:KB` payloads as each knowledge base's latest announced number (unreadable ones are
+/// dropped: the poll finds those changes).
+fn latest_per_kb(payloads: &[String]) -> Vec<(String, u64)> {
+    let mut latest: BTreeMap<String, u64> = BTreeMap::new();
+    for p in payloads {
+        if let Some((seq, kb)) = p.split_once(':') {
+            if let Ok(seq) = seq.parse::<u64>() {
+                let n = latest.entry(kb.to_owned()).or_default();
+                *n = (*n).max(seq);
+            }
+        }
+    }
+    latest.into_iter().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn notifications_keep_each_knowledge_bases_latest_number() {
+        let got = super::latest_per_kb(&[
+            "3:kb-a".into(),
+            "5:kb-b".into(),
+            "4:kb-a".into(),
+            "garbage".into(),
+        ]);
+        assert_eq!(got, vec![("kb-a".into(), 4), ("kb-b".into(), 5)]);
     }
 }

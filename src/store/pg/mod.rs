@@ -669,7 +669,11 @@ fn bump_seq(
             &Utc::now(),
         ],
     )?;
-    tx.execute("SELECT pg_notify('groundwork_index', $1)", &[&kb_id])?;
+    // `SEQ:KB`: a listener whose index is already there (the writer's own) reads nothing.
+    tx.execute(
+        "SELECT pg_notify('groundwork_index', $1)",
+        &[&format!("{seq}:{kb_id}")],
+    )?;
     Ok(seq)
 }
 

@@ -100,7 +100,7 @@ impl ChangeStore for SqliteStore {
         })
     }
 
-    fn await_changes(&self, timeout: Duration) -> Result<Vec<String>> {
+    fn await_changes(&self, timeout: Duration) -> Result<Vec<(String, u64)>> {
         // Only this process writes the file: there is nothing to hear about.
         std::thread::sleep(timeout);
         Ok(Vec::new())
