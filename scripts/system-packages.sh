@@ -2,14 +2,15 @@
 # Installs (once) the Debian packages Groundwork uses, when any is missing:
 #   the service:  tesseract-ocr + tesseract-ocr-eng (OCR of scans and images),
 #                 poppler-utils (the second PDF engine `pdftotext`, and `pdftoppm` for OCR)
-#   --tests adds: chromium + chromium-driver (chat-UI test), qpdf (encrypts test PDFs)
+#   --tests adds: chromium + chromium-driver (chat-UI test), qpdf (encrypts test PDFs),
+#                 haproxy (checks deploy/haproxy.cfg)
 # More OCR languages: GROUNDWORK_OCR_PACKAGES="tesseract-ocr-deu tesseract-ocr-fra".
 # Without root or sudo it says what is missing and carries on: the service then logs that OCR
 # is unavailable and why.
 set -euo pipefail
 want=(tesseract:tesseract-ocr tesseract:tesseract-ocr-eng pdftotext:poppler-utils)
 if [ "${1:-}" = "--tests" ]; then
-  want+=(chromium:chromium chromedriver:chromium-driver qpdf:qpdf)
+  want+=(chromium:chromium chromedriver:chromium-driver qpdf:qpdf haproxy:haproxy)
 fi
 missing=()
 for pair in "${want[@]}"; do
