@@ -156,6 +156,9 @@ pub struct SourcesConfig {
 pub struct ServerConfig {
     /// Address to listen on. Without API keys only loopback addresses are accepted.
     pub bind: SocketAddr,
+    /// Base URL other replicas reach this one at (`http://10.0.0.5:8080`); default: `http://`
+    /// and the address listened on, the host name for a wildcard address.
+    pub advertise: Option<String>,
     /// Seconds in-flight requests get to finish at shutdown.
     pub shutdown_grace_secs: u64,
 }
@@ -164,6 +167,7 @@ impl Default for ServerConfig {
     fn default() -> Self {
         Self {
             bind: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            advertise: None,
             shutdown_grace_secs: 30,
         }
     }

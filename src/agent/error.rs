@@ -44,6 +44,14 @@ pub enum AgentError {
     /// The runtime is stopping.
     #[error("the agent runtime is {0}")]
     Unavailable(&'static str),
+    /// Another replica holds the agent (its requests are forwarded there).
+    #[error("the agent is active on replica {replica}; ask again (its requests go there)")]
+    Elsewhere {
+        /// That replica's id.
+        replica: String,
+        /// Where it answers.
+        address: String,
+    },
     /// The caller lacks a scope.
     #[error(transparent)]
     Forbidden(#[from] Forbidden),
@@ -75,7 +83,7 @@ impl Classify for AgentError {
             AgentError::Invalid(_) => ErrorKind::Invalid,
             AgentError::VersionMismatch { .. } => ErrorKind::PreconditionFailed,
             AgentError::BudgetExceeded { .. } => ErrorKind::RateLimited,
-            AgentError::Unavailable(_) => ErrorKind::Unavailable,
+            AgentError::Unavailable(_) | AgentError::Elsewhere { .. } => ErrorKind::Unavailable,
             AgentError::Forbidden(_) => ErrorKind::Forbidden,
             AgentError::Knowledge(e) => e.kind(),
             AgentError::Gateway(e) => e.kind(),
@@ -91,6 +99,7 @@ impl Classify for AgentError {
             AgentError::VersionMismatch { .. } => "version_mismatch",
             AgentError::BudgetExceeded { .. } => "budget_exceeded",
             AgentError::Unavailable(_) => "unavailable",
+            AgentError::Elsewhere { .. } => "agent_elsewhere",
             AgentError::Forbidden(_) => "forbidden",
             AgentError::Knowledge(e) => e.code(),
             AgentError::Gateway(e) => e.code(),
@@ -106,7 +115,7 @@ impl Classify for AgentError {
                     .map(|t| (t - Utc::now()).num_seconds().max(1) as u64)
                     .unwrap_or(3600),
             ),
-            AgentError::Unavailable(_) => Some(1),
+            AgentError::Unavailable(_) | AgentError::Elsewhere { .. } => Some(1),
             AgentError::Store(e) if e.is_retryable() => Some(1),
             AgentError::Knowledge(e) => e.retry_after(),
             AgentError::Gateway(e) => e.retry_after(),
@@ -136,6 +145,9 @@ impl Classify for AgentError {
                 extra.insert("limit_usd".into(), json!(limit_usd));
                 extra.insert("spent_usd".into(), json!(spent_usd));
                 extra.insert("resets_at".into(), json!(resets_at));
+            }
+            AgentError::Elsewhere { replica, .. } => {
+                extra.insert("replica".into(), json!(replica));
             }
             AgentError::Knowledge(e) => extra = e.details(),
             AgentError::Gateway(e) => extra = e.details(),

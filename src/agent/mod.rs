@@ -54,7 +54,8 @@ use crate::clock::Clock;
 use crate::gateway::Gateway;
 use crate::principal::Principal;
 use crate::store::agents::{
-    AgentRecord, AgentSummary, Conversation, MessageRecord, NewMessage, ScheduleRecord, TaskRecord,
+    AgentRecord, AgentSummary, Conversation, Holding, MessageRecord, NewMessage, ScheduleRecord,
+    TaskRecord,
 };
 use crate::store::{AgentStore, Page, Scope};
 use crate::supervisor::Supervisor;
@@ -156,6 +157,8 @@ enum Cmd {
 
 #[derive(Clone)]
 struct Handle {
+    /// The lease this activation holds the agent under (shared stores).
+    token: Arc<str>,
     tx: mpsc::Sender<Cmd>,
     events: broadcast::Sender<AgentEvent>,
     /// Held for the length of a chat turn.
@@ -181,6 +184,20 @@ struct Inner {
     replica: String,
     stopping: AtomicBool,
     http: reqwest::Client,
+}
+
+/// Where an agent's requests are served.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Place {
+    /// This replica holds it (or just took it).
+    Here,
+    /// Another live replica does.
+    Elsewhere {
+        /// Its replica id.
+        replica: String,
+        /// Where it answers.
+        address: String,
+    },
 }
 
 /// The agent runtime. Cheap to clone.
@@ -312,22 +329,39 @@ impl Agents {
         Ok((p.tenant_id.clone(), id.to_owned()))
     }
 
-    /// The live handle of an agent, activating it if needed. While stopping, no agent is
-    /// activated, but a live one takes commands until its actor closes its mailbox (the
-    /// turns under way store their answers through it).
-    fn handle(&self, key: &Key) -> Result<Handle> {
+    /// The live handle of an agent, activating it if needed — after taking its lease: an
+    /// agent is active in one replica at a time, and one another live replica holds is
+    /// [`AgentError::Elsewhere`]. While stopping, no agent is activated, but a live one takes
+    /// commands until its actor closes its mailbox (the turns under way store their answers
+    /// through it).
+    async fn handle(&self, key: &Key) -> Result<Handle> {
+        if let Some(h) = self.live_handle(key) {
+            return Ok(h);
+        }
+        if self.is_stopping() {
+            return Err(AgentError::Unavailable("stopping"));
+        }
+        let token: Arc<str> = uuid::Uuid::new_v4().to_string().into();
+        if let Place::Elsewhere { replica, address } = self.claim(key, &token).await? {
+            return Err(AgentError::Elsewhere { replica, address });
+        }
+        Ok(self.activate(key, token))
+    }
+
+    /// Starts the agent's actor under lease `token` unless another request did meanwhile.
+    /// (Not async: the actor's future, which activates agents in turn, is spawned from here.)
+    fn activate(&self, key: &Key, token: Arc<str>) -> Handle {
         let mut live = lock(&self.inner.live);
         if let Some(h) = live.get(key) {
             if !h.tx.is_closed() {
-                return Ok(h.clone());
+                // Activated meanwhile by another request (the lease is this replica's).
+                return h.clone();
             }
-        }
-        if self.inner.stopping.load(Ordering::SeqCst) {
-            return Err(AgentError::Unavailable("stopping"));
         }
         let (tx, rx) = mpsc::channel(self.inner.config.mailbox.max(1));
         let (events, _) = broadcast::channel(1024);
         let handle = Handle {
+            token,
             tx,
             events,
             turn: Arc::new(tokio::sync::Mutex::new(())),
@@ -338,14 +372,61 @@ impl Agents {
         self.inner
             .supervisor
             .spawn(actor(self.clone(), key.clone(), rx, handle.clone()));
-        Ok(handle)
+        handle
+    }
+
+    /// The handle of an agent live in this process.
+    fn live_handle(&self, key: &Key) -> Option<Handle> {
+        lock(&self.inner.live)
+            .get(key)
+            .filter(|h| !h.tx.is_closed())
+            .cloned()
+    }
+
+    /// Takes the agent's lease under `token` unless another live replica holds it.
+    async fn claim(&self, key: &Key, token: &str) -> Result<Place> {
+        let (store, (t, a)) = (self.inner.store.clone(), key.clone());
+        let (holder, token) = (self.inner.replica.clone(), token.to_owned());
+        let alive_since = Utc::now() - chrono::Duration::seconds(REPLICA_SILENCE_SECS);
+        let holding =
+            blocking(move || store.claim_agent(&t, &a, &holder, &token, alive_since)).await?;
+        Ok(match holding {
+            Holding::Held => Place::Here,
+            Holding::Elsewhere { replica, address } => {
+                metrics::counter!("groundwork_agent_elsewhere_total").increment(1);
+                Place::Elsewhere { replica, address }
+            }
+        })
+    }
+
+    /// Where agent `id`'s requests are served: here when this replica holds it or takes it
+    /// now (no live replica held it), else the replica that does. Asks the store only for an
+    /// agent not live here.
+    pub async fn place(&self, p: &Principal, id: &str) -> Result<Place> {
+        let key = Self::key(p, id)?;
+        if self.live_handle(&key).is_some() {
+            return Ok(Place::Here);
+        }
+        let token = uuid::Uuid::new_v4().to_string();
+        self.claim(&key, &token).await
+    }
+
+    /// Gives up every agent lease of this replica (at the end of a shutdown, once its actors
+    /// are done), so other replicas take its agents at once.
+    pub async fn release_leases(&self) {
+        let (store, holder) = (self.inner.store.clone(), self.inner.replica.clone());
+        match blocking(move || store.release_agents(&holder)).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(agents = n, "agent leases released"),
+            Err(e) => tracing::warn!(error = %e, "agent leases left to expire"),
+        }
     }
 
     /// Sends a command and waits for its answer; an actor that was just evicted is
     /// reactivated and the command sent again (it was never applied).
     async fn call<T>(&self, key: &Key, make: impl Fn(oneshot::Sender<T>) -> Cmd) -> Result<T> {
         for _ in 0..5 {
-            let h = self.handle(key)?;
+            let h = self.handle(key).await?;
             let (tx, rx) = oneshot::channel();
             if h.tx.send(make(tx)).await.is_err() {
                 continue;
@@ -452,7 +533,7 @@ impl Agents {
         p.require(Scope::Read)?;
         let key = Self::key(p, id)?;
         for _ in 0..5 {
-            let h = self.handle(&key)?;
+            let h = self.handle(&key).await?;
             let rx = h.events.subscribe();
             let (tx, reply) = oneshot::channel();
             if h.tx.send(Cmd::Get(tx)).await.is_err() {
@@ -524,14 +605,39 @@ impl Agents {
         if let Some(reader) = self.inner.hub.follow(stream_id, (&t, &a), after) {
             return Ok(reader);
         }
-        let stored = blocking(move || store.events_after(&t, &a, &s, after)).await?;
+        let stored = blocking(move || {
+            let events = store.events_after(&t, &a, &s, after)?;
+            // Nothing after `after`: whether the stream exists (and how it ended) is in its
+            // earlier events.
+            if events.is_empty() && after > 0 {
+                return Ok((store.events_after(&t, &a, &s, 0)?, true));
+            }
+            Ok((events, false))
+        })
+        .await?;
+        let (stored, seen) = stored;
         if stored.is_empty() {
             return Err(AgentError::NotFound {
                 kind: "stream",
                 id: stream_id.to_owned(),
             });
         }
-        Ok(stream::Reader::Stored(stream::from_stored(stored)))
+        let mut events = if seen {
+            Vec::new()
+        } else {
+            stream::from_stored(stored.clone())
+        };
+        // Not generated here (this replica holds the agent, so no other live one does) and
+        // never ended: the process generating it stopped mid-answer. Say so rather than end
+        // the stream as if it were complete; every reader gets the same last event.
+        if !stored
+            .iter()
+            .any(|e| stream::TERMINAL.contains(&e.event.as_str()))
+        {
+            let last = stored.iter().map(|e| e.seq).max().unwrap_or(0);
+            events.push(stream::interrupted(last + 1));
+        }
+        Ok(stream::Reader::Stored(events))
     }
 }
 
@@ -551,6 +657,7 @@ async fn actor(agents: Agents, key: Key, mut rx: mpsc::Receiver<Cmd>, handle: Ha
         Err(e) => {
             tracing::warn!(agent = %key.1, error = %e, "agent could not be activated");
             remove_if_same(&inner, &key, &handle);
+            release(&inner, &key, &handle).await;
             return;
         }
     };
@@ -600,6 +707,16 @@ async fn actor(agents: Agents, key: Key, mut rx: mpsc::Receiver<Cmd>, handle: Ha
                 last_activity = Instant::now();
             }
         }
+    }
+    // Out of memory here: another replica may take the agent at once.
+    release(&inner, &key, &handle).await;
+}
+
+/// Gives up the lease of the activation `handle` (a later activation's lease stays).
+async fn release(inner: &Inner, key: &Key, handle: &Handle) {
+    let (store, (t, a), token) = (inner.store.clone(), key.clone(), handle.token.clone());
+    if let Err(e) = blocking(move || store.release_agent(&t, &a, &token)).await {
+        tracing::warn!(agent = %key.1, error = %e, "agent lease left to expire");
     }
 }
 
@@ -843,7 +960,8 @@ impl Agents {
 
     /// Tells a (possibly evicted) agent to look at its queue.
     pub(super) async fn wake(&self, key: &Key) {
-        if let Ok(h) = self.handle(key) {
+        // An agent another replica holds is woken there (every replica looks for due tasks).
+        if let Ok(h) = self.handle(key).await {
             let _ = h.tx.send(Cmd::Wake).await;
         }
     }

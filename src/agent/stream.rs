@@ -191,9 +191,10 @@ impl Drop for Emitter {
     fn drop(&mut self) {
         if *self.live.seq.borrow() != u64::MAX {
             // Ended without a terminal event (a panic or a bug): say so rather than hang readers.
+            let last = interrupted(self.next);
             self.emit(
-                "error",
-                &serde_json::json!({"code": "interrupted", "message": "the answer stopped"}),
+                &last.name,
+                &serde_json::from_str(&last.data).unwrap_or_default(),
             );
         }
         // Live readers may reconnect for a minute; after that the store answers.
@@ -231,6 +232,17 @@ impl LiveHandle {
                 return Vec::new();
             }
         }
+    }
+}
+
+/// The last event of a stream whose answer stopped unfinished (a panic, or the process
+/// generating it stopped), numbered `seq`.
+pub fn interrupted(seq: u64) -> Event {
+    Event {
+        seq,
+        name: "error".into(),
+        data: serde_json::json!({"code": "interrupted", "message": "the answer stopped before it was finished"})
+            .to_string(),
     }
 }
 

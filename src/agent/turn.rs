@@ -61,7 +61,7 @@ pub(super) async fn run(
         conversation,
     } = asked;
     let started = Instant::now();
-    let handle = agents.handle(key)?;
+    let handle = agents.handle(key).await?;
     let _turn = handle.turn.clone().lock_owned().await;
     let config = agents.call(key, Cmd::Get).await?.config;
     let spend_cap_usd = super::budget::check_budget(agents, key, &config).await?;

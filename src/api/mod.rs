@@ -9,6 +9,7 @@ mod body;
 mod documents;
 pub mod dto;
 mod error;
+mod forward;
 mod gateway;
 mod kbs;
 pub mod openapi;
@@ -48,6 +49,8 @@ pub struct AppState {
     /// Renders the Prometheus metrics.
     pub metrics: Option<PrometheusHandle>,
     started: Arc<Instant>,
+    /// Carries requests to the replica holding their agent.
+    forwarder: forward::Forwarder,
 }
 
 /// Runs a blocking service call off the async workers.
@@ -70,27 +73,42 @@ pub(crate) async fn blocking<T: Send + 'static, E: Classify>(
 /// The authenticated caller of a request.
 pub struct Caller(pub Principal);
 
+/// A caller already authenticated by a middleware (the agents' forwarding), so that the
+/// handler's [`Caller`] does not ask the key store again.
+#[derive(Clone)]
+struct Authenticated(Principal);
+
+/// The principal of a request's bearer key (or the demo tenant), without counting the
+/// request against any limit.
+async fn authenticate(parts: &Parts, state: &AppState) -> Result<Principal, ApiError> {
+    let bearer = parts
+        .headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(|t| t.trim().to_owned());
+    if state.service.demo_mode() {
+        // No key store to consult: answer without a trip to a blocking thread.
+        Ok(state.service.authenticate(None)?)
+    } else {
+        let service = state.service.clone();
+        blocking(move || service.authenticate(bearer.as_deref())).await
+    }
+}
+
 impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let bearer = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| {
-                v.strip_prefix("Bearer ")
-                    .or_else(|| v.strip_prefix("bearer "))
-            })
-            .map(|t| t.trim().to_owned());
-        let principal = if state.service.demo_mode() {
-            // No key store to consult: answer without a trip to a blocking thread.
-            state.service.authenticate(None)?
-        } else {
-            let service = state.service.clone();
-            blocking(move || service.authenticate(bearer.as_deref())).await?
+        let principal = match parts.extensions.get::<Authenticated>() {
+            Some(a) => a.0.clone(),
+            None => authenticate(parts, state).await?,
         };
-        // Every authenticated request counts against its key's and tenant's rate limits.
+        // Every authenticated request counts against its key's and tenant's rate limits
+        // (where it is served: a request forwarded to another replica counts there).
         let quota =
             state
                 .service
@@ -157,6 +175,7 @@ pub fn router(
         agents,
         metrics,
         started: Arc::new(Instant::now()),
+        forwarder: forward::Forwarder::new(),
     };
     Router::new()
         .route("/healthz", get(system::healthz))
@@ -168,7 +187,7 @@ pub fn router(
         .merge(kb_routes(upload_limit))
         .merge(workflow_routes())
         .merge(model_routes())
-        .merge(agent_routes())
+        .merge(agent_routes(state.clone()))
         .route("/", get(ui::index))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(2 << 20))
@@ -243,8 +262,9 @@ fn model_routes() -> Router<AppState> {
         .route("/v1/gateway/usage", get(gateway::usage))
 }
 
-/// Agents: state, config, chat and streams, conversations, tasks, schedules, WebSocket.
-fn agent_routes() -> Router<AppState> {
+/// Agents: state, config, chat and streams, conversations, tasks, schedules, WebSocket —
+/// each served by the replica holding the agent.
+fn agent_routes(state: AppState) -> Router<AppState> {
     Router::new()
         .route("/v1/agents", get(agents::list))
         .route("/v1/agents/{id}", get(agents::get).delete(agents::delete))
@@ -281,4 +301,8 @@ fn agent_routes() -> Router<AppState> {
             axum::routing::delete(agents::delete_schedule),
         )
         .route("/v1/agents/{id}/ws", get(agents::ws))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state,
+            forward::to_holder,
+        ))
 }

@@ -79,6 +79,7 @@ pub async fn serve(
     agents.shutdown();
     let supervisor = service.supervisor().clone();
     let left = supervisor.stop_tasks(grace).await;
+    agents.release_leases().await;
     let svc = service.clone();
     let _ = tokio::task::spawn_blocking(move || svc.shutdown()).await;
     let threads = supervisor.join_threads(grace).await;

@@ -218,6 +218,7 @@ pub fn serve(config: Config, args: LocalArgs) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("binding {bind}"))?;
         let addr = listener.local_addr()?;
+        service.advertise(addr);
         let stop = shutdown_signal()?;
         tracing::info!(%addr, "listening");
         println!("listening on http://{addr}");

@@ -127,6 +127,8 @@ pub struct Core {
     stats: Stats,
     /// This process as the other replicas see it.
     replica: ReplicaRecord,
+    /// Where other replicas reach this one's API, once it listens.
+    address: std::sync::OnceLock<String>,
     /// Requests and model tokens per minute, per key and tenant.
     limiter: ratelimit::RateLimiter,
     /// Every model call (chat, embeddings) passes through it.
@@ -169,6 +171,7 @@ impl Core {
         let now = chrono::Utc::now();
         let beat = ReplicaRecord {
             heartbeat_at: now,
+            address: self.address.get().cloned().unwrap_or_default(),
             ..self.replica.clone()
         };
         if let Err(e) = self.store.heartbeat(&beat, now - chrono::Duration::days(1)) {
@@ -254,6 +257,8 @@ pub struct ReplicaStatus {
     pub started_at: chrono::DateTime<chrono::Utc>,
     /// Its latest heartbeat.
     pub heartbeat_at: chrono::DateTime<chrono::Utc>,
+    /// Where other replicas reach it.
+    pub address: String,
     /// Whether that heartbeat is recent (within three periods).
     pub alive: bool,
     /// Whether it is the process that answered.
@@ -272,6 +277,7 @@ pub fn this_replica() -> ReplicaRecord {
             .map(|h| h.trim().to_owned())
             .unwrap_or_else(|_| "unknown".into()),
         pid: std::process::id(),
+        address: String::new(),
         version: env!("CARGO_PKG_VERSION").into(),
         started_at: now,
         heartbeat_at: now,
@@ -421,6 +427,7 @@ impl Service {
             ocr,
             stats: Stats::default(),
             replica,
+            address: std::sync::OnceLock::new(),
             limiter,
             demo,
             stopping: AtomicBool::new(false),
@@ -574,6 +581,22 @@ impl Service {
         &self.core.replica.id
     }
 
+    /// Announces where this replica answers, once it listens on `local`: `server.advertise`
+    /// when set, else `http://` and the address listened on (the host name when that is a
+    /// wildcard address). Other replicas forward the requests of agents it holds there.
+    pub fn advertise(&self, local: std::net::SocketAddr) {
+        let url = match &self.core.config.server.advertise {
+            Some(url) => url.trim_end_matches('/').to_owned(),
+            None if local.ip().is_unspecified() => {
+                format!("http://{}:{}", self.core.replica.host, local.port())
+            }
+            None => format!("http://{local}"),
+        };
+        if self.core.address.set(url).is_ok() {
+            self.core.beat();
+        }
+    }
+
     /// The model gateway.
     pub fn gateway(&self) -> &Gateway {
         &self.core.gateway
@@ -630,6 +653,7 @@ impl Service {
                     id: r.id,
                     host: r.host,
                     pid: r.pid,
+                    address: r.address,
                     version: r.version,
                     started_at: r.started_at,
                     heartbeat_at: r.heartbeat_at,

@@ -26,6 +26,20 @@ pub struct AgentRecord {
     pub updated_at: DateTime<Utc>,
 }
 
+/// Which replica holds an agent (runs its actor) after a claim.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Holding {
+    /// The claimer does, under the token it gave.
+    Held,
+    /// Another replica does, alive by its heartbeat.
+    Elsewhere {
+        /// Its replica id.
+        replica: String,
+        /// Where it answers (`http://host:port`; empty if it never said).
+        address: String,
+    },
+}
+
 /// A conversation.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct Conversation {
@@ -429,4 +443,22 @@ pub trait AgentStore: Send + Sync {
     ) -> Result<Vec<StoredEvent>>;
     /// Drops events buffered before `before`; returns how many.
     fn purge_events(&self, before: DateTime<Utc>) -> Result<u64>;
+
+    /// Takes agent `(tenant_id, id)` for replica `holder` under `token` (one activation) when
+    /// no live replica holds it — no lease, or its holder's heartbeat older than
+    /// `alive_since` or gone — or `holder` already does; else names the replica that does.
+    /// On a store one process owns (SQLite) that process holds every agent.
+    fn claim_agent(
+        &self,
+        tenant_id: &str,
+        id: &str,
+        holder: &str,
+        token: &str,
+        alive_since: DateTime<Utc>,
+    ) -> Result<Holding>;
+    /// Gives up the lease taken under `token` (its agent left memory); a later activation's
+    /// lease stays.
+    fn release_agent(&self, tenant_id: &str, id: &str, token: &str) -> Result<()>;
+    /// Gives up every lease of `holder` (a replica stopping); returns how many.
+    fn release_agents(&self, holder: &str) -> Result<u64>;
 }

@@ -17,6 +17,9 @@ pub struct ReplicaRecord {
     pub host: String,
     /// The process id on that machine.
     pub pid: u32,
+    /// Base URL where other replicas reach its API (`http://host:port`); empty until it
+    /// listens.
+    pub address: String,
     /// Groundwork's version.
     pub version: String,
     /// When it started.

@@ -73,7 +73,7 @@ pub(crate) fn add_doc(server: &TestServer, kb: &str, name: &str, text: &str) {
 }
 
 /// The events of a whole SSE body: (id, event, data).
-fn sse_events(body: &str) -> Vec<(u64, String, Value)> {
+pub(crate) fn sse_events(body: &str) -> Vec<(u64, String, Value)> {
     let mut out = Vec::new();
     for block in body.split("\n\n") {
         let (mut id, mut event, mut data) = (0, String::new(), String::new());
@@ -97,7 +97,7 @@ fn sse_events(body: &str) -> Vec<(u64, String, Value)> {
     out
 }
 
-fn deltas(events: &[(u64, String, Value)]) -> String {
+pub(crate) fn deltas(events: &[(u64, String, Value)]) -> String {
     events
         .iter()
         .filter(|e| e.1 == "delta")
@@ -807,7 +807,7 @@ fn tasks_retry_in_order_and_schedules_survive_a_crash() {
     server.stop();
 }
 
-fn ws_connect(
+pub(crate) fn ws_connect(
     server: &TestServer,
     agent: &str,
 ) -> tungstenite::WebSocket<tungstenite::stream::MaybeTlsStream<std::net::TcpStream>> {
@@ -823,7 +823,7 @@ fn ws_connect(
     ws
 }
 
-fn ws_until(
+pub(crate) fn ws_until(
     ws: &mut tungstenite::WebSocket<tungstenite::stream::MaybeTlsStream<std::net::TcpStream>>,
     pred: impl Fn(&Value) -> bool,
 ) -> Vec<Value> {

@@ -1172,6 +1172,7 @@ fn a_starting_replica_requeues_only_the_tasks_of_replicas_gone_silent() {
                     id: id.into(),
                     host: "h".into(),
                     pid: 1,
+                    address: String::new(),
                     version: "v".into(),
                     started_at: at,
                     heartbeat_at: at,
@@ -1232,4 +1233,453 @@ fn the_load_balancer_configuration_of_deploy_is_valid() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+#[test]
+fn an_agent_lease_goes_to_one_claimer_and_passes_on_when_its_holder_falls_silent() {
+    use groundwork::store::agents::Holding;
+    use groundwork::store::{AgentStore, ReplicaRecord, ReplicaStore};
+    let tmp = tempfile::tempdir().expect("tmp");
+    let cluster = Cluster::start(&tmp.path().join("pg"));
+    let store = Arc::new(
+        PgStore::connect(&PgOptions {
+            url: cluster.url.clone(),
+            ..PgOptions::default()
+        })
+        .expect("connect"),
+    );
+    let now = chrono::Utc::now();
+    let beat = |id: &str, at: chrono::DateTime<chrono::Utc>| {
+        store
+            .heartbeat(
+                &ReplicaRecord {
+                    id: id.into(),
+                    host: "h".into(),
+                    pid: 1,
+                    address: format!("http://{id}:1"),
+                    version: "v".into(),
+                    started_at: at,
+                    heartbeat_at: at,
+                },
+                now - chrono::Duration::days(1),
+            )
+            .expect("heartbeat")
+    };
+    let alive_since = || chrono::Utc::now() - chrono::Duration::seconds(15);
+    for i in 0..8 {
+        beat(&format!("r{i}"), now);
+    }
+    // 8 replicas claim 20 agents at once: each agent goes to exactly one, and every other
+    // claimer is told which.
+    let outcomes: Vec<(String, String, Holding)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..8)
+            .map(|i| {
+                let store = store.clone();
+                s.spawn(move || {
+                    (0..20)
+                        .map(|a| {
+                            let (holder, agent) = (format!("r{i}"), format!("a{a}"));
+                            let h = store
+                                .claim_agent(
+                                    "t",
+                                    &agent,
+                                    &holder,
+                                    &format!("{holder}-{a}"),
+                                    alive_since(),
+                                )
+                                .expect("claim");
+                            (agent, holder, h)
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("claimer"))
+            .collect()
+    });
+    for a in 0..20 {
+        let agent = format!("a{a}");
+        let of: Vec<&(String, String, Holding)> =
+            outcomes.iter().filter(|o| o.0 == agent).collect();
+        let winners: Vec<&str> = of
+            .iter()
+            .filter(|o| o.2 == Holding::Held)
+            .map(|o| o.1.as_str())
+            .collect();
+        assert_eq!(winners.len(), 1, "{agent}: {of:?}");
+        for o in of.iter().filter(|o| o.2 != Holding::Held) {
+            assert_eq!(
+                o.2,
+                Holding::Elsewhere {
+                    replica: winners[0].to_owned(),
+                    address: format!("http://{}:1", winners[0]),
+                },
+                "{agent}"
+            );
+        }
+    }
+    // The holder claims again (a new activation): still its own.
+    let holder_of = |agent: &str| match store
+        .claim_agent("t", agent, "probe", "probe", alive_since())
+        .expect("claim")
+    {
+        Holding::Elsewhere { replica, .. } => replica,
+        Holding::Held => panic!("{agent} was free"),
+    };
+    let h0 = holder_of("a0");
+    assert_eq!(
+        store
+            .claim_agent("t", "a0", &h0, "again", alive_since())
+            .expect("claim"),
+        Holding::Held
+    );
+    // Released under an old token: nothing changes; under the current one: free.
+    store.release_agent("t", "a0", "stale").expect("release");
+    assert_eq!(holder_of("a0"), h0);
+    store.release_agent("t", "a0", "again").expect("release");
+    assert_eq!(
+        store
+            .claim_agent("t", "a0", "r7", "r7-new", alive_since())
+            .expect("claim"),
+        Holding::Held
+    );
+    // A holder that stops beating loses its agents to the next claimer.
+    let h1 = holder_of("a1");
+    beat(&h1, now - chrono::Duration::seconds(60));
+    let other = if h1 == "r0" { "r1" } else { "r0" };
+    assert_eq!(
+        store
+            .claim_agent("t", "a1", other, "takeover", alive_since())
+            .expect("claim"),
+        Holding::Held
+    );
+    assert_eq!(holder_of("a1"), other);
+    // A stopping replica releases all of its own.
+    let held = store.release_agents(other).expect("release");
+    assert!(held >= 1);
+    assert_eq!(
+        store
+            .claim_agent("t", "a1", "r5", "r5-a1", alive_since())
+            .expect("claim"),
+        Holding::Held
+    );
+}
+
+/// Reads an SSE answer until it has `n` deltas; returns what came, whole events only.
+fn read_deltas(res: &mut reqwest::blocking::Response, n: usize) -> Vec<(u64, String, Value)> {
+    use std::io::Read;
+    let mut seen = String::new();
+    let mut buf = [0u8; 256];
+    while crate::agents::sse_events(&seen)
+        .iter()
+        .filter(|e| e.1 == "delta")
+        .count()
+        < n
+    {
+        let got = res.read(&mut buf).expect("read");
+        assert!(got > 0, "the stream ended early: {seen}");
+        seen.push_str(&String::from_utf8_lossy(&buf[..got]));
+    }
+    crate::agents::sse_events(&seen[..seen.rfind("\n\n").expect("an event") + 2])
+}
+
+/// Repeats `f` while it answers 503 (the agent's holder unreachable, or moving); returns the
+/// answer and how long the 503s lasted.
+fn through_takeover(
+    f: impl Fn() -> reqwest::blocking::Response,
+) -> (reqwest::blocking::Response, Duration) {
+    let started = Instant::now();
+    loop {
+        let res = f();
+        if res.status() != 503 {
+            return (res, started.elapsed());
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "still 503 after 60 s: {}",
+            res.text().unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+#[test]
+fn an_agent_lives_on_one_replica_keeps_its_history_through_kills_and_streams_resume_elsewhere() {
+    use crate::agents::{add_doc, deltas, fake_config, sse_events, ws_connect, ws_until};
+    use crate::fake_llm::{Behavior, FakeLlm};
+    use serde_json::json;
+    let llm = FakeLlm::start();
+    let tmp = tempfile::tempdir().expect("tmp");
+    let cluster = Cluster::start(&tmp.path().join("pg"));
+    let toml = fake_config(&llm.base);
+    let env = [("GROUNDWORK__STORE__URL", cluster.url.as_str())];
+    let dirs: Vec<PathBuf> = (0..3).map(|i| tmp.path().join(format!("r{i}"))).collect();
+    let start = |i: usize| {
+        std::fs::create_dir_all(&dirs[i]).expect("dir");
+        TestServer::start_with_config(&dirs[i], &toml, &env)
+    };
+    let mut replicas: Vec<Option<TestServer>> = (0..3).map(|i| Some(start(i))).collect();
+    let r = |replicas: &[Option<TestServer>], i: usize| -> TestServer {
+        replicas[i].as_ref().expect("running").with_key(None)
+    };
+    let ids: Vec<String> = (0..3)
+        .map(|i| {
+            ok_json(r(&replicas, i).get("/v1/status"))["replicas"]
+                .as_array()
+                .expect("replicas")
+                .iter()
+                .find(|x| x["this"] == true)
+                .expect("itself")["id"]
+                .as_str()
+                .expect("id")
+                .to_owned()
+        })
+        .collect();
+    r(&replicas, 0).create_kb("ops");
+    add_doc(
+        &r(&replicas, 0),
+        "ops",
+        "backup.md",
+        crate::agents::BACKUP_DOC,
+    );
+    // Every replica's index has it before the agent searches anywhere.
+    for i in 0..3 {
+        let started = Instant::now();
+        while r(&replicas, i)
+            .search("ops", "nightly backup", 3, "hybrid")
+            .is_empty()
+        {
+            assert!(started.elapsed() < Duration::from_secs(10));
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    // Replica 0 sees the agent first and holds it; the others carry its requests there.
+    ok_json(r(&replicas, 0).send(
+        "PUT",
+        "/v1/agents/bot/state",
+        Some(&json!({"topic": "backups", "fires": []})),
+        &[],
+    ));
+    let status = ok_json(r(&replicas, 0).get("/v1/status"));
+    assert!(
+        status["replicas"]
+            .as_array()
+            .expect("list")
+            .iter()
+            .all(|x| x["address"]
+                .as_str()
+                .is_some_and(|a| a.starts_with("http://127.0.0.1:"))),
+        "{status}"
+    );
+    // A WebSocket opened on replica 1 is carried to the holder and sees a write made on 2.
+    let mut ws = ws_connect(&r(&replicas, 1), "bot");
+    let hello = ws_until(&mut ws, |v| v["type"] == "hello");
+    assert_eq!(hello[0]["agent"]["state"]["topic"], "backups");
+    let res = r(&replicas, 2).send(
+        "PATCH",
+        "/v1/agents/bot/state",
+        Some(&json!({"seen_from": 2})),
+        &[("content-type", "application/merge-patch+json")],
+    );
+    assert_eq!(
+        res.headers()["x-groundwork-agent-replica"]
+            .to_str()
+            .expect("header"),
+        ids[0],
+        "replica 2 carried the write to the holder"
+    );
+    ok_json(res);
+    let got = ws_until(&mut ws, |v| v["type"] == "state");
+    assert_eq!(got.last().expect("state")["state"]["seen_from"], 2);
+    drop(ws);
+
+    // A schedule due during the test fires once over the three replicas.
+    ok_json(r(&replicas, 1).post(
+        "/v1/agents/bot/schedules",
+        &json!({"after_secs": 1, "task": {"kind": "state.patch",
+                "payload": {"patch": [{"op": "add", "path": "/fires/-", "value": "once"}]}}}),
+    ));
+    let every = ok_json(r(&replicas, 2).post(
+        "/v1/agents/bot/schedules",
+        &json!({"cron": "every 1s", "task": {"kind": "state.patch",
+                "payload": {"patch": [{"op": "add", "path": "/fires/-", "value": "tick"}]}}}),
+    ));
+
+    // First turn, asked on replica 1.
+    llm.script(
+        "gpt-main",
+        &[Behavior::Answer(
+            "The nightly backup runs at 02:00 UTC [1].".into(),
+        )],
+    );
+    let a1 = ok_json(r(&replicas, 1).post(
+        "/v1/agents/bot/chat",
+        &json!({"message": "When does the nightly backup run?"}),
+    ));
+    assert_eq!(a1["found"], true, "{a1}");
+    let conversation = a1["conversation_id"]
+        .as_str()
+        .expect("conversation")
+        .to_owned();
+
+    // Second turn streamed through replica 2, which is killed mid-answer; the client
+    // resumes on replica 1 after the last event it got and receives the rest from the holder.
+    let long =
+        "The backup copies are kept in the vault bucket gw-backups in Frankfurt [1]. ".repeat(40);
+    llm.answer("gpt-fast", "Where are the nightly backup copies stored?");
+    llm.script("gpt-main", &[Behavior::Answer(long.clone())]);
+    let mut res = r(&replicas, 2).post(
+        "/v1/agents/bot/chat",
+        &json!({"message": "And where are they kept?", "conversation_id": conversation, "stream": true}),
+    );
+    assert_eq!(res.status(), 200);
+    let location = res.headers()["content-location"]
+        .to_str()
+        .expect("header")
+        .to_owned();
+    let first = read_deltas(&mut res, 3);
+    replicas[2].take().expect("running").kill();
+    drop(res);
+    let last = first.last().expect("events").0;
+    let rest = sse_events(
+        &r(&replicas, 1)
+            .send(
+                "GET",
+                &location,
+                None,
+                &[("last-event-id", &last.to_string())],
+            )
+            .text()
+            .expect("body"),
+    );
+    let mut all = first.clone();
+    all.extend(rest);
+    assert_eq!(
+        all.iter().map(|e| e.0).collect::<Vec<_>>(),
+        (1..=all.len() as u64).collect::<Vec<_>>(),
+        "every event once, in order"
+    );
+    assert_eq!(all.last().expect("one").1, "done");
+    assert_eq!(deltas(&all), long);
+    replicas[2] = Some(start(2));
+
+    // The holder is killed between turns: the next turn, asked on replica 1, waits for the
+    // takeover (503 with Retry-After until replica 0 has been silent 15 s) and then answers
+    // there with the agent's state and the whole conversation.
+    assert!(schedule_runs_on(&r(&replicas, 1), &every["id"]) >= 1);
+    replicas[0].take().expect("running").kill();
+    let killed = Instant::now();
+    llm.answer("gpt-fast", "How long are the nightly backup copies kept?");
+    llm.script(
+        "gpt-main",
+        &[Behavior::Answer("They are kept for 30 days [1].".into())],
+    );
+    let (res, unavailable) = through_takeover(|| {
+        r(&replicas, 1).post(
+            "/v1/agents/bot/chat",
+            &json!({"message": "For how long?", "conversation_id": conversation}),
+        )
+    });
+    let taken_over = killed.elapsed();
+    let a3 = ok_json(res);
+    assert_eq!(a3["found"], true, "{a3}");
+    let rewrite = llm.requests("gpt-fast");
+    let prompt = rewrite.last().expect("a rewrite")["messages"].to_string();
+    assert!(
+        prompt.contains("User: And where are they kept?"),
+        "the new holder rewrote the follow-up from the stored conversation: {prompt}"
+    );
+    let messages = ok_json(r(&replicas, 2).get(&format!(
+        "/v1/agents/bot/conversations/{conversation}/messages"
+    )));
+    assert_eq!(messages["items"].as_array().expect("items").len(), 6);
+    let state = ok_json(r(&replicas, 2).get("/v1/agents/bot/state"));
+    assert_eq!(state["topic"], "backups");
+    assert_eq!(state["seen_from"], 2);
+    println!(
+        "agent takeover: holder killed → next turn answered on another replica after {:.1} s \
+         ({:.1} s of 503s)",
+        taken_over.as_secs_f64(),
+        unavailable.as_secs_f64()
+    );
+
+    // The new holder (replica 1) is killed mid-stream: a resume on replica 2 gets what was
+    // stored, then an `error` saying the answer was interrupted — never a hang, never a
+    // stream that looks complete.
+    llm.answer("gpt-fast", "Where are the nightly backup copies stored?");
+    llm.script("gpt-main", &[Behavior::Answer(long.clone())]);
+    let mut res = r(&replicas, 1).post(
+        "/v1/agents/bot/chat",
+        &json!({"message": "Where again?", "conversation_id": conversation, "stream": true}),
+    );
+    let location = res.headers()["content-location"]
+        .to_str()
+        .expect("header")
+        .to_owned();
+    let first = read_deltas(&mut res, 3);
+    // Let the holder's writer store what the client has (it writes every 100 ms).
+    std::thread::sleep(Duration::from_millis(300));
+    replicas[1].take().expect("running").kill();
+    drop(res);
+    let last = first.last().expect("events").0;
+    let (res, _) = through_takeover(|| {
+        r(&replicas, 2).send(
+            "GET",
+            &location,
+            None,
+            &[("last-event-id", &last.to_string())],
+        )
+    });
+    assert_eq!(res.status(), 200);
+    let rest = sse_events(&res.text().expect("body"));
+    let end = rest.last().expect("an event");
+    assert_eq!(end.1, "error", "{rest:?}");
+    assert_eq!(end.2["code"], "interrupted");
+    assert!(rest.iter().all(|e| e.0 > last), "{rest:?}");
+
+    // Exactly one task per schedule run (three replicas fired due schedules all along): the
+    // runs counted before the schedule is deleted, and at most one more while deleting.
+    let runs = schedule_runs_on(&r(&replicas, 2), &every["id"]);
+    let path = format!(
+        "/v1/agents/bot/schedules/{}",
+        every["id"].as_str().expect("id")
+    );
+    let (res, _) = through_takeover(|| r(&replicas, 2).delete(&path));
+    let code = res.status();
+    assert!(
+        code.is_success(),
+        "{code}: {}",
+        res.text().unwrap_or_default()
+    );
+    let tasks = ok_json(r(&replicas, 2).get("/v1/agents/bot/tasks?limit=1000"));
+    let ticks = tasks["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter(|t| t["schedule_id"] == every["id"])
+        .count() as u64;
+    assert!(
+        runs > 10 && (runs..=runs + 1).contains(&ticks),
+        "one task per run of the cron schedule: {ticks} tasks, {runs} runs"
+    );
+    let state = ok_json(r(&replicas, 2).get("/v1/agents/bot/state"));
+    let fires = state["fires"].as_array().expect("fires");
+    assert_eq!(
+        fires.iter().filter(|f| *f == "once").count(),
+        1,
+        "the one-off schedule fired once: {fires:?}"
+    );
+}
+
+fn schedule_runs_on(server: &TestServer, id: &Value) -> u64 {
+    ok_json(server.get("/v1/agents/bot/schedules"))["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .find(|s| &s["id"] == id)
+        .map(|s| s["runs"].as_u64().expect("runs"))
+        .unwrap_or(0)
 }

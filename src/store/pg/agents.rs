@@ -691,4 +691,62 @@ impl AgentStore for PgStore {
             Ok(tx.execute("DELETE FROM agent_events WHERE created_at < $1", &[&before])?)
         })
     }
+
+    fn claim_agent(
+        &self,
+        tenant_id: &str,
+        id: &str,
+        holder: &str,
+        token: &str,
+        alive_since: DateTime<Utc>,
+    ) -> Result<Holding> {
+        // One statement: concurrent claimers queue on the row, and each re-checks the
+        // condition against the lease the one before it left (READ COMMITTED re-evaluates the
+        // conflict's WHERE on the latest row version), so at most one takes a free agent.
+        self.write_committed(|tx| {
+            let taken = tx.query_opt(
+                "INSERT INTO agent_leases (tenant_id, agent_id, holder, token)
+                 VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (tenant_id, agent_id) DO UPDATE
+                    SET holder = excluded.holder, token = excluded.token, since = now()
+                  WHERE agent_leases.holder = excluded.holder
+                     OR NOT EXISTS (SELECT 1 FROM replicas r
+                                     WHERE r.id = agent_leases.holder
+                                       AND r.heartbeat_at >= $5)
+                 RETURNING holder",
+                &[&tenant_id, &id, &holder, &token, &alive_since],
+            )?;
+            if taken.is_some() {
+                return Ok(Holding::Held);
+            }
+            let row = tx.query_opt(
+                "SELECT l.holder, COALESCE(r.address, '') FROM agent_leases l
+                   LEFT JOIN replicas r ON r.id = l.holder
+                  WHERE l.tenant_id = $1 AND l.agent_id = $2",
+                &[&tenant_id, &id],
+            )?;
+            match row {
+                Some(r) => Ok(Holding::Elsewhere {
+                    replica: r.get(0),
+                    address: r.get(1),
+                }),
+                // Released between the two statements: claim again.
+                None => Err(StoreError::Busy("an agent lease changed hands".into())),
+            }
+        })
+    }
+
+    fn release_agent(&self, tenant_id: &str, id: &str, token: &str) -> Result<()> {
+        self.write(|tx| {
+            tx.execute(
+                "DELETE FROM agent_leases WHERE tenant_id = $1 AND agent_id = $2 AND token = $3",
+                &[&tenant_id, &id, &token],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn release_agents(&self, holder: &str) -> Result<u64> {
+        self.write(|tx| Ok(tx.execute("DELETE FROM agent_leases WHERE holder = $1", &[&holder])?))
+    }
 }

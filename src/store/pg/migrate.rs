@@ -14,6 +14,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../sql/postgres/0004_index_changes.sql"),
     include_str!("../sql/postgres/0005_budgets.sql"),
     include_str!("../sql/postgres/0006_task_claims.sql"),
+    include_str!("../sql/postgres/0007_agent_leases.sql"),
 ];
 
 /// Key of the advisory lock held while migrating ("groundwk" in ASCII).

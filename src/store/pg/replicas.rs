@@ -10,9 +10,12 @@ impl ReplicaStore for PgStore {
     fn heartbeat(&self, r: &ReplicaRecord, forget_before: DateTime<Utc>) -> Result<()> {
         self.write_checkpoint(|tx| {
             tx.execute(
-                "INSERT INTO replicas (id, host, pid, version, started_at, heartbeat_at)
-                 VALUES ($1, $2, $3, $4, $5, $6)
-                 ON CONFLICT (id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at",
+                "INSERT INTO replicas (id, host, pid, version, started_at, heartbeat_at, address)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)
+                 ON CONFLICT (id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at
+                     -- A beat that raced the replica's announcement keeps its address.
+                     , address = CASE WHEN excluded.address = '' THEN replicas.address
+                                      ELSE excluded.address END",
                 &[
                     &r.id,
                     &r.host,
@@ -20,6 +23,7 @@ impl ReplicaStore for PgStore {
                     &r.version,
                     &r.started_at,
                     &r.heartbeat_at,
+                    &r.address,
                 ],
             )?;
             tx.execute(
@@ -33,7 +37,7 @@ impl ReplicaStore for PgStore {
     fn replicas(&self) -> Result<Vec<ReplicaRecord>> {
         self.read(|c| {
             Ok(c.query(
-                "SELECT id, host, pid, version, started_at, heartbeat_at FROM replicas
+                "SELECT id, host, pid, version, started_at, heartbeat_at, address FROM replicas
                  ORDER BY heartbeat_at DESC",
                 &[],
             )?
@@ -45,6 +49,7 @@ impl ReplicaStore for PgStore {
                 version: r.get(3),
                 started_at: r.get(4),
                 heartbeat_at: r.get(5),
+                address: r.get(6),
             })
             .collect())
         })

@@ -697,4 +697,24 @@ impl AgentStore for SqliteStore {
             Ok(tx.execute("DELETE FROM agent_events WHERE created_at < ?1", [before])? as u64)
         })
     }
+
+    // One process owns the file: it holds every agent, and there is nothing to release.
+    fn claim_agent(
+        &self,
+        _tenant_id: &str,
+        _id: &str,
+        _holder: &str,
+        _token: &str,
+        _alive_since: DateTime<Utc>,
+    ) -> Result<Holding> {
+        Ok(Holding::Held)
+    }
+
+    fn release_agent(&self, _tenant_id: &str, _id: &str, _token: &str) -> Result<()> {
+        Ok(())
+    }
+
+    fn release_agents(&self, _holder: &str) -> Result<u64> {
+        Ok(0)
+    }
 }

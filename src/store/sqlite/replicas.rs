@@ -11,10 +11,21 @@ impl ReplicaStore for SqliteStore {
     fn heartbeat(&self, r: &ReplicaRecord, forget_before: DateTime<Utc>) -> Result<()> {
         self.write_checkpoint(|tx| {
             tx.execute(
-                "INSERT INTO replicas (id, host, pid, version, started_at, heartbeat_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-                 ON CONFLICT (id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at",
-                params![r.id, r.host, r.pid, r.version, r.started_at, r.heartbeat_at],
+                "INSERT INTO replicas (id, host, pid, version, started_at, heartbeat_at, address)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                 ON CONFLICT (id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at
+                     -- A beat that raced the replica's announcement keeps its address.
+                     , address = CASE WHEN excluded.address = '' THEN replicas.address
+                                      ELSE excluded.address END",
+                params![
+                    r.id,
+                    r.host,
+                    r.pid,
+                    r.version,
+                    r.started_at,
+                    r.heartbeat_at,
+                    r.address
+                ],
             )?;
             tx.execute(
                 "DELETE FROM replicas WHERE heartbeat_at < ?1",
@@ -27,7 +38,7 @@ impl ReplicaStore for SqliteStore {
     fn replicas(&self) -> Result<Vec<ReplicaRecord>> {
         self.read(|c| {
             let mut stmt = c.prepare(
-                "SELECT id, host, pid, version, started_at, heartbeat_at FROM replicas
+                "SELECT id, host, pid, version, started_at, heartbeat_at, address FROM replicas
                  ORDER BY heartbeat_at DESC",
             )?;
             let rows = stmt.query_map([], |r| {
@@ -38,6 +49,7 @@ impl ReplicaStore for SqliteStore {
                     version: r.get(3)?,
                     started_at: r.get(4)?,
                     heartbeat_at: r.get(5)?,
+                    address: r.get(6)?,
                 })
             })?;
             Ok(rows.collect::<rusqlite::Result<_>>()?)
