@@ -23,7 +23,8 @@ use crate::ingest::isolate::Isolation;
 use crate::principal::Principal;
 use crate::service::{self, Parts, SearchParams, Service, ServiceError};
 use crate::store::{
-    BlobStore, FsBlobStore, PgBlobStore, PgOptions, PgStore, SqliteStore, Store, TlsOptions,
+    BlobStore, FsBlobStore, PgBlobStore, PgOptions, PgStore, RateStore, SqliteStore, Store,
+    TlsOptions,
 };
 use crate::supervisor::Supervisor;
 use crate::workflow::Engine;
@@ -55,7 +56,11 @@ pub fn open(
     let data_dir = config.data_dir.clone();
     fs_err::create_dir_all(&data_dir).map_err(ServiceError::io("the data directory"))?;
     let lock = lock_data_dir(&data_dir)?;
-    let Stores { store, blobs } = open_stores(&config)?;
+    let Stores {
+        store,
+        blobs,
+        rates,
+    } = open_stores(&config)?;
     let replica = service::this_replica();
     let engine = Engine::new(
         store.clone(),
@@ -81,6 +86,7 @@ pub fn open(
         supervisor,
         lock,
         replica,
+        rates,
     };
     Service::open(config, parts, embedder, isolation)
 }
@@ -91,6 +97,8 @@ pub struct Stores {
     pub store: Arc<dyn Store>,
     /// Uploaded bytes by content hash.
     pub blobs: Arc<dyn BlobStore>,
+    /// Rate-limit buckets every replica shares (PostgreSQL only: SQLite has one process).
+    pub rates: Option<Arc<dyn RateStore>>,
 }
 
 /// The configured store without the data directory's lock: for what may run beside a server
@@ -101,6 +109,7 @@ pub fn open_stores(config: &Config) -> Result<Stores, ServiceError> {
         let pg = open_pg(config)?;
         return Ok(Stores {
             blobs: Arc::new(PgBlobStore::new(pg.clone())),
+            rates: Some(pg.clone()),
             store: pg,
         });
     }
@@ -108,6 +117,7 @@ pub fn open_stores(config: &Config) -> Result<Stores, ServiceError> {
     Ok(Stores {
         store: Arc::new(SqliteStore::open(&data_dir.join("groundwork.sqlite3"))?),
         blobs: Arc::new(FsBlobStore::new(&data_dir.join("blobs"))),
+        rates: None,
     })
 }
 

@@ -179,7 +179,7 @@ pub async fn chat_completions(
     let include_usage = req.stream_options.as_ref().is_some_and(|o| o.include_usage);
     // Tokens per minute: the request's bound is taken now, what it did not use given back.
     let bound = u64::from(s.service.gateway().token_bound(&req));
-    s.service.admit(&caller.0, Unit::Tokens, bound)?;
+    super::admit(&s, &caller.0, Unit::Tokens, bound).await?;
     let reply = s.service.gateway().chat(ctx, req).await;
     let used = match &reply {
         Ok(ChatReply::Complete { output, .. }) => {
@@ -188,8 +188,7 @@ pub async fn chat_completions(
         Ok(ChatReply::Stream { .. }) => bound,
         Err(_) => 0,
     };
-    s.service
-        .refund_tokens(&caller.0, bound.saturating_sub(used));
+    super::refund_tokens(&s, &caller.0, bound.saturating_sub(used));
     match reply? {
         ChatReply::Complete { output, meta } => Ok(with_meta(
             Json(completion_json(&output, &meta)).into_response(),
@@ -234,11 +233,10 @@ pub async fn embeddings(
         EmbeddingInput::One(t) => t.len() as u64 + 2,
         EmbeddingInput::Many(v) => v.iter().map(|t| t.len() as u64 + 2).sum(),
     };
-    s.service.admit(&caller.0, Unit::Tokens, bound)?;
+    super::admit(&s, &caller.0, Unit::Tokens, bound).await?;
     let out = s.service.gateway().embeddings(ctx, req).await;
     let used = out.as_ref().map_or(0, |o| u64::from(o.prompt_tokens));
-    s.service
-        .refund_tokens(&caller.0, bound.saturating_sub(used));
+    super::refund_tokens(&s, &caller.0, bound.saturating_sub(used));
     let out = out?;
     let data: Vec<_> = out
         .vectors

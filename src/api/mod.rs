@@ -37,6 +37,7 @@ pub use error::{ApiError, Problem};
 pub use server::{install_metrics, serve};
 
 use crate::error::Classify;
+use crate::service::ratelimit::Unit;
 use crate::service::{Principal, Service};
 
 /// What every handler can reach.
@@ -109,14 +110,43 @@ impl FromRequestParts<AppState> for Caller {
         };
         // Every authenticated request counts against its key's and tenant's rate limits
         // (where it is served: a request forwarded to another replica counts there).
-        let quota =
-            state
-                .service
-                .admit(&principal, crate::service::ratelimit::Unit::Requests, 1)?;
+        let quota = admit(state, &principal, Unit::Requests, 1).await?;
         if let (Some(q), Some(slot)) = (quota, parts.extensions.get::<RateSlot>()) {
             *slot.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(q);
         }
         Ok(Caller(principal))
+    }
+}
+
+/// Counts `amount` against the caller's rate limits; off the async workers when the limits
+/// are counted in the shared store.
+pub(crate) async fn admit(
+    state: &AppState,
+    p: &Principal,
+    unit: Unit,
+    amount: u64,
+) -> Result<Option<crate::service::ratelimit::Quota>, ApiError> {
+    if state.service.rate_limits_shared() {
+        let (service, p) = (state.service.clone(), p.clone());
+        blocking(move || service.admit(&p, unit, amount)).await
+    } else {
+        Ok(state.service.admit(p, unit, amount)?)
+    }
+}
+
+/// Gives back what [`admit`] took and a call did not use (in the background when the limits
+/// are shared: nothing waits for it).
+pub(crate) fn refund_tokens(state: &AppState, p: &Principal, amount: u64) {
+    if amount == 0 {
+        return;
+    }
+    if state.service.rate_limits_shared() {
+        let (service, p) = (state.service.clone(), p.clone());
+        drop(tokio::task::spawn_blocking(move || {
+            service.refund_tokens(&p, amount)
+        }));
+    } else {
+        state.service.refund_tokens(p, amount);
     }
 }
 

@@ -131,6 +131,8 @@ pub struct Core {
     address: std::sync::OnceLock<String>,
     /// Requests and model tokens per minute, per key and tenant.
     limiter: ratelimit::RateLimiter,
+    /// Whether its buckets are in the shared store.
+    limits_shared: bool,
     /// Every model call (chat, embeddings) passes through it.
     gateway: Gateway,
     /// The demo tenant's id when no API key exists (every caller acts as it).
@@ -316,6 +318,8 @@ pub struct Parts {
     pub lock: std::fs::File,
     /// This process among the store's replicas (its id also names its workflow claims).
     pub replica: ReplicaRecord,
+    /// Rate-limit buckets shared with the other replicas (none: counted in this process).
+    pub rates: Option<Arc<dyn crate::store::RateStore>>,
 }
 
 /// The kinds of workflow the service runs (the engine itself stores any kind as text).
@@ -378,6 +382,7 @@ impl Service {
             clock,
             lock,
             replica,
+            rates,
         } = parts;
         let demo = if store.has_keys()? {
             None
@@ -414,7 +419,11 @@ impl Service {
             },
             poppler_timeout_secs: config.ingest.pdf_timeout_secs,
         };
-        let limiter = ratelimit::RateLimiter::new(config.rate_limits);
+        let limits_shared = rates.is_some();
+        let limiter = match rates {
+            Some(store) => ratelimit::RateLimiter::shared(config.rate_limits, store),
+            None => ratelimit::RateLimiter::new(config.rate_limits),
+        };
         let core = Arc::new(Core {
             gateway,
             config,
@@ -429,6 +438,7 @@ impl Service {
             replica,
             address: std::sync::OnceLock::new(),
             limiter,
+            limits_shared,
             demo,
             stopping: AtomicBool::new(false),
             supervisor: supervisor.clone(),
@@ -719,23 +729,36 @@ impl Service {
         self.core
             .limiter
             .admit(key, &p.tenant_id, unit, amount, Instant::now())
-            .map_err(|l| {
-                let unit = match l.unit {
-                    ratelimit::Unit::Requests => "requests",
-                    ratelimit::Unit::Tokens => "tokens",
-                };
-                metrics::counter!("groundwork_rate_limited_total", "scope" => l.scope, "unit" => unit)
-                    .increment(1);
-                ServiceError::RateLimited(l)
+            .map_err(|refused| match refused {
+                ratelimit::Refused::Limited(l) => {
+                    let unit = match l.unit {
+                        ratelimit::Unit::Requests => "requests",
+                        ratelimit::Unit::Tokens => "tokens",
+                    };
+                    metrics::counter!("groundwork_rate_limited_total", "scope" => l.scope, "unit" => unit)
+                        .increment(1);
+                    ServiceError::RateLimited(l)
+                }
+                ratelimit::Refused::Store(e) => ServiceError::from(e),
             })
+    }
+
+    /// Whether rate limits are counted in the shared store (a call to [`Service::admit`] then
+    /// waits on it: keep it off the async workers).
+    pub fn rate_limits_shared(&self) -> bool {
+        self.core.limits_shared
     }
 
     /// Gives back model tokens admitted but not used.
     pub fn refund_tokens(&self, p: &Principal, amount: u64) {
         let key = p.key_id.as_deref().unwrap_or("demo");
-        self.core
+        if let Err(e) = self
+            .core
             .limiter
-            .refund(key, &p.tenant_id, ratelimit::Unit::Tokens, amount);
+            .refund(key, &p.tenant_id, ratelimit::Unit::Tokens, amount)
+        {
+            tracing::warn!(error = %e, "unused model tokens not given back to the rate limit");
+        }
     }
 
     /// The caller's tenant's figures; the instance's only for an admin of the default tenant.

@@ -2,15 +2,18 @@
 //! and model tokens per minute on the routes that call models.
 //!
 //! Each limit is a token bucket holding at most the per-minute figure and refilled
-//! continuously. Every bucket that applies to a request is checked and taken under one lock,
-//! so N concurrent requests against a limit of L admit exactly L. Pure bookkeeping: it owns
-//! the buckets and must never do I/O or know about HTTP.
+//! continuously. Every bucket that applies to a request is checked and taken at once, all or
+//! none, under one lock — a mutex in this process, or, when replicas share a PostgreSQL store,
+//! the buckets' rows ([`RateStore`]) — so N concurrent requests against a limit of L admit
+//! exactly L however many replicas they reach. It owns the bucket arithmetic and must never
+//! know about HTTP; its only I/O is through the [`RateStore`] port.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 pub use crate::config::RateLimitConfig;
+use crate::store::{RateStore, StoreError, StoredBucket};
 
 /// What is counted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -19,6 +22,15 @@ pub enum Unit {
     Requests,
     /// Model tokens.
     Tokens,
+}
+
+impl Unit {
+    const fn as_str(self) -> &'static str {
+        match self {
+            Unit::Requests => "requests",
+            Unit::Tokens => "tokens",
+        }
+    }
 }
 
 /// The tightest limit that applied to an admitted request (for `RateLimit-*` headers).
@@ -45,31 +57,61 @@ pub struct Limited {
     pub retry_after_secs: u64,
 }
 
-#[derive(Debug, Clone, Copy)]
-struct Bucket {
-    level: f64,
-    at: Instant,
+/// Why a request was not admitted.
+#[derive(Debug)]
+pub enum Refused {
+    /// A limit is reached.
+    Limited(Limited),
+    /// The shared buckets could not be read: refused rather than let through uncounted.
+    Store(StoreError),
 }
 
-type BucketKey = (Unit, &'static str, String);
+/// Where the buckets live.
+enum Buckets {
+    /// In this process; times are seconds since `epoch`.
+    Local {
+        epoch: Instant,
+        map: Mutex<HashMap<String, StoredBucket>>,
+    },
+    /// In the store all replicas share; times are the database's.
+    Shared(Arc<dyn RateStore>),
+}
 
 /// The buckets.
 pub struct RateLimiter {
     config: RateLimitConfig,
-    buckets: Mutex<HashMap<BucketKey, Bucket>>,
+    buckets: Buckets,
+}
+
+/// A limit that applies: its scope, its per-minute figure and its bucket's name.
+struct Applies {
+    scope: &'static str,
+    limit: u64,
+    key: String,
 }
 
 impl RateLimiter {
-    /// Limits from `config`.
+    /// Limits from `config`, counted in this process.
     pub fn new(config: RateLimitConfig) -> Self {
         Self {
             config,
-            buckets: Mutex::new(HashMap::new()),
+            buckets: Buckets::Local {
+                epoch: Instant::now(),
+                map: Mutex::new(HashMap::new()),
+            },
         }
     }
 
-    fn limits(&self, unit: Unit) -> [(&'static str, u64); 2] {
-        match unit {
+    /// Limits from `config`, counted in `store` together with every other replica.
+    pub fn shared(config: RateLimitConfig, store: Arc<dyn RateStore>) -> Self {
+        Self {
+            config,
+            buckets: Buckets::Shared(store),
+        }
+    }
+
+    fn applies(&self, key: &str, tenant: &str, unit: Unit) -> Vec<Applies> {
+        let limits = match unit {
             Unit::Requests => [
                 ("key", self.config.key_rpm),
                 ("tenant", self.config.tenant_rpm),
@@ -78,6 +120,49 @@ impl RateLimiter {
                 ("key", self.config.key_tpm),
                 ("tenant", self.config.tenant_tpm),
             ],
+        };
+        limits
+            .into_iter()
+            .filter(|(_, limit)| *limit > 0)
+            .map(|(scope, limit)| Applies {
+                scope,
+                limit,
+                key: format!(
+                    "{}/{scope}/{}",
+                    unit.as_str(),
+                    if scope == "key" { key } else { tenant }
+                ),
+            })
+            .collect()
+    }
+
+    /// Runs `f` on the named buckets under their lock; keeps what it left when it says so.
+    /// `now` is the time of a local count (the shared buckets go by the database's clock).
+    fn with_buckets(
+        &self,
+        applies: &[Applies],
+        now: Instant,
+        f: &mut dyn FnMut(f64, &mut [Option<StoredBucket>]) -> bool,
+    ) -> Result<(), StoreError> {
+        match &self.buckets {
+            Buckets::Local { epoch, map } => {
+                let mut map = map.lock().unwrap_or_else(|p| p.into_inner());
+                let mut buckets: Vec<Option<StoredBucket>> =
+                    applies.iter().map(|a| map.get(&a.key).copied()).collect();
+                let t = now.saturating_duration_since(*epoch).as_secs_f64();
+                if f(t, &mut buckets) {
+                    for (a, b) in applies.iter().zip(buckets) {
+                        if let Some(b) = b {
+                            map.insert(a.key.clone(), b);
+                        }
+                    }
+                }
+                Ok(())
+            }
+            Buckets::Shared(store) => {
+                let keys: Vec<String> = applies.iter().map(|a| a.key.clone()).collect();
+                store.with_buckets(&keys, f)
+            }
         }
     }
 
@@ -89,80 +174,97 @@ impl RateLimiter {
         unit: Unit,
         amount: u64,
         now: Instant,
-    ) -> Result<Option<Quota>, Limited> {
-        let limits = self.limits(unit);
-        if limits.iter().all(|(_, l)| *l == 0) {
+    ) -> Result<Option<Quota>, Refused> {
+        let applies = self.applies(key, tenant, unit);
+        if applies.is_empty() {
             return Ok(None);
         }
-        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
-        let mut taken: Vec<(BucketKey, u64)> = Vec::new();
-        for (scope, limit) in limits {
-            if limit == 0 {
-                continue;
-            }
-            let subject = if scope == "key" { key } else { tenant };
-            let k = (unit, scope, subject.to_owned());
-            let b = refill(buckets.get(&k).copied(), limit, now);
-            // A request larger than the whole bucket waits for a full one, then passes.
-            let need = (amount as f64).min(limit as f64);
-            if b.level < need {
-                let per_sec = limit as f64 / 60.0;
-                return Err(Limited {
-                    scope,
-                    unit,
-                    limit,
-                    retry_after_secs: ((need - b.level) / per_sec).ceil().max(1.0) as u64,
-                });
-            }
-            buckets.insert(k.clone(), b);
-            taken.push((k, limit));
-        }
-        let mut tightest: Option<Quota> = None;
-        for (k, limit) in taken {
-            if let Some(b) = buckets.get_mut(&k) {
-                b.level = (b.level - amount as f64).max(0.0);
-                let q = Quota {
-                    limit,
-                    remaining: b.level.floor() as u64,
-                    reset_secs: ((limit as f64 - b.level) / (limit as f64 / 60.0)).ceil() as u64,
-                };
-                if tightest.is_none_or(|t| q.remaining < t.remaining) {
-                    tightest = Some(q);
-                }
-            }
-        }
-        Ok(tightest)
+        let mut outcome = Ok(None);
+        self.with_buckets(&applies, now, &mut |t, buckets| {
+            outcome = take(&applies, buckets, unit, amount, t);
+            outcome.is_ok()
+        })
+        .map_err(Refused::Store)?;
+        outcome.map_err(Refused::Limited)
     }
 
     /// Gives back `amount` taken by [`RateLimiter::admit`] (a call that used less).
-    pub fn refund(&self, key: &str, tenant: &str, unit: Unit, amount: u64) {
-        if amount == 0 {
-            return;
+    pub fn refund(
+        &self,
+        key: &str,
+        tenant: &str,
+        unit: Unit,
+        amount: u64,
+    ) -> Result<(), StoreError> {
+        let applies = self.applies(key, tenant, unit);
+        if amount == 0 || applies.is_empty() {
+            return Ok(());
         }
-        let limits = self.limits(unit);
-        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
-        for (scope, limit) in limits {
-            let subject = if scope == "key" { key } else { tenant };
-            if let Some(b) = buckets.get_mut(&(unit, scope, subject.to_owned())) {
-                b.level = (b.level + amount as f64).min(limit as f64);
+        self.with_buckets(&applies, Instant::now(), &mut |t, buckets| {
+            for (a, b) in applies.iter().zip(buckets.iter_mut()) {
+                if let Some(b) = b {
+                    let refilled = refill(Some(*b), a.limit, t);
+                    b.level = (refilled.level + amount as f64).min(a.limit as f64);
+                    b.at = refilled.at;
+                }
             }
-        }
+            true
+        })
     }
 }
 
-fn refill(b: Option<Bucket>, limit: u64, now: Instant) -> Bucket {
+/// Takes `amount` from every bucket of `applies` at time `now`, all or none; returns the
+/// tightest quota left, or the first limit that refuses.
+fn take(
+    applies: &[Applies],
+    buckets: &mut [Option<StoredBucket>],
+    unit: Unit,
+    amount: u64,
+    now: f64,
+) -> Result<Option<Quota>, Limited> {
+    let mut refilled = Vec::with_capacity(applies.len());
+    for (a, b) in applies.iter().zip(buckets.iter()) {
+        let b = refill(*b, a.limit, now);
+        // A request larger than the whole bucket waits for a full one, then passes.
+        let need = (amount as f64).min(a.limit as f64);
+        if b.level < need {
+            let per_sec = a.limit as f64 / 60.0;
+            return Err(Limited {
+                scope: a.scope,
+                unit,
+                limit: a.limit,
+                retry_after_secs: ((need - b.level) / per_sec).ceil().max(1.0) as u64,
+            });
+        }
+        refilled.push(b);
+    }
+    let mut tightest: Option<Quota> = None;
+    for ((a, slot), mut b) in applies.iter().zip(buckets.iter_mut()).zip(refilled) {
+        b.level = (b.level - amount as f64).max(0.0);
+        *slot = Some(b);
+        let q = Quota {
+            limit: a.limit,
+            remaining: b.level.floor() as u64,
+            reset_secs: ((a.limit as f64 - b.level) / (a.limit as f64 / 60.0)).ceil() as u64,
+        };
+        if tightest.is_none_or(|t| q.remaining < t.remaining) {
+            tightest = Some(q);
+        }
+    }
+    Ok(tightest)
+}
+
+/// The bucket at `now`: full when never used, else refilled at `limit` a minute.
+fn refill(b: Option<StoredBucket>, limit: u64, now: f64) -> StoredBucket {
     match b {
-        None => Bucket {
+        None => StoredBucket {
             level: limit as f64,
             at: now,
         },
-        Some(b) => {
-            let secs = now.saturating_duration_since(b.at).as_secs_f64();
-            Bucket {
-                level: (b.level + secs * limit as f64 / 60.0).min(limit as f64),
-                at: now.max(b.at),
-            }
-        }
+        Some(b) => StoredBucket {
+            level: (b.level + (now - b.at).max(0.0) * limit as f64 / 60.0).min(limit as f64),
+            at: now.max(b.at),
+        },
     }
 }
 
@@ -199,6 +301,9 @@ mod tests {
         let e = l
             .admit("k", "t", Unit::Requests, 1, now)
             .expect_err("empty");
+        let Refused::Limited(e) = e else {
+            panic!("{e:?}")
+        };
         assert_eq!((e.scope, e.limit, e.retry_after_secs), ("key", 37, 2));
         // Another key is not affected; the bucket refills at 37 a minute (2.5 in 4 s).
         assert!(l.admit("k2", "t", Unit::Requests, 1, now).is_ok());
@@ -222,6 +327,9 @@ mod tests {
         let e = l
             .admit("k9", "t", Unit::Requests, 1, now)
             .expect_err("tenant");
+        let Refused::Limited(e) = e else {
+            panic!("{e:?}")
+        };
         assert_eq!(e.scope, "tenant");
         // The refused request took nothing from the key's bucket.
         let q = l
@@ -240,7 +348,7 @@ mod tests {
         let now = Instant::now();
         assert!(l.admit("k", "t", Unit::Tokens, 600, now).is_ok());
         assert!(l.admit("k", "t", Unit::Tokens, 600, now).is_err());
-        l.refund("k", "t", Unit::Tokens, 500);
+        l.refund("k", "t", Unit::Tokens, 500).expect("refund");
         let q = l
             .admit("k", "t", Unit::Tokens, 600, now)
             .expect("ok")

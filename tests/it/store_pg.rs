@@ -1683,3 +1683,47 @@ fn schedule_runs_on(server: &TestServer, id: &Value) -> u64 {
         .map(|s| s["runs"].as_u64().expect("runs"))
         .unwrap_or(0)
 }
+
+#[test]
+fn rate_limits_hold_over_three_replicas_under_300_concurrent_requests() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let cluster = Cluster::start(&tmp.path().join("pg"));
+    let env = [
+        ("GROUNDWORK__STORE__URL", cluster.url.as_str()),
+        ("GROUNDWORK__RATE_LIMITS__KEY_RPM", "30"),
+    ];
+    let replicas: Vec<TestServer> = (0..3)
+        .map(|i| TestServer::start(&tmp.path().join(format!("r{i}")), &env))
+        .collect();
+    let started = Instant::now();
+    let codes: Vec<u16> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..300)
+            .map(|i| {
+                let server = &replicas[i % 3];
+                s.spawn(move || server.get("/v1/kbs").status().as_u16())
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("client"))
+            .collect()
+    });
+    let elapsed = started.elapsed().as_secs_f64();
+    let admitted = codes.iter().filter(|c| **c == 200).count();
+    let refused = codes.iter().filter(|c| **c == 429).count();
+    assert_eq!(admitted + refused, 300, "{codes:?}");
+    // 30 a minute per key over all replicas: the full bucket, plus what refilled meanwhile
+    // (half a request a second). Counted per process, each replica would have let 30 pass.
+    let refill = (elapsed * 30.0 / 60.0).floor() as usize;
+    println!(
+        "rate limit over 3 replicas: 300 requests in {elapsed:.2} s, {admitted} admitted, \
+         {refused} refused (limit 30/min, {refill} refilled)"
+    );
+    assert!(
+        (30..=30 + refill).contains(&admitted),
+        "{admitted} admitted in {elapsed:.2} s"
+    );
+    let res = replicas[1].get("/v1/kbs");
+    assert_eq!(res.status(), 429);
+    assert!(res.headers().contains_key("retry-after"));
+}

@@ -15,6 +15,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../sql/postgres/0005_budgets.sql"),
     include_str!("../sql/postgres/0006_task_claims.sql"),
     include_str!("../sql/postgres/0007_agent_leases.sql"),
+    include_str!("../sql/postgres/0008_rate_buckets.sql"),
 ];
 
 /// Key of the advisory lock held while migrating ("groundwk" in ASCII).

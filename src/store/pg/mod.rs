@@ -30,6 +30,7 @@ mod blobs;
 mod changes;
 mod gateway;
 mod migrate;
+mod ratelimits;
 mod replicas;
 mod session;
 mod sources;
