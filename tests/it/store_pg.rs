@@ -968,6 +968,10 @@ cache_ttl_secs = 0
 input = 1000.0
 output = 1000.0
 
+[gateway.routes.cached]
+targets = ["oai/gpt-cached"]
+cache_ttl_secs = 600
+
 [[gateway.budgets]]
 scope = "route"
 id = "capped"
@@ -1043,6 +1047,21 @@ limit_usd = 1.5
          {settled:.3} of 1.5 USD settled",
         took.as_secs_f64()
     );
+    // The response cache is shared: an answer cached by one replica is served by another
+    // without a model call.
+    let body = serde_json::json!({"model": "cached", "max_tokens": 20, "temperature": 0,
+                                  "messages": [{"role": "user", "content": "Cache me."}]});
+    let first = replicas[0].post("/v1/chat/completions", &body);
+    assert_eq!(first.headers()["x-groundwork-cache"], "miss");
+    let first: Value = first.json().expect("json");
+    let second = replicas[2].post("/v1/chat/completions", &body);
+    assert_eq!(second.headers()["x-groundwork-cache"], "hit");
+    let second: Value = second.json().expect("json");
+    assert_eq!(
+        first["choices"][0]["message"],
+        second["choices"][0]["message"]
+    );
+    assert_eq!(oai.requests("gpt-cached").len(), 1);
     for s in replicas {
         s.stop();
     }
