@@ -23,7 +23,15 @@
 //!   search on it at concurrency 8 (req/s, p99), agent state writes at concurrency 16
 //!   (writes/s, p99) — and PostgreSQL's ratio to SQLite for each.
 //!
-//! `cargo bench --bench service [-- --quick] [-- --only ingest|search|cold|reindex|stores]`;
+//! - replicas: `groundwork serve` processes (this build) over one throwaway PostgreSQL — the
+//!   Rust book uploaded one file per request to 1 replica, then round-robin to 3 fresh ones
+//!   (chunks/s, and each replica's own embedded chunks), hybrid search at concurrency 8 on
+//!   1 vs spread over 3 (req/s, p50/p99); and the coordination itself: no-op workflow runs
+//!   claimed and released through the store by 1 and by 3 claimers (claims/s, claim p50/p99).
+//!   All replicas share this machine's cores, so 3 replicas show the cost of coordination,
+//!   not the gain of more machines (see deploy/README.md for the note on 10 and 100).
+//!
+//! `cargo bench --bench service [-- --quick] [-- --only ingest|search|cold|reindex|stores|replicas]`;
 //! each run updates its sections of the JSON file.
 
 mod support;
@@ -772,6 +780,255 @@ async fn bench_stores(embedder: Arc<dyn Embedder>, quick: bool) -> Value {
     out
 }
 
+/// Status of a replica (`/v1/status` in demo mode: the instance's counters included).
+async fn replica_status(http: &reqwest::Client, url: &str) -> Value {
+    http.get(format!("{url}/v1/status"))
+        .send()
+        .await
+        .expect("status")
+        .json()
+        .await
+        .expect("json")
+}
+
+/// Starts `n` `groundwork serve` processes of this build on the PostgreSQL at `store_url`.
+fn serve_replicas(n: usize, store_url: &str, dir: &Path) -> Vec<(support::Proc, String)> {
+    (0..n)
+        .map(|i| {
+            let data = dir.join(format!("r{i}"));
+            let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_groundwork"));
+            cmd.args(["serve", "--bind", "127.0.0.1:0", "--data-dir"])
+                .arg(&data)
+                .arg("--model")
+                .arg(root().join("models/all-MiniLM-L6-v2"))
+                .env("GROUNDWORK__STORE__URL", store_url)
+                // The ingest limit counts all replicas: two runs each, as deploy/ sets it.
+                .env(
+                    "GROUNDWORK__WORKFLOW__INGEST_CONCURRENCY",
+                    (2 * n).to_string(),
+                )
+                .env("RUST_LOG", "warn");
+            let (proc, url) =
+                support::spawn_until(cmd, "listening on ", &dir.join(format!("r{i}.log")), 120);
+            (proc, url)
+        })
+        .collect()
+}
+
+/// One configuration of the replicas bench: `n` fresh replicas on a fresh database, the book
+/// uploaded round-robin one file per request, then searched from 8 clients spread over them.
+async fn replicas_run(n: usize, files: &[PathBuf], secs: f64) -> Value {
+    let pg = Postgres::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let replicas = serve_replicas(n, &pg.url, dir.path());
+    let clients: Vec<Client> = replicas
+        .iter()
+        .map(|(_, url)| Client::new(url, None).expect("client"))
+        .collect();
+    clients[0].create_kb("book").await.expect("kb");
+    let started = Instant::now();
+    let mut jobs = Vec::new();
+    for (i, f) in files.iter().enumerate() {
+        let part = FilePart::read(f).expect("read");
+        let r = clients[i % n]
+            .upload("book", &[part], None)
+            .await
+            .expect("upload");
+        jobs.push(r["job_id"].as_str().expect("job").to_owned());
+    }
+    let chunks = wait_jobs(&clients[0], &jobs).await;
+    let ingest_secs = started.elapsed().as_secs_f64();
+    let http = reqwest::Client::new();
+    let mut per_replica = Vec::new();
+    for (_, url) in &replicas {
+        let status = replica_status(&http, url).await;
+        let embedded = status["instance"]["chunks_embedded"].as_u64().unwrap_or(0);
+        per_replica.push(json!({
+            "chunks_embedded": embedded,
+            "chunks_per_s": embedded as f64 / ingest_secs,
+        }));
+    }
+    eprintln!(
+        "{n} replica(s): ingest {chunks} chunks in {ingest_secs:.1} s = {:.1} chunks/s; per replica {per_replica:?}",
+        chunks as f64 / ingest_secs
+    );
+    // Every replica's index has the whole book before the searches start: a search with the
+    // knowledge base's `index_seq` as `min_seq` waits until the replica reached it.
+    let kb: Value = clients[0].get("/v1/kbs/book").await.expect("kb");
+    let seq = kb["index_seq"].as_u64().expect("index_seq");
+    for (_, url) in &replicas {
+        let res = http
+            .post(format!("{url}/v1/kbs/book/search"))
+            .json(&json!({"query": "ownership", "min_seq": seq}))
+            .send()
+            .await
+            .expect("search");
+        assert!(res.status().is_success(), "{}", res.status());
+    }
+    let queries: Vec<String> = BOOK_QUESTIONS.iter().map(|q| q.to_string()).collect();
+    // 8 clients, spread evenly over the replicas.
+    let deadline_secs = secs;
+    let mut loads = Vec::new();
+    for (i, c) in clients.iter().enumerate() {
+        let share = 8 / n + usize::from(i < 8 % n);
+        let (c, q) = (c.clone(), queries.clone());
+        loads.push(tokio::spawn(async move {
+            load(&c, "book", &q, share, "hybrid", deadline_secs).await
+        }));
+    }
+    let (mut requests, mut rps, mut errors) = (0u64, 0.0, 0u64);
+    let mut p99s = Vec::new();
+    let mut p50s = Vec::new();
+    for l in loads {
+        let row = l.await.expect("load");
+        requests += row["requests"].as_u64().unwrap_or(0);
+        rps += row["rps"].as_f64().unwrap_or(0.0);
+        errors += row["errors_or_empty"].as_u64().unwrap_or(0);
+        p50s.push(row["p50_ms"].as_f64().unwrap_or(f64::NAN));
+        p99s.push(row["p99_ms"].as_f64().unwrap_or(f64::NAN));
+    }
+    drop(replicas);
+    json!({
+        "replicas": n, "chunks": chunks, "ingest_seconds": ingest_secs,
+        "ingest_chunks_per_s": chunks as f64 / ingest_secs, "per_replica": per_replica,
+        "search": {"mode": "hybrid", "concurrency": 8, "requests": requests, "rps": rps,
+                   "errors_or_empty": errors,
+                   "p50_ms_worst_replica": p50s.iter().copied().fold(f64::NAN, f64::max),
+                   "p99_ms_worst_replica": p99s.iter().copied().fold(f64::NAN, f64::max)},
+    })
+}
+
+/// Claims/s of no-op workflow runs through the store: `runs` runs created, then claimed (up
+/// to 8 at a time) and released by `claimers` threads, one connection pool each — the engine's
+/// coordination cost without any work.
+fn claim_rate(url: &str, claimers: usize, runs: usize) -> Value {
+    use groundwork::store::{
+        ClaimRequest, NewWorkflow, PgOptions, PgStore, TenantStore, WorkflowStatus, WorkflowStore,
+    };
+    let stores: Vec<Arc<PgStore>> = (0..claimers)
+        .map(|_| {
+            Arc::new(
+                PgStore::connect(&PgOptions {
+                    url: url.to_owned(),
+                    pool_size: 2,
+                    ..PgOptions::default()
+                })
+                .expect("connect"),
+            )
+        })
+        .collect();
+    let tenant = stores[0].ensure_tenant("bench").expect("tenant").id;
+    let batch = uuid::Uuid::new_v4().to_string();
+    for i in 0..runs {
+        stores[0]
+            .create_workflow(&NewWorkflow {
+                id: format!("{batch}-{i}"),
+                tenant_id: tenant.clone(),
+                kind: "noop".into(),
+                subject: None,
+                idempotency_key: None,
+                input: Value::Null,
+            })
+            .expect("create");
+    }
+    let limits: std::collections::HashMap<String, usize> = [("noop".to_owned(), 64)].into();
+    let started = Instant::now();
+    let threads: Vec<_> = stores
+        .iter()
+        .enumerate()
+        .map(|(t, store)| {
+            let (store, limits) = (store.clone(), limits.clone());
+            std::thread::spawn(move || {
+                let holder = format!("bench-{t}");
+                let (mut lat, mut done, mut idle) = (Vec::new(), 0usize, 0);
+                while idle < 3 {
+                    let t0 = Instant::now();
+                    let got = store
+                        .claim_workflows(&ClaimRequest {
+                            holder: &holder,
+                            lease: Duration::from_secs(30),
+                            now: chrono::Utc::now(),
+                            free: 8,
+                            limits: &limits,
+                            exclude: &[],
+                        })
+                        .expect("claim");
+                    lat.push(t0.elapsed().as_secs_f64() * 1e3);
+                    if got.is_empty() {
+                        idle += 1;
+                        continue;
+                    }
+                    idle = 0;
+                    for mut wf in got {
+                        wf.status = WorkflowStatus::Completed;
+                        wf.finished_at = Some(chrono::Utc::now());
+                        store.save_workflow(&wf).expect("release");
+                        done += 1;
+                    }
+                }
+                (lat, done)
+            })
+        })
+        .collect();
+    let (mut lat, mut done) = (Vec::new(), 0);
+    for t in threads {
+        let (l, d) = t.join().expect("claimer");
+        lat.extend(l);
+        done += d;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    assert_eq!(done, runs, "every run claimed once");
+    lat.sort_by(f64::total_cmp);
+    let row = json!({
+        "claimers": claimers, "runs": runs, "seconds": secs,
+        "runs_claimed_and_released_per_s": runs as f64 / secs,
+        "claim_transactions": lat.len(),
+        "claim_p50_ms": percentile(&lat, 0.5), "claim_p99_ms": percentile(&lat, 0.99),
+    });
+    eprintln!("no-op claims: {row}");
+    row
+}
+
+/// 1 vs 3 replicas on one PostgreSQL, and the claims' own cost.
+async fn bench_replicas(quick: bool) -> Value {
+    let mut files = rust_book();
+    if quick {
+        files.truncate(20);
+    }
+    let secs = if quick { 3.0 } else { 10.0 };
+    let one = replicas_run(1, &files, secs).await;
+    let three = replicas_run(3, &files, secs).await;
+    let pg = Postgres::start();
+    let runs = if quick { 500 } else { 2_000 };
+    let url = pg.url.clone();
+    let claims = tokio::task::spawn_blocking(move || {
+        json!({"one_claimer": claim_rate(&url, 1, runs), "three_claimers": claim_rate(&url, 3, runs)})
+    })
+    .await
+    .expect("claims");
+    let ratio = |a: &Value, b: &Value, path: &[&str]| {
+        let get = |v: &Value| {
+            path.iter()
+                .fold(v, |v, k| &v[*k])
+                .as_f64()
+                .unwrap_or(f64::NAN)
+        };
+        get(b) / get(a)
+    };
+    let ratios = json!({
+        "ingest_chunks_per_s": ratio(&one, &three, &["ingest_chunks_per_s"]),
+        "search_rps": ratio(&one, &three, &["search", "rps"]),
+        "search_p99": ratio(&one, &three, &["search", "p99_ms_worst_replica"]),
+        "claims_per_s": ratio(&claims["one_claimer"], &claims["three_claimers"], &["runs_claimed_and_released_per_s"]),
+    });
+    eprintln!("3 replicas / 1 replica: {ratios}");
+    json!({
+        "cpu_flags": cpu_flags(), "files": files.len(), "search_seconds": secs,
+        "postgres": "15, loopback TCP, fsync on, same 2 cores",
+        "one": one, "three": three, "no_op_claims": claims, "three_over_one": ratios,
+    })
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.iter().any(|a| a == "--list") {
@@ -832,6 +1089,9 @@ fn main() {
     }
     if only.as_deref().is_none_or(|o| o == "stores") {
         report["stores"] = rt.block_on(bench_stores(embedder.clone(), quick));
+    }
+    if only.as_deref().is_none_or(|o| o == "replicas") {
+        report["replicas"] = rt.block_on(bench_replicas(quick));
     }
     std::fs::create_dir_all(&out).expect("bench-results");
     std::fs::write(&path, serde_json::to_string_pretty(&report).expect("json")).expect("write");

@@ -347,6 +347,14 @@ impl Config {
                 return bad("store.pool_size must be positive");
             }
         }
+        if let Some(url) = &self.server.advertise {
+            let rest = url
+                .strip_prefix("http://")
+                .or_else(|| url.strip_prefix("https://"));
+            if rest.is_none_or(|r| r.is_empty() || r.contains(char::is_whitespace)) {
+                return bad("server.advertise must be a base URL (http://host:port)");
+            }
+        }
         if self.embed.batch_size == 0 {
             return bad("embed.batch_size must be positive");
         }
@@ -444,6 +452,16 @@ mod tests {
         let mut c = Config::default();
         c.search.default_top_k = 1000;
         assert!(c.validate().is_err());
+        let mut c = Config::default();
+        for (url, ok) in [
+            ("http://10.0.0.5:8081", true),
+            ("https://gw-2.internal", true),
+            ("10.0.0.5:8081", false),
+            ("http://", false),
+        ] {
+            c.server.advertise = Some(url.into());
+            assert_eq!(c.validate().is_ok(), ok, "{url}");
+        }
     }
 }
 
