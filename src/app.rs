@@ -61,7 +61,7 @@ pub fn open(
         blobs,
         rates,
     } = open_stores(&config)?;
-    let replica = service::this_replica();
+    let replica = service::this_replica(&data_dir);
     let engine = Engine::new(
         store.clone(),
         service::engine_options(&config.workflow, &replica.id),

@@ -188,7 +188,7 @@ pub async fn chat_completions(
         Ok(ChatReply::Stream { .. }) => bound,
         Err(_) => 0,
     };
-    super::refund_tokens(&s, &caller.0, bound.saturating_sub(used));
+    super::refund_tokens(&s, &caller.0, bound.saturating_sub(used)).await;
     match reply? {
         ChatReply::Complete { output, meta } => Ok(with_meta(
             Json(completion_json(&output, &meta)).into_response(),
@@ -236,7 +236,7 @@ pub async fn embeddings(
     super::admit(&s, &caller.0, Unit::Tokens, bound).await?;
     let out = s.service.gateway().embeddings(ctx, req).await;
     let used = out.as_ref().map_or(0, |o| u64::from(o.prompt_tokens));
-    super::refund_tokens(&s, &caller.0, bound.saturating_sub(used));
+    super::refund_tokens(&s, &caller.0, bound.saturating_sub(used)).await;
     let out = out?;
     let data: Vec<_> = out
         .vectors

@@ -134,17 +134,15 @@ pub(crate) async fn admit(
     }
 }
 
-/// Gives back what [`admit`] took and a call did not use (in the background when the limits
-/// are shared: nothing waits for it).
-pub(crate) fn refund_tokens(state: &AppState, p: &Principal, amount: u64) {
+/// Gives back what [`admit`] took and a call did not use (on a blocking thread when the limits
+/// are shared).
+pub(crate) async fn refund_tokens(state: &AppState, p: &Principal, amount: u64) {
     if amount == 0 {
         return;
     }
     if state.service.rate_limits_shared() {
         let (service, p) = (state.service.clone(), p.clone());
-        drop(tokio::task::spawn_blocking(move || {
-            service.refund_tokens(&p, amount)
-        }));
+        let _ = tokio::task::spawn_blocking(move || service.refund_tokens(&p, amount)).await;
     } else {
         state.service.refund_tokens(p, amount);
     }

@@ -270,8 +270,8 @@ pub struct ReplicaStatus {
 /// How often a replica refreshes its row.
 const HEARTBEAT: Duration = Duration::from_secs(5);
 
-/// The identity this process announces.
-pub fn this_replica() -> ReplicaRecord {
+/// The identity this process announces, keeping its data in `data_dir`.
+pub fn this_replica(data_dir: &std::path::Path) -> ReplicaRecord {
     let now = chrono::Utc::now();
     ReplicaRecord {
         id: uuid::Uuid::new_v4().to_string(),
@@ -280,6 +280,10 @@ pub fn this_replica() -> ReplicaRecord {
             .unwrap_or_else(|_| "unknown".into()),
         pid: std::process::id(),
         address: String::new(),
+        home: std::fs::canonicalize(data_dir)
+            .unwrap_or_else(|_| data_dir.to_owned())
+            .display()
+            .to_string(),
         version: env!("CARGO_PKG_VERSION").into(),
         started_at: now,
         heartbeat_at: now,
@@ -466,6 +470,18 @@ impl Service {
                 }
             })
             .map_err(ServiceError::io("the clock thread"))?;
+        // A process that ran on this data directory before is gone (this one holds the
+        // directory's lock): its agents and tasks are free at once, not once it looks silent.
+        match core.store.forget_predecessors(&core.replica) {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(
+                replicas = n,
+                "the previous process on this data directory is forgotten"
+            ),
+            Err(e) => {
+                tracing::warn!(error = %e, "the previous process on this data directory is left to fall silent")
+            }
+        }
         // The first beat before the service is handed out: a replica that answers is listed.
         core.beat();
         let c = core.clone();

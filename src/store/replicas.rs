@@ -20,6 +20,8 @@ pub struct ReplicaRecord {
     /// Base URL where other replicas reach its API (`http://host:port`); empty until it
     /// listens.
     pub address: String,
+    /// Its data directory (with `host`, what a restart on the same directory shares).
+    pub home: String,
     /// Groundwork's version.
     pub version: String,
     /// When it started.
@@ -36,4 +38,8 @@ pub trait ReplicaStore: Send + Sync {
     fn replicas(&self) -> Result<Vec<ReplicaRecord>>;
     /// Forgets a replica (its process stopping).
     fn remove_replica(&self, id: &str) -> Result<()>;
+    /// Forgets the replicas that ran on `me`'s host and data directory before it: that
+    /// directory's lock, which `me` holds, proves them gone (a `kill -9`ed process restarted
+    /// need not wait for its own heartbeat to go stale). Returns how many.
+    fn forget_predecessors(&self, me: &ReplicaRecord) -> Result<u64>;
 }

@@ -10,8 +10,8 @@ impl ReplicaStore for PgStore {
     fn heartbeat(&self, r: &ReplicaRecord, forget_before: DateTime<Utc>) -> Result<()> {
         self.write_checkpoint(|tx| {
             tx.execute(
-                "INSERT INTO replicas (id, host, pid, version, started_at, heartbeat_at, address)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7)
+                "INSERT INTO replicas (id, host, pid, version, started_at, heartbeat_at, address, home)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
                  ON CONFLICT (id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at
                      -- A beat that raced the replica's announcement keeps its address.
                      , address = CASE WHEN excluded.address = '' THEN replicas.address
@@ -24,6 +24,7 @@ impl ReplicaStore for PgStore {
                     &r.started_at,
                     &r.heartbeat_at,
                     &r.address,
+                    &r.home,
                 ],
             )?;
             tx.execute(
@@ -37,7 +38,7 @@ impl ReplicaStore for PgStore {
     fn replicas(&self) -> Result<Vec<ReplicaRecord>> {
         self.read(|c| {
             Ok(c.query(
-                "SELECT id, host, pid, version, started_at, heartbeat_at, address FROM replicas
+                "SELECT id, host, pid, version, started_at, heartbeat_at, address, home FROM replicas
                  ORDER BY heartbeat_at DESC",
                 &[],
             )?
@@ -50,6 +51,7 @@ impl ReplicaStore for PgStore {
                 started_at: r.get(4),
                 heartbeat_at: r.get(5),
                 address: r.get(6),
+                home: r.get(7),
             })
             .collect())
         })
@@ -59,6 +61,16 @@ impl ReplicaStore for PgStore {
         self.write(|tx| {
             tx.execute("DELETE FROM replicas WHERE id = $1", &[&id])?;
             Ok(())
+        })
+    }
+
+    fn forget_predecessors(&self, me: &ReplicaRecord) -> Result<u64> {
+        self.write(|tx| {
+            Ok(tx.execute(
+                "DELETE FROM replicas
+                  WHERE host = $1 AND home = $2 AND home <> '' AND id <> $3",
+                &[&me.host, &me.home, &me.id],
+            )?)
         })
     }
 }

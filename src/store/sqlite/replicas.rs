@@ -11,8 +11,8 @@ impl ReplicaStore for SqliteStore {
     fn heartbeat(&self, r: &ReplicaRecord, forget_before: DateTime<Utc>) -> Result<()> {
         self.write_checkpoint(|tx| {
             tx.execute(
-                "INSERT INTO replicas (id, host, pid, version, started_at, heartbeat_at, address)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                "INSERT INTO replicas (id, host, pid, version, started_at, heartbeat_at, address, home)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
                  ON CONFLICT (id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at
                      -- A beat that raced the replica's announcement keeps its address.
                      , address = CASE WHEN excluded.address = '' THEN replicas.address
@@ -38,7 +38,7 @@ impl ReplicaStore for SqliteStore {
     fn replicas(&self) -> Result<Vec<ReplicaRecord>> {
         self.read(|c| {
             let mut stmt = c.prepare(
-                "SELECT id, host, pid, version, started_at, heartbeat_at, address FROM replicas
+                "SELECT id, host, pid, version, started_at, heartbeat_at, address, home FROM replicas
                  ORDER BY heartbeat_at DESC",
             )?;
             let rows = stmt.query_map([], |r| {
@@ -50,6 +50,7 @@ impl ReplicaStore for SqliteStore {
                     started_at: r.get(4)?,
                     heartbeat_at: r.get(5)?,
                     address: r.get(6)?,
+                    home: r.get(7)?,
                 })
             })?;
             Ok(rows.collect::<rusqlite::Result<_>>()?)
@@ -60,6 +61,16 @@ impl ReplicaStore for SqliteStore {
         self.write(|tx| {
             tx.execute("DELETE FROM replicas WHERE id = ?1", params![id])?;
             Ok(())
+        })
+    }
+
+    fn forget_predecessors(&self, me: &ReplicaRecord) -> Result<u64> {
+        self.write(|tx| {
+            Ok(tx.execute(
+                "DELETE FROM replicas
+                  WHERE host = ?1 AND home = ?2 AND home <> '' AND id <> ?3",
+                params![me.host, me.home, me.id],
+            )? as u64)
         })
     }
 }
