@@ -24,7 +24,8 @@ impl ReplicaStore for SqliteStore {
                     r.version,
                     r.started_at,
                     r.heartbeat_at,
-                    r.address
+                    r.address,
+                    r.home
                 ],
             )?;
             tx.execute(
@@ -72,5 +73,60 @@ impl ReplicaStore for SqliteStore {
                 params![me.host, me.home, me.id],
             )? as u64)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(id: &str, home: &str) -> ReplicaRecord {
+        let now = Utc::now();
+        ReplicaRecord {
+            id: id.into(),
+            host: "h".into(),
+            pid: 7,
+            address: String::new(),
+            home: home.into(),
+            version: "v".into(),
+            started_at: now,
+            heartbeat_at: now,
+        }
+    }
+
+    #[test]
+    fn beats_keep_the_address_and_a_restart_forgets_its_predecessor() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SqliteStore::open(&dir.path().join("db.sqlite3")).expect("store");
+        let old = Utc::now() - chrono::Duration::days(1);
+        let mut dead = record("dead", "/data/a");
+        dead.address = "http://127.0.0.1:1".into();
+        store.heartbeat(&dead, old).expect("beat");
+        store
+            .heartbeat(&record("other", "/data/b"), old)
+            .expect("beat");
+        // A beat that raced the announcement (no address yet) keeps the one on record.
+        store
+            .heartbeat(&record("dead", "/data/a"), old)
+            .expect("beat");
+        let listed = store.replicas().expect("list");
+        assert_eq!(listed.len(), 2);
+        let row = listed.iter().find(|r| r.id == "dead").expect("listed");
+        assert_eq!(
+            (row.address.as_str(), row.home.as_str()),
+            ("http://127.0.0.1:1", "/data/a")
+        );
+        // A new process on /data/a forgets only the one that ran there before it.
+        let next = record("next", "/data/a");
+        assert_eq!(store.forget_predecessors(&next).expect("forget"), 1);
+        store.heartbeat(&next, old).expect("beat");
+        let mut ids: Vec<String> = store
+            .replicas()
+            .expect("list")
+            .into_iter()
+            .map(|r| r.id)
+            .collect();
+        ids.sort();
+        assert_eq!(ids, ["next", "other"]);
     }
 }
