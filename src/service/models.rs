@@ -103,14 +103,15 @@ impl Models {
             None if Path::new(spec).is_absolute() && Path::new(spec).is_dir() => {
                 PathBuf::from(spec)
             }
-            // Like an unknown gateway model: a name that refers to nothing is 404.
+            // A field of the request that names nothing: 422 (a 404 would say the knowledge
+            // base the request is addressed to is missing).
             None => {
                 tracing::debug!(%spec, default = %short, named = ?self.named.keys().collect::<Vec<_>>(),
                     "unknown embedding model");
-                return Err(ServiceError::NotFound {
-                    kind: "embedding model (the default, a name from [embed.models] or an absolute model folder)",
-                    id: spec.to_owned(),
-                });
+                return Err(ServiceError::Invalid(format!(
+                    "embedding_model `{spec}` is not the default model ({short}), a name from \
+                     [embed.models] or an absolute path to a model folder"
+                )));
             }
         };
         let dir = dir.canonicalize().unwrap_or(dir);

@@ -637,6 +637,24 @@ fn reindex_switches_atomically_while_searches_answer_and_supports_another_dimens
     assert_eq!(kb["chunking"]["max_tokens"], 128);
     assert_eq!(kb["stats"]["chunks"], after);
 
+    // A model that is none of those the server knows is a bad field (422), not a missing
+    // knowledge base (404).
+    let bad = problem(
+        server.post(
+            "/v1/kbs/book/reindex",
+            &json!({ "embedding_model": "no-such-model" }),
+        ),
+        422,
+        "invalid_request",
+    );
+    assert!(
+        bad["detail"]
+            .as_str()
+            .expect("detail")
+            .contains("no-such-model"),
+        "{bad}"
+    );
+
     // Another model of another dimension (32): documents are stale until the switch.
     let wf: Value = ok_json(server.post(
         "/v1/kbs/book/reindex",
