@@ -184,7 +184,14 @@ struct Inner {
     replica: String,
     stopping: AtomicBool,
     http: reqwest::Client,
+    /// Agents another replica held when last asked, and when: a request within
+    /// [`PLACE_MEMORY`] of that goes there without asking the store again.
+    elsewhere: Mutex<HashMap<Key, (Place, Instant)>>,
 }
+
+/// How long a placement elsewhere is trusted without asking the store. A holder that dies is
+/// taken over only after [`REPLICA_SILENCE_SECS`], so this delays nothing that matters.
+const PLACE_MEMORY: Duration = Duration::from_secs(1);
 
 /// Where an agent's requests are served.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -268,6 +275,7 @@ impl Agents {
                 clock,
                 replica,
                 stopping: AtomicBool::new(false),
+                elsewhere: Mutex::new(HashMap::new()),
                 http: reqwest::Client::builder()
                     .timeout(Duration::from_secs(30))
                     .build()
@@ -407,8 +415,21 @@ impl Agents {
         if self.live_handle(&key).is_some() {
             return Ok(Place::Here);
         }
+        if let Some((place, at)) = lock(&self.inner.elsewhere).get(&key) {
+            if at.elapsed() < PLACE_MEMORY {
+                return Ok(place.clone());
+            }
+        }
         let token = uuid::Uuid::new_v4().to_string();
-        self.claim(&key, &token).await
+        let place = self.claim(&key, &token).await?;
+        let mut elsewhere = lock(&self.inner.elsewhere);
+        elsewhere.retain(|_, (_, at)| at.elapsed() < PLACE_MEMORY);
+        if place == Place::Here {
+            elsewhere.remove(&key);
+        } else {
+            elsewhere.insert(key, (place.clone(), Instant::now()));
+        }
+        Ok(place)
     }
 
     /// Gives up every agent lease of this replica (at the end of a shutdown, once its actors

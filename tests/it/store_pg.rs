@@ -1173,7 +1173,6 @@ fn a_rolling_restart_of_three_replicas_fails_no_search() {
 #[test]
 fn a_starting_replica_requeues_only_the_tasks_of_replicas_gone_silent() {
     use groundwork::store::agents::NewTask;
-    use groundwork::store::replicas::{ReplicaRecord, ReplicaStore};
     use groundwork::store::AgentStore;
     let tmp = tempfile::tempdir().expect("tmp");
     let cluster = Cluster::start(&tmp.path().join("pg"));
@@ -1184,23 +1183,7 @@ fn a_starting_replica_requeues_only_the_tasks_of_replicas_gone_silent() {
     .expect("connect");
     let tenant = store.ensure_tenant("t").expect("tenant").id;
     let now = chrono::Utc::now();
-    let beat = |id: &str, at: chrono::DateTime<chrono::Utc>| {
-        store
-            .heartbeat(
-                &ReplicaRecord {
-                    id: id.into(),
-                    host: "h".into(),
-                    pid: 1,
-                    address: String::new(),
-                    home: String::new(),
-                    version: "v".into(),
-                    started_at: at,
-                    heartbeat_at: at,
-                },
-                now - chrono::Duration::days(1),
-            )
-            .expect("heartbeat")
-    };
+    let beat = |id: &str, at: chrono::DateTime<chrono::Utc>| beat_as(&store, id, at, "");
     // Replica `alive` beats; replica `dead` last beat a minute ago.
     beat("alive", now);
     beat("dead", now - chrono::Duration::seconds(60));
@@ -1255,10 +1238,30 @@ fn the_load_balancer_configuration_of_deploy_is_valid() {
     );
 }
 
+/// Records a heartbeat of replica `id` at `at`, answering at `address`.
+fn beat_as(store: &PgStore, id: &str, at: chrono::DateTime<chrono::Utc>, address: &str) {
+    use groundwork::store::{ReplicaRecord, ReplicaStore};
+    store
+        .heartbeat(
+            &ReplicaRecord {
+                id: id.into(),
+                host: "h".into(),
+                pid: 1,
+                address: address.into(),
+                home: String::new(),
+                version: "v".into(),
+                started_at: at,
+                heartbeat_at: at,
+            },
+            at - chrono::Duration::days(1),
+        )
+        .expect("heartbeat")
+}
+
 #[test]
 fn an_agent_lease_goes_to_one_claimer_and_passes_on_when_its_holder_falls_silent() {
     use groundwork::store::agents::Holding;
-    use groundwork::store::{AgentStore, ReplicaRecord, ReplicaStore};
+    use groundwork::store::AgentStore;
     let tmp = tempfile::tempdir().expect("tmp");
     let cluster = Cluster::start(&tmp.path().join("pg"));
     let store = Arc::new(
@@ -1270,21 +1273,7 @@ fn an_agent_lease_goes_to_one_claimer_and_passes_on_when_its_holder_falls_silent
     );
     let now = chrono::Utc::now();
     let beat = |id: &str, at: chrono::DateTime<chrono::Utc>| {
-        store
-            .heartbeat(
-                &ReplicaRecord {
-                    id: id.into(),
-                    host: "h".into(),
-                    pid: 1,
-                    address: format!("http://{id}:1"),
-                    home: String::new(),
-                    version: "v".into(),
-                    started_at: at,
-                    heartbeat_at: at,
-                },
-                now - chrono::Duration::days(1),
-            )
-            .expect("heartbeat")
+        beat_as(&store, id, at, &format!("http://{id}:1"))
     };
     let alive_since = || chrono::Utc::now() - chrono::Duration::seconds(15);
     for i in 0..8 {
