@@ -97,6 +97,21 @@ pub(crate) fn sse_events(body: &str) -> Vec<(u64, String, Value)> {
     out
 }
 
+/// Reads an SSE answer until it has `n` deltas; returns what came, whole events only.
+pub(crate) fn read_deltas(
+    res: &mut reqwest::blocking::Response,
+    n: usize,
+) -> Vec<(u64, String, Value)> {
+    let mut seen = String::new();
+    let mut buf = [0u8; 256];
+    while sse_events(&seen).iter().filter(|e| e.1 == "delta").count() < n {
+        let got = res.read(&mut buf).expect("read");
+        assert!(got > 0, "the stream ended early: {seen}");
+        seen.push_str(&String::from_utf8_lossy(&buf[..got]));
+    }
+    sse_events(&seen[..seen.rfind("\n\n").expect("an event") + 2])
+}
+
 pub(crate) fn deltas(events: &[(u64, String, Value)]) -> String {
     events
         .iter()
@@ -275,16 +290,9 @@ fn chat_rewrites_follow_ups_checks_citations_and_resumes_streams() {
         .to_str()
         .expect("a header")
         .to_owned();
-    let mut seen = String::new();
-    let mut buf = [0u8; 256];
-    while sse_events(&seen).iter().filter(|e| e.1 == "delta").count() < 2 {
-        let n = res.read(&mut buf).expect("read");
-        assert!(n > 0, "stream ended early: {seen}");
-        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
-    }
-    drop(res);
     // Only whole events count; the client resumes after the last one it got.
-    let complete = sse_events(&seen[..seen.rfind("\n\n").expect("an event") + 2]);
+    let complete = read_deltas(&mut res, 2);
+    drop(res);
     let last_id = complete.last().map(|e| e.0).unwrap_or(0);
     let rest = sse_events(
         &server

@@ -1377,24 +1377,6 @@ fn an_agent_lease_goes_to_one_claimer_and_passes_on_when_its_holder_falls_silent
     );
 }
 
-/// Reads an SSE answer until it has `n` deltas; returns what came, whole events only.
-fn read_deltas(res: &mut reqwest::blocking::Response, n: usize) -> Vec<(u64, String, Value)> {
-    use std::io::Read;
-    let mut seen = String::new();
-    let mut buf = [0u8; 256];
-    while crate::agents::sse_events(&seen)
-        .iter()
-        .filter(|e| e.1 == "delta")
-        .count()
-        < n
-    {
-        let got = res.read(&mut buf).expect("read");
-        assert!(got > 0, "the stream ended early: {seen}");
-        seen.push_str(&String::from_utf8_lossy(&buf[..got]));
-    }
-    crate::agents::sse_events(&seen[..seen.rfind("\n\n").expect("an event") + 2])
-}
-
 /// Repeats `f` while it answers 503 (the agent's holder unreachable, or moving); returns the
 /// answer and how long the 503s lasted.
 fn through_takeover(
@@ -1417,7 +1399,9 @@ fn through_takeover(
 
 #[test]
 fn an_agent_lives_on_one_replica_keeps_its_history_through_kills_and_streams_resume_elsewhere() {
-    use crate::agents::{add_doc, deltas, fake_config, sse_events, ws_connect, ws_until};
+    use crate::agents::{
+        add_doc, deltas, fake_config, read_deltas, sse_events, ws_connect, ws_until,
+    };
     use crate::fake_llm::{Behavior, FakeLlm};
     use serde_json::json;
     let llm = FakeLlm::start();
