@@ -25,7 +25,7 @@ use super::dto::{self, CallLog, UsageRow};
 use super::params::ApiQuery;
 use super::{blocking, ApiError, AppState, Caller};
 use crate::error::Classify;
-use crate::gateway::types::{ChatOutput, ChatRequest, EmbeddingInput, EmbeddingRequest, Usage};
+use crate::gateway::types::{ChatOutput, ChatRequest, EmbeddingRequest, Usage};
 use crate::gateway::{
     CacheMode, CallContext, ChatReply, ModelInfo, ReplyMeta, StreamEvent, StreamEvents,
 };
@@ -204,7 +204,8 @@ pub async fn chat_completions(
     }
 }
 
-/// OpenAI-compatible embeddings (`encoding_format`: `float` or `base64`).
+/// OpenAI-compatible embeddings: texts or tiktoken token ids, `encoding_format` `float` or
+/// `base64`, `dimensions` to shorten the vectors.
 #[utoipa::path(post, path = "/v1/embeddings", tag = "gateway", request_body = EmbeddingRequest,
     responses((status = 200, description = "list of embeddings"), (status = 400, body = super::Problem),
               (status = 404, body = super::Problem), (status = 429, body = super::Problem)))]
@@ -229,10 +230,7 @@ pub async fn embeddings(
         }
     };
     let request_id = ctx.request_id.clone();
-    let bound = match &req.input {
-        EmbeddingInput::One(t) => t.len() as u64 + 2,
-        EmbeddingInput::Many(v) => v.iter().map(|t| t.len() as u64 + 2).sum(),
-    };
+    let bound = req.input.token_bound();
     super::admit(&s, &caller.0, Unit::Tokens, bound).await?;
     let out = s.service.gateway().embeddings(ctx, req).await;
     let used = out.as_ref().map_or(0, |o| u64::from(o.prompt_tokens));

@@ -106,7 +106,12 @@ fn gateway_shapes(doc: &mut Value) {
     set(
         doc,
         "/components/schemas/EmbeddingRequest/properties/input",
-        json!({"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}, "minItems": 1}]}),
+        json!({"oneOf": [
+            {"type": "string"},
+            {"type": "array", "items": {"type": "string"}, "minItems": 1},
+            {"type": "array", "items": {"type": "integer", "minimum": 0}, "minItems": 1},
+            {"type": "array", "items": {"type": "array", "items": {"type": "integer", "minimum": 0}}, "minItems": 1},
+        ]}),
     );
     let part = json!({"type": "object", "required": ["type"],
         "properties": {"type": {"type": "string", "enum": ["text"]}, "text": {"type": "string"}}});

@@ -17,6 +17,10 @@ pub struct GatewayConfig {
     pub providers: BTreeMap<String, ProviderConfig>,
     /// Route aliases clients put in `model` (`[gateway.routes.fast]`).
     pub routes: BTreeMap<String, RouteConfig>,
+    /// Model names clients send unchanged (their libraries' defaults) and the route — or
+    /// `provider/model` — that answers them: `text-embedding-3-small = "embed"`. Merged over
+    /// [`DEFAULT_ALIASES`]; an empty value removes a default.
+    pub aliases: BTreeMap<String, String>,
     /// Price per million tokens by model (`"gpt-4o-mini"` or `"openai/gpt-4o-mini"`); an
     /// unlisted remote model is priced by `default_price`, local models cost 0.
     pub prices: BTreeMap<String, Price>,
@@ -72,6 +76,7 @@ impl Default for GatewayConfig {
         Self {
             providers: BTreeMap::new(),
             routes,
+            aliases: BTreeMap::new(),
             prices: BTreeMap::new(),
             default_price: Price {
                 input: 0.0,
@@ -216,9 +221,64 @@ impl Default for CacheConfig {
     }
 }
 
+/// The model names OpenAI clients send by default, answered by the embedded routes: embedding
+/// models by `embed`, chat models by `main`.
+pub const DEFAULT_ALIASES: &[(&str, &str)] = &[
+    ("text-embedding-3-small", "embed"),
+    ("text-embedding-3-large", "embed"),
+    ("text-embedding-ada-002", "embed"),
+    ("gpt-3.5-turbo", "main"),
+    ("gpt-4", "main"),
+    ("gpt-4-turbo", "main"),
+    ("gpt-4o", "main"),
+    ("gpt-4o-mini", "main"),
+    ("gpt-4.1", "main"),
+    ("gpt-4.1-mini", "main"),
+    ("gpt-4.1-nano", "main"),
+    ("gpt-5", "main"),
+    ("gpt-5-mini", "main"),
+    ("gpt-5-nano", "main"),
+];
+
 impl GatewayConfig {
+    /// Every model alias in force: the defaults whose route exists, overlaid by
+    /// `gateway.aliases` (an empty value removes one).
+    pub fn aliases(&self) -> BTreeMap<String, String> {
+        let mut out: BTreeMap<String, String> = DEFAULT_ALIASES
+            .iter()
+            .filter(|(_, to)| self.routes.contains_key(*to))
+            .map(|(from, to)| ((*from).to_owned(), (*to).to_owned()))
+            .collect();
+        for (from, to) in &self.aliases {
+            if to.is_empty() {
+                out.remove(from);
+            } else {
+                out.insert(from.clone(), to.clone());
+            }
+        }
+        out.retain(|from, _| !self.routes.contains_key(from));
+        out
+    }
+
     /// Checks what the types cannot: targets name known providers, limits are positive.
     pub fn validate(&self) -> Result<(), String> {
+        for (from, to) in &self.aliases {
+            if self.routes.contains_key(from) {
+                return Err(format!(
+                    "gateway.aliases.\"{from}\": a route of that name exists; rename one"
+                ));
+            }
+            let known = to.is_empty()
+                || self.routes.contains_key(to)
+                || to.split_once('/').is_some_and(|(p, m)| {
+                    !m.is_empty() && (p == "local" || self.providers.contains_key(p))
+                });
+            if !known {
+                return Err(format!(
+                    "gateway.aliases.\"{from}\" = \"{to}\": name a route or provider/model"
+                ));
+            }
+        }
         for (name, route) in &self.routes {
             if route.targets.is_empty() {
                 return Err(format!("gateway.routes.{name}: targets must not be empty"));
@@ -269,6 +329,31 @@ mod tests {
     #[test]
     fn the_guides_examples_are_valid_configuration() {
         crate::config::assert_guide_blocks_are_valid("data/guide/model-gateway.md");
+    }
+
+    #[test]
+    fn aliases_merge_over_the_defaults_and_must_name_a_route() {
+        let mut c = super::GatewayConfig::default();
+        let a = c.aliases();
+        assert_eq!(a["text-embedding-3-small"], "embed");
+        assert_eq!(a["gpt-4o-mini"], "main");
+        c.aliases.insert("gpt-4o-mini".into(), "fast".into());
+        c.aliases.insert("gpt-4o".into(), String::new());
+        c.aliases
+            .insert("nomic-embed-text".into(), "local/all-minilm-l6-v2".into());
+        c.validate().expect("valid");
+        let a = c.aliases();
+        assert_eq!(a["gpt-4o-mini"], "fast");
+        assert!(!a.contains_key("gpt-4o"));
+        assert_eq!(a["nomic-embed-text"], "local/all-minilm-l6-v2");
+        c.aliases.insert("x".into(), "nowhere".into());
+        assert!(c.validate().expect_err("refused").contains("name a route"));
+        c.aliases.remove("x");
+        c.aliases.insert("main".into(), "fast".into());
+        assert!(c
+            .validate()
+            .expect_err("refused")
+            .contains("route of that name"));
     }
 
     #[test]

@@ -22,6 +22,7 @@ pub mod local;
 mod log;
 pub mod providers;
 pub mod route;
+mod tokens;
 pub mod types;
 
 use std::collections::{BTreeMap, HashMap};
@@ -112,6 +113,9 @@ struct Inner {
     config: GatewayConfig,
     providers: HashMap<String, Arc<Provider>>,
     routes: BTreeMap<String, Route>,
+    /// Model names answered by a route or `provider/model` (`config::DEFAULT_ALIASES` and
+    /// `gateway.aliases`).
+    aliases: BTreeMap<String, String>,
     guard: Guardrails,
     budgets: Budgets,
     store: Arc<dyn GatewayStore>,
@@ -244,6 +248,7 @@ impl Gateway {
         let log = LogWriter::start(store.clone(), 8192, &supervisor);
         Ok(Self {
             inner: Arc::new(Inner {
+                aliases: config.aliases(),
                 config,
                 providers,
                 routes,
@@ -278,8 +283,9 @@ impl Gateway {
             .unwrap_or(false)
     }
 
-    /// Resolves a request's `model`.
+    /// Resolves a request's `model`: a route, a model alias, or `provider/model`.
     fn route(&self, model: &str) -> Result<Route> {
+        let model = self.inner.aliases.get(model).map_or(model, String::as_str);
         if let Some(r) = self.inner.routes.get(model) {
             return Ok(r.clone());
         }
@@ -333,6 +339,12 @@ impl Gateway {
                 owned_by: "groundwork".into(),
             })
             .collect();
+        out.extend(self.inner.aliases.keys().map(|id| ModelInfo {
+            id: id.clone(),
+            object: "model",
+            created: self.inner.started,
+            owned_by: "groundwork".into(),
+        }));
         let mut targets: Vec<String> = vec![
             format!("local/{LOCAL_CHAT_MODEL}"),
             format!("local/{LOCAL_EMBED_MODEL}"),
@@ -359,12 +371,24 @@ impl Gateway {
     ) -> Result<EmbeddingOutput> {
         let started = Instant::now();
         let route = self.route(&req.model)?;
-        let inputs = req.input.into_vec();
-        if inputs.is_empty() || inputs.len() > 2048 {
+        if !(1..=2048).contains(&req.input.count()) {
             return Err(GatewayError::Invalid(
                 "input must hold 1 to 2048 texts".into(),
             ));
         }
+        if req.dimensions == Some(0) {
+            return Err(GatewayError::Invalid(
+                "dimensions must be at least 1".into(),
+            ));
+        }
+        let inputs = if tokens::has_ids(&req.input) {
+            let (model, input) = (req.model.clone(), req.input);
+            tokio::task::spawn_blocking(move || tokens::texts(&model, input))
+                .await
+                .map_err(|e| GatewayError::Invalid(format!("token ids: {e}")))??
+        } else {
+            tokens::texts(&req.model, req.input)?
+        };
         let chars: usize = inputs.iter().map(String::len).sum();
         let who = subjects(&ctx, &route);
         let estimate = route
@@ -388,7 +412,7 @@ impl Gateway {
             for n in 0..=route.policy.retries {
                 let t0 = Instant::now();
                 match provider.embed(&target.model, inputs.clone()).await {
-                    Ok(out) => {
+                    Ok(mut out) => {
                         attempts.push(chat::attempt_json(target, None, t0));
                         let cost = self.price(target).input * out.prompt_tokens as f64 / 1e6;
                         self.inner.budgets.settle(reservation, cost);
@@ -400,6 +424,9 @@ impl Gateway {
                         log.tokens_in = out.prompt_tokens;
                         log.cost_usd = cost;
                         self.inner.log.record(log).await;
+                        if let Some(d) = req.dimensions {
+                            out.shorten(d).map_err(GatewayError::Invalid)?;
+                        }
                         return Ok(out);
                     }
                     Err(e) => {

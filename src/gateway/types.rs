@@ -248,21 +248,26 @@ pub enum Delta {
 /// `POST /v1/embeddings`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct EmbeddingRequest {
-    /// Route alias or `provider/model`.
+    /// Route alias, model alias or `provider/model`.
     pub model: String,
-    /// One text or several.
+    /// One text, several, or token ids (one array or several) of a tiktoken encoding.
     #[schema(value_type = Object)]
     pub input: EmbeddingInput,
     /// `float` (default) or `base64`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(pattern = "^(float|base64)$")]
     pub encoding_format: Option<String>,
+    /// Length of the vectors returned: at most the model's own; shorter vectors are its first
+    /// components renormalised to unit length (Matryoshka-style).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1)]
+    pub dimensions: Option<u32>,
     /// End-user id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
 }
 
-/// Text input of an embedding request.
+/// Input of an embedding request, as OpenAI's API takes it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum EmbeddingInput {
@@ -270,14 +275,30 @@ pub enum EmbeddingInput {
     One(String),
     /// Several texts.
     Many(Vec<String>),
+    /// One text as token ids.
+    Tokens(Vec<u32>),
+    /// Several texts as token ids.
+    ManyTokens(Vec<Vec<u32>>),
 }
 
 impl EmbeddingInput {
-    /// The texts.
-    pub fn into_vec(self) -> Vec<String> {
+    /// How many inputs the request holds.
+    pub fn count(&self) -> usize {
         match self {
-            EmbeddingInput::One(s) => vec![s],
-            EmbeddingInput::Many(v) => v,
+            EmbeddingInput::One(_) | EmbeddingInput::Tokens(_) => 1,
+            EmbeddingInput::Many(v) => v.len(),
+            EmbeddingInput::ManyTokens(v) => v.len(),
+        }
+    }
+
+    /// An upper bound on the tokens the inputs hold (a text's bytes, or its ids), each plus
+    /// the model's two markers.
+    pub fn token_bound(&self) -> u64 {
+        match self {
+            EmbeddingInput::One(t) => t.len() as u64 + 2,
+            EmbeddingInput::Many(v) => v.iter().map(|t| t.len() as u64 + 2).sum(),
+            EmbeddingInput::Tokens(ids) => ids.len() as u64 + 2,
+            EmbeddingInput::ManyTokens(v) => v.iter().map(|ids| ids.len() as u64 + 2).sum(),
         }
     }
 }
@@ -291,4 +312,51 @@ pub struct EmbeddingOutput {
     pub prompt_tokens: u32,
     /// The model that answered.
     pub model: String,
+}
+
+impl EmbeddingOutput {
+    /// Keeps each vector's first `dims` components, rescaled to unit length (how
+    /// Matryoshka-trained models are shortened; OpenAI's `dimensions` does the same).
+    pub fn shorten(&mut self, dims: u32) -> Result<(), String> {
+        let dims = dims as usize;
+        let have = self.vectors.first().map_or(0, Vec::len);
+        if dims == 0 || dims > have {
+            return Err(format!(
+                "dimensions {dims}: {} gives {have}-dimensional vectors; ask for 1 to {have}",
+                self.model
+            ));
+        }
+        for v in &mut self.vectors {
+            v.truncate(dims);
+            let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+            if norm > 0.0 {
+                v.iter_mut().for_each(|x| *x /= norm);
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shortened_vectors_are_prefixes_at_unit_length() {
+        let mut out = EmbeddingOutput {
+            vectors: vec![vec![0.6, 0.0, 0.8, 0.0], vec![0.0, 0.0, 0.0, 1.0]],
+            prompt_tokens: 2,
+            model: "m".into(),
+        };
+        assert!(out
+            .clone()
+            .shorten(5)
+            .expect_err("refused")
+            .contains("1 to 4"));
+        assert!(out.clone().shorten(0).is_err());
+        out.shorten(2).expect("accepted");
+        assert_eq!(out.vectors[0], [1.0, 0.0]);
+        // A prefix that is all zeros stays zeros rather than dividing by zero.
+        assert_eq!(out.vectors[1], [0.0, 0.0]);
+    }
 }

@@ -889,3 +889,61 @@ limit_usd = 0.001
     assert!(stdout.contains("all checks passed"), "{stdout}");
     server.stop();
 }
+
+/// LangChain's `ChatOpenAI` / `OpenAIEmbeddings` and LlamaIndex's `OpenAI` /
+/// `OpenAIEmbedding` with default arguments (base URL and key only): their default model names
+/// reach the routes through the model aliases, LangChain's token-id embeddings decode to the
+/// same vectors as the text, `dimensions` shortens, and `user` reaches the call log.
+#[test]
+fn langchain_and_llamaindex_work_with_default_arguments() {
+    let status = Command::new("bash")
+        .arg(root().join("tests/py/setup.sh"))
+        .status()
+        .expect("setup");
+    assert!(status.success(), "tests/py/setup.sh failed");
+    let (oai, claude) = (FakeLlm::start(), FakeLlm::start());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let extra = r#"
+[gateway.routes.main]
+targets = ["oai/gpt-main"]
+"#;
+    let server = start(dir.path(), &config(&oai.base, &claude.base, extra));
+    // tiktoken's encoding files, as llama-index-core carries them (no download).
+    let llamaindex_py = root().join(".venv-test-llamaindex/bin/python");
+    let cache = Command::new(&llamaindex_py)
+        .args([
+            "-c",
+            "import os, llama_index.core as c; print(os.path.join(os.path.dirname(c.__file__), '_static', 'tiktoken_cache'))",
+        ])
+        .output()
+        .expect("python");
+    let cache = String::from_utf8_lossy(&cache.stdout).trim().to_owned();
+    assert!(Path::new(&cache).is_dir(), "no tiktoken cache at {cache:?}");
+    for (venv, framework) in [
+        (".venv-test", "langchain"),
+        (".venv-test-llamaindex", "llamaindex"),
+    ] {
+        let out = Command::new(root().join(venv).join("bin/python"))
+            .arg(root().join("tests/py/frameworks_client.py"))
+            .arg(framework)
+            .env("GROUNDWORK_URL", &server.url)
+            .env("EXPECTED_ANSWER", DEFAULT_ANSWER)
+            .env("TIKTOKEN_CACHE_DIR", &cache)
+            .output()
+            .expect("python");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{framework} failed:\n{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(stdout.contains("all checks passed"), "{stdout}");
+    }
+    // Both frameworks' chat went to the `main` route's upstream under the alias.
+    assert!(!oai.requests("gpt-main").is_empty());
+    assert!(logs(&server, "route=main").len() >= 2);
+    let logged = wait_logs(&server, "user=alice-42", 1);
+    assert_eq!(logged[0]["route"], "embed");
+    assert_eq!(logged[0]["kind"], "embeddings");
+    server.stop();
+}
