@@ -314,6 +314,24 @@ pub async fn chunks(
     }))
 }
 
+/// One chunk by its id (as search hits and citations name it), with its exact offsets in the
+/// document's text.
+#[utoipa::path(get, path = "/v1/kbs/{kb}/chunks/{chunk_id}", tag = "documents",
+    params(("kb" = String, Path, description = "id or name"), ("chunk_id" = u64, Path)),
+    responses((status = 200, body = ChunkRecord), (status = 404, body = super::Problem)))]
+pub async fn chunk(
+    State(s): State<AppState>,
+    Caller(p): Caller,
+    ApiPath((kb, chunk_id)): ApiPath<(String, u64)>,
+) -> Result<Json<ChunkRecord>, ApiError> {
+    let service = s.service.clone();
+    Ok(Json(
+        blocking(move || service.get_chunk(&p, &kb, chunk_id))
+            .await?
+            .into(),
+    ))
+}
+
 /// Delete a document; its chunks leave search at once.
 #[utoipa::path(delete, path = "/v1/kbs/{kb}/documents/{id}", tag = "documents",
     params(("kb" = String, Path, description = "id or name"), ("id" = String, Path)),

@@ -12,6 +12,7 @@ mod error;
 mod forward;
 mod gateway;
 mod kbs;
+mod mcp;
 pub mod openapi;
 mod params;
 mod server;
@@ -205,7 +206,7 @@ pub fn router(
         started: Arc::new(Instant::now()),
         forwarder: forward::Forwarder::new(),
     };
-    Router::new()
+    let api = Router::new()
         .route("/healthz", get(system::healthz))
         .route("/readyz", get(system::readyz))
         .route("/metrics", get(system::metrics))
@@ -219,6 +220,10 @@ pub fn router(
         .route("/", get(ui::index))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(2 << 20))
+        .with_state(state.clone());
+    // The MCP tools are answered by these same routes, called in-process.
+    api.clone()
+        .merge(mcp::routes(api, state))
         .layer(axum::middleware::from_fn(rate_limit_headers))
         .layer(axum::middleware::from_fn(track))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(
@@ -231,7 +236,6 @@ pub fn router(
             },
         ))
         .layer(tower_http::trace::TraceLayer::new_for_http())
-        .with_state(state)
 }
 
 /// Knowledge bases, their documents, search and folder sources.
@@ -250,6 +254,7 @@ fn kb_routes(upload_limit: usize) -> Router<AppState> {
             get(documents::get).delete(documents::delete),
         )
         .route("/v1/kbs/{kb}/documents/{id}/chunks", get(documents::chunks))
+        .route("/v1/kbs/{kb}/chunks/{chunk_id}", get(documents::chunk))
         .route("/v1/kbs/{kb}/search", post(kbs::search))
         .route("/v1/kbs/{kb}/reindex", post(workflows::reindex))
         .route(

@@ -27,7 +27,7 @@ impl Modify for BearerAuth {
     paths(
         system::healthz, system::readyz, system::metrics, system::status, system::job,
         kbs::create, kbs::list, kbs::get, kbs::delete, kbs::search,
-        documents::upload, documents::list, documents::get, documents::chunks, documents::delete,
+        documents::upload, documents::list, documents::get, documents::chunks, documents::chunk, documents::delete,
         workflows::list, workflows::get, workflows::cancel, workflows::retry, workflows::send_event,
         workflows::events, workflows::reindex, workflows::add_source, workflows::list_sources,
         workflows::delete_source, workflows::sync_source,

@@ -6,7 +6,7 @@ use serde::Serialize;
 use crate::error::Classify;
 use crate::ingest::detect::detect_declared;
 use crate::store::{
-    ChunkRecord, Document, DocumentQuery, Job, Kb, NewDocument, Page, Scope, Section,
+    ChunkRecord, Document, DocumentQuery, Job, Kb, NewDocument, Page, Scope, Section, StoreError,
 };
 use crate::util::sha256_hex;
 
@@ -349,6 +349,29 @@ impl Service {
         let kb = self.kb(p, kb)?;
         let doc = self.core.store.get_document(&kb.id, id)?;
         Ok(self.core.store.list_chunks(&doc.id, offset, limit)?)
+    }
+
+    /// One chunk of a knowledge base by its id (as search hits and citations name it).
+    pub fn get_chunk(&self, p: &Principal, kb: &str, chunk_id: u64) -> Result<ChunkRecord> {
+        p.require(Scope::Read)?;
+        let kb = self.kb(p, kb)?;
+        let missing = || ServiceError::NotFound {
+            kind: "chunk",
+            id: chunk_id.to_string(),
+        };
+        let chunk = self
+            .core
+            .store
+            .chunks_by_id(&[chunk_id])?
+            .into_iter()
+            .next()
+            .ok_or_else(missing)?;
+        // A chunk of another knowledge base is as missing as one that never was.
+        match self.core.store.get_document(&kb.id, &chunk.document_id) {
+            Ok(_) => Ok(chunk),
+            Err(StoreError::NotFound { .. }) => Err(missing()),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Deletes a document; its chunks leave the index at once.

@@ -23,6 +23,8 @@
 //! - `grounding`: answers true to the documents — generated sentences verified (an invented
 //!   sentence unsupported, dropped under `strict`), extractive answers on the seeded guide;
 //! - `local_model`: the local chat model's reused KV cache changes no answer;
+//! - `mcp`: the MCP server with the official MCP Python SDK — every tool, documents as
+//!   resources, errors, tenants and scopes;
 //! - `limits`: promises under pressure (issue 14), a test per broken promise — budgets under
 //!   200 concurrent calls, bounded chunks and documents, per-file upload results, the `infer`
 //!   scope, agent configs and tenants' status, one error vocabulary, rate limits, and the
@@ -46,6 +48,7 @@ mod grounding;
 mod index;
 mod limits;
 mod local_model;
+mod mcp;
 mod server;
 mod service_api;
 mod store_pg;
