@@ -218,10 +218,12 @@ impl Knowledge for ServiceKnowledge {
         top_k: usize,
         mode: SearchMode,
     ) -> Result<Vec<Passage>, AgentError> {
+        // An agent reranks the passages of all its knowledge bases together (its `rerank`).
         let params = SearchParams {
             query: query.to_owned(),
             top_k: Some(top_k),
             mode,
+            rerank: crate::service::Rerank::Off,
             ..SearchParams::default()
         };
         let crate::service::Found { kb_id, hits, .. } =

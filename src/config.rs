@@ -258,7 +258,7 @@ impl Default for ChunkingConfig {
 }
 
 /// Search limits.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SearchConfig {
     /// Results when the request does not say.
@@ -267,6 +267,11 @@ pub struct SearchConfig {
     pub max_top_k: usize,
     /// Longest query, bytes.
     pub max_query_bytes: usize,
+    /// Rerank every search with this gateway route (or `provider/model`) unless the request
+    /// says otherwise: a cross-encoder or rerank API orders the fused candidates.
+    pub rerank: Option<String>,
+    /// Candidates the index hands the reranker (at least the results asked for).
+    pub rerank_candidates: usize,
 }
 
 impl Default for SearchConfig {
@@ -275,6 +280,8 @@ impl Default for SearchConfig {
             default_top_k: 10,
             max_top_k: 100,
             max_query_bytes: 8192,
+            rerank: None,
+            rerank_candidates: 50,
         }
     }
 }

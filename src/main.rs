@@ -134,6 +134,13 @@ enum Command {
         /// Arithmetic of the encoder (`auto`, `int8`, `f32`).
         #[arg(long, value_enum, default_value = "auto")]
         precision: PrecisionArg,
+        /// Also rerank each mode's top candidates with this cross-encoder folder
+        /// (sentence-transformers `CrossEncoder`, BERT-family) and report the nDCG change.
+        #[arg(long)]
+        rerank: Option<PathBuf>,
+        /// Candidates per query the reranker orders.
+        #[arg(long, default_value_t = 50)]
+        rerank_candidates: usize,
     },
     /// Extract text from files and report what came out (type, pages, characters or error).
     Extract {
@@ -282,6 +289,8 @@ fn main() -> anyhow::Result<()> {
             dense_weight,
             bm25_weight,
             precision,
+            rerank,
+            rerank_candidates,
         } => {
             let modes = mode.modes();
             let fusion = HybridParams {
@@ -292,12 +301,12 @@ fn main() -> anyhow::Result<()> {
             };
             cli::tools::eval(
                 (&model_dir()?, precision.into()),
-                dataset,
-                split,
+                (dataset, split),
                 modes,
                 cache_dir,
                 fusion,
                 json,
+                rerank.map(|dir| (dir, rerank_candidates)),
             )?
         }
         Command::Extract {

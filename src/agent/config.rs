@@ -172,6 +172,13 @@ pub struct AgentConfig {
     /// and with none left the agent says it found nothing.
     #[schema(minimum = -1.0, maximum = 1.0)]
     pub min_score: f64,
+    /// Gateway route (or `provider/model`) of a reranker that orders the passages found over
+    /// all knowledge bases and queries before the best `top_k` are kept; none: ordered by
+    /// similarity. A reranker that fails leaves the similarity order.
+    pub rerank: Option<String>,
+    /// Candidates handed to the reranker.
+    #[schema(minimum = 1, maximum = 200)]
+    pub rerank_candidates: usize,
     /// Token budget of the sources in the prompt (passages are trimmed to their best sentences).
     #[schema(minimum = 32, maximum = 100000)]
     pub context_tokens: usize,
@@ -212,6 +219,8 @@ impl Default for AgentConfig {
             top_k: 5,
             mode: SearchMode::Hybrid,
             min_score: 0.15,
+            rerank: None,
+            rerank_candidates: 30,
             context_tokens: 360,
             history_tokens: 400,
             max_answer_tokens: 160,
@@ -248,6 +257,12 @@ impl AgentConfig {
         }
         if !(-1.0..=1.0).contains(&self.min_score) {
             return bad("min_score is a cosine similarity within -1..=1".into());
+        }
+        if self.rerank_candidates == 0 || self.rerank_candidates > 200 {
+            return bad("rerank_candidates must be within 1..=200".into());
+        }
+        if self.rerank.as_ref().is_some_and(|r| r.trim().is_empty()) {
+            return bad("rerank must name a gateway route (or be null)".into());
         }
         if !(0.0..=2.0).contains(&self.temperature) {
             return bad("temperature must be within 0..=2".into());

@@ -1,19 +1,23 @@
 //! Stage 2 of a turn: search every knowledge base of the agent with each query and keep the
-//! best passages, numbered as the answer will cite them.
+//! best passages — by similarity, or in the order of the agent's reranker — numbered as the
+//! answer will cite them.
 
 use super::cite::{self, Source};
 use super::knowledge::Passage;
 use super::{AgentConfig, AgentError, Agents, Result};
+use crate::gateway::CallContext;
 use crate::principal::Principal;
 
 /// Searches every knowledge base of the agent with each query, keeps passages at or above
-/// `min_score` (best similarity over the queries), best first, trims them to the context
-/// budget, and drops any carrying injected instructions.
+/// `min_score` (best similarity over the queries), best first (or as the agent's reranker
+/// orders them for `queries[0]`, called as `call`), trims them to the context budget, and
+/// drops any carrying injected instructions.
 pub(super) async fn retrieve(
     agents: &Agents,
     p: &Principal,
     config: &AgentConfig,
     queries: &[String],
+    call: &CallContext,
 ) -> Result<Vec<Source>> {
     let knowledge = agents.inner.knowledge.clone();
     let (p2, cfg, qs) = (p.clone(), config.clone(), queries.to_vec());
@@ -27,10 +31,15 @@ pub(super) async fn retrieve(
         } else {
             cfg.knowledge_bases.clone()
         };
+        let per = if cfg.rerank.is_some() {
+            (cfg.top_k * 2).max(cfg.rerank_candidates)
+        } else {
+            cfg.top_k * 2
+        };
         let mut all = Vec::new();
         for kb in &kbs {
             for q in &qs {
-                all.extend(knowledge.search(&p2, kb, q, cfg.top_k * 2, cfg.mode)?);
+                all.extend(knowledge.search(&p2, kb, q, per, cfg.mode)?);
             }
         }
         Ok(all)
@@ -59,6 +68,10 @@ pub(super) async fn retrieve(
             .total_cmp(&rank(a))
             .then(a.chunk.id.cmp(&b.chunk.id))
     });
+    if let (Some(model), Some(question)) = (&config.rerank, queries.first()) {
+        hits.truncate(config.rerank_candidates);
+        hits = rerank(agents, call, model, question, hits).await;
+    }
     let guard = agents.inner.gateway.guardrails();
     let mut picked = Vec::new();
     for h in hits {
@@ -95,4 +108,35 @@ pub(super) async fn retrieve(
             table_header: h.chunk.context,
         })
         .collect())
+}
+
+/// `hits` in the reranker's order; in their own order if it fails (the turn goes on).
+async fn rerank(
+    agents: &Agents,
+    call: &CallContext,
+    model: &str,
+    question: &str,
+    hits: Vec<Passage>,
+) -> Vec<Passage> {
+    if hits.is_empty() {
+        return hits;
+    }
+    let texts = hits.iter().map(|h| h.chunk.text.clone()).collect();
+    let ctx = CallContext {
+        request_id: uuid::Uuid::now_v7().to_string(),
+        ..call.clone()
+    };
+    match agents
+        .inner
+        .gateway
+        .rerank(ctx, model, question, texts, None)
+        .await
+    {
+        Ok(out) => out.order(hits).into_iter().map(|(h, _)| h).collect(),
+        Err(e) => {
+            tracing::warn!(error = %e, model, "rerank failed; passages keep their similarity order");
+            metrics::counter!("groundwork_rerank_failures_total").increment(1);
+            hits
+        }
+    }
 }

@@ -91,7 +91,7 @@ pub(super) async fn run(
 
     ctx.sink.emit("status", json!({"stage": "retrieving"}));
     let t_retrieval = Instant::now();
-    let sources = retrieve::retrieve(agents, p, &ctx.config, &query.queries).await?;
+    let sources = retrieve::retrieve(agents, p, &ctx.config, &query.queries, &ctx.call).await?;
     let retrieval_ms = ms(t_retrieval);
     ctx.sink.emit(
         "sources",

@@ -1,5 +1,6 @@
 //! The gateway's HTTP surface: OpenAI-compatible `POST /v1/chat/completions` (plain and SSE),
-//! `POST /v1/embeddings`, `GET /v1/models`, and the call log and usage aggregates.
+//! `POST /v1/embeddings`, `GET /v1/models`, Cohere-style `POST /v1/rerank`, and the call log
+//! and usage aggregates.
 //!
 //! Request headers: `X-Groundwork-Cache: bypass|refresh|use`, `X-Groundwork-User`,
 //! `X-Groundwork-Agent`, `X-Groundwork-Log-Payload: false`, `X-Request-Id`. Answers carry
@@ -25,7 +26,7 @@ use super::dto::{self, CallLog, UsageRow};
 use super::params::ApiQuery;
 use super::{blocking, ApiError, AppState, Caller};
 use crate::error::Classify;
-use crate::gateway::types::{ChatOutput, ChatRequest, EmbeddingRequest, Usage};
+use crate::gateway::types::{ChatOutput, ChatRequest, EmbeddingRequest, RerankRequest, Usage};
 use crate::gateway::{
     CacheMode, CallContext, ChatReply, ModelInfo, ReplyMeta, StreamEvent, StreamEvents,
 };
@@ -256,6 +257,61 @@ pub async fn embeddings(
         "data": data,
         "model": out.model,
         "usage": {"prompt_tokens": usage.prompt_tokens, "total_tokens": usage.prompt_tokens},
+    }))
+    .into_response();
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        res.headers_mut().insert("x-request-id", v);
+    }
+    Ok(res)
+}
+
+/// Orders passages by relevance to a query with a cross-encoder or rerank API (Cohere's
+/// request and answer shapes; Jina's and most rerank clients' are the same).
+#[utoipa::path(post, path = "/v1/rerank", tag = "gateway", request_body = RerankRequest,
+    responses((status = 200, description = "results, most relevant first"),
+              (status = 404, body = super::Problem), (status = 422, body = super::Problem),
+              (status = 429, body = super::Problem), (status = 502, body = super::Problem)))]
+pub async fn rerank(
+    State(s): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    caller.0.require(Scope::Infer)?;
+    let req: RerankRequest = super::body::parse(&body)?;
+    let ctx = context(&caller, &headers, req.user.as_deref())?;
+    let request_id = ctx.request_id.clone();
+    let documents: Vec<String> = req.documents.into_iter().map(|d| d.into_text()).collect();
+    let bound: u64 = documents
+        .iter()
+        .map(|d| (d.len() + req.query.len() + 4) as u64)
+        .sum();
+    super::admit(&s, &caller.0, Unit::Tokens, bound).await?;
+    let echo = req.return_documents.then(|| documents.clone());
+    let out = s
+        .service
+        .gateway()
+        .rerank(ctx, &req.model, &req.query, documents, req.top_n)
+        .await;
+    let used = out.as_ref().map_or(0, |o| u64::from(o.tokens));
+    super::refund_tokens(&s, &caller.0, bound.saturating_sub(used)).await;
+    let out = out?;
+    let results: Vec<_> = out
+        .results
+        .iter()
+        .map(|r| {
+            let mut v = json!({"index": r.index, "relevance_score": r.relevance_score});
+            if let Some(text) = echo.as_ref().and_then(|d| d.get(r.index)) {
+                v["document"] = json!({"text": text});
+            }
+            v
+        })
+        .collect();
+    let mut res = Json(json!({
+        "id": request_id,
+        "model": out.model,
+        "results": results,
+        "usage": {"total_tokens": out.tokens},
     }))
     .into_response();
     if let Ok(v) = HeaderValue::from_str(&request_id) {

@@ -13,7 +13,7 @@ use super::dto::{self, ChunkingStamp, KbView, SearchHit};
 use super::params::ApiPath;
 use super::{blocking, ApiError, AppState, Caller};
 use crate::index::SearchMode;
-use crate::service::{CreateKb, SearchParams};
+use crate::service::{CreateKb, Rerank, SearchParams};
 
 /// Body of `POST /v1/kbs`.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -64,6 +64,58 @@ pub struct SearchRequestBody {
     /// `index_behind` when this replica does not reach it within 10 s.
     #[serde(default)]
     pub min_seq: Option<u64>,
+    /// Rerank the candidates: `false` (not even the configured default), a gateway route or
+    /// `provider/model`, or `{"model": ..., "candidates": n}` (candidates handed to the
+    /// reranker, default `search.rerank_candidates`). Absent: `search.rerank` if configured.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub rerank: Option<RerankBody>,
+}
+
+/// A search's `rerank`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RerankBody {
+    /// `false`: no rerank (`true`: the configured one).
+    Switch(bool),
+    /// A route.
+    Model(String),
+    /// A route and the candidates it reads.
+    Full {
+        /// The route.
+        model: String,
+        /// Candidates handed to the reranker.
+        #[serde(default)]
+        candidates: Option<usize>,
+    },
+}
+
+impl From<Option<RerankBody>> for Rerank {
+    fn from(b: Option<RerankBody>) -> Self {
+        match b {
+            None | Some(RerankBody::Switch(true)) => Rerank::Default,
+            Some(RerankBody::Switch(false)) => Rerank::Off,
+            Some(RerankBody::Model(model)) => Rerank::With {
+                model,
+                candidates: None,
+            },
+            Some(RerankBody::Full { model, candidates }) => Rerank::With { model, candidates },
+        }
+    }
+}
+
+/// What the rerank stage did.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RerankInfo {
+    /// The route used.
+    pub model: String,
+    /// Candidates it was given.
+    pub candidates: usize,
+    /// Whether the results are in its order; `false`: it failed and the fused order is kept.
+    pub applied: bool,
+    /// Why it failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// Which chunks a search may return.
@@ -92,6 +144,9 @@ pub struct SearchResponse {
     pub index_seq: u64,
     /// Server time spent, milliseconds.
     pub took_ms: f64,
+    /// The rerank stage, when there was one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rerank: Option<RerankInfo>,
 }
 
 /// Create a knowledge base.
@@ -192,6 +247,7 @@ pub async fn search(
         document_ids: body.filter.document_ids,
         metadata,
         min_seq: body.min_seq,
+        rerank: body.rerank.into(),
     };
     let found = blocking(move || service.search(&p, &kb, &params)).await?;
     Ok(Json(SearchResponse {
@@ -200,5 +256,11 @@ pub async fn search(
         results: dto::all(found.hits),
         index_seq: found.index_seq,
         took_ms: started.elapsed().as_secs_f64() * 1000.0,
+        rerank: found.rerank.map(|r| RerankInfo {
+            model: r.model,
+            candidates: r.candidates,
+            applied: r.applied,
+            error: r.error,
+        }),
     }))
 }

@@ -290,6 +290,7 @@ fn model_routes() -> Router<AppState> {
     Router::new()
         .route("/v1/chat/completions", post(gateway::chat_completions))
         .route("/v1/embeddings", post(gateway::embeddings))
+        .route("/v1/rerank", post(gateway::rerank))
         .route("/v1/models", get(gateway::models))
         .route("/v1/gateway/logs", get(gateway::logs))
         .route("/v1/gateway/usage", get(gateway::usage))

@@ -31,7 +31,7 @@ impl Modify for BearerAuth {
         workflows::list, workflows::get, workflows::cancel, workflows::retry, workflows::send_event,
         workflows::events, workflows::reindex, workflows::add_source, workflows::list_sources,
         workflows::delete_source, workflows::sync_source,
-        gateway::chat_completions, gateway::embeddings, gateway::models, gateway::logs,
+        gateway::chat_completions, gateway::embeddings, gateway::rerank, gateway::models, gateway::logs,
         gateway::usage,
         agents::list, agents::get, agents::delete, agents::get_state, agents::put_state,
         agents::patch_state, agents::get_config, agents::put_config, agents::patch_config,
@@ -112,6 +112,24 @@ fn gateway_shapes(doc: &mut Value) {
             {"type": "array", "items": {"type": "integer", "minimum": 0}, "minItems": 1},
             {"type": "array", "items": {"type": "array", "items": {"type": "integer", "minimum": 0}}, "minItems": 1},
         ]}),
+    );
+    set(
+        doc,
+        "/components/schemas/RerankRequest/properties/documents",
+        json!({"type": "array", "minItems": 1, "maxItems": 1000, "items": {"oneOf": [
+            {"type": "string"},
+            {"type": "object", "required": ["text"], "properties": {"text": {"type": "string"}},
+             "additionalProperties": false}]}}),
+    );
+    set(
+        doc,
+        "/components/schemas/SearchRequestBody/properties/rerank",
+        json!({"nullable": true, "oneOf": [
+            {"type": "boolean"},
+            {"type": "string", "minLength": 1},
+            {"type": "object", "required": ["model"], "additionalProperties": false, "properties": {
+                "model": {"type": "string", "minLength": 1},
+                "candidates": {"type": "integer", "minimum": 1, "maximum": 1000, "nullable": true}}}]}),
     );
     let part = json!({"type": "object", "required": ["type"],
         "properties": {"type": {"type": "string", "enum": ["text"]}, "text": {"type": "string"}}});

@@ -19,13 +19,23 @@ use indicatif::{ProgressBar, ProgressStyle};
 /// `groundwork eval`: nDCG@10, recall and MRR of each mode on a BEIR folder.
 pub fn eval(
     (model, precision): (&Path, Precision),
-    dataset: PathBuf,
-    split: String,
+    (dataset, split): (PathBuf, String),
     modes: Vec<SearchMode>,
     cache_dir: PathBuf,
     fusion: HybridParams,
     json: bool,
+    rerank: Option<(PathBuf, usize)>,
 ) -> anyhow::Result<()> {
+    let rerank = match rerank {
+        Some((dir, candidates)) => Some(eval::RerankEval {
+            model: std::sync::Arc::new(
+                groundwork::embed::CrossEncoder::load(&dir)
+                    .with_context(|| format!("reranker {}", dir.display()))?,
+            ),
+            candidates,
+        }),
+        None => None,
+    };
     let embedder = BertEmbedder::load(
         model,
         EmbedOptions {
@@ -54,6 +64,7 @@ pub fn eval(
             progress_bar.set_length(total as u64);
             progress_bar.set_position(done as u64);
         })),
+        rerank,
     };
     let report = eval::run(&config, &embedder)?;
     bar.finish_and_clear();

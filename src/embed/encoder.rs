@@ -273,7 +273,21 @@ impl Encoder {
     /// and pools each into one L2-normalised vector. `pause` is called between operations (bulk
     /// work waits there while queries run).
     pub fn embed(&self, seqs: &[&[u32]], pooling: Pooling, pause: &dyn Fn()) -> Vec<Vec<f32>> {
-        self.run(seqs, pooling, pause, &mut |_, _, _| ())
+        let mut out = self.run(seqs, None, pooling, pause, &mut |_, _, _| ());
+        out.iter_mut().for_each(|v| super::l2_normalize(v));
+        out
+    }
+
+    /// The last hidden state of each sequence's first token (`[CLS]`), as it is (a
+    /// cross-encoder's head reads it). `second[i]` is where sequence `i`'s second segment
+    /// (token type 1) begins: a pair is `[CLS] query [SEP] passage [SEP]`.
+    pub fn cls_of_pairs(&self, seqs: &[&[u32]], second: &[usize]) -> Vec<Vec<f32>> {
+        self.run(seqs, Some(second), Pooling::Cls, &|| (), &mut |_, _, _| ())
+    }
+
+    /// Hidden size.
+    pub fn hidden(&self) -> usize {
+        self.hidden
     }
 
     /// Moves the dense layers to int8 on `kernel` (embeddings, norms and attention stay f32).
@@ -286,15 +300,21 @@ impl Encoder {
             .iter()
             .map(|l| [&l.qkv, &l.attn_out, &l.ffn_in, &l.ffn_out].map(|lin| vec![0f32; lin.inputs]))
             .collect();
-        self.run(calibration, Pooling::Cls, &|| (), &mut |layer, site, x| {
-            let range = &mut ranges[layer][site];
-            for row in x.chunks(range.len()) {
-                range
-                    .iter_mut()
-                    .zip(row)
-                    .for_each(|(m, v)| *m = m.max(v.abs()));
-            }
-        });
+        self.run(
+            calibration,
+            None,
+            Pooling::Cls,
+            &|| (),
+            &mut |layer, site, x| {
+                let range = &mut ranges[layer][site];
+                for row in x.chunks(range.len()) {
+                    range
+                        .iter_mut()
+                        .zip(row)
+                        .for_each(|(m, v)| *m = m.max(v.abs()));
+                }
+            },
+        );
         for (layer, ranges) in self.layers.iter_mut().zip(&ranges) {
             let sites = [
                 &mut layer.qkv,
@@ -308,11 +328,13 @@ impl Encoder {
         }
     }
 
-    /// The forward pass; `observe(layer, site, input)` sees the input of each dense layer
-    /// (sites 0–3: QKV, attention output, feed-forward in, feed-forward out).
+    /// The forward pass, pooled (not normalised); `second` marks where each sequence's token
+    /// type 1 begins (none: all type 0). `observe(layer, site, input)` sees the input of each
+    /// dense layer (sites 0–3: QKV, attention output, feed-forward in, feed-forward out).
     fn run(
         &self,
         seqs: &[&[u32]],
+        second: Option<&[usize]>,
         pooling: Pooling,
         pause: &dyn Fn(),
         observe: &mut dyn FnMut(usize, usize, &[f32]),
@@ -335,7 +357,8 @@ impl Encoder {
             return vec![vec![0.0; h]; seqs.len()];
         }
         let mut x = vec![0f32; total * h];
-        // Embeddings: word + position + token type 0, then layer norm.
+        let types = self.token_type.len() / h;
+        // Embeddings: word + position + token type, then layer norm.
         x.par_chunks_mut(h).enumerate().for_each(|(row, out)| {
             let seq = starts.partition_point(|&s| s <= row) - 1;
             let pos = row - starts[seq];
@@ -345,9 +368,13 @@ impl Encoder {
             for i in 0..h {
                 out[i] = word[i] + position[i];
             }
+            let t = match second {
+                Some(b) if pos >= b[seq] && types > 1 => 1,
+                _ => 0,
+            };
             kernels::add_layer_norm(
                 out,
-                &self.token_type[..h],
+                &self.token_type[t * h..(t + 1) * h],
                 &self.embed_norm.gamma,
                 &self.embed_norm.beta,
                 self.eps,
@@ -412,7 +439,6 @@ impl Encoder {
                         }
                     }
                 }
-                super::l2_normalize(&mut v);
                 v
             })
             .collect()

@@ -2,13 +2,15 @@
 //!
 //! Owns the [`Embedder`] trait, the loading of sentence-transformers model folders
 //! ([`ModelDir`]) and the BERT-family embedder ([`BertEmbedder`]: weights read with candle,
-//! forward pass on candle's GEMM kernels, see `encoder`), and the query queue that batches
+//! forward pass on candle's GEMM kernels, see `encoder`), the cross-encoder that reranks
+//! passages on the same encoder ([`CrossEncoder`]), and the query queue that batches
 //! concurrent queries and puts them ahead of bulk work (`priority`). Vectors leave this module
 //! L2-normalised, so callers may compare them with a dot product.
 //!
 //! Must never do I/O beyond reading a model folder, and never know about documents or indexes.
 
 mod bert;
+mod cross;
 mod encoder;
 mod model_dir;
 mod priority;
@@ -16,6 +18,7 @@ mod tokenizer;
 
 pub use crate::compute::qgemm::Kernel as Int8Kernel;
 pub use bert::{BertEmbedder, EmbedOptions};
+pub use cross::CrossEncoder;
 pub use model_dir::{ModelDir, Pooling};
 pub use priority::QueueOptions;
 pub use tokenizer::TextTokenizer;

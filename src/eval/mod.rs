@@ -2,7 +2,8 @@
 //!
 //! Owns reading a BEIR folder ([`beir`]), the ranking metrics ([`metrics`]) and the evaluation
 //! run ([`run`]): embed the corpus (cached on disk, keyed by model and corpus content), index it
-//! in a [`Collection`], run every query in each mode and score the rankings.
+//! in a [`Collection`], run every query in each mode and score the rankings — and, given a
+//! cross-encoder, the same rankings with their top candidates reranked.
 //!
 //! Must never tune anything on the data it reports: parameters come from the caller.
 
@@ -15,7 +16,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use crate::embed::{EmbedError, Embedder};
+use crate::embed::{CrossEncoder, EmbedError, Embedder};
 use crate::index::collection::NewPoint;
 use crate::index::{
     Collection, CollectionOptions, Filter, IndexError, IndexStamp, PointMeta, SearchMode,
@@ -65,6 +66,16 @@ pub struct EvalConfig {
     pub options: CollectionOptions,
     /// Called with (done, total) while the corpus is embedded.
     pub progress: Option<Box<dyn Fn(usize, usize) + Send + Sync>>,
+    /// Also rerank each mode's top candidates with this cross-encoder.
+    pub rerank: Option<RerankEval>,
+}
+
+/// The rerank stage of an evaluation.
+pub struct RerankEval {
+    /// The cross-encoder.
+    pub model: std::sync::Arc<CrossEncoder>,
+    /// Candidates of each ranking it orders (the rest keep their places after them).
+    pub candidates: usize,
 }
 
 /// Metrics and timings of one mode.
@@ -79,6 +90,27 @@ pub struct ModeReport {
     pub query_ms_mean: f64,
     /// 99th-percentile query latency, milliseconds.
     pub query_ms_p99: f64,
+    /// This mode's ranking with its top candidates reranked (when a reranker was given).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reranked: Option<RerankedReport>,
+}
+
+/// A mode's ranking after the rerank stage.
+#[derive(Debug, Clone, Serialize)]
+pub struct RerankedReport {
+    /// The cross-encoder.
+    pub model: String,
+    /// Candidates reranked per query.
+    pub candidates: usize,
+    /// Metrics of the reranked ranking.
+    #[serde(flatten)]
+    pub scores: Scores,
+    /// nDCG@10 reranked minus nDCG@10 of the mode alone.
+    pub ndcg_at_10_change: f64,
+    /// Mean time the reranker took per query, milliseconds.
+    pub rerank_ms_mean: f64,
+    /// 99th-percentile of that time, milliseconds.
+    pub rerank_ms_p99: f64,
 }
 
 /// A whole evaluation run.
@@ -148,6 +180,8 @@ pub fn run(config: &EvalConfig, embedder: &dyn Embedder) -> Result<EvalReport> {
     let mut modes = Vec::new();
     for &mode in &config.modes {
         let mut runs = Vec::with_capacity(queries.len());
+        let mut reranked_runs = Vec::new();
+        let mut rerank_ms = Vec::new();
         let mut latencies = Vec::with_capacity(queries.len());
         for (q, v) in queries.iter().zip(&query_vectors) {
             let t = Instant::now();
@@ -163,18 +197,37 @@ pub fn run(config: &EvalConfig, embedder: &dyn Embedder) -> Result<EvalReport> {
                 ms += query_embed_ms;
             }
             latencies.push(ms);
-            let ranked: Vec<&str> = hits
-                .iter()
-                .map(|h| data.corpus[h.chunk_id as usize].id.as_str())
-                .collect();
-            runs.push((q.id.as_str(), ranked));
+            let ranked: Vec<usize> = hits.iter().map(|h| h.chunk_id as usize).collect();
+            if let Some(r) = &config.rerank {
+                let t = Instant::now();
+                let order = rerank_order(r, &q.text, &ranked, &texts)?;
+                rerank_ms.push(t.elapsed().as_secs_f64() * 1e3);
+                let ids = order.iter().map(|&i| data.corpus[i].id.as_str()).collect();
+                reranked_runs.push((q.id.as_str(), ids));
+            }
+            let ids = ranked.iter().map(|&i| data.corpus[i].id.as_str()).collect();
+            runs.push((q.id.as_str(), ids));
         }
         latencies.sort_by(f64::total_cmp);
+        rerank_ms.sort_by(f64::total_cmp);
+        let scores = metrics::evaluate(&runs, &data.qrels);
+        let reranked = config.rerank.as_ref().map(|r| {
+            let after = metrics::evaluate(&reranked_runs, &data.qrels);
+            RerankedReport {
+                model: r.model.model_id().to_owned(),
+                candidates: r.candidates,
+                ndcg_at_10_change: after.ndcg_at_10 - scores.ndcg_at_10,
+                scores: after,
+                rerank_ms_mean: rerank_ms.iter().sum::<f64>() / rerank_ms.len().max(1) as f64,
+                rerank_ms_p99: metrics::percentile(&rerank_ms, 0.99),
+            }
+        });
         modes.push(ModeReport {
             mode,
-            scores: metrics::evaluate(&runs, &data.qrels),
+            scores,
             query_ms_mean: latencies.iter().sum::<f64>() / latencies.len().max(1) as f64,
             query_ms_p99: metrics::percentile(&latencies, 0.99),
+            reranked,
         });
     }
     Ok(EvalReport {
@@ -189,6 +242,26 @@ pub fn run(config: &EvalConfig, embedder: &dyn Embedder) -> Result<EvalReport> {
         build_seconds,
         modes,
     })
+}
+
+/// `ranked` (corpus indexes, best first) with its first `candidates` in the cross-encoder's
+/// order for `query`, the rest after them as they were.
+fn rerank_order(
+    r: &RerankEval,
+    query: &str,
+    ranked: &[usize],
+    texts: &[String],
+) -> Result<Vec<usize>> {
+    let n = r.candidates.min(ranked.len());
+    let passages: Vec<&str> = ranked[..n].iter().map(|&i| texts[i].as_str()).collect();
+    let scores = r.model.score(query, &passages)?;
+    let mut order: Vec<usize> = (0..n).collect();
+    order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]).then(a.cmp(&b)));
+    Ok(order
+        .into_iter()
+        .map(|i| ranked[i])
+        .chain(ranked[n..].iter().copied())
+        .collect())
 }
 
 /// Corpus embeddings from the cache, or computed and cached. The cache key covers the model id
@@ -267,6 +340,26 @@ pub fn render_table(report: &EvalReport) -> String {
             m.scores.mrr_at_10,
             m.query_ms_mean,
             m.query_ms_p99,
+        ));
+        if let Some(r) = &m.reranked {
+            out.push_str(&format!(
+                "{:<8}  {:>7.4}  {:>9.4}  {:>10.4}  {:>6.4}  {:>8.2} / {:.2}  (rerank of top {}; nDCG@10 {:+.4})\n",
+                "+rerank",
+                r.scores.ndcg_at_10,
+                r.scores.recall_at_10,
+                r.scores.recall_at_100,
+                r.scores.mrr_at_10,
+                r.rerank_ms_mean,
+                r.rerank_ms_p99,
+                r.candidates,
+                r.ndcg_at_10_change,
+            ));
+        }
+    }
+    if let Some(r) = report.modes.iter().find_map(|m| m.reranked.as_ref()) {
+        out.push_str(&format!(
+            "\nreranker {} (its own time per query)\n",
+            r.model
         ));
     }
     out

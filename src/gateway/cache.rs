@@ -40,6 +40,12 @@ pub fn key(
     sha256_hex(serde_json::to_string(&c).unwrap_or_default().as_bytes())
 }
 
+/// The cache key of a rerank: the route, the query and the passages in order.
+pub fn rerank_key(route: &str, query: &str, documents: &[String]) -> String {
+    let c = serde_json::json!({"kind": "rerank", "route": route, "query": query, "documents": documents});
+    sha256_hex(c.to_string().as_bytes())
+}
+
 /// Splits a cached answer into stream deltas of about `size` bytes at word ends.
 pub fn replay_pieces(text: &str, size: usize) -> Vec<String> {
     let mut out = Vec::new();
@@ -73,6 +79,10 @@ mod tests {
         assert_ne!(a, key("fast", &m, Some(0.0), None, 11, &[], None));
         assert_ne!(a, key("other", &m, Some(0.0), None, 10, &[], None));
         assert_ne!(a, key("fast", &m, Some(0.0), None, 10, &["x".into()], None));
+        let docs = ["a".to_owned(), "b".to_owned()];
+        let r = rerank_key("rr", "q", &docs);
+        assert_ne!(r, rerank_key("rr", "q", &["b".to_owned(), "a".to_owned()]));
+        assert_ne!(r, rerank_key("rr", "q2", &docs));
         let text = "The Eiffel Tower was completed in 1889, in Paris.";
         assert_eq!(replay_pieces(text, 8).concat(), text);
     }

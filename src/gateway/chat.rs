@@ -515,7 +515,7 @@ impl Gateway {
     }
 
     /// Counts a cache lookup and updates the hit ratio gauge.
-    fn count_cache(&self, hit: bool) {
+    pub(super) fn count_cache(&self, hit: bool) {
         use std::sync::atomic::Ordering::Relaxed;
         let (hits, lookups) = &self.inner.cache_stats;
         let h = hits.fetch_add(u64::from(hit), Relaxed) + u64::from(hit);
@@ -524,7 +524,10 @@ impl Gateway {
         metrics::gauge!("groundwork_gateway_cache_hit_ratio").set(h as f64 / n as f64);
     }
 
-    async fn cache_lookup(&self, key: &str) -> Option<ChatOutput> {
+    pub(super) async fn cache_lookup<T: serde::de::DeserializeOwned>(
+        &self,
+        key: &str,
+    ) -> Option<T> {
         let store = self.inner.store.clone();
         let key = key.to_owned();
         let found = tokio::task::spawn_blocking(move || store.cache_get(&key, chrono::Utc::now()))
@@ -537,6 +540,30 @@ impl Gateway {
                 tracing::warn!(error = %e, "cache lookup failed");
                 None
             }
+        }
+    }
+}
+
+impl Gateway {
+    /// Caches an answer under `key` for the route's TTL (a failure is logged, not raised).
+    pub(super) async fn cache_store(
+        &self,
+        key: &str,
+        route: &Route,
+        value: &impl serde::Serialize,
+    ) {
+        let entry = CacheEntry {
+            key: key.to_owned(),
+            route: route.name.clone(),
+            value: serde_json::to_string(value).unwrap_or_default(),
+            expires_at: chrono::Utc::now()
+                + chrono::Duration::seconds(route.policy.cache_ttl_secs as i64),
+        };
+        let store = self.inner.store.clone();
+        let max = self.inner.config.cache.max_bytes;
+        if let Ok(Err(e)) = tokio::task::spawn_blocking(move || store.cache_put(&entry, max)).await
+        {
+            tracing::warn!(error = %e, "could not cache the answer");
         }
     }
 }
@@ -967,20 +994,7 @@ impl Run {
         out.cost_usd = cost;
         if let Some(key) = &self.cache_key {
             if out.finish_reason != FinishReason::ContentFilter {
-                let entry = CacheEntry {
-                    key: key.clone(),
-                    route: self.route.name.clone(),
-                    value: serde_json::to_string(&out).unwrap_or_default(),
-                    expires_at: chrono::Utc::now()
-                        + chrono::Duration::seconds(self.route.policy.cache_ttl_secs as i64),
-                };
-                let store = self.gw.inner.store.clone();
-                let max = self.gw.inner.config.cache.max_bytes;
-                if let Ok(Err(e)) =
-                    tokio::task::spawn_blocking(move || store.cache_put(&entry, max)).await
-                {
-                    tracing::warn!(error = %e, "could not cache the answer");
-                }
+                self.gw.cache_store(key, &self.route, &out).await;
             }
         }
         let mut log = self.log_record(attempts, Some(&out.text), &decisions, ttft);

@@ -46,6 +46,9 @@ pub struct GatewayConfig {
     pub local_repeat_penalty: f32,
     /// The local chat model's forward pass (`native` by default; `candle` is the reference).
     pub local_engine: super::local::LocalEngine,
+    /// Local rerankers: a name (the model of `local/<name>` targets) and a sentence-transformers
+    /// `CrossEncoder` folder (BERT-family, one output), loaded at start.
+    pub local_rerankers: BTreeMap<String, PathBuf>,
 }
 
 impl Default for GatewayConfig {
@@ -91,6 +94,7 @@ impl Default for GatewayConfig {
             local_context_tokens: 4096,
             local_repeat_penalty: 1.15,
             local_engine: Default::default(),
+            local_rerankers: BTreeMap::new(),
         }
     }
 }
@@ -105,6 +109,14 @@ pub enum ProviderKind {
     OpenaiCompatible,
     /// Anthropic's Messages API.
     Anthropic,
+    /// Cohere's rerank API (`/v2/rerank`).
+    Cohere,
+    /// Jina's rerank API.
+    Jina,
+    /// Voyage's rerank API.
+    Voyage,
+    /// text-embeddings-inference's `/rerank` (`base_url` required).
+    Tei,
 }
 
 /// One remote provider.
@@ -114,7 +126,7 @@ pub struct ProviderConfig {
     /// Wire format.
     pub kind: ProviderKind,
     /// Base URL including the version segment, e.g. `https://api.openai.com/v1`. Required for
-    /// `openai_compatible`; the vendor's public URL otherwise.
+    /// `openai_compatible` and `tei`; the vendor's public URL otherwise.
     #[serde(default)]
     pub base_url: Option<String>,
     /// The key itself (prefer `api_key_env`). Never logged.
@@ -304,7 +316,9 @@ impl GatewayConfig {
             if name == "local" {
                 return Err("gateway.providers.local is built in".to_owned());
             }
-            if p.kind == ProviderKind::OpenaiCompatible && p.base_url.is_none() {
+            if matches!(p.kind, ProviderKind::OpenaiCompatible | ProviderKind::Tei)
+                && p.base_url.is_none()
+            {
                 return Err(format!("gateway.providers.{name}: base_url is required"));
             }
         }

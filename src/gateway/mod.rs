@@ -21,6 +21,7 @@ pub mod guard;
 pub mod local;
 mod log;
 pub mod providers;
+mod rerank;
 pub mod route;
 mod tokens;
 pub mod types;
@@ -37,6 +38,7 @@ use serde::Serialize;
 pub use chat::{ChatReply, ReplyMeta, StreamEvent, StreamEvents};
 pub use config::GatewayConfig;
 pub use error::{GatewayError, Result};
+pub use rerank::MAX_DOCUMENTS as MAX_RERANK_DOCUMENTS;
 
 use budget::{Budgets, Refused, Subjects};
 use config::{Price, ProviderKind};
@@ -52,6 +54,30 @@ use crate::error::Classify;
 use crate::store::gateway::{CallLog, GatewayStore, LogQuery, UsageGroup, UsageRow};
 use crate::store::Page;
 use crate::supervisor::Supervisor;
+
+/// What a one-shot call's answer bills: its tokens, and the model that answered.
+trait Billed {
+    fn tokens(&self) -> u32;
+    fn model(&self) -> &str;
+}
+
+impl Billed for EmbeddingOutput {
+    fn tokens(&self) -> u32 {
+        self.prompt_tokens
+    }
+    fn model(&self) -> &str {
+        &self.model
+    }
+}
+
+impl Billed for types::RerankOutput {
+    fn tokens(&self) -> u32 {
+        self.tokens
+    }
+    fn model(&self) -> &str {
+        &self.model
+    }
+}
 
 /// Name of the local chat model in routes (`local/smollm2-135m-instruct`).
 pub const LOCAL_CHAT_MODEL: &str = "smollm2-135m-instruct";
@@ -139,10 +165,13 @@ fn api_key(name: &str, c: &config::ProviderConfig) -> Option<String> {
     let var = c.api_key_env.clone().or_else(|| match c.kind {
         ProviderKind::Openai => Some("OPENAI_API_KEY".to_owned()),
         ProviderKind::Anthropic => Some("ANTHROPIC_API_KEY".to_owned()),
-        ProviderKind::OpenaiCompatible => None,
+        ProviderKind::Cohere => Some("COHERE_API_KEY".to_owned()),
+        ProviderKind::Jina => Some("JINA_API_KEY".to_owned()),
+        ProviderKind::Voyage => Some("VOYAGE_API_KEY".to_owned()),
+        ProviderKind::OpenaiCompatible | ProviderKind::Tei => None,
     })?;
     let key = std::env::var(&var).ok().filter(|k| !k.is_empty());
-    if key.is_none() && c.kind != ProviderKind::OpenaiCompatible {
+    if key.is_none() && !matches!(c.kind, ProviderKind::OpenaiCompatible | ProviderKind::Tei) {
         tracing::warn!(provider = name, env = %var, "no API key for provider");
     }
     key
@@ -183,15 +212,26 @@ impl Gateway {
             config.local_engine,
             &supervisor,
         ));
+        let mut rerankers = BTreeMap::new();
+        for (name, dir) in &config.local_rerankers {
+            let ce = crate::embed::CrossEncoder::load(&root.join(dir)).map_err(|e| {
+                GatewayError::Invalid(format!("gateway.local_rerankers.{name}: {e}"))
+            })?;
+            tracing::info!(reranker = %name, model = ce.model_id(), "local reranker loaded");
+            rerankers.insert(name.clone(), Arc::new(ce));
+        }
         let mut providers = HashMap::new();
         providers.insert(
             "local".to_owned(),
-            Arc::new(Provider::Local(providers::local::Local::new(
-                local_chat.clone(),
-                LOCAL_CHAT_MODEL,
-                embedder,
-                LOCAL_EMBED_MODEL,
-            ))),
+            Arc::new(Provider::Local(
+                providers::local::Local::new(
+                    local_chat.clone(),
+                    LOCAL_CHAT_MODEL,
+                    embedder,
+                    LOCAL_EMBED_MODEL,
+                )
+                .with_rerankers(rerankers),
+            )),
         );
         for (name, p) in &config.providers {
             let http = reqwest::Client::builder()
@@ -217,6 +257,20 @@ impl Gateway {
                             .unwrap_or("https://api.anthropic.com/v1"),
                         key,
                     ))
+                }
+                ProviderKind::Cohere
+                | ProviderKind::Jina
+                | ProviderKind::Voyage
+                | ProviderKind::Tei => {
+                    use providers::rerank::{Flavor, RerankApi};
+                    let (flavor, base) = match p.kind {
+                        ProviderKind::Cohere => (Flavor::Cohere, "https://api.cohere.com/v2"),
+                        ProviderKind::Jina => (Flavor::Jina, "https://api.jina.ai/v1"),
+                        ProviderKind::Voyage => (Flavor::Voyage, "https://api.voyageai.com/v1"),
+                        _ => (Flavor::Tei, ""),
+                    };
+                    let base = p.base_url.as_deref().unwrap_or(base);
+                    Provider::Rerank(RerankApi::new(http, base, key, flavor))
                 }
             };
             providers.insert(name.clone(), Arc::new(provider));
@@ -273,6 +327,11 @@ impl Gateway {
     /// The compiled guardrails (e.g. to check retrieved passages for injected instructions).
     pub fn guardrails(&self) -> &Guardrails {
         &self.inner.guard
+    }
+
+    /// True when `model` names a route, a model alias or a configured `provider/model`.
+    pub fn knows_model(&self, model: &str) -> bool {
+        self.route(model).is_ok()
     }
 
     /// True when route (or `provider/model`) `model` first tries a local model.
@@ -389,17 +448,48 @@ impl Gateway {
         } else {
             tokens::texts(&req.model, req.input)?
         };
-        let chars: usize = inputs.iter().map(String::len).sum();
-        let who = subjects(&ctx, &route);
-        let estimate = route
+        // A token is at least a byte: the prompt's bytes bound what it can cost.
+        let bytes: usize = inputs.iter().map(|t| t.len() + 2).sum();
+        let mut out: EmbeddingOutput = self
+            .one_shot(&ctx, &route, "embeddings", bytes, started, |p, model| {
+                let inputs = inputs.clone();
+                async move { p.embed(&model, inputs).await }
+            })
+            .await?;
+        if let Some(d) = req.dimensions {
+            out.shorten(d).map_err(GatewayError::Invalid)?;
+        }
+        Ok(out)
+    }
+
+    /// A call answered in one piece (embeddings, rerank) through `route`: the worst case
+    /// (`bytes` of input priced as tokens) reserved against the budgets, the targets tried in
+    /// order with the route's retries and fallback, the cost of the tokens billed settled,
+    /// and the call logged as `kind`.
+    async fn one_shot<T, F, Fut>(
+        &self,
+        ctx: &CallContext,
+        route: &Route,
+        kind: &str,
+        bytes: usize,
+        started: Instant,
+        call: F,
+    ) -> Result<T>
+    where
+        T: Billed,
+        F: Fn(Arc<Provider>, String) -> Fut,
+        Fut: std::future::Future<Output = providers::Result<T>>,
+    {
+        let who = subjects(ctx, route);
+        let worst = route
             .targets
             .iter()
-            .map(|t| self.price(t).input * (chars as f64 / 3.0) / 1e6)
+            .map(|t| self.price(t).input * bytes as f64 / 1e6)
             .fold(0.0, f64::max);
-        let reservation = match self.inner.budgets.reserve(&who, estimate) {
+        let reservation = match self.inner.budgets.reserve(&who, worst) {
             Ok(r) => r,
             Err(Refused::Exceeded(e)) => {
-                self.log_refusal(&ctx, &route, "embeddings", "budget_exceeded", started)
+                self.log_refusal(ctx, route, kind, "budget_exceeded", started)
                     .await;
                 return Err(GatewayError::BudgetExceeded(e));
             }
@@ -408,32 +498,29 @@ impl Gateway {
         let mut attempts = Vec::new();
         let mut last: Option<ProviderError> = None;
         'targets: for target in &route.targets {
-            let provider = self.provider(target)?;
+            let provider = self.provider(target)?.clone();
             for n in 0..=route.policy.retries {
                 let t0 = Instant::now();
-                match provider.embed(&target.model, inputs.clone()).await {
-                    Ok(mut out) => {
+                match call(provider.clone(), target.model.clone()).await {
+                    Ok(out) => {
                         attempts.push(chat::attempt_json(target, None, t0));
-                        let cost = self.price(target).input * out.prompt_tokens as f64 / 1e6;
+                        let cost = self.price(target).input * f64::from(out.tokens()) / 1e6;
                         self.inner.budgets.settle(reservation, cost);
-                        let mut log = self.call_log(&ctx, &route.name, "embeddings", started);
+                        let mut log = self.call_log(ctx, &route.name, kind, started);
                         log.provider = Some(target.provider.clone());
-                        log.model = Some(out.model.clone());
+                        log.model = Some(out.model().to_owned());
                         log.status = "ok".into();
                         log.attempts = serde_json::Value::Array(attempts);
-                        log.tokens_in = out.prompt_tokens;
+                        log.tokens_in = out.tokens();
                         log.cost_usd = cost;
                         self.inner.log.record(log).await;
-                        if let Some(d) = req.dimensions {
-                            out.shorten(d).map_err(GatewayError::Invalid)?;
-                        }
                         return Ok(out);
                     }
                     Err(e) => {
                         attempts.push(chat::attempt_json(target, Some(&e), t0));
-                        let kind = e.kind;
+                        let failure = e.kind;
                         last = Some(e);
-                        match route.after_failure(target, kind, n).await {
+                        match route.after_failure(target, failure, n).await {
                             route::Next::Retry => continue,
                             route::Next::NextTarget => break,
                             route::Next::Stop => break 'targets,
@@ -451,7 +538,7 @@ impl Gateway {
             message: last.message.clone(),
             attempts: attempts.len(),
         };
-        let mut log = self.call_log(&ctx, &route.name, "embeddings", started);
+        let mut log = self.call_log(ctx, &route.name, kind, started);
         log.status = "error".into();
         log.error = Some(err.code().into());
         log.attempts = serde_json::Value::Array(attempts);

@@ -314,6 +314,90 @@ pub struct EmbeddingOutput {
     pub model: String,
 }
 
+/// `POST /v1/rerank` (Cohere's shape, which Jina's and most clients' follow).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RerankRequest {
+    /// Route alias or `provider/model` (a cross-encoder or a rerank API).
+    pub model: String,
+    /// The query.
+    #[schema(pattern = r"\S")]
+    pub query: String,
+    /// The passages to order: texts, or objects with a `text`.
+    #[schema(value_type = Vec<Object>, min_items = 1, max_items = 1000)]
+    pub documents: Vec<RerankDocument>,
+    /// Results returned (default: all).
+    #[serde(default, alias = "top_k")]
+    #[schema(minimum = 1)]
+    pub top_n: Option<usize>,
+    /// Echo each result's text.
+    #[serde(default)]
+    pub return_documents: bool,
+    /// End-user id (call log).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+}
+
+/// One passage to rerank.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum RerankDocument {
+    /// The text itself.
+    Text(String),
+    /// `{"text": ...}`.
+    Object {
+        /// The text.
+        text: String,
+    },
+}
+
+impl RerankDocument {
+    /// The passage's text.
+    pub fn into_text(self) -> String {
+        match self {
+            RerankDocument::Text(t) | RerankDocument::Object { text: t } => t,
+        }
+    }
+}
+
+/// One passage's relevance.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct RerankResult {
+    /// Its position in the request.
+    pub index: usize,
+    /// Higher is more relevant (a cross-encoder's is in (0, 1)).
+    pub relevance_score: f32,
+}
+
+/// What a reranker answered.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RerankOutput {
+    /// Most relevant first.
+    pub results: Vec<RerankResult>,
+    /// Tokens counted (0 when the provider does not say).
+    pub tokens: u32,
+    /// The model that answered.
+    pub model: String,
+}
+
+impl RerankOutput {
+    /// `items` (the passages in the order they were sent) in this answer's order, each with
+    /// its relevance; any the answer left out follow in their own order, without one.
+    pub fn order<T>(&self, items: Vec<T>) -> Vec<(T, Option<f32>)> {
+        let mut taken: Vec<Option<T>> = items.into_iter().map(Some).collect();
+        let mut out: Vec<(T, Option<f32>)> = self
+            .results
+            .iter()
+            .filter_map(|r| {
+                let item = taken.get_mut(r.index)?.take()?;
+                Some((item, Some(r.relevance_score)))
+            })
+            .collect();
+        out.extend(taken.into_iter().flatten().map(|t| (t, None)));
+        out
+    }
+}
+
 impl EmbeddingOutput {
     /// Keeps each vector's first `dims` components, rescaled to unit length (how
     /// Matryoshka-trained models are shortened; OpenAI's `dimensions` does the same).
@@ -340,6 +424,37 @@ impl EmbeddingOutput {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rerank_order_puts_items_in_the_answers_order_and_keeps_the_rest() {
+        let out = RerankOutput {
+            results: vec![
+                RerankResult {
+                    index: 2,
+                    relevance_score: 0.9,
+                },
+                RerankResult {
+                    index: 0,
+                    relevance_score: 0.5,
+                },
+                RerankResult {
+                    index: 0,
+                    relevance_score: 0.4,
+                },
+                RerankResult {
+                    index: 7,
+                    relevance_score: 0.3,
+                },
+            ],
+            tokens: 0,
+            model: "m".into(),
+        };
+        let got = out.order(vec!["a", "b", "c", "d"]);
+        assert_eq!(
+            got,
+            [("c", Some(0.9)), ("a", Some(0.5)), ("b", None), ("d", None)]
+        );
+    }
 
     #[test]
     fn shortened_vectors_are_prefixes_at_unit_length() {

@@ -38,7 +38,7 @@ pub use error::{Result, ServiceError};
 
 pub use documents::{display_name, Accepted, Receipt, Refused, Upload};
 pub use kbs::{CreateKb, KbView};
-pub use search::{Found, SearchHit, SearchParams};
+pub use search::{Found, Rerank, RerankReport, SearchHit, SearchParams};
 pub use workflows::{ReindexRequest, WorkflowView};
 
 use crate::clock::Clock;

@@ -1,5 +1,7 @@
 //! Search: a query embedded with the knowledge base's model and matched dense, BM25 or hybrid,
-//! with metadata and document filters; embeddings for callers that rank passages themselves.
+//! with metadata and document filters, then optionally reranked (a cross-encoder or rerank API
+//! through the gateway orders the fused candidates); embeddings for callers that rank passages
+//! themselves.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -25,6 +27,39 @@ pub struct SearchParams {
     /// Answer from an index that reflects at least this sequence number of the knowledge
     /// base (read-your-writes across replicas: the number a publish returned).
     pub min_seq: Option<u64>,
+    /// Whether and how the candidates are reranked.
+    pub rerank: Rerank,
+}
+
+/// A search's rerank stage.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub enum Rerank {
+    /// As `search.rerank` configures (off when it is not set).
+    #[default]
+    Default,
+    /// Not reranked.
+    Off,
+    /// With this gateway route (or `provider/model`) over this many candidates (the
+    /// configured number when absent).
+    With {
+        /// The route.
+        model: String,
+        /// Candidates handed to the reranker.
+        candidates: Option<usize>,
+    },
+}
+
+/// What the rerank stage of a search did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RerankReport {
+    /// The route asked.
+    pub model: String,
+    /// Candidates it was given.
+    pub candidates: usize,
+    /// Whether the results are in its order (else the fused order: it failed).
+    pub applied: bool,
+    /// Why it failed (`budget_exceeded`, `upstream_error`…).
+    pub error: Option<String>,
 }
 
 /// What a search found.
@@ -36,6 +71,8 @@ pub struct Found {
     pub hits: Vec<SearchHit>,
     /// The knowledge base's sequence number the index searched reflected.
     pub index_seq: u64,
+    /// The rerank stage, when there was one.
+    pub rerank: Option<RerankReport>,
 }
 
 /// Longest a search waits for this replica's index to reach its `min_seq`.
@@ -48,6 +85,8 @@ pub struct SearchHit {
     pub score: f32,
     /// Cosine similarity of the chunk to the query (dense and hybrid searches).
     pub similarity: Option<f32>,
+    /// The reranker's relevance (reranked searches).
+    pub rerank_score: Option<f32>,
     /// The chunk.
     pub chunk: ChunkRecord,
 }
@@ -56,7 +95,7 @@ impl Service {
     /// Searches a knowledge base; returns its id and the results, best first.
     pub fn search(&self, p: &Principal, kb: &str, params: &SearchParams) -> Result<Found> {
         p.require(Scope::Read)?;
-        let limits = self.core.config.search;
+        let limits = &self.core.config.search;
         let query = params.query.trim();
         if query.is_empty() {
             return Err(ServiceError::Invalid("query must not be empty".into()));
@@ -75,6 +114,32 @@ impl Service {
                 limits.max_top_k
             )));
         }
+        let stage = match &params.rerank {
+            Rerank::Off => None,
+            Rerank::Default => limits
+                .rerank
+                .clone()
+                .map(|model| (model, limits.rerank_candidates)),
+            Rerank::With { model, candidates } => Some((
+                model.clone(),
+                candidates.unwrap_or(limits.rerank_candidates),
+            )),
+        };
+        if let Some((model, n)) = &stage {
+            if !self.core.gateway.knows_model(model) {
+                return Err(ServiceError::Invalid(format!(
+                    "rerank: `{model}` is no gateway route, alias or provider/model"
+                )));
+            }
+            if *n == 0 || *n > crate::gateway::MAX_RERANK_DOCUMENTS {
+                return Err(ServiceError::Invalid(format!(
+                    "rerank candidates must be within 1..={}",
+                    crate::gateway::MAX_RERANK_DOCUMENTS
+                )));
+            }
+        }
+        // The index hands the reranker its candidates, of which the best `top_k` are kept.
+        let fetch = stage.as_ref().map_or(top_k, |(_, n)| (*n).max(top_k));
         let mut kb = self.kb(p, kb)?;
         if let Some(seq) = params.min_seq {
             // Numbers are handed out after their commit: one above the committed sequence
@@ -121,7 +186,7 @@ impl Service {
             let hits = guard.search(&SearchRequest {
                 vector: vector.as_deref(),
                 text: query,
-                k: top_k,
+                k: fetch,
                 mode: params.mode,
                 filter: &filter,
             })?;
@@ -135,21 +200,85 @@ impl Service {
                 .collect();
             break (hits, chunks, index_seq);
         };
-        let hits = hits
+        let mut hits: Vec<SearchHit> = hits
             .into_iter()
             .filter_map(|h| {
                 chunks.remove(&h.chunk_id).map(|chunk| SearchHit {
                     score: h.score,
                     similarity: h.similarity,
+                    rerank_score: None,
                     chunk,
                 })
             })
             .collect();
+        let rerank = stage.map(|(model, _)| self.rerank_hits(p, &model, query, &mut hits));
+        hits.truncate(top_k);
         Ok(Found {
             kb_id: kb.id,
             hits,
             index_seq,
+            rerank,
         })
+    }
+
+    /// Orders `hits` by the reranker's relevance; on failure leaves them in fused order (a
+    /// search still answers when its reranker is down or over budget) and says why.
+    fn rerank_hits(
+        &self,
+        p: &Principal,
+        model: &str,
+        query: &str,
+        hits: &mut Vec<SearchHit>,
+    ) -> RerankReport {
+        let mut report = RerankReport {
+            model: model.to_owned(),
+            candidates: hits.len(),
+            applied: false,
+            error: None,
+        };
+        if hits.is_empty() {
+            report.applied = true;
+            return report;
+        }
+        let ctx = crate::gateway::CallContext {
+            request_id: uuid::Uuid::now_v7().to_string(),
+            tenant_id: p.tenant_id.clone(),
+            key_id: p.key_id.clone().unwrap_or_else(|| "demo".into()),
+            ..Default::default()
+        };
+        let texts: Vec<String> = hits.iter().map(|h| h.chunk.text.clone()).collect();
+        let gateway = self.core.gateway.clone();
+        let call = gateway.rerank(ctx, model, query, texts, None);
+        // Searches run on blocking threads (or the CLI's own): wait for the call there.
+        let answered = match tokio::runtime::Handle::try_current() {
+            Ok(handle) => handle.block_on(call),
+            Err(_) => match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt.block_on(call),
+                Err(e) => Err(crate::gateway::GatewayError::Invalid(e.to_string())),
+            },
+        };
+        match answered {
+            Ok(out) => {
+                *hits = out
+                    .order(std::mem::take(hits))
+                    .into_iter()
+                    .map(|(h, score)| SearchHit {
+                        rerank_score: score,
+                        ..h
+                    })
+                    .collect();
+                report.applied = true;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, model, "rerank failed; the fused order is kept");
+                metrics::counter!("groundwork_rerank_failures_total").increment(1);
+                report.error = Some(crate::error::Classify::code(&e).to_owned());
+            }
+        }
+        report
     }
 
     /// Embeds `texts` with the model of knowledge base `kb` (an id or name of the caller's

@@ -177,3 +177,62 @@ pub fn tiny_bert(dir: &std::path::Path, hidden: usize) {
     }
     candle_core::safetensors::save(&t, dir.join("model.safetensors")).expect("weights");
 }
+
+/// Writes a tiny cross-encoder folder as sentence-transformers saves one
+/// (`BertForSequenceClassification`: `bert.`-prefixed encoder weights of [`tiny_bert`], a pooler
+/// and a one-output classifier; deterministic weights).
+pub fn tiny_cross_encoder(dir: &std::path::Path) {
+    use candle_core::{Device, Tensor};
+    let hidden = 32;
+    tiny_bert(dir, hidden);
+    let path = dir.join("model.safetensors");
+    let encoder = candle_core::safetensors::load(&path, &Device::Cpu).expect("weights");
+    let mut t: std::collections::HashMap<String, Tensor> = encoder
+        .into_iter()
+        .map(|(k, v)| (format!("bert.{k}"), v))
+        .collect();
+    // A fixed, non-trivial head: alternating signs so that passages score differently.
+    let pooler: Vec<f32> = (0..hidden * hidden)
+        .map(|i| ((i * 7919 % 97) as f32 / 97.0 - 0.5) * 0.6)
+        .collect();
+    let classifier: Vec<f32> = (0..hidden)
+        .map(|i| if i % 2 == 0 { 0.8 } else { -0.6 })
+        .collect();
+    let cpu = &Device::Cpu;
+    t.insert(
+        "bert.pooler.dense.weight".into(),
+        Tensor::from_vec(pooler, (hidden, hidden), cpu).expect("pooler"),
+    );
+    t.insert(
+        "bert.pooler.dense.bias".into(),
+        Tensor::zeros(hidden, candle_core::DType::F32, cpu).expect("bias"),
+    );
+    t.insert(
+        "classifier.weight".into(),
+        Tensor::from_vec(classifier, (1, hidden), cpu).expect("classifier"),
+    );
+    t.insert(
+        "classifier.bias".into(),
+        Tensor::from_vec(vec![0.1f32], 1, cpu).expect("bias"),
+    );
+    candle_core::safetensors::save(&t, &path).expect("weights");
+    let mut config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("config.json")).expect("config"))
+            .expect("json");
+    for (k, v) in [
+        (
+            "architectures",
+            serde_json::json!(["BertForSequenceClassification"]),
+        ),
+        ("id2label", serde_json::json!({"0": "LABEL_0"})),
+        ("label2id", serde_json::json!({"LABEL_0": 0})),
+        ("hidden_dropout_prob", serde_json::json!(0.0)),
+        ("attention_probs_dropout_prob", serde_json::json!(0.0)),
+        ("initializer_range", serde_json::json!(0.02)),
+        ("pad_token_id", serde_json::json!(0)),
+        ("classifier_dropout", serde_json::Value::Null),
+    ] {
+        config[k] = v;
+    }
+    std::fs::write(dir.join("config.json"), config.to_string()).expect("config");
+}

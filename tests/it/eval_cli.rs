@@ -94,3 +94,66 @@ fn eval_prints_metrics_and_caches_embeddings() {
         second["modes"][1]["ndcg_at_10"]
     );
 }
+
+/// `--rerank` on a cross-encoder folder (the tests' own tiny model): every mode also reports
+/// its reranked ranking and the nDCG@10 change.
+#[test]
+fn eval_reports_the_ndcg_change_of_a_reranker() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let data = dir.path().join("tiny");
+    std::fs::create_dir_all(&data).expect("mkdir");
+    write_dataset(&data);
+    let model = dir.path().join("tiny-ce");
+    common::tiny_cross_encoder(&model);
+    let run = |json: bool| {
+        let mut cmd = Command::new(common::bin());
+        cmd.args([
+            "eval",
+            "--split",
+            "test",
+            "--mode",
+            "hybrid",
+            "--rerank-candidates",
+            "4",
+        ])
+        .arg("--dataset")
+        .arg(&data)
+        .arg("--rerank")
+        .arg(&model)
+        .arg("--cache-dir")
+        .arg(dir.path().join("cache"))
+        .arg("--model")
+        .arg(common::model_dir());
+        if json {
+            cmd.arg("--json");
+        }
+        let out = cmd.output().expect("run eval");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).expect("utf-8")
+    };
+    let report: serde_json::Value = serde_json::from_str(&run(true)).expect("json report");
+    let mode = &report["modes"][0];
+    let reranked = &mode["reranked"];
+    assert_eq!(reranked["candidates"], 4, "{report}");
+    assert!(reranked["model"]
+        .as_str()
+        .is_some_and(|m| m.starts_with("tiny-ce@")));
+    let (before, after) = (
+        mode["ndcg_at_10"].as_f64().expect("ndcg"),
+        reranked["ndcg_at_10"].as_f64().expect("reranked ndcg"),
+    );
+    let change = reranked["ndcg_at_10_change"].as_f64().expect("change");
+    assert!((change - (after - before)).abs() < 1e-9, "{report}");
+    assert!((0.0..=1.0).contains(&after));
+    // Outside the candidates nothing moves: recall@100 is the mode's own.
+    assert_eq!(reranked["recall_at_100"], mode["recall_at_100"]);
+    let table = run(false);
+    assert!(
+        table.contains("+rerank") && table.contains("nDCG@10"),
+        "{table}"
+    );
+}

@@ -1,6 +1,8 @@
 //! Fake OpenAI and Anthropic upstreams: real HTTP servers on loopback speaking the real wire
 //! formats (JSON answers, Server-Sent Events streams), scripted per model to fail, stall,
-//! answer 429/500, cut a stream, send malformed JSON or answer normally.
+//! answer 429/500, cut a stream, send malformed JSON or answer normally — and the rerank APIs
+//! (Cohere, Jina, Voyage, text-embeddings-inference), which score passages in reverse of the
+//! order sent.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -60,6 +62,7 @@ impl FakeLlm {
             .route("/v1/chat/completions", post(openai_chat))
             .route("/v1/embeddings", post(openai_embeddings))
             .route("/v1/messages", post(anthropic_messages))
+            .route("/v1/rerank", post(rerank))
             .with_state(shared.clone());
         let listener = runtime
             .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
@@ -278,6 +281,51 @@ async fn openai_embeddings(
         .collect();
     Json(json!({"object": "list", "data": data, "model": body["model"], "usage": {"prompt_tokens": 7, "total_tokens": 7}}))
         .into_response()
+}
+
+/// The rerank APIs, told apart by the request's shape: `texts` (TEI, recorded as model
+/// `tei`), `top_k` (Voyage), a `jina-` model (Jina), else Cohere. The scripted relevance of
+/// passage `i` of `n` is `(i + 1) / n`: the last one sent comes first.
+async fn rerank(State(shared): State<Arc<Mutex<Shared>>>, Json(mut body): Json<Value>) -> Response {
+    let tei = body.get("texts").is_some();
+    if tei {
+        body["model"] = json!("tei");
+    }
+    let turn = next_turn(&shared, &body).await;
+    match turn.behavior {
+        Behavior::Status(code) => return status_answer(code, false),
+        Behavior::Malformed => return (StatusCode::OK, "{not json").into_response(),
+        _ => {}
+    }
+    let docs = body["documents"]
+        .as_array()
+        .or_else(|| body["texts"].as_array())
+        .cloned()
+        .unwrap_or_default();
+    let n = docs.len().max(1) as f64;
+    let tokens: u32 = docs
+        .iter()
+        .filter_map(Value::as_str)
+        .map(|d| words(d) + words(body["query"].as_str().unwrap_or_default()))
+        .sum();
+    let mut scored: Vec<(usize, f64)> = (0..docs.len()).map(|i| (i, (i + 1) as f64 / n)).collect();
+    scored.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let field = if tei { "score" } else { "relevance_score" };
+    let results: Vec<Value> = scored
+        .iter()
+        .map(|(i, s)| json!({"index": i, field: s}))
+        .collect();
+    let model = body["model"].clone();
+    let answer = if tei {
+        json!(results)
+    } else if body.get("top_k").is_some() {
+        json!({"object": "list", "data": results, "model": model, "usage": {"total_tokens": tokens}})
+    } else if model.as_str().is_some_and(|m| m.starts_with("jina")) {
+        json!({"model": model, "results": results, "usage": {"total_tokens": tokens}})
+    } else {
+        json!({"id": "rr-1", "results": results, "meta": {"billed_units": {"search_units": 1}}})
+    };
+    Json(answer).into_response()
 }
 
 async fn anthropic_messages(

@@ -29,6 +29,9 @@
 //!   200 concurrent calls, bounded chunks and documents, per-file upload results, the `infer`
 //!   scope, agent configs and tenants' status, one error vocabulary, rate limits, and the
 //!   OpenAPI document against schemathesis;
+//! - `rerank`: the local cross-encoder against candle's reference BERT, rerank APIs through
+//!   the gateway on a fake upstream (order, costs, cache, fallback, budget), the rerank stage
+//!   of searches and agents, `POST /v1/rerank`;
 //! - `store_pg`: the PostgreSQL store on servers of its own — verified TLS, sections that
 //!   exclude across processes, a database crash in the middle of an ingest;
 //! - `workflows`: durable ingest, crash recovery (SIGKILL at fail points), reindexing while
@@ -49,6 +52,7 @@ mod index;
 mod limits;
 mod local_model;
 mod mcp;
+mod rerank;
 mod server;
 mod service_api;
 mod store_pg;

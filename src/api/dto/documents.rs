@@ -328,6 +328,9 @@ pub struct SearchHit {
     /// Cosine similarity of the chunk to the query (dense and hybrid searches).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub similarity: Option<f32>,
+    /// The reranker's relevance (reranked searches; they are in its order).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rerank_score: Option<f32>,
     /// The chunk.
     #[serde(flatten)]
     pub chunk: ChunkRecord,
@@ -338,6 +341,7 @@ impl From<crate::service::SearchHit> for SearchHit {
         Self {
             score: h.score,
             similarity: h.similarity,
+            rerank_score: h.rerank_score,
             chunk: h.chunk.into(),
         }
     }

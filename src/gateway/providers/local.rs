@@ -1,14 +1,18 @@
-//! The built-in `local` provider: the GGUF chat model and the retrieval engine's embedder.
+//! The built-in `local` provider: the GGUF chat model, the retrieval engine's embedder and the
+//! configured cross-encoders (rerankers).
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use futures_util::StreamExt;
 
 use super::{Call, DeltaStream, ProviderError, Result};
-use crate::embed::Embedder;
+use crate::embed::{CrossEncoder, Embedder};
 use crate::gateway::local::{Generate, LocalChat, LocalError};
 use crate::gateway::route::FailureKind;
-use crate::gateway::types::{ChatOutput, Delta, EmbeddingOutput, FinishReason, Usage};
+use crate::gateway::types::{
+    ChatOutput, Delta, EmbeddingOutput, FinishReason, RerankOutput, RerankResult, Usage,
+};
 
 /// The local models.
 pub struct Local {
@@ -16,6 +20,7 @@ pub struct Local {
     chat_model: String,
     embedder: Arc<dyn Embedder>,
     embed_model: String,
+    rerankers: BTreeMap<String, Arc<CrossEncoder>>,
 }
 
 impl From<LocalError> for ProviderError {
@@ -42,7 +47,60 @@ impl Local {
             chat_model: chat_model.to_owned(),
             embedder,
             embed_model: embed_model.to_owned(),
+            rerankers: BTreeMap::new(),
         }
+    }
+
+    /// With these cross-encoders, by the model name routes give them.
+    pub fn with_rerankers(mut self, rerankers: BTreeMap<String, Arc<CrossEncoder>>) -> Self {
+        self.rerankers = rerankers;
+        self
+    }
+
+    /// Scores with a local cross-encoder, off the async threads.
+    pub async fn rerank(
+        &self,
+        model: &str,
+        query: &str,
+        documents: &[String],
+    ) -> Result<RerankOutput> {
+        let Some(ce) = self.rerankers.get(model).cloned() else {
+            let known: Vec<&str> = self.rerankers.keys().map(String::as_str).collect();
+            return Err(ProviderError::new(
+                FailureKind::BadRequest,
+                format!(
+                    "no local reranker `{model}` (gateway.local_rerankers has: {})",
+                    if known.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        known.join(", ")
+                    }
+                ),
+            ));
+        };
+        let (query, docs, name) = (query.to_owned(), documents.to_vec(), model.to_owned());
+        tokio::task::spawn_blocking(move || {
+            let refs: Vec<&str> = docs.iter().map(String::as_str).collect();
+            let server = |e: crate::embed::EmbedError| {
+                ProviderError::new(FailureKind::Server, e.to_string())
+            };
+            let scores = ce.score(&query, &refs).map_err(server)?;
+            let tokens = ce.count_tokens(&query, &refs).map_err(server)?;
+            Ok(RerankOutput {
+                results: scores
+                    .into_iter()
+                    .enumerate()
+                    .map(|(index, relevance_score)| RerankResult {
+                        index,
+                        relevance_score,
+                    })
+                    .collect(),
+                tokens: tokens as u32,
+                model: name,
+            })
+        })
+        .await
+        .map_err(|e| ProviderError::new(FailureKind::Server, e.to_string()))?
     }
 
     fn check_chat(&self, model: &str) -> Result<()> {

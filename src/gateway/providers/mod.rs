@@ -1,11 +1,12 @@
 //! Model providers behind one enum: the local candle models, OpenAI (and any server speaking
-//! its API) and Anthropic. A provider turns one attempt into an answer, a stream of deltas or
+//! its API), Anthropic and the rerank APIs (Cohere, Jina, Voyage, text-embeddings-inference). A provider turns one attempt into an answer, a stream of deltas or
 //! vectors, and sorts every failure into a [`FailureKind`]; retries, fallback, timeouts,
 //! budgets and logging are the gateway's, never a provider's.
 
 pub mod anthropic;
 pub mod local;
 pub mod openai;
+pub mod rerank;
 
 use std::pin::Pin;
 use std::time::Duration;
@@ -13,7 +14,7 @@ use std::time::Duration;
 use futures_util::Stream;
 
 use super::route::FailureKind;
-use super::types::{ChatOutput, Delta, EmbeddingOutput, Message};
+use super::types::{ChatOutput, Delta, EmbeddingOutput, Message, RerankOutput};
 
 /// A failed attempt.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -119,6 +120,12 @@ pub enum Provider {
     OpenAi(openai::OpenAi),
     /// Anthropic.
     Anthropic(anthropic::Anthropic),
+    /// A rerank API.
+    Rerank(rerank::RerankApi),
+}
+
+fn unsupported<T>(what: &str) -> Result<T> {
+    Err(ProviderError::new(FailureKind::BadRequest, what.to_owned()))
 }
 
 impl Provider {
@@ -128,6 +135,7 @@ impl Provider {
             Provider::Local(_) => "local",
             Provider::OpenAi(_) => "openai",
             Provider::Anthropic(_) => "anthropic",
+            Provider::Rerank(_) => "rerank",
         }
     }
 
@@ -142,6 +150,7 @@ impl Provider {
             Provider::Local(p) => p.complete(call).await,
             Provider::OpenAi(p) => p.complete(call).await,
             Provider::Anthropic(p) => p.complete(call).await,
+            Provider::Rerank(_) => unsupported("a rerank provider has no chat API"),
         }
     }
 
@@ -151,6 +160,7 @@ impl Provider {
             Provider::Local(p) => p.stream(call).await,
             Provider::OpenAi(p) => p.stream(call).await,
             Provider::Anthropic(p) => p.stream(call).await,
+            Provider::Rerank(_) => unsupported("a rerank provider has no chat API"),
         }
     }
 
@@ -159,11 +169,31 @@ impl Provider {
         match self {
             Provider::Local(p) => p.embed(model, inputs).await,
             Provider::OpenAi(p) => p.embed(model, inputs).await,
-            Provider::Anthropic(_) => Err(ProviderError::new(
-                FailureKind::BadRequest,
-                "Anthropic has no embeddings API",
-            )),
+            Provider::Anthropic(_) => unsupported("Anthropic has no embeddings API"),
+            Provider::Rerank(_) => unsupported("a rerank provider has no embeddings API"),
         }
+    }
+
+    /// The relevance of each of `documents` to `query`, most relevant first.
+    pub async fn rerank(
+        &self,
+        model: &str,
+        query: &str,
+        documents: &[String],
+    ) -> Result<RerankOutput> {
+        let mut out = match self {
+            Provider::Local(p) => p.rerank(model, query, documents).await?,
+            Provider::Rerank(p) => p.rerank(model, query, documents).await?,
+            Provider::OpenAi(_) | Provider::Anthropic(_) => {
+                return unsupported("this provider has no rerank API")
+            }
+        };
+        out.results.sort_by(|a, b| {
+            b.relevance_score
+                .total_cmp(&a.relevance_score)
+                .then(a.index.cmp(&b.index))
+        });
+        Ok(out)
     }
 }
 
