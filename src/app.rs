@@ -77,6 +77,13 @@ pub fn open(
         config.store.is_postgres().then_some(replica.id.as_str()),
     )
     .map_err(|e| ServiceError::Invalid(format!("gateway: {e}")))?;
+    if let Some(model) = config.search.rerank.as_deref() {
+        if !gateway.knows_model(model) {
+            return Err(ServiceError::Invalid(format!(
+                "search.rerank: `{model}` is no gateway route, alias or provider/model"
+            )));
+        }
+    }
     let parts = Parts {
         store,
         blobs,

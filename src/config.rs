@@ -382,6 +382,9 @@ impl Config {
         if self.search.max_top_k == 0 || self.search.default_top_k > self.search.max_top_k {
             return bad("search.default_top_k must be at most search.max_top_k (> 0)");
         }
+        if !(1..=1000).contains(&self.search.rerank_candidates) {
+            return bad("search.rerank_candidates must be within 1..=1000");
+        }
         Ok(())
     }
 

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::body::ApiJson;
-use super::dto::{self, ChunkingStamp, KbView, SearchHit};
+use super::dto::{self, ChunkingStamp, KbRerank, KbView, SearchHit};
 use super::params::ApiPath;
 use super::{blocking, ApiError, AppState, Caller};
 use crate::index::SearchMode;
@@ -31,6 +31,28 @@ pub struct CreateKbRequest {
     /// Chunk size in tokens (default from the configuration).
     #[serde(default)]
     pub chunking: Option<ChunkingStamp>,
+    /// Its own rerank stage (default: the configured `search.rerank`, if any).
+    #[serde(default)]
+    pub rerank: Option<KbRerank>,
+}
+
+/// Body of `PATCH /v1/kbs/{kb}`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateKbRequest {
+    /// The rerank stage; `null` removes it (searches then use `search.rerank`, if any).
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<KbRerank>, nullable = true)]
+    pub rerank: Option<Option<KbRerank>>,
+}
+
+/// A member that is present (even `null`) is `Some`.
+fn present<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(d).map(Some)
 }
 
 /// The tenant's knowledge bases.
@@ -167,6 +189,7 @@ pub async fn create(
                 description: body.description,
                 embedding_model: body.embedding_model,
                 chunking: body.chunking.map(Into::into),
+                rerank: body.rerank.map(Into::into),
             },
         )
     })
@@ -197,6 +220,26 @@ pub async fn get(
     Ok(Json(
         blocking(move || service.get_kb(&p, &kb)).await?.into(),
     ))
+}
+
+/// Change a knowledge base: its rerank stage (write scope).
+#[utoipa::path(patch, path = "/v1/kbs/{kb}", tag = "knowledge bases", request_body = UpdateKbRequest,
+    params(("kb" = String, Path, description = "id or name")),
+    responses((status = 200, body = KbView), (status = 404, body = super::Problem),
+              (status = 422, body = super::Problem)))]
+pub async fn update(
+    State(s): State<AppState>,
+    Caller(p): Caller,
+    ApiPath(kb): ApiPath<String>,
+    ApiJson(body): ApiJson<UpdateKbRequest>,
+) -> Result<Json<KbView>, ApiError> {
+    let service = s.service.clone();
+    let view = blocking(move || match body.rerank {
+        Some(rerank) => service.set_kb_rerank(&p, &kb, rerank.map(Into::into)),
+        None => service.get_kb(&p, &kb),
+    })
+    .await?;
+    Ok(Json(view.into()))
 }
 
 /// Delete a knowledge base with its documents (admin scope).

@@ -223,7 +223,9 @@ fn tools() -> Vec<Tool> {
                     "filter": {"type": "object", "description": "Restrictions.", "properties": {
                         "document_ids": {"type": "array", "items": {"type": "string"}},
                         "metadata": {"type": "object", "description": "Exact metadata values."}},
-                        "additionalProperties": false}
+                        "additionalProperties": false},
+                    "rerank": {"description": "false, a gateway route, or {model, candidates}: \
+                        reorder the candidates with a reranker (default: the knowledge base's own)."}
                 }),
                 &["kb", "query"],
             ),
@@ -377,7 +379,7 @@ impl Mcp {
                 let kb = string_arg(args, "kb")?;
                 let mut body = json!({"query": string_arg(args, "query")?,
                     "top_k": args.get("top_k").cloned().unwrap_or(json!(5))});
-                for k in ["mode", "filter"] {
+                for k in ["mode", "filter", "rerank"] {
                     if let Some(v) = args.get(k) {
                         body[k] = v.clone();
                     }
@@ -466,6 +468,7 @@ fn passages(kb: &str, found: &Value) -> Value {
                     json!({
                         "rank": i + 1,
                         "score": c["score"],
+                        "rerank_score": c["rerank_score"],
                         "text": c["text"],
                         "chunk_id": c["chunk_id"],
                         "document_id": c["document_id"],

@@ -242,7 +242,10 @@ pub fn router(
 fn kb_routes(upload_limit: usize) -> Router<AppState> {
     Router::new()
         .route("/v1/kbs", post(kbs::create).get(kbs::list))
-        .route("/v1/kbs/{kb}", get(kbs::get).delete(kbs::delete))
+        .route(
+            "/v1/kbs/{kb}",
+            get(kbs::get).patch(kbs::update).delete(kbs::delete),
+        )
         .route(
             "/v1/kbs/{kb}/documents",
             post(documents::upload)

@@ -26,7 +26,7 @@ impl Modify for BearerAuth {
     info(title = "Groundwork", description = "Self-hosted knowledge assistant: knowledge bases, uploads, search, durable workflows, an OpenAI-compatible model gateway, and stateful agents with grounded, cited chat."),
     paths(
         system::healthz, system::readyz, system::metrics, system::status, system::job,
-        kbs::create, kbs::list, kbs::get, kbs::delete, kbs::search,
+        kbs::create, kbs::list, kbs::get, kbs::update, kbs::delete, kbs::search,
         documents::upload, documents::list, documents::get, documents::chunks, documents::chunk, documents::delete,
         workflows::list, workflows::get, workflows::cancel, workflows::retry, workflows::send_event,
         workflows::events, workflows::reindex, workflows::add_source, workflows::list_sources,

@@ -264,6 +264,7 @@ pub fn kb(config: Config, tenant: &str, cmd: KbCommand) -> anyhow::Result<()> {
                         description,
                         embedding_model: None,
                         chunking,
+                        rerank: None,
                     },
                 )?;
                 println!("created {} ({})", v.kb.name, v.kb.id);

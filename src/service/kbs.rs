@@ -1,7 +1,8 @@
-//! Knowledge bases: create, list, read and delete a tenant's knowledge bases (deleting one
-//! drops its documents, chunks, index and the bytes no one else references).
+//! Knowledge bases: create, list, read, change (their rerank stage) and delete a tenant's
+//! knowledge bases (deleting one drops its documents, chunks, index and the bytes no one else
+//! references).
 
-use crate::store::{ChunkingStamp, Kb, KbStats, NewKb, Scope, Section};
+use crate::store::{ChunkingStamp, Kb, KbRerank, KbStats, NewKb, Scope, Section};
 
 use super::{Principal, Result, Service, ServiceError};
 
@@ -16,6 +17,8 @@ pub struct CreateKb {
     pub embedding_model: Option<String>,
     /// Chunking; the configured default when absent.
     pub chunking: Option<ChunkingStamp>,
+    /// Its own rerank stage (else `search.rerank`).
+    pub rerank: Option<KbRerank>,
 }
 
 /// A knowledge base with its counters.
@@ -63,6 +66,9 @@ impl Service {
             overlap_tokens: defaults.overlap_tokens as u32,
         });
         let chunking = super::workflows::validate_chunking(chunking, embedder.as_ref())?;
+        if let Some(r) = &req.rerank {
+            self.validate_rerank(&r.model, r.candidates.map(|c| c as usize))?;
+        }
         let kb = self.core.store.create_kb(&NewKb {
             tenant_id: p.tenant_id.clone(),
             name: req.name,
@@ -71,6 +77,7 @@ impl Service {
             model_source,
             dimension: embedder.dimension() as u32,
             chunking,
+            rerank: req.rerank,
         })?;
         self.core.indexes.open(&kb, self.core.store.as_ref())?;
         Ok(KbView {
@@ -111,6 +118,39 @@ impl Service {
         let kb = self.kb(p, kb)?;
         let stats = self.core.store.kb_stats(&kb.id)?;
         Ok(KbView { kb, stats })
+    }
+
+    /// Sets (or, with `None`, clears) a knowledge base's own rerank stage.
+    pub fn set_kb_rerank(
+        &self,
+        p: &Principal,
+        kb: &str,
+        rerank: Option<KbRerank>,
+    ) -> Result<KbView> {
+        p.require(Scope::Write)?;
+        let kb = self.kb(p, kb)?;
+        if let Some(r) = &rerank {
+            self.validate_rerank(&r.model, r.candidates.map(|c| c as usize))?;
+        }
+        let kb = self.core.store.set_kb_rerank(&kb.id, rerank.as_ref())?;
+        let stats = self.core.store.kb_stats(&kb.id)?;
+        Ok(KbView { kb, stats })
+    }
+
+    /// A rerank stage names a model the gateway answers and a candidate count it takes.
+    pub(super) fn validate_rerank(&self, model: &str, candidates: Option<usize>) -> Result<()> {
+        if !self.core.gateway.knows_model(model) {
+            return Err(ServiceError::Invalid(format!(
+                "rerank: `{model}` is no gateway route, alias or provider/model"
+            )));
+        }
+        let max = crate::gateway::MAX_RERANK_DOCUMENTS;
+        if candidates.is_some_and(|n| n == 0 || n > max) {
+            return Err(ServiceError::Invalid(format!(
+                "rerank candidates must be within 1..={max}"
+            )));
+        }
+        Ok(())
     }
 
     /// Deletes a knowledge base with everything in it.

@@ -114,33 +114,23 @@ impl Service {
                 limits.max_top_k
             )));
         }
+        let mut kb = self.kb(p, kb)?;
+        // The request's stage, else the knowledge base's, else the configured one.
         let stage = match &params.rerank {
             Rerank::Off => None,
-            Rerank::Default => limits
+            Rerank::Default => kb
                 .rerank
-                .clone()
-                .map(|model| (model, limits.rerank_candidates)),
-            Rerank::With { model, candidates } => Some((
-                model.clone(),
-                candidates.unwrap_or(limits.rerank_candidates),
-            )),
+                .as_ref()
+                .map(|r| (r.model.clone(), r.candidates.map(|c| c as usize)))
+                .or_else(|| limits.rerank.clone().map(|m| (m, None))),
+            Rerank::With { model, candidates } => Some((model.clone(), *candidates)),
         };
         if let Some((model, n)) = &stage {
-            if !self.core.gateway.knows_model(model) {
-                return Err(ServiceError::Invalid(format!(
-                    "rerank: `{model}` is no gateway route, alias or provider/model"
-                )));
-            }
-            if *n == 0 || *n > crate::gateway::MAX_RERANK_DOCUMENTS {
-                return Err(ServiceError::Invalid(format!(
-                    "rerank candidates must be within 1..={}",
-                    crate::gateway::MAX_RERANK_DOCUMENTS
-                )));
-            }
+            self.validate_rerank(model, *n)?;
         }
+        let stage = stage.map(|(m, n)| (m, n.unwrap_or(limits.rerank_candidates)));
         // The index hands the reranker its candidates, of which the best `top_k` are kept.
         let fetch = stage.as_ref().map_or(top_k, |(_, n)| (*n).max(top_k));
-        let mut kb = self.kb(p, kb)?;
         if let Some(seq) = params.min_seq {
             // Numbers are handed out after their commit: one above the committed sequence
             // was never returned by this deployment, and waiting for it would be in vain.

@@ -21,7 +21,8 @@ pub(super) fn vector_bytes(v: &[f32]) -> &[u8] {
 
 /// Columns of `kbs`.
 pub(super) const KB_COLS: &str = "id, tenant_id, name, description, embedding_model, dimension, \
-    chunk_max_tokens, chunk_overlap_tokens, index_seq, created_at, generation, model_source";
+    chunk_max_tokens, chunk_overlap_tokens, index_seq, created_at, generation, model_source, \
+    rerank_model, rerank_candidates";
 
 /// Columns of `documents`.
 pub(super) const DOC_COLS: &str = "id, kb_id, job_id, name, media_type, size, sha256, status, \

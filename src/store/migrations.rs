@@ -17,6 +17,7 @@ pub(super) fn migrations() -> Migrations<'static> {
         M::up(include_str!("sql/sqlite/0009_budgets.sql")),
         M::up(include_str!("sql/sqlite/0010_task_claims.sql")),
         M::up(include_str!("sql/sqlite/0011_replica_address.sql")),
+        M::up(include_str!("sql/sqlite/0012_kb_rerank.sql")),
     ])
 }
 

@@ -146,6 +146,8 @@ pub trait KbStore: Send + Sync {
     fn delete_kb(&self, kb_id: &str) -> Result<Vec<String>>;
     /// Counters of one knowledge base.
     fn kb_stats(&self, kb_id: &str) -> Result<KbStats>;
+    /// Sets (or clears) a knowledge base's own rerank stage; returns the knowledge base.
+    fn set_kb_rerank(&self, kb_id: &str, rerank: Option<&KbRerank>) -> Result<Kb>;
 }
 
 /// Documents, chunks and vectors.

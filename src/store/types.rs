@@ -118,6 +118,27 @@ pub struct NewKb {
     pub dimension: u32,
     /// How its documents are chunked.
     pub chunking: ChunkingStamp,
+    /// Its own rerank stage.
+    pub rerank: Option<KbRerank>,
+}
+
+/// A knowledge base's own rerank stage.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KbRerank {
+    /// Gateway route (or `provider/model`) of the reranker.
+    pub model: String,
+    /// Candidates handed to it (`search.rerank_candidates` when absent).
+    pub candidates: Option<u32>,
+}
+
+impl KbRerank {
+    /// From the two columns that hold it.
+    pub fn from_columns(model: Option<String>, candidates: Option<i64>) -> Option<Self> {
+        model.map(|model| Self {
+            model,
+            candidates: candidates.map(|c| c as u32),
+        })
+    }
 }
 
 /// A knowledge base.
@@ -143,6 +164,8 @@ pub struct Kb {
     pub generation: u64,
     /// Local folder the embedding model was loaded from, when not the server's default.
     pub model_source: Option<String>,
+    /// Its own rerank stage (else `search.rerank`).
+    pub rerank: Option<KbRerank>,
     /// Creation time.
     pub created_at: DateTime<Utc>,
 }

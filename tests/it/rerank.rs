@@ -283,6 +283,51 @@ limit_usd = 0.0001
         json!(["alpha", "beta", "gamma"])
     );
 
+    // A knowledge base's own stage applies to searches that do not say otherwise.
+    let kb = ok_json(server.send(
+        "PATCH",
+        "/v1/kbs/notes",
+        Some(&json!({"rerank": {"model": "rr-voyage", "candidates": 6}})),
+        &[],
+    ));
+    assert_eq!(kb["rerank"], json!({"model": "rr-voyage", "candidates": 6}));
+    let by_kb = search(&server, json!({"query": QUERY, "top_k": 4}));
+    assert_eq!(ids(&by_kb), want);
+    assert_eq!(by_kb["rerank"]["model"], "rr-voyage");
+    let off = search(
+        &server,
+        json!({"query": QUERY, "top_k": 4, "rerank": false}),
+    );
+    assert_eq!(ids(&off), fused[..4].to_vec());
+    assert!(off.get("rerank").is_none(), "{off}");
+    problem(
+        server.send(
+            "PATCH",
+            "/v1/kbs/notes",
+            Some(&json!({"rerank": {"model": "nope"}})),
+            &[],
+        ),
+        422,
+        "invalid_request",
+    );
+    let cleared = ok_json(server.send(
+        "PATCH",
+        "/v1/kbs/notes",
+        Some(&json!({"rerank": null})),
+        &[],
+    ));
+    assert!(cleared["rerank"].is_null(), "{cleared}");
+    let plain = search(&server, json!({"query": QUERY, "top_k": 4}));
+    assert_eq!(ids(&plain), fused[..4].to_vec());
+    let created = ok_json(server.post(
+        "/v1/kbs",
+        &json!({"name": "reranked", "rerank": {"model": "rr-tei"}}),
+    ));
+    assert_eq!(
+        created["rerank"],
+        json!({"model": "rr-tei", "candidates": null})
+    );
+
     // Over budget: the API refuses; a search keeps its fused order and says why.
     problem(
         server.post(

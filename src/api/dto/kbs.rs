@@ -52,8 +52,42 @@ pub struct Kb {
     pub generation: u64,
     /// Local folder the embedding model was loaded from, when not the server's default.
     pub model_source: Option<String>,
+    /// Its own rerank stage (searches that do not say otherwise use it; none: the configured
+    /// `search.rerank`, if any).
+    pub rerank: Option<KbRerank>,
     /// Creation time.
     pub created_at: DateTime<Utc>,
+}
+
+/// A knowledge base's rerank stage.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct KbRerank {
+    /// Gateway route (or `provider/model`) of a cross-encoder or rerank API.
+    #[schema(pattern = r"\S")]
+    pub model: String,
+    /// Candidates handed to it (default `search.rerank_candidates`).
+    #[serde(default)]
+    #[schema(minimum = 1, maximum = 1000)]
+    pub candidates: Option<u32>,
+}
+
+impl From<crate::store::KbRerank> for KbRerank {
+    fn from(r: crate::store::KbRerank) -> Self {
+        Self {
+            model: r.model,
+            candidates: r.candidates,
+        }
+    }
+}
+
+impl From<KbRerank> for crate::store::KbRerank {
+    fn from(r: KbRerank) -> Self {
+        Self {
+            model: r.model,
+            candidates: r.candidates,
+        }
+    }
 }
 
 /// Counters of one knowledge base.
@@ -117,6 +151,7 @@ impl From<crate::store::Kb> for Kb {
             index_seq: r.index_seq,
             generation: r.generation,
             model_source: r.model_source,
+            rerank: r.rerank.map(Into::into),
             created_at: r.created_at,
         }
     }

@@ -16,6 +16,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../sql/postgres/0006_task_claims.sql"),
     include_str!("../sql/postgres/0007_agent_leases.sql"),
     include_str!("../sql/postgres/0008_rate_buckets.sql"),
+    include_str!("../sql/postgres/0009_kb_rerank.sql"),
 ];
 
 /// Key of the advisory lock held while migrating ("groundwk" in ASCII).

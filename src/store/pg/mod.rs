@@ -473,6 +473,7 @@ fn kb_row(r: &Row) -> Kb {
         created_at: r.get(9),
         generation: u(r, 10),
         model_source: r.get(11),
+        rerank: KbRerank::from_columns(r.get(12), r.get(13)),
     }
 }
 
@@ -887,8 +888,8 @@ impl KbStore for PgStore {
                 &format!(
                     "INSERT INTO kbs (id, tenant_id, name, description, embedding_model,
                                       dimension, chunk_max_tokens, chunk_overlap_tokens,
-                                      created_at, model_source)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+                                      created_at, model_source, rerank_model, rerank_candidates)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
                      ON CONFLICT (tenant_id, name) DO NOTHING
                      RETURNING {KB_COLS}"
                 ),
@@ -903,6 +904,8 @@ impl KbStore for PgStore {
                     &i64::from(kb.chunking.overlap_tokens),
                     &Utc::now(),
                     &kb.model_source,
+                    &kb.rerank.as_ref().map(|r| r.model.clone()),
+                    &kb.rerank.as_ref().and_then(|r| r.candidates).map(i64::from),
                 ],
             )?;
             row.as_ref()
@@ -964,6 +967,28 @@ impl KbStore for PgStore {
                 .ok_or_else(|| StoreError::NotFound {
                     kind: "knowledge base",
                     id: id.to_owned(),
+                })
+        })
+    }
+
+    fn set_kb_rerank(&self, kb_id: &str, rerank: Option<&KbRerank>) -> Result<Kb> {
+        self.write(|tx| {
+            let row = tx.query_opt(
+                &format!(
+                    "UPDATE kbs SET rerank_model = $2, rerank_candidates = $3 WHERE id = $1
+                     RETURNING {KB_COLS}"
+                ),
+                &[
+                    &kb_id,
+                    &rerank.map(|r| r.model.clone()),
+                    &rerank.and_then(|r| r.candidates).map(i64::from),
+                ],
+            )?;
+            row.as_ref()
+                .map(kb_row)
+                .ok_or_else(|| StoreError::NotFound {
+                    kind: "knowledge base",
+                    id: kb_id.to_owned(),
                 })
         })
     }

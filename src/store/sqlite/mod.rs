@@ -161,6 +161,7 @@ fn kb_row(r: &Row<'_>) -> rusqlite::Result<Kb> {
         created_at: r.get(9)?,
         generation: r.get::<_, i64>(10)? as u64,
         model_source: r.get(11)?,
+        rerank: KbRerank::from_columns(r.get(12)?, r.get(13)?),
     })
 }
 
@@ -493,8 +494,9 @@ impl KbStore for SqliteStore {
             }
             tx.execute(
                 "INSERT INTO kbs (id, tenant_id, name, description, embedding_model, dimension,
-                                  chunk_max_tokens, chunk_overlap_tokens, created_at, model_source)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                                  chunk_max_tokens, chunk_overlap_tokens, created_at, model_source,
+                                  rerank_model, rerank_candidates)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
                 params![
                     id,
                     kb.tenant_id,
@@ -505,7 +507,9 @@ impl KbStore for SqliteStore {
                     kb.chunking.max_tokens,
                     kb.chunking.overlap_tokens,
                     Utc::now(),
-                    kb.model_source
+                    kb.model_source,
+                    kb.rerank.as_ref().map(|r| r.model.clone()),
+                    kb.rerank.as_ref().and_then(|r| r.candidates)
                 ],
             )?;
             Ok(tx.query_row(
@@ -568,6 +572,30 @@ impl KbStore for SqliteStore {
                 kind: "knowledge base",
                 id: id.to_owned(),
             })
+        })
+    }
+
+    fn set_kb_rerank(&self, kb_id: &str, rerank: Option<&KbRerank>) -> Result<Kb> {
+        self.write(|tx| {
+            let n = tx.execute(
+                "UPDATE kbs SET rerank_model = ?2, rerank_candidates = ?3 WHERE id = ?1",
+                params![
+                    kb_id,
+                    rerank.map(|r| r.model.clone()),
+                    rerank.and_then(|r| r.candidates)
+                ],
+            )?;
+            if n == 0 {
+                return Err(StoreError::NotFound {
+                    kind: "knowledge base",
+                    id: kb_id.to_owned(),
+                });
+            }
+            Ok(tx.query_row(
+                &format!("SELECT {KB_COLS} FROM kbs WHERE id = ?1"),
+                [kb_id],
+                kb_row,
+            )?)
         })
     }
 

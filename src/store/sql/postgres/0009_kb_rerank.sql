@@ -1,0 +1,4 @@
+-- A knowledge base's own rerank stage (SQLite migration 0012): the gateway route of its
+-- reranker and the candidates handed to it; none: as `search.rerank` configures.
+ALTER TABLE kbs ADD COLUMN rerank_model TEXT;
+ALTER TABLE kbs ADD COLUMN rerank_candidates BIGINT;
