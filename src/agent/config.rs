@@ -175,6 +175,7 @@ pub struct AgentConfig {
     /// Gateway route (or `provider/model`) of a reranker that orders the passages found over
     /// all knowledge bases and queries before the best `top_k` are kept; none: ordered by
     /// similarity. A reranker that fails leaves the similarity order.
+    #[schema(pattern = r"\S", nullable = true)]
     pub rerank: Option<String>,
     /// Candidates handed to the reranker.
     #[schema(minimum = 1, maximum = 200)]
