@@ -650,8 +650,8 @@ mod tests {
     fn text_is_rebuilt_from_overlapping_chunks() {
         let doc = "Alpha beta gamma. Delta epsilon. Zeta eta theta.";
         let chunk = |s: usize, e: usize| json!({"start": s, "end": e, "text": &doc[s..e]});
-        // Overlap (12..17 twice), then a gap (33..34 skipped).
-        let chunks = [chunk(0, 17), chunk(12, 33), chunk(34, doc.len())];
+        // Overlap (12..17 twice), then a gap (the space at 32 in no chunk).
+        let chunks = [chunk(0, 17), chunk(12, 32), chunk(33, doc.len())];
         let (text, cut) = text_from_chunks(&chunks, 1000);
         assert_eq!(text, "Alpha beta gamma. Delta epsilon.\n\nZeta eta theta.");
         assert!(!cut);

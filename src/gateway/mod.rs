@@ -464,8 +464,9 @@ impl Gateway {
 
     /// A call answered in one piece (embeddings, rerank) through `route`: the worst case
     /// (`bytes` of input priced as tokens) reserved against the budgets, the targets tried in
-    /// order with the route's retries and fallback, the cost of the tokens billed settled,
-    /// and the call logged as `kind`.
+    /// order with the route's retries and fallback (an attempt longer than the route's
+    /// `total_timeout_ms` is a timeout), the cost of the tokens billed settled, and the call
+    /// logged as `kind`.
     async fn one_shot<T, F, Fut>(
         &self,
         ctx: &CallContext,
@@ -501,7 +502,17 @@ impl Gateway {
             let provider = self.provider(target)?.clone();
             for n in 0..=route.policy.retries {
                 let t0 = Instant::now();
-                match call(provider.clone(), target.model.clone()).await {
+                let limit = std::time::Duration::from_millis(route.policy.total_timeout_ms);
+                let answer =
+                    tokio::time::timeout(limit, call(provider.clone(), target.model.clone()))
+                        .await
+                        .unwrap_or_else(|_| {
+                            Err(ProviderError::new(
+                                route::FailureKind::Timeout,
+                                format!("no answer within {} ms", limit.as_millis()),
+                            ))
+                        });
+                match answer {
                     Ok(out) => {
                         attempts.push(chat::attempt_json(target, None, t0));
                         let cost = self.price(target).input * f64::from(out.tokens()) / 1e6;

@@ -181,6 +181,11 @@ targets = ["co/rerank-broken", "ji/jina-reranker-v2"]
 retries = 0
 backoff_ms = 5
 
+[gateway.routes.rr-slow]
+targets = ["co/rerank-slow", "ji/jina-reranker-v2"]
+retries = 0
+total_timeout_ms = 300
+
 [gateway.routes.rr-voyage]
 targets = ["vo/rerank-2"]
 
@@ -282,6 +287,25 @@ limit_usd = 0.0001
         up.requests("tei")[0]["texts"],
         json!(["alpha", "beta", "gamma"])
     );
+
+    // An attempt past the route's total timeout moves on to the next target.
+    up.script(
+        "rerank-slow",
+        &[Behavior::Stall(std::time::Duration::from_secs(3))],
+    );
+    let t = std::time::Instant::now();
+    ok_json(server.post(
+        "/v1/rerank",
+        &json!({"model": "rr-slow", "query": "q", "documents": ["a", "b"]}),
+    ));
+    assert!(
+        t.elapsed() < std::time::Duration::from_millis(2500),
+        "{:?}",
+        t.elapsed()
+    );
+    let slow = wait_logs(&server, "route=rr-slow", 1);
+    assert_eq!(slow[0]["attempts"][0]["outcome"], "timeout", "{}", slow[0]);
+    assert_eq!(slow[0]["provider"], "ji");
 
     // A knowledge base's own stage applies to searches that do not say otherwise.
     let kb = ok_json(server.send(
