@@ -304,10 +304,12 @@ impl Mcp {
             detail,
         };
         let req = req.map_err(|e| internal(format!("request: {e}")))?;
-        // On its own task: a failing handler ends there, not in the MCP session.
-        let res = tokio::spawn(self.api.clone().oneshot(req))
+        // (`api` turns a handler's panic into a 500 answer, as for any other caller.)
+        let res = self
+            .api
+            .clone()
+            .oneshot(req)
             .await
-            .map_err(|_| internal(crate::error::INTERNAL_DETAIL.to_owned()))?
             .map_err(|e| internal(e.to_string()))?;
         let status = res.status();
         let bytes = axum::body::to_bytes(res.into_body(), 64 << 20)

@@ -222,20 +222,23 @@ pub fn router(
         .layer(DefaultBodyLimit::max(2 << 20))
         .with_state(state.clone());
     // The MCP tools are answered by these same routes, called in-process.
-    api.clone()
-        .merge(mcp::routes(api, state))
+    let for_mcp = api
+        .clone()
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(panicked));
+    api.merge(mcp::routes(for_mcp, state))
         .layer(axum::middleware::from_fn(rate_limit_headers))
         .layer(axum::middleware::from_fn(track))
-        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
-            |_: Box<dyn std::any::Any + Send>| {
-                axum::response::IntoResponse::into_response(ApiError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal",
-                    "the server failed to process the request; the cause is in its log",
-                ))
-            },
-        ))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(panicked))
         .layer(tower_http::trace::TraceLayer::new_for_http())
+}
+
+/// The answer of a request whose handler panicked.
+fn panicked(_: Box<dyn std::any::Any + Send>) -> Response {
+    axum::response::IntoResponse::into_response(ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal",
+        "the server failed to process the request; the cause is in its log",
+    ))
 }
 
 /// Knowledge bases, their documents, search and folder sources.
