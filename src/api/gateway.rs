@@ -78,6 +78,13 @@ fn context(
     })
 }
 
+/// Names the request on its answer (`X-Request-Id`).
+fn with_request_id(res: &mut Response, id: &str) {
+    if let Ok(v) = HeaderValue::from_str(id) {
+        res.headers_mut().insert("x-request-id", v);
+    }
+}
+
 fn with_meta(mut res: Response, meta: &ReplyMeta) -> Response {
     let h = res.headers_mut();
     for (name, value) in [
@@ -259,9 +266,7 @@ pub async fn embeddings(
         "usage": {"prompt_tokens": usage.prompt_tokens, "total_tokens": usage.prompt_tokens},
     }))
     .into_response();
-    if let Ok(v) = HeaderValue::from_str(&request_id) {
-        res.headers_mut().insert("x-request-id", v);
-    }
+    with_request_id(&mut res, &request_id);
     Ok(res)
 }
 
@@ -314,9 +319,7 @@ pub async fn rerank(
         "usage": {"total_tokens": out.tokens},
     }))
     .into_response();
-    if let Ok(v) = HeaderValue::from_str(&request_id) {
-        res.headers_mut().insert("x-request-id", v);
-    }
+    with_request_id(&mut res, &request_id);
     Ok(res)
 }
 

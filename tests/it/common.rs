@@ -100,6 +100,16 @@ pub fn cli(data_dir: &std::path::Path) -> std::process::Command {
     cmd
 }
 
+/// Makes sure the test suite's Python environments exist (`tests/py/setup.sh`: once, then a
+/// checksum test).
+pub fn python_envs() {
+    let status = std::process::Command::new("bash")
+        .arg(root().join("tests/py/setup.sh"))
+        .status()
+        .expect("tests/py/setup.sh");
+    assert!(status.success(), "tests/py/setup.sh failed");
+}
+
 /// Writes a tiny BERT model folder (`hidden` dimensions, one layer, deterministic weights,
 /// the default model's tokenizer) for tests that need a second model of another dimension.
 pub fn tiny_bert(dir: &std::path::Path, hidden: usize) {

@@ -18,11 +18,7 @@ use crate::server::{ok_json, TestServer};
 
 /// Writes the generated documents into `dir` with the test suite's Python environment.
 fn make_documents(dir: &Path) {
-    let setup = Command::new("bash")
-        .arg(root().join("tests/py/setup.sh"))
-        .status()
-        .expect("tests/py/setup.sh");
-    assert!(setup.success(), "tests/py/setup.sh failed");
+    crate::common::python_envs();
     let made = Command::new(root().join(".venv-test/bin/python"))
         .arg(root().join("tests/py/make_documents.py"))
         .arg(dir)

@@ -853,11 +853,7 @@ fn local_model_answers_a_grounded_question() {
 /// The official `openai` Python package against the running server, unchanged.
 #[test]
 fn openai_python_client_works_unchanged() {
-    let status = Command::new("bash")
-        .arg(root().join("tests/py/setup.sh"))
-        .status()
-        .expect("setup");
-    assert!(status.success(), "tests/py/setup.sh failed");
+    crate::common::python_envs();
     let (oai, claude) = (FakeLlm::start(), FakeLlm::start());
     let dir = tempfile::tempdir().expect("tempdir");
     let extra = r#"
@@ -896,11 +892,7 @@ limit_usd = 0.001
 /// same vectors as the text, `dimensions` shortens, and `user` reaches the call log.
 #[test]
 fn langchain_and_llamaindex_work_with_default_arguments() {
-    let status = Command::new("bash")
-        .arg(root().join("tests/py/setup.sh"))
-        .status()
-        .expect("setup");
-    assert!(status.success(), "tests/py/setup.sh failed");
+    crate::common::python_envs();
     let (oai, claude) = (FakeLlm::start(), FakeLlm::start());
     let dir = tempfile::tempdir().expect("tempdir");
     let extra = r#"

@@ -9,11 +9,7 @@ use crate::service_api::create_key;
 
 #[test]
 fn the_official_mcp_client_searches_reads_and_asks_within_its_keys_reach() {
-    let status = Command::new("bash")
-        .arg(root().join("tests/py/setup.sh"))
-        .status()
-        .expect("setup");
-    assert!(status.success(), "tests/py/setup.sh failed");
+    crate::common::python_envs();
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
     let (writer, reader, globex) = (
