@@ -78,6 +78,20 @@ fn context(
     })
 }
 
+/// The opening of every model call: the `infer` scope, the body, and the call's context
+/// (with the end user the body names, unless a header does).
+fn model_call<T: serde::de::DeserializeOwned + 'static>(
+    caller: &Caller,
+    headers: &HeaderMap,
+    body: &[u8],
+    user: impl Fn(&T) -> Option<&str>,
+) -> Result<(T, CallContext), ApiError> {
+    caller.0.require(Scope::Infer)?;
+    let req: T = super::body::parse(body)?;
+    let ctx = context(caller, headers, user(&req))?;
+    Ok((req, ctx))
+}
+
 /// Names the request on its answer (`X-Request-Id`).
 fn with_request_id(res: &mut Response, id: &str) {
     if let Ok(v) = HeaderValue::from_str(id) {
@@ -180,9 +194,9 @@ pub async fn chat_completions(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    caller.0.require(Scope::Infer)?;
-    let req: ChatRequest = super::body::parse(&body)?;
-    let ctx = context(&caller, &headers, req.user.as_deref())?;
+    let (req, ctx): (ChatRequest, _) = model_call(&caller, &headers, &body, |r: &ChatRequest| {
+        r.user.as_deref()
+    })?;
     let model = req.model.clone();
     let include_usage = req.stream_options.as_ref().is_some_and(|o| o.include_usage);
     // Tokens per minute: the request's bound is taken now, what it did not use given back.
@@ -223,9 +237,10 @@ pub async fn embeddings(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    caller.0.require(Scope::Infer)?;
-    let req: EmbeddingRequest = super::body::parse(&body)?;
-    let ctx = context(&caller, &headers, req.user.as_deref())?;
+    let (req, ctx): (EmbeddingRequest, _) =
+        model_call(&caller, &headers, &body, |r: &EmbeddingRequest| {
+            r.user.as_deref()
+        })?;
     let base64 = match req.encoding_format.as_deref() {
         None | Some("float") => false,
         Some("base64") => true,
@@ -282,9 +297,10 @@ pub async fn rerank(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    caller.0.require(Scope::Infer)?;
-    let req: RerankRequest = super::body::parse(&body)?;
-    let ctx = context(&caller, &headers, req.user.as_deref())?;
+    let (req, ctx): (RerankRequest, _) =
+        model_call(&caller, &headers, &body, |r: &RerankRequest| {
+            r.user.as_deref()
+        })?;
     let request_id = ctx.request_id.clone();
     let documents: Vec<String> = req.documents.into_iter().map(|d| d.into_text()).collect();
     let bound: u64 = documents

@@ -110,6 +110,24 @@ pub fn python_envs() {
     assert!(status.success(), "tests/py/setup.sh failed");
 }
 
+/// Runs a Python client script of `tests/py` with the interpreter of environment `venv`
+/// (e.g. `.venv-test`), arguments and environment; it must exit 0 and print "all checks
+/// passed" (what a failing one printed is shown).
+pub fn python_checks(venv: &str, script: &str, args: &[&str], env: &[(&str, &str)]) {
+    let out = std::process::Command::new(root().join(venv).join("bin/python"))
+        .arg(root().join("tests/py").join(script))
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .expect("python");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("all checks passed"),
+        "{script} {args:?} failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// Writes a tiny BERT model folder (`hidden` dimensions, one layer, deterministic weights,
 /// the default model's tokenizer) for tests that need a second model of another dimension.
 pub fn tiny_bert(dir: &std::path::Path, hidden: usize) {

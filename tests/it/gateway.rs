@@ -871,18 +871,12 @@ window = "day"
 limit_usd = 0.001
 "#;
     let server = start(dir.path(), &config(&oai.base, &claude.base, extra));
-    let out = Command::new(root().join(".venv-test/bin/python"))
-        .arg(root().join("tests/py/openai_client.py"))
-        .env("GROUNDWORK_URL", &server.url)
-        .output()
-        .expect("python");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "python client failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+    crate::common::python_checks(
+        ".venv-test",
+        "openai_client.py",
+        &[],
+        &[("GROUNDWORK_URL", &server.url)],
     );
-    assert!(stdout.contains("all checks passed"), "{stdout}");
     server.stop();
 }
 
@@ -915,21 +909,16 @@ targets = ["oai/gpt-main"]
         (".venv-test", "langchain"),
         (".venv-test-llamaindex", "llamaindex"),
     ] {
-        let out = Command::new(root().join(venv).join("bin/python"))
-            .arg(root().join("tests/py/frameworks_client.py"))
-            .arg(framework)
-            .env("GROUNDWORK_URL", &server.url)
-            .env("EXPECTED_ANSWER", DEFAULT_ANSWER)
-            .env("TIKTOKEN_CACHE_DIR", &cache)
-            .output()
-            .expect("python");
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success(),
-            "{framework} failed:\n{stdout}\n{}",
-            String::from_utf8_lossy(&out.stderr)
+        crate::common::python_checks(
+            venv,
+            "frameworks_client.py",
+            &[framework],
+            &[
+                ("GROUNDWORK_URL", &server.url),
+                ("EXPECTED_ANSWER", DEFAULT_ANSWER),
+                ("TIKTOKEN_CACHE_DIR", &cache),
+            ],
         );
-        assert!(stdout.contains("all checks passed"), "{stdout}");
     }
     // Both frameworks' chat went to the `main` route's upstream under the alias.
     assert!(!oai.requests("gpt-main").is_empty());

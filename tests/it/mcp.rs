@@ -1,9 +1,6 @@
 //! The MCP server at `/mcp` with the official MCP Python SDK as its client, over streamable
 //! HTTP, on a server that requires keys: two tenants, a write and a read key for one of them.
 
-use std::process::Command;
-
-use crate::common::root;
 use crate::server::{ok_json, TestServer};
 use crate::service_api::create_key;
 
@@ -51,20 +48,16 @@ fn the_official_mcp_client_searches_reads_and_asks_within_its_keys_reach() {
         None,
     ));
     other.wait_job(receipt["job_id"].as_str().expect("job"));
-    let out = Command::new(root().join(".venv-test/bin/python"))
-        .arg(root().join("tests/py/mcp_client.py"))
-        .env("GROUNDWORK_URL", &server.url)
-        .env("ACME_WRITE_KEY", &writer)
-        .env("ACME_READ_KEY", &reader)
-        .env("GLOBEX_KEY", &globex)
-        .output()
-        .expect("python");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "MCP client failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+    crate::common::python_checks(
+        ".venv-test",
+        "mcp_client.py",
+        &[],
+        &[
+            ("GROUNDWORK_URL", &server.url),
+            ("ACME_WRITE_KEY", &writer),
+            ("ACME_READ_KEY", &reader),
+            ("GLOBEX_KEY", &globex),
+        ],
     );
-    assert!(stdout.contains("all checks passed"), "{stdout}");
     server.stop();
 }
