@@ -352,13 +352,26 @@ pub trait AgentStore: Send + Sync {
     ) -> Result<Conversation>;
     /// One conversation of the agent.
     fn conversation(&self, tenant_id: &str, agent_id: &str, id: &str) -> Result<Conversation>;
-    /// The agent's conversations, most recent first.
+    /// The agent's conversations, most recent first; with `query`, those whose title or a
+    /// message contains it (case-insensitive for ASCII letters; `%`, `_` and `\\` taken
+    /// literally).
     fn list_conversations(
         &self,
         tenant_id: &str,
         agent_id: &str,
+        query: Option<&str>,
         limit: u64,
     ) -> Result<Vec<Conversation>>;
+    /// Renames a conversation; its messages stay.
+    fn rename_conversation(
+        &self,
+        tenant_id: &str,
+        agent_id: &str,
+        id: &str,
+        title: &str,
+    ) -> Result<Conversation>;
+    /// Deletes a conversation and its messages; returns whether it existed.
+    fn delete_conversation(&self, tenant_id: &str, agent_id: &str, id: &str) -> Result<bool>;
     /// Appends a message (the conversation must belong to the agent).
     fn append_message(
         &self,
@@ -461,4 +474,18 @@ pub trait AgentStore: Send + Sync {
     fn release_agent(&self, tenant_id: &str, id: &str, token: &str) -> Result<()>;
     /// Gives up every lease of `holder` (a replica stopping); returns how many.
     fn release_agents(&self, holder: &str) -> Result<u64>;
+}
+
+/// A `LIKE` pattern matching `text` anywhere, with `\\` as the escape character.
+pub fn contains_pattern(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('%');
+    for ch in text.chars() {
+        if matches!(ch, '%' | '_' | '\\') {
+            out.push('\\');
+        }
+        out.push(ch);
+    }
+    out.push('%');
+    out
 }

@@ -264,20 +264,56 @@ impl AgentStore for PgStore {
         &self,
         tenant_id: &str,
         agent_id: &str,
+        query: Option<&str>,
         limit: u64,
     ) -> Result<Vec<Conversation>> {
+        let pattern = query.map(contains_pattern);
         self.read(|c| {
             Ok(c.query(
                 &format!(
                     "SELECT {CONV_COLS} FROM agent_conversations
                      WHERE tenant_id = $1 AND agent_id = $2
+                       AND ($4::text IS NULL OR title ILIKE $4 ESCAPE '\\' OR EXISTS (
+                           SELECT 1 FROM agent_messages m
+                           WHERE m.conversation_id = agent_conversations.id
+                             AND m.content ILIKE $4 ESCAPE '\\'))
                      ORDER BY updated_at DESC, id DESC LIMIT $3"
                 ),
-                &[&tenant_id, &agent_id, &count(limit)],
+                &[&tenant_id, &agent_id, &count(limit), &pattern],
             )?
             .iter()
             .map(conv_row)
             .collect())
+        })
+    }
+
+    fn rename_conversation(
+        &self,
+        tenant_id: &str,
+        agent_id: &str,
+        id: &str,
+        title: &str,
+    ) -> Result<Conversation> {
+        self.write(|tx| {
+            tx.query_opt(
+                &format!(
+                    "UPDATE agent_conversations SET title = $4
+                     WHERE id = $1 AND tenant_id = $2 AND agent_id = $3 RETURNING {CONV_COLS}"
+                ),
+                &[&id, &tenant_id, &agent_id, &title],
+            )?
+            .as_ref()
+            .map(conv_row)
+            .ok_or_else(|| not_found("conversation", id))
+        })
+    }
+
+    fn delete_conversation(&self, tenant_id: &str, agent_id: &str, id: &str) -> Result<bool> {
+        self.write(|tx| {
+            Ok(tx.execute(
+                "DELETE FROM agent_conversations WHERE id = $1 AND tenant_id = $2 AND agent_id = $3",
+                &[&id, &tenant_id, &agent_id],
+            )? > 0)
         })
     }
 

@@ -287,17 +287,55 @@ impl AgentStore for SqliteStore {
         &self,
         tenant_id: &str,
         agent_id: &str,
+        query: Option<&str>,
         limit: u64,
     ) -> Result<Vec<Conversation>> {
+        let pattern = query.map(contains_pattern);
         self.read(|c| {
             let mut st = c.prepare(&format!(
                 "SELECT {CONV_COLS} FROM agent_conversations WHERE tenant_id = ?1 AND agent_id = ?2 \
+                 AND (?4 IS NULL OR title LIKE ?4 ESCAPE '\\' OR EXISTS (SELECT 1 FROM \
+                 agent_messages m WHERE m.conversation_id = agent_conversations.id \
+                 AND m.content LIKE ?4 ESCAPE '\\')) \
                  ORDER BY updated_at DESC, id DESC LIMIT ?3"
             ))?;
             let rows = st
-                .query_map(params![tenant_id, agent_id, limit as i64], conv_row)?
+                .query_map(
+                    params![tenant_id, agent_id, limit as i64, pattern],
+                    conv_row,
+                )?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
             Ok(rows)
+        })
+    }
+
+    fn rename_conversation(
+        &self,
+        tenant_id: &str,
+        agent_id: &str,
+        id: &str,
+        title: &str,
+    ) -> Result<Conversation> {
+        self.write(|tx| {
+            tx.query_row(
+                &format!(
+                    "UPDATE agent_conversations SET title = ?4 \
+                     WHERE id = ?1 AND tenant_id = ?2 AND agent_id = ?3 RETURNING {CONV_COLS}"
+                ),
+                params![id, tenant_id, agent_id, title],
+                conv_row,
+            )
+            .optional()?
+            .ok_or_else(|| not_found("conversation", id))
+        })
+    }
+
+    fn delete_conversation(&self, tenant_id: &str, agent_id: &str, id: &str) -> Result<bool> {
+        self.write(|tx| {
+            Ok(tx.execute(
+                "DELETE FROM agent_conversations WHERE id = ?1 AND tenant_id = ?2 AND agent_id = ?3",
+                params![id, tenant_id, agent_id],
+            )? > 0)
         })
     }
 
