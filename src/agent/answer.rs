@@ -90,6 +90,8 @@ pub struct ChatAnswer {
     pub cost_usd: f64,
     /// Where the time went.
     pub timings: Timings,
+    /// The client stopped the answer while it was generated: the text is what came before.
+    pub stopped: bool,
     /// The answerability features (for evaluation; not sent).
     #[serde(skip)]
     pub features: Vec<f32>,
@@ -114,6 +116,14 @@ pub(super) struct Sink {
 }
 
 impl Sink {
+    /// Cancelled when the client asks the answer to stop (never for a whole answer).
+    pub(super) fn stop_token(&self) -> tokio_util::sync::CancellationToken {
+        self.emitter
+            .as_ref()
+            .map(Emitter::stop_token)
+            .unwrap_or_default()
+    }
+
     pub(super) fn emit(&mut self, name: &str, data: Value) {
         if let Some(e) = &mut self.emitter {
             e.emit(name, &data);

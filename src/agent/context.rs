@@ -78,6 +78,8 @@ pub(super) struct Draft {
     pub first_token_ms: f64,
     pub model_ttft_ms: f64,
     pub tokens_per_s: Option<f64>,
+    /// The client stopped the generation: `text` is what came before.
+    pub stopped: bool,
 }
 
 /// What a turn is asked: the question, an answer mode overriding the agent's, and the

@@ -54,7 +54,17 @@ pub(super) async fn run(
         .chat(ctx.call.clone(), req)
         .await?
         .into_events();
-    while let Some(ev) = events.next().await {
+    let stop = ctx.sink.stop_token();
+    loop {
+        // Stopping drops the upstream stream (its connection closes: the model stops).
+        let ev = tokio::select! {
+            ev = events.next() => ev,
+            _ = stop.cancelled() => {
+                draft.stopped = true;
+                break;
+            }
+        };
+        let Some(ev) = ev else { break };
         match ev {
             StreamEvent::Text(text) => {
                 if first_at.is_none() {

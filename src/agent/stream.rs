@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 use crate::store::agents::StoredEvent;
 use crate::store::AgentStore;
@@ -36,6 +37,8 @@ struct Live {
     events: Mutex<Vec<Event>>,
     /// Latest sequence number; `u64::MAX` once finished.
     seq: watch::Sender<u64>,
+    /// Cancelled when a client asks the answer to stop.
+    stop: CancellationToken,
 }
 
 /// Streams being generated (or recently finished) in this process.
@@ -96,6 +99,7 @@ impl Hub {
             owner: (tenant_id.to_owned(), agent_id.to_owned()),
             events: Mutex::new(Vec::new()),
             seq,
+            stop: CancellationToken::new(),
         });
         lock(&self.live).insert(id.to_owned(), live.clone());
         // The writer persists what the live buffer holds beyond what it wrote, a batch at a
@@ -149,6 +153,20 @@ impl Hub {
         }
     }
 
+    /// Asks stream `id` of `owner` to stop; `false` when this process is not generating it
+    /// (finished, unknown, or another agent's).
+    pub fn stop(&self, id: &str, owner: (&str, &str)) -> bool {
+        let Some(live) = lock(&self.live).get(id).cloned() else {
+            return false;
+        };
+        if (live.owner.0.as_str(), live.owner.1.as_str()) != owner || *live.seq.borrow() == u64::MAX
+        {
+            return false;
+        }
+        live.stop.cancel();
+        true
+    }
+
     /// A reader of stream `id` of `owner` (tenant, agent) after `after`: live when this
     /// process has it, else `None` (the caller then replays from the store).
     pub fn follow(&self, id: &str, owner: (&str, &str), after: u64) -> Option<Reader> {
@@ -164,6 +182,11 @@ impl Hub {
 }
 
 impl Emitter {
+    /// Cancelled when a client asks this answer to stop.
+    pub fn stop_token(&self) -> CancellationToken {
+        self.live.stop.clone()
+    }
+
     /// The stream's id.
     pub fn id(&self) -> &str {
         &self.id

@@ -144,6 +144,7 @@ pub(super) async fn run(
         sources,
         checked,
         timings,
+        stopped: draft.stopped,
     };
     store(ctx, &history, question, answer).await
 }
@@ -358,6 +359,7 @@ struct Answered {
     sources: Vec<Source>,
     checked: Checked,
     timings: Timings,
+    stopped: bool,
 }
 
 /// Stage "store": the answer message with its citations, claims and timings; a summary
@@ -393,7 +395,7 @@ async fn store(
                              "mode": a.mode, "support": a.support,
                              "grounded_share": c.grounded_share, "claims": c.claims,
                              "sources": compact, "dropped_citations": c.dropped,
-                             "timings": a.timings}),
+                             "timings": a.timings, "stopped": a.stopped}),
             },
         )
         .await?;
@@ -428,6 +430,7 @@ async fn store(
         usage: ctx.usage,
         cost_usd: ctx.cost,
         timings: a.timings,
+        stopped: a.stopped,
         features: a.features,
     })
 }
