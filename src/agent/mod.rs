@@ -165,6 +165,9 @@ struct Handle {
     turn: Arc<tokio::sync::Mutex<()>>,
 }
 
+/// The longest conversation title (and conversation search text), characters.
+const MAX_TITLE_CHARS: usize = 200;
+
 /// A replica silent this long (no heartbeat) is taken for gone: its running tasks go back to
 /// their queues.
 const REPLICA_SILENCE_SECS: i64 = 15;
@@ -583,12 +586,93 @@ impl Agents {
         }
     }
 
-    /// The agent's conversations, most recent first.
-    pub async fn conversations(&self, p: &Principal, id: &str) -> Result<Vec<Conversation>> {
+    /// The agent's conversations, most recent first; with `query`, those whose title or a
+    /// message contains it.
+    pub async fn conversations(
+        &self,
+        p: &Principal,
+        id: &str,
+        query: Option<String>,
+    ) -> Result<Vec<Conversation>> {
         p.require(Scope::Read)?;
         let (t, a) = Self::key(p, id)?;
+        let query = query.filter(|q| !q.trim().is_empty());
+        if query
+            .as_ref()
+            .is_some_and(|q| q.chars().count() > MAX_TITLE_CHARS)
+        {
+            return Err(AgentError::Invalid(format!(
+                "q is longer than {MAX_TITLE_CHARS} characters"
+            )));
+        }
         let store = self.inner.store.clone();
-        blocking(move || store.list_conversations(&t, &a, 200)).await
+        blocking(move || store.list_conversations(&t, &a, query.as_deref(), 200)).await
+    }
+
+    /// Renames a conversation (the title is trimmed; not blank, at most 200 characters).
+    pub async fn rename_conversation(
+        &self,
+        p: &Principal,
+        id: &str,
+        conversation: &str,
+        title: &str,
+    ) -> Result<Conversation> {
+        p.require(Scope::Write)?;
+        let (t, a) = Self::key(p, id)?;
+        let title = title.trim().to_owned();
+        if title.is_empty() || title.chars().count() > MAX_TITLE_CHARS {
+            return Err(AgentError::Invalid(format!(
+                "title must be 1 to {MAX_TITLE_CHARS} characters, not blank"
+            )));
+        }
+        let (store, c) = (self.inner.store.clone(), conversation.to_owned());
+        blocking(move || store.rename_conversation(&t, &a, &c, &title)).await
+    }
+
+    /// Deletes a conversation with its messages, between turns (a turn under way finishes
+    /// first, so no answer is written into a conversation that is gone).
+    pub async fn delete_conversation(
+        &self,
+        p: &Principal,
+        id: &str,
+        conversation: &str,
+    ) -> Result<()> {
+        p.require(Scope::Write)?;
+        let key = Self::key(p, id)?;
+        let handle = self.handle(&key).await?;
+        let _turn = handle.turn.clone().lock_owned().await;
+        let (store, (t, a), c) = (
+            self.inner.store.clone(),
+            key.clone(),
+            conversation.to_owned(),
+        );
+        if !blocking(move || store.delete_conversation(&t, &a, &c)).await? {
+            return Err(AgentError::NotFound {
+                kind: "conversation",
+                id: conversation.to_owned(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Stops a streamed answer being generated: the turn keeps the text so far, checks it
+    /// and stores it marked `stopped`, and the stream ends with `done`. `false` when the
+    /// answer had already finished.
+    pub async fn stop_stream(&self, p: &Principal, id: &str, stream_id: &str) -> Result<bool> {
+        p.require(Scope::Infer)?;
+        let (t, a) = Self::key(p, id)?;
+        if self.inner.hub.stop(stream_id, (&t, &a)) {
+            return Ok(true);
+        }
+        let (store, s) = (self.inner.store.clone(), stream_id.to_owned());
+        let known = blocking(move || store.events_after(&t, &a, &s, 0)).await?;
+        if known.is_empty() {
+            return Err(AgentError::NotFound {
+                kind: "stream",
+                id: stream_id.to_owned(),
+            });
+        }
+        Ok(false)
     }
 
     /// Messages of one conversation after message id `after`.

@@ -79,6 +79,31 @@ pub struct ScheduleList {
     pub items: Vec<ScheduleRecord>,
 }
 
+/// Which conversations to list.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ConversationQuery {
+    /// Only conversations whose title or a message contains this text (case-insensitive
+    /// for ASCII letters; at most 200 characters).
+    pub q: Option<String>,
+}
+
+/// `PATCH /v1/agents/{id}/conversations/{conversation_id}`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConversationPatch {
+    /// The new title (trimmed; 1 to 200 characters).
+    #[schema(pattern = r"\S", max_length = 200)]
+    pub title: String,
+}
+
+/// What stopping a stream did.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StopAnswer {
+    /// True when the answer was being generated and stops now; false when it had finished.
+    pub stopped: bool,
+}
+
 /// Which messages to list.
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -401,16 +426,67 @@ pub async fn resume(
     Ok(sse_response(&id, &stream_id, reader))
 }
 
-/// The agent's conversations.
+/// The agent's conversations (at most 200, most recent first); `q` keeps those whose title
+/// or a message contains it.
 #[utoipa::path(get, path = "/v1/agents/{id}/conversations", tag = "agents",
-    params(("id" = String, Path)), responses((status = 200, body = ConversationList)))]
+    params(("id" = String, Path), ConversationQuery),
+    responses((status = 200, body = ConversationList), (status = 422, body = super::Problem)))]
 pub async fn conversations(
     State(s): State<AppState>,
     Caller(p): Caller,
     ApiPath(id): ApiPath<String>,
+    ApiQuery(q): ApiQuery<ConversationQuery>,
 ) -> Result<Json<ConversationList>, ApiError> {
     Ok(Json(ConversationList {
-        items: dto::all(s.agents.conversations(&p, &id).await?),
+        items: dto::all(s.agents.conversations(&p, &id, q.q).await?),
+    }))
+}
+
+/// Renames a conversation.
+#[utoipa::path(patch, path = "/v1/agents/{id}/conversations/{conversation_id}", tag = "agents",
+    params(("id" = String, Path), ("conversation_id" = String, Path)),
+    request_body = ConversationPatch,
+    responses((status = 200, body = Conversation), (status = 404, body = super::Problem),
+        (status = 422, body = super::Problem)))]
+pub async fn rename_conversation(
+    State(s): State<AppState>,
+    Caller(p): Caller,
+    ApiPath((id, conversation)): ApiPath<(String, String)>,
+    ApiJson(body): ApiJson<ConversationPatch>,
+) -> Result<Json<Conversation>, ApiError> {
+    Ok(Json(
+        s.agents
+            .rename_conversation(&p, &id, &conversation, &body.title)
+            .await?
+            .into(),
+    ))
+}
+
+/// Deletes a conversation and its messages (after a turn under way in the agent finishes).
+#[utoipa::path(delete, path = "/v1/agents/{id}/conversations/{conversation_id}", tag = "agents",
+    params(("id" = String, Path), ("conversation_id" = String, Path)),
+    responses((status = 204), (status = 404, body = super::Problem)))]
+pub async fn delete_conversation(
+    State(s): State<AppState>,
+    Caller(p): Caller,
+    ApiPath((id, conversation)): ApiPath<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    s.agents.delete_conversation(&p, &id, &conversation).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Stops a streamed answer being generated: the text so far is checked and stored, marked
+/// `stopped`, and the stream ends with `done`. `stopped: false` when it had already finished.
+#[utoipa::path(post, path = "/v1/agents/{id}/streams/{stream_id}/stop", tag = "agents",
+    params(("id" = String, Path), ("stream_id" = String, Path)),
+    responses((status = 200, body = StopAnswer), (status = 404, body = super::Problem)))]
+pub async fn stop_stream(
+    State(s): State<AppState>,
+    Caller(p): Caller,
+    ApiPath((id, stream_id)): ApiPath<(String, String)>,
+) -> Result<Json<StopAnswer>, ApiError> {
+    Ok(Json(StopAnswer {
+        stopped: s.agents.stop_stream(&p, &id, &stream_id).await?,
     }))
 }
 

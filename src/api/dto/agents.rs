@@ -190,6 +190,9 @@ pub struct ChatAnswer {
     pub cost_usd: f64,
     /// Where the time went.
     pub timings: Timings,
+    /// The client stopped the answer while it was generated
+    /// (`POST /v1/agents/{id}/streams/{stream_id}/stop`): the text is what came before.
+    pub stopped: bool,
 }
 
 /// What every subscriber (WebSocket) of an agent sees.
@@ -371,6 +374,7 @@ impl From<crate::agent::answer::ChatAnswer> for ChatAnswer {
             usage: a.usage,
             cost_usd: a.cost_usd,
             timings: a.timings,
+            stopped: a.stopped,
         }
     }
 }
