@@ -6,11 +6,11 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 
 use super::body::ApiJson;
 use super::dto::{self, ChunkingStamp, KbRerank, KbView, SearchHit};
-use super::params::ApiPath;
+use super::params::{ApiPath, ApiQuery};
 use super::{blocking, ApiError, AppState, Caller};
 use crate::index::SearchMode;
 use crate::service::{CreateKb, Rerank, SearchParams};
@@ -305,5 +305,67 @@ pub async fn search(
             applied: r.applied,
             error: r.error,
         }),
+    }))
+}
+
+/// How many questions to suggest.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct SuggestionQuery {
+    /// At most this many (default 4; 1 to 20).
+    #[param(minimum = 1, maximum = 20)]
+    pub n: Option<u32>,
+}
+
+/// A suggested question.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Suggestion {
+    /// The question.
+    pub question: String,
+    /// The document it is about.
+    pub document_name: String,
+    /// The section heading it was made from (absent: from the document's name).
+    pub heading: Option<String>,
+}
+
+/// Suggested questions.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SuggestionList {
+    /// Spread over the documents, in document order.
+    pub items: Vec<Suggestion>,
+}
+
+/// Questions to start with: made from the section headings of the knowledge base's
+/// documents (every document in turn), else from their names. Empty when nothing is ready.
+#[utoipa::path(get, path = "/v1/kbs/{kb}/suggestions", tag = "knowledge bases",
+    params(("kb" = String, Path, description = "id or name"), SuggestionQuery),
+    responses((status = 200, body = SuggestionList), (status = 404, body = super::Problem),
+              (status = 422, body = super::Problem)))]
+pub async fn suggestions(
+    State(s): State<AppState>,
+    Caller(p): Caller,
+    ApiPath(kb): ApiPath<String>,
+    ApiQuery(q): ApiQuery<SuggestionQuery>,
+) -> Result<Json<SuggestionList>, ApiError> {
+    let n = q.n.unwrap_or(4);
+    if !(1..=20).contains(&n) {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_request",
+            "n must be within 1..=20",
+        ));
+    }
+    let service = s.service.clone();
+    let items = blocking(move || service.suggestions(&p, &kb, n as usize)).await?;
+    Ok(Json(SuggestionList {
+        items: items
+            .into_iter()
+            .map(|s| Suggestion {
+                question: s.question,
+                document_name: s.document_name,
+                heading: s.heading,
+            })
+            .collect(),
     }))
 }

@@ -5,7 +5,8 @@
 //! engine) to storage. Every call is checked
 //! against the caller's tenant and scopes here, so no front end can forget to.
 //!
-//! One file per resource: `kbs`, `documents` (uploads), `search`, `workflows` (runs, reindex,
+//! One file per resource: `kbs`, `documents` (uploads), `search`, `suggest` (suggested
+//! questions), `workflows` (runs, reindex,
 //! sources), `auth` (keys); the workflow handlers are `ingest`, `reindex` and `sources`; the
 //! per-KB indexes kept in step with the store are `indexes`. This file holds the service's
 //! state (`Core`), opening, shutdown, status and rate-limit admission.
@@ -24,6 +25,7 @@ pub mod ratelimit;
 pub mod reindex;
 mod search;
 pub mod sources;
+mod suggest;
 mod workflows;
 
 use std::collections::{BTreeMap, HashMap};
@@ -39,7 +41,8 @@ pub use error::{Result, ServiceError};
 pub use documents::{display_name, Accepted, Receipt, Refused, Upload};
 pub use kbs::{CreateKb, KbView};
 pub use search::{Found, Rerank, RerankReport, SearchHit, SearchParams};
-pub use workflows::{ReindexRequest, WorkflowView};
+pub use suggest::Suggestion;
+pub use workflows::{ReindexRequest, SourceView, WorkflowView};
 
 use crate::clock::Clock;
 use crate::config::Config;

@@ -438,6 +438,18 @@ pub struct Deleted {
     pub orphaned: Vec<String>,
 }
 
+/// One section of a document in a knowledge base's serving index: its heading path and how
+/// many chunks it has.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Heading {
+    /// The document's name.
+    pub document_name: String,
+    /// Headings from the outermost down (never empty).
+    pub path: Vec<String>,
+    /// Chunks under it.
+    pub chunks: u64,
+}
+
 /// A stored chunk.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ChunkRecord {

@@ -1310,6 +1310,29 @@ impl DocumentStore for PgStore {
         })
     }
 
+    fn kb_headings(&self, kb_id: &str, limit: u64) -> Result<Vec<Heading>> {
+        self.read(|c| {
+            c.query(
+                "SELECT d.name, c.heading_path, COUNT(*) FROM chunks c
+                   JOIN documents d ON d.id = c.document_id
+                   JOIN kbs k ON k.id = d.kb_id
+                 WHERE d.kb_id = $1 AND d.status = 'ready' AND c.generation = k.generation
+                   AND c.heading_path <> '[]'
+                 GROUP BY d.id, d.name, c.heading_path ORDER BY MIN(c.id) LIMIT $2",
+                &[&kb_id, &count(limit)],
+            )?
+            .iter()
+            .map(|r| {
+                Ok(Heading {
+                    document_name: r.get(0),
+                    path: serde_json::from_str(r.get::<_, &str>(1)).map_err(json_err)?,
+                    chunks: r.get::<_, i64>(2) as u64,
+                })
+            })
+            .collect()
+        })
+    }
+
     fn list_chunks(&self, document_id: &str, offset: u64, limit: u64) -> Result<Vec<ChunkRecord>> {
         self.read(|c| {
             c.query(

@@ -930,6 +930,37 @@ impl DocumentStore for SqliteStore {
         })
     }
 
+    fn kb_headings(&self, kb_id: &str, limit: u64) -> Result<Vec<Heading>> {
+        self.read(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT d.name, c.heading_path, COUNT(*) FROM chunks c
+                   JOIN documents d ON d.id = c.document_id
+                   JOIN kbs k ON k.id = d.kb_id
+                 WHERE d.kb_id = ?1 AND d.status = 'ready' AND c.generation = k.generation
+                   AND c.heading_path <> '[]'
+                 GROUP BY d.id, c.heading_path ORDER BY MIN(c.id) LIMIT ?2",
+            )?;
+            let rows = stmt
+                .query_map(params![kb_id, limit as i64], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, i64>(2)?,
+                    ))
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            rows.into_iter()
+                .map(|(document_name, path, n)| {
+                    Ok(Heading {
+                        document_name,
+                        path: serde_json::from_str(&path).map_err(json_err)?,
+                        chunks: n as u64,
+                    })
+                })
+                .collect()
+        })
+    }
+
     fn list_chunks(&self, document_id: &str, offset: u64, limit: u64) -> Result<Vec<ChunkRecord>> {
         self.read(|c| {
             let mut stmt = c.prepare_cached(&format!(
