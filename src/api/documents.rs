@@ -1,13 +1,19 @@
-//! Document routes: upload (multipart files or JSON text), list, get, chunks, delete.
+//! Document routes: upload (multipart files or JSON text), list (also live, as events), get,
+//! chunks, delete.
+
+use std::convert::Infallible;
+use std::time::Duration;
 
 use axum::extract::{FromRequest, Multipart, Query, Request, State};
 use axum::http::{header, StatusCode};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::Json;
+use futures_util::Stream;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::body::ApiJson;
-use super::dto::{self, ChunkRecord, Document, DocumentStatus, Receipt};
+use super::dto::{self, ChunkRecord, Document, DocumentStatus, KbView, Receipt, Source};
 use super::params::ApiPath;
 use super::{blocking, ApiError, AppState, Caller};
 use crate::service::{Refused, Upload};
@@ -276,6 +282,109 @@ pub async fn list(
         total: page.total,
         offset,
     }))
+}
+
+/// How many documents a live list shows.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct LiveQuery {
+    /// The newest this many (default 100, at most 500).
+    pub limit: Option<u64>,
+}
+
+/// What a live document list shows at one moment.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DocumentsSnapshot {
+    /// The knowledge base with its counters.
+    pub kb: KbView,
+    /// The newest documents (status, error, chunks, pages, extraction).
+    pub items: Vec<Document>,
+    /// Documents in all.
+    pub total: u64,
+    /// Its folder sources with their last sync's status.
+    pub sources: Vec<Source>,
+}
+
+/// The knowledge base's documents, live (Server-Sent Events): a `documents` event (a
+/// [`DocumentsSnapshot`]) at once and again whenever anything in it changes — uploads,
+/// progress to ready or failed (with the reason), deletions, folder syncs, on any replica.
+/// Ends with an `error` event if the knowledge base is deleted, and when the server shuts
+/// down (clients reconnect).
+#[utoipa::path(get, path = "/v1/kbs/{kb}/documents/events", tag = "documents",
+    params(("kb" = String, Path, description = "id or name"), LiveQuery),
+    responses((status = 200, content_type = "text/event-stream", body = DocumentsSnapshot),
+              (status = 404, body = super::Problem)))]
+pub async fn events(
+    State(s): State<AppState>,
+    Caller(p): Caller,
+    ApiPath(kb): ApiPath<String>,
+    query: Result<Query<LiveQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
+    let Query(q) = query?;
+    let limit = q.limit.unwrap_or(100).clamp(1, 500);
+    // Subscribed before the first snapshot, so that no change falls in between. Changes
+    // made by other replicas are seen by the poll.
+    let mut changes = s.service.subscribe_workflows();
+    let service = s.service.clone();
+    let read = move || {
+        let (service, p, kb) = (service.clone(), p.clone(), kb.clone());
+        blocking(move || {
+            let kb_view = service.get_kb(&p, &kb)?;
+            let page = service.list_documents(
+                &p,
+                &kb,
+                &DocumentQuery {
+                    status: None,
+                    stale: false,
+                    offset: 0,
+                    limit,
+                },
+            )?;
+            let sources = service.list_sources(&p, &kb)?;
+            Ok::<_, crate::service::ServiceError>(DocumentsSnapshot {
+                kb: kb_view.into(),
+                items: dto::all(page.items),
+                total: page.total,
+                sources: dto::all(sources),
+            })
+        })
+    };
+    let first = read().await?;
+    let draining = s.draining.clone();
+    let stream = async_stream::stream! {
+        let mut last = serde_json::to_string(&first).unwrap_or_default();
+        yield Ok(SseEvent::default().event("documents").data(last.clone()));
+        loop {
+            tokio::select! {
+                got = changes.recv() => {
+                    if matches!(got, Err(tokio::sync::broadcast::error::RecvError::Closed)) {
+                        return;
+                    }
+                    // A burst of changes (a batch upload) is read once.
+                    tokio::time::sleep(Duration::from_millis(150)).await;
+                    while changes.try_recv().is_ok() {}
+                }
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = draining.cancelled() => return,
+            }
+            match read().await {
+                Ok(now) => {
+                    let text = serde_json::to_string(&now).unwrap_or_default();
+                    if text != last {
+                        yield Ok(SseEvent::default().event("documents").data(text.clone()));
+                        last = text;
+                    }
+                }
+                Err(e) => {
+                    let body = serde_json::json!({"code": e.code(), "message": e.detail()});
+                    yield Ok(SseEvent::default().event("error").data(body.to_string()));
+                    return;
+                }
+            }
+        }
+    };
+    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }
 
 /// One document: status, error, chunk count, pages.

@@ -53,6 +53,9 @@ pub struct AppState {
     started: Arc<Instant>,
     /// Carries requests to the replica holding their agent.
     forwarder: forward::Forwarder,
+    /// Cancelled when a graceful shutdown begins: streams that would never end by
+    /// themselves (live document lists) end then, so that shutdown does not wait on them.
+    draining: tokio_util::sync::CancellationToken,
 }
 
 /// Runs a blocking service call off the async workers.
@@ -194,6 +197,7 @@ pub fn router(
     service: Service,
     agents: crate::agent::Agents,
     metrics: Option<PrometheusHandle>,
+    draining: tokio_util::sync::CancellationToken,
 ) -> Router {
     let limits = service.config().ingest.clone();
     let upload_limit = (limits.max_file_bytes as usize)
@@ -205,6 +209,7 @@ pub fn router(
         metrics,
         started: Arc::new(Instant::now()),
         forwarder: forward::Forwarder::new(),
+        draining,
     };
     let api = Router::new()
         .route("/healthz", get(system::healthz))
@@ -255,6 +260,8 @@ fn kb_routes(upload_limit: usize) -> Router<AppState> {
                 .get(documents::list)
                 .layer(DefaultBodyLimit::max(upload_limit)),
         )
+        .route("/v1/kbs/{kb}/documents/events", get(documents::events))
+        .route("/v1/kbs/{kb}/suggestions", get(kbs::suggestions))
         .route(
             "/v1/kbs/{kb}/documents/{id}",
             get(documents::get).delete(documents::delete),
@@ -322,7 +329,15 @@ fn agent_routes(state: AppState) -> Router<AppState> {
         )
         .route("/v1/agents/{id}/chat", post(agents::chat))
         .route("/v1/agents/{id}/streams/{stream_id}", get(agents::resume))
+        .route(
+            "/v1/agents/{id}/streams/{stream_id}/stop",
+            post(agents::stop_stream),
+        )
         .route("/v1/agents/{id}/conversations", get(agents::conversations))
+        .route(
+            "/v1/agents/{id}/conversations/{conversation_id}",
+            axum::routing::patch(agents::rename_conversation).delete(agents::delete_conversation),
+        )
         .route(
             "/v1/agents/{id}/conversations/{conversation_id}/messages",
             get(agents::messages),

@@ -26,8 +26,8 @@ impl Modify for BearerAuth {
     info(title = "Groundwork", description = "Self-hosted knowledge assistant: knowledge bases, uploads, search, durable workflows, an OpenAI-compatible model gateway, and stateful agents with grounded, cited chat."),
     paths(
         system::healthz, system::readyz, system::metrics, system::status, system::job,
-        kbs::create, kbs::list, kbs::get, kbs::update, kbs::delete, kbs::search,
-        documents::upload, documents::list, documents::get, documents::chunks, documents::chunk, documents::delete,
+        kbs::create, kbs::list, kbs::get, kbs::update, kbs::delete, kbs::search, kbs::suggestions,
+        documents::upload, documents::list, documents::events, documents::get, documents::chunks, documents::chunk, documents::delete,
         workflows::list, workflows::get, workflows::cancel, workflows::retry, workflows::send_event,
         workflows::events, workflows::reindex, workflows::add_source, workflows::list_sources,
         workflows::delete_source, workflows::sync_source,
@@ -35,7 +35,8 @@ impl Modify for BearerAuth {
         gateway::usage,
         agents::list, agents::get, agents::delete, agents::get_state, agents::put_state,
         agents::patch_state, agents::get_config, agents::put_config, agents::patch_config,
-        agents::chat, agents::resume, agents::conversations, agents::messages, agents::enqueue,
+        agents::chat, agents::resume, agents::stop_stream, agents::conversations,
+        agents::rename_conversation, agents::delete_conversation, agents::messages, agents::enqueue,
         agents::tasks, agents::task, agents::schedule, agents::schedules, agents::delete_schedule,
         agents::ws,
     ),
@@ -64,9 +65,6 @@ const SCHEDULE: &str =
 /// What agent ids may be (the agent runtime refuses others with 422).
 const AGENT_ID: &str = "^[A-Za-z0-9._:@-]{1,128}$";
 
-/// Schemas serde's attributes cannot say: untagged unions (a string or a list), any-JSON
-/// state, the OpenAI message shape, the agent id pattern, and the answers that are either JSON
-/// or an event stream. Each edit names the code it describes.
 /// Schemas serde's attributes cannot say: untagged unions (a string or a list), any-JSON
 /// state, the OpenAI message shape, the agent id pattern, and the answers that are either JSON
 /// or an event stream. Each edit names the code it describes.

@@ -48,7 +48,13 @@ pub async fn serve(
         .start()
         .await
         .map_err(|e| std::io::Error::other(format!("cannot start agents: {e}")))?;
-    let app = router(service.clone(), agents.clone(), install_metrics());
+    let draining = tokio_util::sync::CancellationToken::new();
+    let app = router(
+        service.clone(),
+        agents.clone(),
+        install_metrics(),
+        draining.clone(),
+    );
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     // Small answers (JSON, SSE events) go out at once rather than waiting on Nagle's algorithm.
     let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
@@ -58,6 +64,7 @@ pub async fn serve(
     });
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
         shutdown.await;
+        draining.cancel();
         let _ = stop_tx.send(true);
         tracing::info!("shutting down: finishing in-flight requests");
     });

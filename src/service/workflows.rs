@@ -14,6 +14,15 @@ use crate::store::{
 };
 use crate::workflow::schedule::Schedule;
 
+/// A folder source with the state of its last sync.
+#[derive(Debug, Clone)]
+pub struct SourceView {
+    /// The source.
+    pub source: Source,
+    /// Its last sync run, while the run is kept.
+    pub last_sync: Option<WorkflowRecord>,
+}
+
 /// A run with its steps.
 #[derive(Debug, Clone)]
 pub struct WorkflowView {
@@ -263,10 +272,26 @@ impl Service {
     }
 
     /// A knowledge base's sources.
-    pub fn list_sources(&self, p: &Principal, kb: &str) -> Result<Vec<Source>> {
+    pub fn list_sources(&self, p: &Principal, kb: &str) -> Result<Vec<SourceView>> {
         p.require(Scope::Read)?;
         let kb = self.kb(p, kb)?;
-        Ok(self.core.store.list_sources(&kb.id)?)
+        self.core
+            .store
+            .list_sources(&kb.id)?
+            .into_iter()
+            .map(|source| {
+                let last_sync = match &source.last_workflow_id {
+                    Some(id) => match self.core.store.workflow(id) {
+                        Ok(wf) => Some(wf),
+                        // Runs are pruned after their retention; the source stays.
+                        Err(crate::store::StoreError::NotFound { .. }) => None,
+                        Err(e) => return Err(e.into()),
+                    },
+                    None => None,
+                };
+                Ok(SourceView { source, last_sync })
+            })
+            .collect()
     }
 
     /// Forgets a source (its documents stay).

@@ -130,6 +130,12 @@ pub struct Source {
     pub last_sync_at: Option<DateTime<Utc>>,
     /// Workflow of the last sync.
     pub last_workflow_id: Option<String>,
+    /// Where the last sync run is (absent before the first sync, or once the run is pruned).
+    pub last_sync_status: Option<WorkflowStatus>,
+    /// Why the last sync run failed.
+    pub last_sync_error: Option<String>,
+    /// When the last sync run ended.
+    pub last_sync_finished_at: Option<DateTime<Utc>>,
     /// Creation time.
     pub created_at: DateTime<Utc>,
 }
@@ -276,8 +282,23 @@ impl From<crate::store::Source> for Source {
             next_sync_at: r.next_sync_at,
             last_sync_at: r.last_sync_at,
             last_workflow_id: r.last_workflow_id,
+            last_sync_status: None,
+            last_sync_error: None,
+            last_sync_finished_at: None,
             created_at: r.created_at,
         }
+    }
+}
+
+impl From<crate::service::SourceView> for Source {
+    fn from(v: crate::service::SourceView) -> Self {
+        let mut out = Source::from(v.source);
+        if let Some(wf) = v.last_sync {
+            out.last_sync_status = Some(wf.status.into());
+            out.last_sync_error = wf.error;
+            out.last_sync_finished_at = wf.finished_at;
+        }
+        out
     }
 }
 
