@@ -1,5 +1,8 @@
-//! The chat UI: one self-contained HTML page (no build step, no Node toolchain) served at `/`.
-//! It talks to the public API only: agents, knowledge bases, uploads, chat over SSE.
+//! The chat UI: one self-contained HTML page (no build step, no Node toolchain) served at `/`
+//! under a policy that lets it reach this server alone. It talks to the public API only:
+//! knowledge bases, uploads and the live document list, suggested questions, passage search,
+//! agents' chat over SSE (stop, resume), conversations. It must never hold data of its own
+//! beyond the tab: the API key lives in the tab's session storage.
 
 use axum::http::header;
 use axum::response::IntoResponse;
