@@ -19,7 +19,7 @@
 //!   logs, the local SmolLM2 model, the official `openai` Python client);
 //! - `agents`: agents over HTTP, SSE and WebSocket — durable state, isolation, concurrent
 //!   patches, tasks and schedules across a crash, grounded chat with checked citations (fake
-//!   frontier model and the local SmolLM2), resumable streams, the chat UI in headless Chromium;
+//!   frontier model and the local SmolLM2), resumable streams;
 //! - `grounding`: answers true to the documents — generated sentences verified (an invented
 //!   sentence unsupported, dropped under `strict`), extractive answers on the seeded guide;
 //! - `local_model`: the local chat model's reused KV cache changes no answer;
@@ -34,6 +34,9 @@
 //!   of searches and agents, `POST /v1/rerank`;
 //! - `store_pg`: the PostgreSQL store on servers of its own — verified TLS, sections that
 //!   exclude across processes, a database crash in the middle of an ingest;
+//! - `ui`: the chat UI — the live document list, suggested questions, conversations searched,
+//!   renamed and deleted, answers stopped; the page in headless Chromium at 1400 and 390 px
+//!   (drag-and-drop uploads, Markdown answers, citations, stop, axe-core);
 //! - `workflows`: durable ingest, crash recovery (SIGKILL at fail points), reindexing while
 //!   searching, a model of another dimension, folder sources on a schedule.
 
@@ -56,4 +59,5 @@ mod rerank;
 mod server;
 mod service_api;
 mod store_pg;
+mod ui;
 mod workflows;

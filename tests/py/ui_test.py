@@ -1,85 +1,320 @@
-"""The chat UI in headless Chromium, as a new user would use it.
+"""The chat UI in headless Chromium, as a user would use it (run by tests/it/ui.rs).
 
-Usage: ui_test.py SERVER_URL PDF_PATH SCREENSHOT_PATH
+Usage: ui_test.py SERVER_URL API_KEY FIXTURES_DIR ARTIFACTS_DIR WIDTH HEIGHT TAG
 
-Creates a knowledge base, uploads the PDF and waits for the progress bar to finish, asks a
-question, waits for the streamed answer and its citation, clicks the citation and reads the
-passage shown. Prints a JSON report on stdout; saves a screenshot.
+FIXTURES_DIR holds handbook.md, plant-safety.pdf and broken.pdf. The server asks for keys;
+its fake model answers, in order: a Markdown answer (the suggested question), the same again
+(regenerate), then a long answer (stopped). Screenshots go to ARTIFACTS_DIR as
+TAG-<state>.png. Prints a JSON report on stdout; exits non-zero on the first failed step
+(with what it saw).
 """
 
+import base64
 import json
+import os
 import sys
+import time
 
+import selenium_axe_python
 from selenium import webdriver
+from selenium.common.exceptions import TimeoutException
 from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import WebDriverWait
+
+AXE_JS = os.path.join(os.path.dirname(selenium_axe_python.__file__), "axe-core", "axe.min.js")
+
+# Drops files on an element the way a browser does: a DataTransfer holding File objects,
+# dispatched as dragenter, dragover and drop.
+DROP_JS = """
+const [target, files] = arguments;
+const dt = new DataTransfer();
+for (const f of files) {
+  const bytes = Uint8Array.from(atob(f.b64), c => c.charCodeAt(0));
+  dt.items.add(new File([bytes], f.name, {type: f.type}));
+}
+for (const type of ["dragenter", "dragover", "drop"]) {
+  target.dispatchEvent(new DragEvent(type, {bubbles: true, cancelable: true, dataTransfer: dt}));
+}
+"""
+
+
+class Flow:
+    def __init__(self, url, key, fixtures, out, width, height, tag):
+        self.url, self.key, self.fixtures, self.out, self.tag = url, key, fixtures, out, tag
+        opts = Options()
+        opts.binary_location = "/usr/bin/chromium"
+        for flag in (
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--disable-background-networking",
+            "--disable-extensions",
+            "--disable-sync",
+            "--no-first-run",
+            f"--window-size={width},{height}",
+        ):
+            opts.add_argument(flag)
+        self.d = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=opts)
+        # The layout viewport is the size asked for (a headless window's outer size is it).
+        self.d.execute_cdp_cmd(
+            "Emulation.setDeviceMetricsOverride",
+            {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": width < 500},
+        )
+        self.wait = WebDriverWait(self.d, 90)
+        self.report = {"tag": tag, "width": width, "screenshots": []}
+
+    def q(self, css):
+        return self.d.find_element(By.CSS_SELECTOR, css)
+
+    def qs(self, css):
+        return self.d.find_elements(By.CSS_SELECTOR, css)
+
+    def until(self, what, f, timeout=90):
+        try:
+            return WebDriverWait(self.d, timeout).until(lambda d: f())
+        except TimeoutException:
+            self.shot("timeout")
+            raise AssertionError(f"timed out waiting for {what}")
+
+    def shot(self, state):
+        path = os.path.join(self.out, f"{self.tag}-{state}.png")
+        self.d.save_screenshot(path)
+        self.report["screenshots"].append(path)
+
+    def narrow(self):
+        return self.q("#tabs").is_displayed()
+
+    def panel(self, name):
+        """Shows a panel: on a narrow screen through its tab."""
+        if self.narrow():
+            self.q(f"#tabs button[data-panel={name}]").click()
+        self.until(f"panel {name}", lambda: self.q(f"#{name}").is_displayed())
+
+    def axe(self, state):
+        with open(AXE_JS, encoding="utf-8") as f:
+            self.d.execute_script(f.read())
+        result = self.d.execute_async_script(
+            "const done = arguments[arguments.length - 1];"
+            "axe.run(document, {resultTypes: ['violations']}).then(r => done(r.violations))"
+            ".catch(e => done([{id: 'axe-error', impact: 'critical', help: String(e), nodes: []}]));"
+        )
+        serious = [
+            {"id": v["id"], "impact": v["impact"], "help": v["help"],
+             "nodes": [n.get("target") for n in v["nodes"]][:5]}
+            for v in result
+            if v["impact"] in ("serious", "critical")
+        ]
+        self.report.setdefault("axe", {})[state] = {
+            "violations": [(v["id"], v["impact"]) for v in result],
+            "serious": serious,
+        }
+        assert not serious, f"axe-core found serious violations in {state}: {serious}"
+
+    def run(self):
+        d, r = self.d, self.report
+        d.get(self.url + "/")
+
+        # Sign in: the server refuses requests without a key, the page asks for one.
+        self.until("the sign-in box", lambda: self.q("#signin").is_displayed())
+        self.shot("signin")
+        self.axe("signin")
+        self.q("#api-key").send_keys(self.key)
+        self.q("#signin-form button[type=submit]").click()
+        self.until("sign-in to close", lambda: not self.q("#signin").is_displayed())
+        r["key_in_session"] = d.execute_script("return sessionStorage.getItem('gw-key')") == self.key
+        r["key_in_local"] = d.execute_script(
+            "return Object.keys(localStorage).some(k => localStorage.getItem(k) === arguments[0])",
+            self.key)
+
+        # A knowledge base, three files dropped on it.
+        self.until("the agent list", lambda: self.q("#agent-select").get_attribute("value"))
+        self.q("#new-kb").send_keys("handbook")
+        self.q("#create-kb").click()
+        self.until("the new KB", lambda: self.q("#kb-select").get_attribute("value") == "handbook")
+        self.panel("docs")
+        files = []
+        for name, kind in (("handbook.md", "text/markdown"), ("plant-safety.pdf", "application/pdf"),
+                           ("broken.pdf", "application/pdf")):
+            with open(os.path.join(self.fixtures, name), "rb") as f:
+                files.append({"name": name, "type": kind, "b64": base64.b64encode(f.read()).decode()})
+        d.execute_script(DROP_JS, self.q("#dropzone"), files)
+        self.until("three upload results", lambda: len([
+            li for li in self.qs("#uploads li")
+            if li.get_attribute("data-result") in ("ready", "failed", "refused")]) == 3, 180)
+        results = {li.get_attribute("data-upload"): (li.get_attribute("data-result"),
+                   li.find_element(By.CSS_SELECTOR, ".reason").text) for li in self.qs("#uploads li")}
+        r["uploads"] = results
+        self.until("the list to show the failure", lambda: any(
+            li.get_attribute("data-status") == "failed" and li.find_elements(By.CSS_SELECTOR, ".reason")
+            for li in self.qs("#documents li")))
+        r["documents"] = [(li.get_attribute("data-status"), li.text) for li in self.qs("#documents li")]
+        self.shot("documents")
+
+        # The empty chat: suggested questions from the headings, the KB's size.
+        self.panel("chat")
+        self.until("suggestions", lambda: self.qs("#suggestions button.suggestion"))
+        self.until("the KB size", lambda: "2 documents ready" in self.q("#empty-size").text)
+        r["suggestions"] = [b.text for b in self.qs("#suggestions button.suggestion")]
+        r["kb_size"] = self.q("#empty-size").text
+        self.shot("empty")
+        self.axe("empty")
+
+        # A suggested question: a Markdown answer, cited; the citation opens the passage.
+        first = self.qs("#suggestions button.suggestion")[0]
+        r["asked"] = first.text
+        first.click()
+        self.until("the answer", lambda: self.qs(".msg.assistant .actions"))
+        answer = self.qs(".msg.assistant")[-1]
+        r["answer_html"] = {
+            tag: len(answer.find_elements(By.CSS_SELECTOR, ".answer " + tag))
+            for tag in ("ol li", "table td", "pre code", "strong", "code", "button.cite",
+                        ".copy-code", ".unsupported")
+        }
+        r["answer_text"] = answer.find_element(By.CSS_SELECTOR, ".answer").text
+        r["raw_markdown_left"] = any(s in r["answer_text"] for s in ("**", "```", "|---"))
+        r["deltas"] = int(answer.get_attribute("data-deltas") or "0")
+        source = answer.find_element(By.CSS_SELECTOR, ".sources button")
+        quote = source.get_attribute("title")
+        answer.find_element(By.CSS_SELECTOR, "button.cite").click()
+        self.until("the passage", lambda: self.qs("#passage mark") and self.q("#source").is_displayed())
+        r["passage_source"] = self.q("#passage .src").text
+        r["highlighted"] = self.q("#passage mark").text
+        r["quote"] = quote
+        r["passage"] = self.q("#passage .text").text
+        self.shot("passage")
+        self.panel("chat")
+        self.shot("answer")
+        self.axe("answer")
+
+        # Copy (answer and sources), then regenerate.
+        answer.find_element(By.CSS_SELECTOR, ".copy-answer").click()
+        copied = answer.find_element(By.CSS_SELECTOR, ".copy-answer")
+        self.until("the copy", lambda: copied.get_attribute("data-copied"))
+        r["copied"] = copied.get_attribute("data-copied")
+        before = len(self.qs(".msg.assistant"))
+        answer.find_element(By.CSS_SELECTOR, ".regenerate").click()
+        self.until("the regenerated answer", lambda: len(self.qs(".msg.assistant .actions")) == before + 1)
+        r["regenerated"] = self.qs(".msg.assistant .answer")[-1].text == r["answer_text"]
+
+        # A new conversation from the keyboard; a question the documents cannot answer.
+        self.q("#chat-input").send_keys("x")
+        self.q("#chat-input").send_keys(Keys.CONTROL, Keys.SHIFT, "o")
+        self.until("a new conversation", lambda: self.qs("#empty"))
+        self.q("#chat-input").clear()
+        self.q("body").send_keys("/")
+        r["slash_focuses_input"] = d.execute_script("return document.activeElement.id") == "chat-input"
+        self.q("#chat-input").send_keys("What is the capital of Peru?", Keys.ENTER)
+        self.until("the not-found answer", lambda: self.qs(".msg.assistant .actions"))
+        r["not_found_badge"] = bool(self.qs(".msg.assistant .badge.notfound"))
+        r["not_found_text"] = self.qs(".msg.assistant .answer")[-1].text
+
+        # Stop a streaming answer: the second suggestion, stopped after a few pieces.
+        self.panel("history")
+        self.q("#new-conversation").click()
+        self.panel("chat")
+        self.until("suggestions again", lambda: len(self.qs("#suggestions button.suggestion")) > 1)
+        second = self.qs("#suggestions button.suggestion")[1]
+        r["stop_asked"] = second.text
+        second.click()
+        self.until("the stream", lambda: int(
+            (self.qs(".msg.assistant") or [None])[-1].get_attribute("data-deltas") or "0") >= 5)
+        self.until("the stop button", lambda: self.q("#stop-btn").is_displayed())
+        self.shot("streaming")
+        self.q("#stop-btn").click()
+        self.until("the stopped answer", lambda: self.qs(".msg.assistant .badge.stopped"), 30)
+        r["stopped_text"] = self.qs(".msg.assistant .answer")[-1].text
+        r["send_back"] = self.q("#send-btn").is_displayed() and not self.q("#stop-btn").is_displayed()
+        self.shot("stopped")
+
+        # Conversations: search, rename, delete.
+        self.panel("history")
+        self.until("three conversations", lambda: len(self.qs("#conversations li[data-id]")) == 3)
+        r["conversations"] = [li.find_element(By.CSS_SELECTOR, ".name").text
+                              for li in self.qs("#conversations li[data-id]")]
+        self.q("#conv-search").send_keys("Peru")
+        self.until("the search", lambda: len(self.qs("#conversations li[data-id]")) == 1)
+        r["search_hits"] = [li.find_element(By.CSS_SELECTOR, ".name").text
+                            for li in self.qs("#conversations li[data-id]")]
+        li = self.qs("#conversations li[data-id]")[0]
+        li.find_element(By.XPATH, ".//button[text()='Rename']").click()
+        box = li.find_element(By.CSS_SELECTOR, "form input")
+        box.clear()
+        box.send_keys("Geography question", Keys.ENTER)
+        self.until("the new title", lambda: [
+            x.find_element(By.CSS_SELECTOR, ".name").text
+            for x in self.qs("#conversations li[data-id]")] == ["Geography question"])
+        self.shot("renamed")
+        self.q("#conv-search").clear()
+        self.q("#conv-search").send_keys(" ")
+        self.q("#conv-search").send_keys(Keys.BACKSPACE)
+        self.until("all conversations", lambda: len(self.qs("#conversations li[data-id]")) == 3)
+        target = [x for x in self.qs("#conversations li[data-id]")
+                  if x.find_element(By.CSS_SELECTOR, ".name").text == "Geography question"][0]
+        delete = target.find_element(By.CSS_SELECTOR, "button.danger")
+        delete.click()
+        delete.click()
+        self.until("the deletion", lambda: len(self.qs("#conversations li[data-id]")) == 2)
+        r["after_delete"] = [li.find_element(By.CSS_SELECTOR, ".name").text
+                             for li in self.qs("#conversations li[data-id]")]
+        self.shot("conversations")
+
+        # Delete a document: it leaves the list and the search.
+        self.panel("docs")
+
+        def search(text):
+            box = self.q("#kb-search")
+            box.clear()
+            box.send_keys(text, Keys.ENTER)
+            self.until("search results", lambda: self.qs("#kb-hits li"))
+            time.sleep(0.3)
+            return [li.text for li in self.qs("#kb-hits li")]
+
+        r["search_before"] = search("reactor inspection")
+        pdf = [li for li in self.qs("#documents li[data-id]") if "plant-safety.pdf" in li.text][0]
+        button = pdf.find_element(By.CSS_SELECTOR, "button.danger")
+        button.click()
+        button.click()
+        self.until("the document to leave the list", lambda: not any(
+            "plant-safety.pdf" in li.text for li in self.qs("#documents li[data-id]")))
+        r["search_after"] = search("reactor inspection")
+        self.shot("deleted")
+
+        # Dark scheme from the system setting.
+        light = d.execute_script("return getComputedStyle(document.body).backgroundColor")
+        d.execute_cdp_cmd("Emulation.setEmulatedMedia",
+                          {"features": [{"name": "prefers-color-scheme", "value": "dark"}]})
+        dark = d.execute_script("return getComputedStyle(document.body).backgroundColor")
+        r["colors"] = [light, dark]
+        self.panel("chat")
+        self.shot("dark")
+        self.axe("dark")
+        d.execute_cdp_cmd("Emulation.setEmulatedMedia", {"features": []})
+
+        # Nothing was fetched from anywhere but this server.
+        r["requests"] = d.execute_script(
+            "return performance.getEntriesByType('resource').map(e => e.name)")
+        r["external"] = [u for u in r["requests"] if not u.startswith(self.url)]
+        r["overflow_x"] = d.execute_script(
+            "return document.documentElement.scrollWidth > window.innerWidth + 1")
 
 
 def main() -> None:
-    url, pdf, shot = sys.argv[1:4]
-    opts = Options()
-    opts.binary_location = "/usr/bin/chromium"
-    for flag in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--disable-background-networking",
-        "--disable-extensions",
-        "--disable-sync",
-        "--no-first-run",
-        "--window-size=1400,900",
-    ):
-        opts.add_argument(flag)
-    driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=opts)
+    url, key, fixtures, out, width, height, tag = sys.argv[1:8]
+    os.makedirs(out, exist_ok=True)
+    flow = Flow(url, key, fixtures, out, int(width), int(height), tag)
     try:
-        wait = WebDriverWait(driver, 90)
-        driver.get(url + "/")
-        wait.until(lambda d: d.find_element(By.ID, "agent-select").get_attribute("value"))
-        title = driver.title
-
-        driver.find_element(By.ID, "new-kb").send_keys("plant")
-        driver.find_element(By.ID, "create-kb").click()
-        wait.until(lambda d: d.find_element(By.ID, "kb-select").get_attribute("value") == "plant")
-
-        driver.find_element(By.ID, "file-input").send_keys(pdf)
-        driver.find_element(By.ID, "upload-btn").click()
-        wait.until(lambda d: d.find_element(By.ID, "upload-status").text.startswith(("Ready", "Done")))
-        upload_status = driver.find_element(By.ID, "upload-status").text
-        progress = float(driver.find_element(By.ID, "upload-progress").get_attribute("value"))
-
-        driver.find_element(By.ID, "chat-input").send_keys("How often is the reactor inspected?")
-        driver.find_element(By.ID, "send-btn").click()
-        links = wait.until(
-            lambda d: d.find_elements(By.CSS_SELECTOR, ".msg.assistant .cites .citation-link")
-        )
-        message = driver.find_elements(By.CSS_SELECTOR, ".msg.assistant")[-1]
-        answer = message.find_element(By.CSS_SELECTOR, ".answer-text").text
-        deltas = int(message.get_attribute("data-deltas") or "0")
-        citation = links[0].text
-        links[0].click()
-        wait.until(lambda d: "every 90 days" in d.find_element(By.ID, "passage").text)
-        passage = driver.find_element(By.ID, "passage").text
-        highlighted = driver.find_element(By.CSS_SELECTOR, "#passage mark").text
-        driver.save_screenshot(shot)
-        print(
-            json.dumps(
-                {
-                    "title": title,
-                    "upload_status": upload_status,
-                    "progress": progress,
-                    "answer": answer,
-                    "deltas": deltas,
-                    "citation": citation,
-                    "passage": passage,
-                    "highlighted": highlighted,
-                }
-            )
-        )
+        flow.run()
+        print(json.dumps(flow.report))
+    except Exception as e:  # noqa: BLE001 - the report says what was seen before the failure
+        flow.report["failed"] = f"{type(e).__name__}: {e}"
+        print(json.dumps(flow.report))
+        sys.exit(1)
     finally:
-        driver.quit()
+        flow.d.quit()
 
 
 if __name__ == "__main__":
