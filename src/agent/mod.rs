@@ -5,7 +5,9 @@
 //! memory as an actor — one tokio task with a mailbox — while it is in use. The actor is the
 //! only writer of its agent's state, config and messages: commands are applied one at a time
 //! (a burst is applied in memory and committed in one transaction), and a command is answered
-//! only after its write is committed. An actor idle for `idle_secs` (no command, no subscriber,
+//! only after its write is committed (a conversation's title is renamed directly; a
+//! conversation is deleted under the turn lock, between turns). An actor idle for
+//! `idle_secs` (no command, no subscriber,
 //! no turn, no task running) leaves memory; the next command reactivates it from the store.
 //! Chat turns of one agent run one at a time, outside the mailbox (model calls take seconds;
 //! state reads and writes keep flowing), and send their messages through it. Queued tasks run

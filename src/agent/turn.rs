@@ -103,7 +103,14 @@ pub(super) async fn run(
     let found = !sources.is_empty() && f64::from(composition.support) >= ctx.config.min_support;
     let mut grounding_ms = ms(t_ground);
 
-    let draft = if !found {
+    // Stopped while searching: no answer is made (and no model is called).
+    let draft = if ctx.sink.stop_token().is_cancelled() {
+        Draft {
+            stopped: true,
+            first_token_ms: ctx.elapsed_ms(),
+            ..Draft::default()
+        }
+    } else if !found {
         ctx.delta(NOT_FOUND.to_owned());
         Draft {
             text: NOT_FOUND.to_owned(),

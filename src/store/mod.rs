@@ -177,8 +177,9 @@ pub trait DocumentStore: Send + Sync {
     /// Deletes a document and its chunks; returns its chunk ids, the new index sequence and
     /// whether its content hash is still referenced.
     fn delete_document(&self, kb_id: &str, id: &str) -> Result<Deleted>;
-    /// The sections (distinct heading paths) of the KB's ready documents in the serving
-    /// generation, in document order, at most `limit`.
+    /// The sections (distinct heading paths) of the KB's 50 most recently updated ready
+    /// documents in the serving generation, in document order, at most `limit` (bounded
+    /// work on a KB of any size).
     fn kb_headings(&self, kb_id: &str, limit: u64) -> Result<Vec<Heading>>;
     /// A page of one document's chunks in order.
     fn list_chunks(&self, document_id: &str, offset: u64, limit: u64) -> Result<Vec<ChunkRecord>>;

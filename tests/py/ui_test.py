@@ -17,7 +17,7 @@ import time
 
 import selenium_axe_python
 from selenium import webdriver
-from selenium.common.exceptions import TimeoutException
+from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
 from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
@@ -79,6 +79,23 @@ class Flow:
         except TimeoutException:
             self.shot("timeout")
             raise AssertionError(f"timed out waiting for {what}")
+
+    def texts(self, css, inner=None):
+        """The text of every `css` element (of its `inner` part), read at one instant: the
+        page's lists re-render whenever what they show changes."""
+        return self.d.execute_script(
+            "return [...document.querySelectorAll(arguments[0])]"
+            ".map(e => ((arguments[1] && e.querySelector(arguments[1])) || e).textContent)",
+            css, inner)
+
+    def retry(self, what, f):
+        """Runs `f` again when the list it acts on re-rendered under it."""
+        for _ in range(20):
+            try:
+                return f()
+            except StaleElementReferenceException:
+                time.sleep(0.2)
+        raise AssertionError(f"{what}: the page kept re-rendering")
 
     def shot(self, state):
         path = os.path.join(self.out, f"{self.tag}-{state}.png")
@@ -148,25 +165,30 @@ class Flow:
         results = {li.get_attribute("data-upload"): (li.get_attribute("data-result"),
                    li.find_element(By.CSS_SELECTOR, ".reason").text) for li in self.qs("#uploads li")}
         r["uploads"] = results
+        documents = lambda: d.execute_script(  # noqa: E731
+            "return [...document.querySelectorAll('#documents li[data-id]')]"
+            ".map(li => [li.dataset.status, li.innerText, !!li.querySelector('.reason')])")
         self.until("the list to show the failure", lambda: any(
-            li.get_attribute("data-status") == "failed" and li.find_elements(By.CSS_SELECTOR, ".reason")
-            for li in self.qs("#documents li")))
-        r["documents"] = [(li.get_attribute("data-status"), li.text) for li in self.qs("#documents li")]
+            status == "failed" and reason for status, _, reason in documents()))
+        r["documents"] = documents()
         self.shot("documents")
 
         # The empty chat: suggested questions from the headings, the KB's size.
         self.panel("chat")
         self.until("suggestions", lambda: self.qs("#suggestions button.suggestion"))
         self.until("the KB size", lambda: "2 documents ready" in self.q("#empty-size").text)
-        r["suggestions"] = [b.text for b in self.qs("#suggestions button.suggestion")]
+        r["suggestions"] = self.texts("#suggestions button.suggestion")
         r["kb_size"] = self.q("#empty-size").text
         self.shot("empty")
         self.axe("empty")
 
         # A suggested question: a Markdown answer, cited; the citation opens the passage.
-        first = self.qs("#suggestions button.suggestion")[0]
-        r["asked"] = first.text
-        first.click()
+        def ask_first():
+            first = self.qs("#suggestions button.suggestion")[0]
+            r["asked"] = first.text
+            first.click()
+
+        self.retry("the first suggestion", ask_first)
         self.until("the answer", lambda: self.qs(".msg.assistant .actions"))
         answer = self.qs(".msg.assistant")[-1]
         r["answer_html"] = {
@@ -217,9 +239,12 @@ class Flow:
         self.q("#new-conversation").click()
         self.panel("chat")
         self.until("suggestions again", lambda: len(self.qs("#suggestions button.suggestion")) > 1)
-        second = self.qs("#suggestions button.suggestion")[1]
-        r["stop_asked"] = second.text
-        second.click()
+        def ask_second():
+            second = self.qs("#suggestions button.suggestion")[1]
+            r["stop_asked"] = second.text
+            second.click()
+
+        self.retry("the second suggestion", ask_second)
         self.until("the stream", lambda: int(
             (self.qs(".msg.assistant") or [None])[-1].get_attribute("data-deltas") or "0") >= 5)
         self.until("the stop button", lambda: self.q("#stop-btn").is_displayed())
@@ -232,54 +257,65 @@ class Flow:
 
         # Conversations: search, rename, delete.
         self.panel("history")
-        self.until("three conversations", lambda: len(self.qs("#conversations li[data-id]")) == 3)
-        r["conversations"] = [li.find_element(By.CSS_SELECTOR, ".name").text
-                              for li in self.qs("#conversations li[data-id]")]
+        titles = lambda: self.texts("#conversations li[data-id]", ".name")  # noqa: E731
+        self.until("three conversations", lambda: len(titles()) == 3)
+        r["conversations"] = titles()
         self.q("#conv-search").send_keys("Peru")
-        self.until("the search", lambda: len(self.qs("#conversations li[data-id]")) == 1)
-        r["search_hits"] = [li.find_element(By.CSS_SELECTOR, ".name").text
-                            for li in self.qs("#conversations li[data-id]")]
-        li = self.qs("#conversations li[data-id]")[0]
-        li.find_element(By.XPATH, ".//button[text()='Rename']").click()
-        box = li.find_element(By.CSS_SELECTOR, "form input")
-        box.clear()
-        box.send_keys("Geography question", Keys.ENTER)
-        self.until("the new title", lambda: [
-            x.find_element(By.CSS_SELECTOR, ".name").text
-            for x in self.qs("#conversations li[data-id]")] == ["Geography question"])
+        self.until("the search", lambda: len(titles()) == 1)
+        r["search_hits"] = titles()
+
+        def rename():
+            li = self.qs("#conversations li[data-id]")[0]
+            li.find_element(By.XPATH, ".//button[text()='Rename']").click()
+            box = li.find_element(By.CSS_SELECTOR, "form input")
+            box.clear()
+            box.send_keys("Geography question", Keys.ENTER)
+
+        self.retry("rename", rename)
+        self.until("the new title", lambda: titles() == ["Geography question"])
         self.shot("renamed")
         self.q("#conv-search").clear()
         self.q("#conv-search").send_keys(" ")
         self.q("#conv-search").send_keys(Keys.BACKSPACE)
-        self.until("all conversations", lambda: len(self.qs("#conversations li[data-id]")) == 3)
-        target = [x for x in self.qs("#conversations li[data-id]")
-                  if x.find_element(By.CSS_SELECTOR, ".name").text == "Geography question"][0]
-        delete = target.find_element(By.CSS_SELECTOR, "button.danger")
-        delete.click()
-        delete.click()
-        self.until("the deletion", lambda: len(self.qs("#conversations li[data-id]")) == 2)
-        r["after_delete"] = [li.find_element(By.CSS_SELECTOR, ".name").text
-                             for li in self.qs("#conversations li[data-id]")]
+        self.until("all conversations", lambda: len(titles()) == 3)
+
+        def delete():
+            target = [x for x in self.qs("#conversations li[data-id]")
+                      if x.find_element(By.CSS_SELECTOR, ".name").text == "Geography question"][0]
+            button = target.find_element(By.CSS_SELECTOR, "button.danger")
+            button.click()
+            button.click()
+
+        self.retry("delete the conversation", delete)
+        self.until("the deletion", lambda: len(titles()) == 2)
+        r["after_delete"] = titles()
         self.shot("conversations")
 
         # Delete a document: it leaves the list and the search.
         self.panel("docs")
 
         def search(text):
+            done = int(self.q("#kb-hits").get_attribute("data-searches") or "0")
             box = self.q("#kb-search")
             box.clear()
             box.send_keys(text, Keys.ENTER)
-            self.until("search results", lambda: self.qs("#kb-hits li"))
-            time.sleep(0.3)
-            return [li.text for li in self.qs("#kb-hits li")]
+            self.until("search results", lambda: int(
+                self.q("#kb-hits").get_attribute("data-searches") or "0") > done)
+            return self.texts("#kb-hits li", ".name")
 
         r["search_before"] = search("reactor inspection")
-        pdf = [li for li in self.qs("#documents li[data-id]") if "plant-safety.pdf" in li.text][0]
-        button = pdf.find_element(By.CSS_SELECTOR, "button.danger")
-        button.click()
-        button.click()
+
+        def delete_pdf():
+            pdf = [li for li in self.qs("#documents li[data-id]")
+                   if "plant-safety.pdf" in li.text][0]
+            button = pdf.find_element(By.CSS_SELECTOR, "button.danger")
+            button.click()
+            button.click()
+
+        # (The live list re-renders on every change; a click lands on the current rows.)
+        self.retry("delete the document", delete_pdf)
         self.until("the document to leave the list", lambda: not any(
-            "plant-safety.pdf" in li.text for li in self.qs("#documents li[data-id]")))
+            "plant-safety.pdf" in t for t in self.texts("#documents li[data-id]", ".name")))
         r["search_after"] = search("reactor inspection")
         self.shot("deleted")
 

@@ -938,6 +938,8 @@ impl DocumentStore for SqliteStore {
                    JOIN kbs k ON k.id = d.kb_id
                  WHERE d.kb_id = ?1 AND d.status = 'ready' AND c.generation = k.generation
                    AND c.heading_path <> '[]'
+                   AND d.id IN (SELECT id FROM documents WHERE kb_id = ?1 AND status = 'ready'
+                                ORDER BY updated_at DESC LIMIT 50)
                  GROUP BY d.id, c.heading_path ORDER BY MIN(c.id) LIMIT ?2",
             )?;
             let rows = stmt
