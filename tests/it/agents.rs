@@ -95,6 +95,14 @@ pub(crate) fn sse_events(body: &str) -> Vec<(u64, String, Value)> {
     out
 }
 
+/// Where a streamed answer can be resumed (and stopped): its `Content-Location`.
+pub(crate) fn stream_location(res: &reqwest::blocking::Response) -> String {
+    res.headers()["content-location"]
+        .to_str()
+        .expect("a stream's location")
+        .to_owned()
+}
+
 /// Reads an SSE answer until it has `n` deltas; returns what came, whole events only.
 pub(crate) fn read_deltas(
     res: &mut reqwest::blocking::Response,
@@ -214,10 +222,7 @@ fn chat_rewrites_follow_ups_checks_citations_and_resumes_streams() {
         .to_str()
         .expect("a header")
         .starts_with("text/event-stream"));
-    let location = res.headers()["content-location"]
-        .to_str()
-        .expect("a header")
-        .to_owned();
+    let location = stream_location(&res);
     let events = sse_events(&res.text().expect("body"));
     let names: Vec<&str> = events.iter().map(|e| e.1.as_str()).collect();
     assert_eq!(names.first(), Some(&"meta"));
@@ -284,10 +289,7 @@ fn chat_rewrites_follow_ups_checks_citations_and_resumes_streams() {
         "/v1/agents/ops-bot/chat",
         &json!({"message": "When are invoices sent?", "stream": true}),
     );
-    let location = res.headers()["content-location"]
-        .to_str()
-        .expect("a header")
-        .to_owned();
+    let location = stream_location(&res);
     // Only whole events count; the client resumes after the last one it got.
     let complete = read_deltas(&mut res, 2);
     drop(res);

@@ -1400,7 +1400,8 @@ fn through_takeover(
 #[test]
 fn an_agent_lives_on_one_replica_keeps_its_history_through_kills_and_streams_resume_elsewhere() {
     use crate::agents::{
-        add_doc, deltas, fake_config, read_deltas, sse_events, ws_connect, ws_until,
+        add_doc, deltas, fake_config, read_deltas, sse_events, stream_location, ws_connect,
+        ws_until,
     };
     use crate::fake_llm::{Behavior, FakeLlm};
     use serde_json::json;
@@ -1529,10 +1530,7 @@ fn an_agent_lives_on_one_replica_keeps_its_history_through_kills_and_streams_res
         &json!({"message": "And where are they kept?", "conversation_id": conversation, "stream": true}),
     );
     assert_eq!(res.status(), 200);
-    let location = res.headers()["content-location"]
-        .to_str()
-        .expect("header")
-        .to_owned();
+    let location = stream_location(&res);
     let first = read_deltas(&mut res, 3);
     replicas[2].take().expect("running").kill();
     drop(res);
@@ -1622,10 +1620,7 @@ fn an_agent_lives_on_one_replica_keeps_its_history_through_kills_and_streams_res
         "/v1/agents/bot/chat",
         &json!({"message": "Where again?", "conversation_id": conversation, "stream": true}),
     );
-    let location = res.headers()["content-location"]
-        .to_str()
-        .expect("header")
-        .to_owned();
+    let location = stream_location(&res);
     let first = read_deltas(&mut res, 3);
     // Let the holder's writer store what the client has (it writes every 100 ms).
     std::thread::sleep(Duration::from_millis(300));

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::agents::{fake_config, read_deltas, sse_events};
+use crate::agents::{fake_config, read_deltas, sse_events, stream_location};
 use crate::common::root;
 use crate::fake_llm::{Behavior, FakeLlm};
 use crate::server::{ok_json, problem, TestServer};
@@ -330,10 +330,7 @@ fn conversations_are_searched_renamed_and_deleted_and_answers_stop() {
         &json!({"message": "How long are copies kept?", "conversation_id": cb, "stream": true}),
     );
     assert_eq!(res.status(), 200);
-    let location = res.headers()["content-location"]
-        .to_str()
-        .expect("header")
-        .to_owned();
+    let location = stream_location(&res);
     let first = read_deltas(&mut res, 3);
     assert_eq!(
         ro.post(&format!("{location}/stop"), &json!({})).status(),
