@@ -131,9 +131,50 @@ class Flow:
         }
         assert not serious, f"axe-core found serious violations in {state}: {serious}"
 
+    def renderer_is_safe(self):
+        """The page's Markdown renderer on hostile text: nothing but its own tags and
+        attributes comes out (models and documents can write anything)."""
+        hostile = [
+            "<script>alert(1)</script>",
+            "<img src=x onerror=alert(1)>",
+            "[click](javascript:alert(1)) [ok](https://example.org/a?b=1&c=\"d\")",
+            "```js\" onmouseover=\"alert(1)\n<b>x</b>\n```",
+            "| <i>a</i> | b\" onclick=\"x |\n|---|---|\n| `<svg onload=1>` | [1] |",
+            "1. <a href=javascript:x>y</a>\n   - **<u>z</u>** ~~<s>w</s>~~",
+            "> <iframe src=//evil></iframe>\n\n# <h1>t</h1>",
+            "`unclosed <code` and **bold <b> [2](data:text/html,x)",
+        ]
+        allowed = {"P", "BR", "STRONG", "EM", "DEL", "CODE", "PRE", "A", "BUTTON", "UL", "OL",
+                   "LI", "TABLE", "THEAD", "TBODY", "TR", "TH", "TD", "BLOCKQUOTE", "H3", "H4",
+                   "H5", "HR", "DIV"}
+        found = self.d.execute_script(
+            """
+            const out = [];
+            for (const text of arguments[0]) {
+              const box = document.createElement("div");
+              box.innerHTML = markdown(text, {1: [{}]});
+              for (const e of box.querySelectorAll("*")) {
+                for (const a of e.attributes) {
+                  const bad = a.name.startsWith("on") || (a.name === "href"
+                    && !/^(https?:|mailto:)/.test(a.value)) || a.name === "src";
+                  if (bad) out.push(e.tagName + " " + a.name + "=" + a.value);
+                }
+                out.push("tag:" + e.tagName);
+              }
+            }
+            return out;
+            """,
+            hostile,
+        )
+        tags = {f[4:] for f in found if f.startswith("tag:")}
+        bad = [f for f in found if not f.startswith("tag:")] + sorted(tags - allowed)
+        self.report["renderer_tags"] = sorted(tags)
+        assert not bad, f"the Markdown renderer let through: {bad}"
+
     def run(self):
         d, r = self.d, self.report
         d.get(self.url + "/")
+        self.renderer_is_safe()
 
         # Sign in: the server refuses requests without a key, the page asks for one.
         self.until("the sign-in box", lambda: self.q("#signin").is_displayed())
