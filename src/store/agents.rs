@@ -475,17 +475,3 @@ pub trait AgentStore: Send + Sync {
     /// Gives up every lease of `holder` (a replica stopping); returns how many.
     fn release_agents(&self, holder: &str) -> Result<u64>;
 }
-
-/// A `LIKE` pattern matching `text` anywhere, with `\\` as the escape character.
-pub fn contains_pattern(text: &str) -> String {
-    let mut out = String::with_capacity(text.len() + 2);
-    out.push('%');
-    for ch in text.chars() {
-        if matches!(ch, '%' | '_' | '\\') {
-            out.push('\\');
-        }
-        out.push(ch);
-    }
-    out.push('%');
-    out
-}

@@ -270,3 +270,17 @@ impl<T> Store for T where
         + ReplicaStore
 {
 }
+
+/// A `LIKE` pattern matching `text` anywhere, with `\` as the escape character.
+pub fn contains_pattern(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('%');
+    for ch in text.chars() {
+        if matches!(ch, '%' | '_' | '\\') {
+            out.push('\\');
+        }
+        out.push(ch);
+    }
+    out.push('%');
+    out
+}

@@ -134,13 +134,15 @@ fn documents_live_list_follows_uploads_failures_and_deletions_and_suggests_quest
     assert_eq!(none["items"], json!([]));
 
     let read = |name: &str| std::fs::read(files.join(name)).expect("fixture");
+    // (Metadata holding U+0000, which PostgreSQL's jsonb refuses: the folder sync below
+    // reads this KB's documents all the same.)
     let res = server.upload(
         "ops",
         &[
             ("handbook.md", read("handbook.md")),
             ("broken.pdf", read("broken.pdf")),
         ],
-        None,
+        Some(json!({"team": "ops\u{0}night"})),
     );
     assert_eq!(res.status(), 202);
     let settled = live.until("handbook ready and broken.pdf failed", |s| {
@@ -289,6 +291,17 @@ fn conversations_are_searched_renamed_and_deleted_and_answers_stop() {
         422,
         "invalid_request",
     );
+
+    // An agent whose config holds U+0000 (JSON allows it; PostgreSQL's jsonb does not) is
+    // listed like any other.
+    ok_json(s.send(
+        "PATCH",
+        "/v1/agents/bot/config",
+        Some(&json!({"name": "bot\u{0}one"})),
+        &[],
+    ));
+    let agents = ok_json(s.get("/v1/agents"));
+    assert_eq!(agents["items"][0]["name"], "bot\u{0}one", "{agents}");
 
     // Rename: trimmed; blank and unknown refused; the read scope may not.
     let path = format!("/v1/agents/bot/conversations/{ca}");

@@ -167,14 +167,18 @@ impl AgentStore for PgStore {
             );
             let items = c
                 .query(
-                    "SELECT id, config::jsonb ->> 'name', version, created_at, updated_at
+                    // The name is read here, not with `::jsonb` in SQL: jsonb refuses text
+                    // holding `\u0000`, which JSON (and so a config) may.
+                    "SELECT id, config, version, created_at, updated_at
                      FROM agents WHERE tenant_id = $1 ORDER BY id LIMIT $2 OFFSET $3",
                     &[&tenant_id, &count(limit), &count(offset)],
                 )?
                 .iter()
                 .map(|r| AgentSummary {
                     id: r.get(0),
-                    name: r.get(1),
+                    name: serde_json::from_str::<serde_json::Value>(r.get::<_, &str>(1))
+                        .ok()
+                        .and_then(|c| c.get("name")?.as_str().map(str::to_owned)),
                     version: u(r, 2),
                     created_at: r.get(3),
                     updated_at: r.get(4),
@@ -267,7 +271,7 @@ impl AgentStore for PgStore {
         query: Option<&str>,
         limit: u64,
     ) -> Result<Vec<Conversation>> {
-        let pattern = query.map(contains_pattern);
+        let pattern = query.map(crate::store::contains_pattern);
         self.read(|c| {
             Ok(c.query(
                 &format!(

@@ -132,15 +132,22 @@ impl SourceStore for PgStore {
     }
 
     fn source_documents(&self, kb_id: &str, source_id: &str) -> Result<Vec<Document>> {
-        self.read(|c| {
+        // Candidates by text, the field checked on the parsed metadata: `::jsonb` in SQL
+        // would fail the whole query on any document whose metadata holds `\u0000`.
+        let pattern = crate::store::contains_pattern(source_id);
+        let candidates = self.read(|c| {
             docs(c.query(
                 &format!(
                     "SELECT {DOC_COLS} FROM documents
-                     WHERE kb_id = $1 AND metadata::jsonb ->> 'source_id' = $2
+                     WHERE kb_id = $1 AND metadata LIKE $2 ESCAPE '\\'
                      ORDER BY created_at"
                 ),
-                &[&kb_id, &source_id],
+                &[&kb_id, &pattern],
             )?)
-        })
+        })?;
+        Ok(candidates
+            .into_iter()
+            .filter(|d| d.metadata.get("source_id").and_then(|v| v.as_str()) == Some(source_id))
+            .collect())
     }
 }

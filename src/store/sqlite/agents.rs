@@ -290,7 +290,7 @@ impl AgentStore for SqliteStore {
         query: Option<&str>,
         limit: u64,
     ) -> Result<Vec<Conversation>> {
-        let pattern = query.map(contains_pattern);
+        let pattern = query.map(crate::store::contains_pattern);
         self.read(|c| {
             let mut st = c.prepare(&format!(
                 "SELECT {CONV_COLS} FROM agent_conversations WHERE tenant_id = ?1 AND agent_id = ?2 \
